@@ -1,0 +1,1 @@
+//! Pure attestation decisions (no I/O, no clock).
