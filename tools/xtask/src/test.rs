@@ -1,0 +1,56 @@
+//! `cargo xtask test` (everything CI runs) and `cargo xtask demo`.
+
+use crate::{firmware, setup, shell};
+use std::time::Instant;
+
+/// fmt, clippy, the firmware cross-build with its budget, then every host test including the
+/// hil-tests (swtpm, bus models, QEMU), which find the firmware through `VOUCH_FIRMWARE_DIR`.
+pub fn run() -> Result<(), String> {
+    let started = Instant::now();
+    setup::ensure()?;
+    shell::step("fmt", shell::cargo().args(["fmt", "--all", "--check"]))?;
+    shell::step(
+        "clippy",
+        shell::cargo().args([
+            "clippy",
+            "--workspace",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
+    firmware::sizes(false)?;
+    shell::step(
+        "host tests and hil-tests",
+        shell::cargo()
+            .args(["test", "--workspace", "--locked"])
+            .env("VOUCH_FIRMWARE_DIR", firmware::target_dir()),
+    )?;
+    eprintln!(
+        "test: all passed in {:.0} s",
+        started.elapsed().as_secs_f32()
+    );
+    Ok(())
+}
+
+/// Starts a manufactured swtpm and shows what the TPM stack reads from it over each path.
+pub fn demo() -> Result<(), String> {
+    setup::ensure()?;
+    firmware::build_all()?;
+    shell::step(
+        "demo",
+        shell::cargo()
+            .args([
+                "run",
+                "--quiet",
+                "--locked",
+                "-p",
+                "hil-tests",
+                "--bin",
+                "vouch-demo",
+            ])
+            .env("VOUCH_FIRMWARE_DIR", firmware::target_dir()),
+    )
+}
