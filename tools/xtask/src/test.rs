@@ -8,7 +8,8 @@ use std::time::Instant;
 pub fn run() -> Result<(), String> {
     let started = Instant::now();
     setup::ensure()?;
-    shell::step("fmt", shell::cargo().args(["fmt", "--all", "--check"]))?;
+    shell::step("fmt", shell::cargo().args(["fmt", "--all", "--check"]))
+        .map_err(|e| format!("{e}; `cargo fmt --all` fixes the formatting"))?;
     shell::step(
         "clippy",
         shell::cargo().args([
