@@ -12,7 +12,11 @@ mod timer;
 use core::fmt::Write as _;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::{debug, hio};
-use embedded_hal::i2c::I2c;
+use sbcon::SbconI2c;
+use timer::Timer;
+use vouch_tpm::{
+    ALG_SHA256, EkKind, I2cTransport, PcrBank, Startup, StartupType, Tis, Tpm,
+};
 
 const TPM_I2C_BASE: usize = 0x4002_A000;
 const TPM_ADDRESS: u8 = 0x2E;
@@ -46,16 +50,112 @@ fn main() -> ! {
     }
 }
 
+/// The TPM stack over the board's I2C bus, with room for 2 KiB commands and responses.
+type BoardTpm = Tpm<Tis<I2cTransport<SbconI2c, Timer>, Timer>, 2048>;
+
 fn run() -> Result<(), &'static str> {
-    let mut clock = timer::Timer::start();
+    let clock = Timer::start();
     // SAFETY: 0x4002_A000 is the SBCon controller the TPM sits on; nothing else uses it.
-    let mut bus = unsafe { sbcon::SbconI2c::new(TPM_I2C_BASE) };
-    let _ = &mut clock;
-    let mut did_vid = [0u8; 4];
-    bus.write_read(TPM_ADDRESS, &[0x48], &mut did_vid)
-        .map_err(|_| "no TPM answers at I2C address 0x2E")?;
-    log!("tpm: DID_VID {:08x}", u32::from_le_bytes(did_vid));
+    let bus = unsafe { SbconI2c::new(TPM_I2C_BASE) };
+    let i2c = I2cTransport::new(bus, clock.clone()).with_address(TPM_ADDRESS);
+    let mut tis = Tis::new(i2c, clock);
+    let did_vid = tis.init().map_err(|_| "no TPM answers on the I2C bus at 0x2E")?;
+    log!("tpm: I2C TIS up, DID_VID {did_vid:08x}");
+    let mut tpm: BoardTpm = Tpm::new(tis);
+
+    match tpm.startup(StartupType::Clear) {
+        Ok(Startup::Started) => log!("tpm: Startup(CLEAR) done"),
+        Ok(_) => log!("tpm: already started"),
+        Err(_) => return Err("TPM2_Startup failed"),
+    }
+    tpm.self_test(false).map_err(|_| "TPM2_SelfTest failed")?;
+
+    let manufacturer = tpm
+        .tpm_property(PT_MANUFACTURER)
+        .map_err(|_| "GetCapability(TPM_PT_MANUFACTURER) failed")?
+        .unwrap_or(0);
+    let name = manufacturer.to_be_bytes();
+    log!(
+        "tpm: manufacturer {}",
+        core::str::from_utf8(&name).unwrap_or("(not ASCII)")
+    );
+
+    let banks = tpm.pcr_banks().map_err(|_| "GetCapability(PCRS) failed")?;
+    for bank in banks.active() {
+        log!("tpm: PCR bank {} ({:#06x})", alg_name(bank.alg), bank.alg);
+    }
+
+    let mut random = [0u8; 16];
+    tpm.get_random(&mut random).map_err(|_| "TPM2_GetRandom failed")?;
+    log!("tpm: GetRandom {}", Hex(&random));
+
+    let mut certificate = [0u8; 2048];
+    let cert_len = tpm
+        .read_ek_certificate(EkKind::Rsa2048, &mut certificate)
+        .map_err(|_| "reading the RSA EK certificate (NV 0x01C00002) failed")?;
+    let certificate = certificate.get(..cert_len).unwrap_or_default();
+    log!("tpm: EK certificate, {cert_len} bytes of DER");
+
+    let ek = tpm
+        .create_ek(EkKind::Rsa2048)
+        .map_err(|_| "CreatePrimary(EK template L-1) failed")?;
+    let modulus = ek.public.rsa_modulus().unwrap_or_default();
+    // The certificate's SubjectPublicKeyInfo carries the same modulus byte for byte.
+    let matches = !modulus.is_empty() && certificate.windows(modulus.len()).any(|w| w == modulus);
+    let _ = tpm.flush_context(ek.handle);
+    if !matches {
+        return Err("the recreated EK's public key is not the certificate's");
+    }
+    log!("tpm: recreated EK matches the certificate ({} bit RSA)", modulus.len() * 8);
+
+    let measurement = [0x5Au8; 64];
+    tpm.pcr_extend_active_banks(DEMO_PCR, |alg, out| {
+        let len = digest_len(alg)?;
+        out.get_mut(..len)?.copy_from_slice(measurement.get(..len)?);
+        Some(len)
+    })
+    .map_err(|_| "TPM2_PCR_Extend failed")?;
+    let selection = [PcrBank {
+        alg: ALG_SHA256,
+        pcrs: 1 << DEMO_PCR,
+    }];
+    let values = tpm.pcr_read(&selection).map_err(|_| "TPM2_PCR_Read failed")?;
+    let value = values.digests().first().ok_or("PCR_Read returned no digest")?;
+    log!("tpm: PCR {DEMO_PCR} (sha256) after extend {}", Hex(value));
     Ok(())
+}
+
+/// The PCR the probe extends: 16 is the debug PCR, resettable and unused by boot.
+const DEMO_PCR: u32 = 16;
+const PT_MANUFACTURER: u32 = 0x105;
+
+fn digest_len(alg: u16) -> Option<usize> {
+    match alg {
+        0x0004 => Some(20),
+        0x000B => Some(32),
+        0x000C => Some(48),
+        0x000D => Some(64),
+        _ => None,
+    }
+}
+
+fn alg_name(alg: u16) -> &'static str {
+    match alg {
+        0x0004 => "sha1",
+        0x000B => "sha256",
+        0x000C => "sha384",
+        0x000D => "sha512",
+        _ => "other",
+    }
+}
+
+/// Lowercase hex for the log.
+struct Hex<'a>(&'a [u8]);
+
+impl core::fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
 
 #[exception]

@@ -9,8 +9,10 @@ const RELOAD: usize = 0x08;
 const TICKS_PER_US: u64 = 25;
 
 /// A free-running microsecond clock; `now_us` must be called at least once per wrap of the
-/// counter (171 s), which every polling loop of the TPM stack does.
-#[derive(Debug)]
+/// counter (171 s), which every polling loop of the TPM stack does. Copies share the hardware
+/// counter and keep their own running total, so the I2C guard times and the TIS timeouts can
+/// each own one.
+#[derive(Debug, Clone)]
 pub struct Timer {
     last: u32,
     ticks: u64,
