@@ -1,1 +1,38 @@
-//! Harness for tests against real parts: swtpm manufactured per test, and bus models.
+//! Harness for tests against real parts: a software TPM (swtpm) manufactured per test, a
+//! socket transport to it, and bus-level models of a discrete TPM on I2C and SPI that forward
+//! to it, so `vouch-tpm`'s transports meet a real TPM 2.0 implementation.
+//!
+//! - [`swtpm`]: [`swtpm::Swtpm`] manufactures a TPM (EK, EK certificate, local manufacturer
+//!   CA) in a temp dir and runs `swtpm socket`; missing tools fail with "run `cargo xtask
+//!   setup`".
+//! - [`socket`]: [`socket::SwtpmSocket`], `vouch_tpm::Transport` over swtpm's command socket.
+//! - [`tis`]: the TIS/FIFO register state machine both bus models share.
+//! - [`i2c_model`]: [`i2c_model::I2cTpm`], an `embedded_hal::i2c::I2c` TPM (TCG I2C register
+//!   map, behaving like QEMU's `tpm-tis-i2c`), with seeded faults: address NACKs,
+//!   corrupted FIFO bytes (checksum recovery), registers glitching to all ones.
+//! - [`spi_model`]: [`spi_model::SpiTpm`] + [`spi_model::SpiCs`], an `embedded_hal::spi::SpiBus`
+//!   TPM with its chip-select pin (TCG SPI protocol), with seeded wait states.
+//! - [`tpm`]: a small, std-only TPM 2.0 command client over any `vouch_tpm::Transport`, used as
+//!   the reference the tests drive the transports with.
+//! - [`tools`]: tpm2-tools runners (makecredential, checkquote), `certtool` chain checks,
+//!   PEM output.
+//! - [`qemu`]: boots a board's firmware under QEMU (`qemu/<board>.args`) against a swtpm.
+//! - [`clock`]: `vouch_tpm::Clock` and `DelayNs` on the host clock.
+//! - [`rng`], [`crc`]: the seeded generator behind fault injection; CRC-16/KERMIT.
+//!
+//! The binary `vouch-demo` (`cargo xtask demo`) shows what vouch-tpm reads over each path.
+//!
+//! Invariant: the harness never touches anything outside each test's temp dir, and never skips:
+//! a missing tool is a test failure.
+
+pub mod clock;
+pub mod crc;
+pub mod i2c_model;
+pub mod qemu;
+pub mod rng;
+pub mod socket;
+pub mod spi_model;
+pub mod swtpm;
+pub mod tis;
+pub mod tools;
+pub mod tpm;

@@ -19,9 +19,9 @@ use serde::{Deserialize, Serialize};
 
 /// Largest marshalled TPM2B_PUBLIC carried (an RSA-4096 key with a policy fits).
 pub const MAX_PUBLIC: usize = 640;
-/// Largest TPM2B_ID_OBJECT (credential blob) carried.
+/// Largest TPM2B_ID_OBJECT contents (credential blob) carried.
 pub const MAX_ID_OBJECT: usize = 256;
-/// Largest TPM2B_ENCRYPTED_SECRET carried (RSA-4096).
+/// Largest TPM2B_ENCRYPTED_SECRET contents carried (RSA-4096).
 pub const MAX_ENCRYPTED_SECRET: usize = 520;
 /// Largest digest-sized value: credential secrets, nonces (SHA-512).
 pub const MAX_DIGEST: usize = 64;
@@ -90,9 +90,9 @@ pub struct Enroll {
 /// TPM2_MakeCredential's output for the agent's AK, to be opened with TPM2_ActivateCredential.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 pub struct CredentialChallenge {
-    /// TPM2B_ID_OBJECT.
+    /// The contents of the TPM2B_ID_OBJECT (without its size field).
     pub id_object: Vec<u8, MAX_ID_OBJECT>,
-    /// TPM2B_ENCRYPTED_SECRET.
+    /// The contents of the TPM2B_ENCRYPTED_SECRET (without its size field).
     pub encrypted_secret: Vec<u8, MAX_ENCRYPTED_SECRET>,
 }
 

@@ -29,7 +29,14 @@ pub const BOARDS: &[Board] = &[Board {
 
 /// The no_std library crates, cross-built for each target listed.
 const NO_STD_CRATES: &[(&str, &[&str])] = &[
-    ("vouch-tpm", &["thumbv7em-none-eabihf"]),
+    (
+        "vouch-tpm",
+        &["thumbv7em-none-eabihf", "thumbv6m-none-eabi"],
+    ),
+    (
+        "vouch-agent",
+        &["thumbv7em-none-eabihf", "thumbv6m-none-eabi"],
+    ),
     (
         "vouch-proto",
         &["thumbv7em-none-eabihf", "thumbv6m-none-eabi"],

@@ -1,0 +1,426 @@
+//! One session with the verifier over a byte link, as `vouch_proto::wire` describes it:
+//! Hello → EK certificate and Enroll → credential challenge → quotes, until the verifier closes
+//! the link.
+//!
+//! The agent never leaves a transient object or session behind: the EK it recreates is flushed
+//! on every exit path, and the command layer flushes the sessions it starts.
+
+use crate::eventlog::EventLog;
+use crate::measure::digest_size;
+use embedded_io::{Read, Write};
+use heapless::{String, Vec};
+use vouch_proto::chunk;
+use vouch_proto::frame::{self, FrameError, FrameReader, MAX_FRAME};
+use vouch_proto::wire::{
+    ActivationProof, AgentError, AgentFailure, AgentMessage, BlobKind, Chunk, CredentialChallenge,
+    Enroll, Evidence, Hello, MAX_TEXT, QuoteRequest, RefusalKind, VerifierMessage,
+};
+use vouch_proto::{CURRENT_VERSION, MIN_VERSION};
+use vouch_tpm::{
+    AK_ATTRIBUTES, AkKind, Auth, CommandError, EkKind, PcrBank, Public, PublicKey, ResponseCode,
+    Tpm, Transport,
+};
+
+/// How the agent runs its sessions.
+#[derive(Debug, Clone, Copy)]
+pub struct AgentConfig<'a> {
+    /// Sent in Hello, for the verifier's logs.
+    pub agent: &'a str,
+    /// Which EK (and EK certificate) identifies the TPM.
+    pub ek: EkKind,
+    /// The AK's kind when one has to be created.
+    pub ak: AkKind,
+    /// The persistent handle the AK lives at (owner hierarchy range), reused across boots.
+    pub ak_handle: u32,
+}
+
+/// Where Vouch keeps its AK unless configured otherwise: an owner-range persistent handle.
+pub const DEFAULT_AK_HANDLE: u32 = 0x8100_0A4B;
+
+/// Why a session ended early. Says who is at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SessionError<TE, LE> {
+    /// The TPM failed or refused a command.
+    Tpm(CommandError<TE>),
+    /// The link failed.
+    Link(LE),
+    /// The verifier closed the link before the session was complete.
+    Closed,
+    /// The verifier sent bytes that are not a message.
+    Frame(FrameError),
+    /// The verifier sent a message out of order.
+    Protocol(&'static str),
+    /// The verifier refused this agent.
+    Refused(RefusalKind, String<MAX_TEXT>),
+    /// A payload does not fit the wire contract's bounds.
+    TooLarge(&'static str),
+}
+
+/// What a completed session did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Whether a credential challenge was answered (a new AK was bound to the EK).
+    pub activated: bool,
+    /// Quotes sent.
+    pub quotes: u32,
+    /// The last verdict: `Some(true)` when attested.
+    pub last_verdict: Option<bool>,
+    /// The software version the last positive verdict named.
+    pub software_version: String<32>,
+}
+
+type Result<V, T, L> = core::result::Result<
+    V,
+    SessionError<<T as Transport>::Error, <L as embedded_io::ErrorType>::Error>,
+>;
+
+/// The framed link: a reader that resynchronises on garbage and an output frame buffer.
+struct Conn<'l, L> {
+    link: &'l mut L,
+    reader: FrameReader<MAX_FRAME>,
+    out: [u8; MAX_FRAME],
+    input: [u8; 64],
+    pos: usize,
+    filled: usize,
+}
+
+impl<L: Read + Write> Conn<'_, L> {
+    fn send<TE>(
+        &mut self,
+        message: &AgentMessage,
+    ) -> core::result::Result<(), SessionError<TE, L::Error>> {
+        let bytes = frame::encode(message, &mut self.out).map_err(SessionError::Frame)?;
+        self.link.write_all(bytes).map_err(SessionError::Link)?;
+        self.link.flush().map_err(SessionError::Link)
+    }
+
+    /// The next message from the verifier; `Ok(None)` when the link closed between messages.
+    fn recv<TE>(
+        &mut self,
+    ) -> core::result::Result<Option<VerifierMessage>, SessionError<TE, L::Error>> {
+        loop {
+            while self.pos < self.filled {
+                let byte = self.input.get(self.pos).copied().unwrap_or(0);
+                self.pos += 1;
+                if let Some(frame) = self.reader.push(byte) {
+                    return frame
+                        .and_then(frame::decode::<VerifierMessage>)
+                        .map(Some)
+                        .map_err(SessionError::Frame);
+                }
+            }
+            let n = self
+                .link
+                .read(&mut self.input)
+                .map_err(SessionError::Link)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.pos = 0;
+            self.filled = n;
+        }
+    }
+
+    fn send_blob<TE>(
+        &mut self,
+        blob: BlobKind,
+        data: &[u8],
+    ) -> core::result::Result<(), SessionError<TE, L::Error>> {
+        let chunks = chunk::split(blob, data).map_err(|_| SessionError::TooLarge("payload"))?;
+        for chunk in chunks {
+            self.send(&AgentMessage::Chunk(chunk))?;
+        }
+        Ok(())
+    }
+
+    fn report<TE>(&mut self, failure: AgentFailure, detail: &str) {
+        let mut text = String::new();
+        let _ = text.push_str(detail.get(..detail.len().min(MAX_TEXT)).unwrap_or(""));
+        let _ = self.send::<TE>(&AgentMessage::Error(AgentError {
+            failure,
+            detail: text,
+        }));
+    }
+}
+
+/// Runs one session: enrolls the TPM (EK, EK certificate, AK), answers the credential challenge
+/// and every quote request, until the verifier closes the link.
+///
+/// `cert_buf` receives the EK certificate (2 KiB is plenty for real ones).
+///
+/// # Errors
+/// See [`SessionError`]. A TPM failure is also reported to the verifier before returning.
+pub fn run<T: Transport, L: Read + Write, const N: usize, const M: usize>(
+    tpm: &mut Tpm<T, N>,
+    log: &EventLog<M>,
+    link: &mut L,
+    config: &AgentConfig<'_>,
+    cert_buf: &mut [u8],
+) -> Result<Outcome, T, L> {
+    let mut conn = Conn {
+        link,
+        reader: FrameReader::new(),
+        out: [0; MAX_FRAME],
+        input: [0; 64],
+        pos: 0,
+        filled: 0,
+    };
+    let mut agent = String::new();
+    let _ = agent.push_str(config.agent.get(..config.agent.len().min(32)).unwrap_or(""));
+    conn.send(&AgentMessage::Hello(Hello {
+        min_version: MIN_VERSION,
+        max_version: CURRENT_VERSION,
+        agent,
+    }))?;
+    match conn.recv()? {
+        Some(VerifierMessage::Welcome(_)) => {}
+        Some(VerifierMessage::Refused(r)) => return Err(SessionError::Refused(r.kind, r.reason)),
+        Some(_) => return Err(SessionError::Protocol("expected Welcome")),
+        None => return Err(SessionError::Closed),
+    }
+
+    let ek = match tpm.create_ek(config.ek) {
+        Ok(ek) => ek,
+        Err(e) => return Err(tpm_failure(&mut conn, e)),
+    };
+    let result = enrolled_session(tpm, log, &mut conn, config, ek.handle, &ek.public, cert_buf);
+    let _ = tpm.flush_context(ek.handle);
+    result
+}
+
+fn enrolled_session<T: Transport, L: Read + Write, const N: usize, const M: usize>(
+    tpm: &mut Tpm<T, N>,
+    log: &EventLog<M>,
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    ek: u32,
+    ek_public: &Public,
+    cert_buf: &mut [u8],
+) -> Result<Outcome, T, L> {
+    // An EK certificate is optional (trust mode 3); a TPM error reading it means there is none.
+    let cert_len = tpm.read_ek_certificate(config.ek, cert_buf).unwrap_or(0);
+    let certificate = cert_buf.get(..cert_len).unwrap_or_default();
+    if !certificate.is_empty() {
+        conn.send_blob(BlobKind::EkCertificate, certificate)?;
+    }
+    let ak_public = match ensure_ak(tpm, ek, config) {
+        Ok(public) => public,
+        Err(e) => return Err(tpm_failure(conn, e)),
+    };
+    conn.send(&AgentMessage::Enroll(Enroll {
+        ek_public: Vec::from_slice(ek_public.as_tpm2b())
+            .map_err(|_| SessionError::TooLarge("EK public area"))?,
+        ak_public: Vec::from_slice(ak_public.as_tpm2b())
+            .map_err(|_| SessionError::TooLarge("AK public area"))?,
+        has_ek_certificate: !certificate.is_empty(),
+    }))?;
+
+    let mut outcome = Outcome::default();
+    loop {
+        let Some(message) = conn.recv()? else {
+            return Ok(outcome);
+        };
+        match message {
+            VerifierMessage::CredentialChallenge(challenge) => {
+                let proof = activate(tpm, ek, config.ak_handle, &challenge);
+                let secret = match proof {
+                    Ok(secret) => secret,
+                    Err(e) => return Err(tpm_failure(conn, e)),
+                };
+                conn.send(&AgentMessage::ActivationProof(ActivationProof { secret }))?;
+                outcome.activated = true;
+            }
+            VerifierMessage::QuoteRequest(request) => {
+                send_evidence(tpm, log, conn, config.ak_handle, &request)?;
+                outcome.quotes += 1;
+            }
+            VerifierMessage::Verdict(verdict) => {
+                outcome.last_verdict = Some(verdict.attested);
+                outcome.software_version = verdict.software_version;
+            }
+            VerifierMessage::Refused(r) => return Err(SessionError::Refused(r.kind, r.reason)),
+            VerifierMessage::Welcome(_) => {
+                conn.report::<T::Error>(AgentFailure::Protocol, "Welcome after the handshake");
+                return Err(SessionError::Protocol("Welcome after the handshake"));
+            }
+        }
+    }
+}
+
+/// Reports a TPM failure to the verifier and returns it as the session's error.
+fn tpm_failure<TE, L: Read + Write>(
+    conn: &mut Conn<'_, L>,
+    e: CommandError<TE>,
+) -> SessionError<TE, L::Error> {
+    match &e {
+        CommandError::Tpm(ResponseCode(rc)) => {
+            conn.report::<TE>(AgentFailure::TpmResponse(*rc), "TPM refused a command");
+        }
+        _ => conn.report::<TE>(AgentFailure::TpmUnreachable, "TPM failed"),
+    }
+    SessionError::Tpm(e)
+}
+
+/// Whether `public` is an AK this agent would have created: a restricted signing key bound to
+/// this TPM, of the configured kind.
+fn is_our_ak(public: &Public, kind: AkKind) -> bool {
+    let area = public.parsed();
+    let kind_matches = matches!(
+        (area.key, kind),
+        (PublicKey::Ecc { .. }, AkKind::EccP256) | (PublicKey::Rsa { .. }, AkKind::Rsa2048)
+    );
+    area.attributes == AK_ATTRIBUTES && kind_matches
+}
+
+/// The persistent AK, created under the EK and made persistent on first use, reused after.
+fn ensure_ak<T: Transport, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    ek: u32,
+    config: &AgentConfig<'_>,
+) -> core::result::Result<Public, CommandError<T::Error>> {
+    match tpm.read_public(config.ak_handle) {
+        Ok(existing) if is_our_ak(&existing.public, config.ak) => return Ok(existing.public),
+        // Something else sits at our handle: evict it and start over.
+        Ok(_) => tpm.evict_control(config.ak_handle, config.ak_handle)?,
+        // TPM_RC_HANDLE (format-one, any parameter number): nothing persisted yet.
+        Err(CommandError::Tpm(rc)) if rc.is_format_one() && rc.base() == 0x08B => {}
+        Err(e) => return Err(e),
+    }
+    let created = tpm.create_ak(ek, config.ak)?;
+    let loaded = tpm.load(ek, Auth::EkPolicy, &created)?;
+    let persisted = tpm.evict_control(loaded.handle, config.ak_handle);
+    let _ = tpm.flush_context(loaded.handle);
+    persisted?;
+    Ok(created.public)
+}
+
+fn activate<T: Transport, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    ek: u32,
+    ak: u32,
+    challenge: &CredentialChallenge,
+) -> core::result::Result<Vec<u8, { vouch_proto::wire::MAX_DIGEST }>, CommandError<T::Error>> {
+    let secret =
+        tpm.activate_credential(ak, ek, &challenge.id_object, &challenge.encrypted_secret)?;
+    Vec::from_slice(secret.as_slice()).map_err(|_| CommandError::Capacity)
+}
+
+/// Quotes, then sends the PCR values and the event log as chunks, then the quote itself.
+fn send_evidence<T: Transport, L: Read + Write, const N: usize, const M: usize>(
+    tpm: &mut Tpm<T, N>,
+    log: &EventLog<M>,
+    conn: &mut Conn<'_, L>,
+    ak: u32,
+    request: &QuoteRequest,
+) -> Result<(), T, L> {
+    let mut selection = [PcrBank::default(); vouch_proto::wire::MAX_BANKS];
+    for (slot, bank) in selection.iter_mut().zip(request.selection.iter()) {
+        *slot = PcrBank {
+            alg: bank.hash_alg,
+            pcrs: bank.pcrs,
+        };
+    }
+    let selection = selection.get(..request.selection.len()).unwrap_or_default();
+    let quote = match tpm.quote(ak, &request.nonce, selection) {
+        Ok(quote) => quote,
+        Err(e) => return Err(tpm_failure(conn, e)),
+    };
+    if let Err(e) = send_pcr_values(tpm, conn, selection) {
+        return Err(match e {
+            PcrSendError::Tpm(e) => tpm_failure(conn, e),
+            PcrSendError::Session(e) => e,
+        });
+    }
+    conn.send_blob(BlobKind::EventLog, log.as_bytes())?;
+    conn.send(&AgentMessage::Evidence(Evidence {
+        attest: Vec::from_slice(quote.attest.as_slice())
+            .map_err(|_| SessionError::TooLarge("TPMS_ATTEST"))?,
+        signature: Vec::from_slice(quote.signature.as_slice())
+            .map_err(|_| SessionError::TooLarge("TPMT_SIGNATURE"))?,
+    }))
+}
+
+enum PcrSendError<TE, LE> {
+    Tpm(CommandError<TE>),
+    Session(SessionError<TE, LE>),
+}
+
+/// Streams the selected PCR values (bank by bank, PCRs ascending) as one chunked payload,
+/// reading at most eight PCRs per TPM2_PCR_Read.
+fn send_pcr_values<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    conn: &mut Conn<'_, L>,
+    selection: &[PcrBank],
+) -> core::result::Result<(), PcrSendError<T::Error, L::Error>> {
+    let mut total = 0usize;
+    for bank in selection {
+        let size = digest_size(bank.alg).ok_or(PcrSendError::Session(SessionError::Protocol(
+            "quote request names a hash this agent does not know",
+        )))?;
+        total += size * bank.pcrs.count_ones() as usize;
+    }
+    let total = u32::try_from(total)
+        .map_err(|_| PcrSendError::Session(SessionError::TooLarge("PCR values")))?;
+    let mut chunk = Chunk {
+        blob: BlobKind::PcrValues,
+        total,
+        offset: 0,
+        data: Vec::new(),
+    };
+    for bank in selection {
+        let mut remaining = bank.pcrs;
+        while remaining != 0 {
+            // The next (up to) eight selected PCRs of this bank.
+            let mut part = 0u32;
+            for _ in 0..8 {
+                if remaining == 0 {
+                    break;
+                }
+                let lowest = remaining & remaining.wrapping_neg();
+                part |= lowest;
+                remaining &= !lowest;
+            }
+            let values = tpm
+                .pcr_read(&[PcrBank {
+                    alg: bank.alg,
+                    pcrs: part,
+                }])
+                .map_err(PcrSendError::Tpm)?;
+            if values.selection.as_slice()
+                != [PcrBank {
+                    alg: bank.alg,
+                    pcrs: part,
+                }]
+            {
+                return Err(PcrSendError::Session(SessionError::Protocol(
+                    "the TPM read other PCRs than asked",
+                )));
+            }
+            for digest in values.digests() {
+                for &byte in digest.as_slice() {
+                    if chunk.data.push(byte).is_err() {
+                        flush_chunk(conn, &mut chunk).map_err(PcrSendError::Session)?;
+                        let _ = chunk.data.push(byte);
+                    }
+                }
+            }
+        }
+    }
+    if !chunk.data.is_empty() {
+        flush_chunk(conn, &mut chunk).map_err(PcrSendError::Session)?;
+    }
+    Ok(())
+}
+
+fn flush_chunk<TE, L: Read + Write>(
+    conn: &mut Conn<'_, L>,
+    chunk: &mut Chunk,
+) -> core::result::Result<(), SessionError<TE, L::Error>> {
+    conn.send(&AgentMessage::Chunk(chunk.clone()))?;
+    chunk.offset = chunk
+        .offset
+        .saturating_add(u32::try_from(chunk.data.len()).unwrap_or(u32::MAX));
+    chunk.data.clear();
+    Ok(())
+}
