@@ -22,6 +22,7 @@ Verbs:
   test               everything CI runs: fmt, clippy, host tests, firmware, hil-tests
   ci                 the same as `test`
   demo               start swtpm and show what the TPM stack reads over each bus
+  bench              the verifier's criterion benchmarks, pinned to one core
   help               this text
 
 Environment:
@@ -40,6 +41,7 @@ fn main() -> ExitCode {
         "sizes" => firmware::sizes(rest.iter().any(|a| a == "--json")),
         "test" | "ci" => test::run(),
         "demo" => test::demo(),
+        "bench" => test::bench(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -55,3 +55,29 @@ pub fn demo() -> Result<(), String> {
             .env("VOUCH_FIRMWARE_DIR", firmware::target_dir()),
     )
 }
+
+/// `cargo xtask bench [criterion args]`: the attestation core's benchmarks on one core (the
+/// figures the README records), through `taskset` when it is there.
+pub fn bench(args: &[String]) -> Result<(), String> {
+    let mut cmd = if shell::on_path("taskset") {
+        let mut cmd = std::process::Command::new("taskset");
+        cmd.current_dir(shell::root())
+            .args(["-c", "0"])
+            .arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+        cmd
+    } else {
+        eprintln!("bench: taskset not found; running unpinned");
+        shell::cargo()
+    };
+    cmd.args([
+        "bench",
+        "--locked",
+        "-p",
+        "vouch-attest",
+        "--bench",
+        "verify",
+        "--",
+    ])
+    .args(args);
+    shell::step("bench (one core)", &mut cmd)
+}
