@@ -154,8 +154,9 @@ impl Measurement<'_> {
 pub struct BootImage<'a> {
     /// The agent's version string (EV_S_CRTM_VERSION).
     pub version: &'a [u8],
-    /// The image bytes as they sit in flash.
-    pub image: &'a [u8],
+    /// The image bytes as they sit in flash, in pieces measured as one (a board may have to
+    /// read the first word apart: address 0 cannot be a Rust slice).
+    pub image: &'a [&'a [u8]],
     /// The image's load address (recorded, not measured).
     pub base: u64,
     /// The board's configuration bytes (PCR 1).
@@ -165,6 +166,7 @@ pub struct BootImage<'a> {
 /// The measured-boot sequence for `boot` in `banks`, in extend order.
 pub fn boot_measurements<'a>(boot: &BootImage<'a>, banks: &[u16]) -> [Measurement<'a>; 5] {
     let separator: &'static [u8] = &[0, 0, 0, 0];
+    let image_len: usize = boot.image.iter().map(|part| part.len()).sum();
     let mut descriptor = [0u8; MAX_EVENT_DATA];
     // UINT8 description size, description, UINT64 base, UINT64 length (little-endian).
     let mut at = 0;
@@ -172,7 +174,7 @@ pub fn boot_measurements<'a>(boot: &BootImage<'a>, banks: &[u16]) -> [Measuremen
         &FIRMWARE_DESCRIPTION_LEN[..],
         FIRMWARE_DESCRIPTION,
         &boot.base.to_le_bytes(),
-        &(boot.image.len() as u64).to_le_bytes(),
+        &(image_len as u64).to_le_bytes(),
     ] {
         if let Some(slot) = descriptor.get_mut(at..at + bytes.len()) {
             slot.copy_from_slice(bytes);
@@ -195,7 +197,7 @@ pub fn boot_measurements<'a>(boot: &BootImage<'a>, banks: &[u16]) -> [Measuremen
             descriptor,
             descriptor_len: MAX_EVENT_DATA,
             inline: &[],
-            digests: Digests::of(banks, &[boot.image]),
+            digests: Digests::of(banks, boot.image),
         },
         inline(1, EV_PLATFORM_CONFIG_FLAGS, boot.config),
         inline(0, EV_SEPARATOR, separator),
@@ -231,7 +233,7 @@ mod tests {
         let image = [0xA5u8; 300];
         let boot = BootImage {
             version: b"vouch 0.1",
-            image: &image,
+            image: &[&image[..100], &image[100..]],
             base: 0x1000,
             config: b"board=test",
         };

@@ -23,7 +23,7 @@ pub struct Board {
 pub const BOARDS: &[Board] = &[Board {
     name: "mps2-an386",
     target: "thumbv7em-none-eabihf",
-    flash_budget: 96 * 1024,
+    flash_budget: 128 * 1024,
     ram_budget: 48 * 1024,
 }];
 

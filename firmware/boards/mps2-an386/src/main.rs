@@ -8,14 +8,20 @@
 
 mod sbcon;
 mod timer;
+mod uart;
 
 use core::fmt::Write as _;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::{debug, hio};
 use sbcon::SbconI2c;
 use timer::Timer;
+use uart::Uart;
+use vouch_agent::eventlog::EventLog;
+use vouch_agent::measure::{BootImage, Digests, SHA256, digest_size};
+use vouch_agent::measured_boot;
+use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE};
 use vouch_tpm::{
-    ALG_SHA256, EkKind, I2cTransport, PcrBank, Startup, StartupType, Tis, Tpm,
+    ALG_SHA256, AkKind, EkKind, I2cTransport, PcrBank, Startup, StartupType, Tis, Tpm,
 };
 
 const TPM_I2C_BASE: usize = 0x4002_A000;
@@ -53,12 +59,87 @@ fn main() -> ! {
 /// The TPM stack over the board's I2C bus, with room for 2 KiB commands and responses.
 type BoardTpm = Tpm<Tis<I2cTransport<SbconI2c, Timer>, Timer>, 2048>;
 
+/// The agent's version, measured into PCR 0 as EV_S_CRTM_VERSION. `vouch image add` reads it
+/// from the image by this symbol name.
+#[unsafe(no_mangle)]
+#[used]
+static VOUCH_AGENT_VERSION: [u8; 22] = *b"vouch-agent 0.1 (qemu)";
+
+/// The board's configuration, measured into PCR 1 as EV_PLATFORM_CONFIG_FLAGS. `vouch image add`
+/// reads it from the image by this symbol name.
+#[unsafe(no_mangle)]
+#[used]
+static VOUCH_BOARD_CONFIG: [u8; 43] = *b"board=mps2-an386;tpm=i2c:0x2e;link=uart0;v1";
+
+/// What QEMU asks of this run, on the semihosting command line (`-append`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Show what the TPM stack reads (no verifier).
+    Probe,
+    /// Attest to the verifier on UART0.
+    Attest,
+}
+
+fn mode() -> Mode {
+    let mut buf = [0u8; 64];
+    let mut block = [buf.as_mut_ptr() as usize, buf.len()];
+    // SAFETY: SYS_GET_CMDLINE writes at most `block[1]` bytes into `buf` and updates the length.
+    let failed = unsafe {
+        cortex_m_semihosting::syscall(cortex_m_semihosting::nr::GET_CMDLINE, &mut block) != 0
+    };
+    let line = buf.get(..block[1].min(buf.len())).unwrap_or_default();
+    if !failed && line.windows(6).any(|w| w == b"attest") {
+        Mode::Attest
+    } else {
+        Mode::Probe
+    }
+}
+
+/// The first word of flash (the initial stack pointer). Flash starts at address 0, which no
+/// Rust reference may point to, so it is read with a plain load instruction.
+fn flash_first_word() -> [u8; 4] {
+    let word: u32;
+    // SAFETY: address 0 is the start of flash on this machine: readable, never written.
+    unsafe {
+        core::arch::asm!("ldr {0}, [{1}]", out(reg) word, in(reg) FLASH_ORIGIN, options(nostack, readonly));
+    }
+    word.to_le_bytes()
+}
+
+/// The rest of the flash image as it was loaded: from address 4 to the end of `.data`'s initial
+/// values, so that with [`flash_first_word`] it is exactly what `vouch image add` lays out from
+/// the ELF.
+fn flash_image_after_first_word() -> &'static [u8] {
+    unsafe extern "C" {
+        static __sidata: u32;
+        static __sdata: u32;
+        static __edata: u32;
+    }
+    // cortex-m-rt's linker script defines these symbols; only their addresses are used.
+    let (sidata, sdata, edata) = (
+        &raw const __sidata as usize,
+        &raw const __sdata as usize,
+        &raw const __edata as usize,
+    );
+    let end = sidata + (edata - sdata);
+    let start = FLASH_ORIGIN + 4;
+    // SAFETY: flash holds the loaded image from 0 to `end`, is never written while the program
+    // runs, and `start` is not null.
+    unsafe { core::slice::from_raw_parts(start as *const u8, end - start) }
+}
+
+const FLASH_ORIGIN: usize = 0;
+const UART0: usize = 0x4000_4000;
+/// How long the board waits for the verifier before giving up on the session.
+const LINK_IDLE_TIMEOUT_US: u64 = 30_000_000;
+
 fn run() -> Result<(), &'static str> {
+    let mode = mode();
     let clock = Timer::start();
     // SAFETY: 0x4002_A000 is the SBCon controller the TPM sits on; nothing else uses it.
     let bus = unsafe { SbconI2c::new(TPM_I2C_BASE) };
     let i2c = I2cTransport::new(bus, clock.clone()).with_address(TPM_ADDRESS);
-    let mut tis = Tis::new(i2c, clock);
+    let mut tis = Tis::new(i2c, clock.clone());
     let did_vid = tis.init().map_err(|_| "no TPM answers on the I2C bus at 0x2E")?;
     log!("tpm: I2C TIS up, DID_VID {did_vid:08x}");
     let mut tpm: BoardTpm = Tpm::new(tis);
@@ -70,14 +151,87 @@ fn run() -> Result<(), &'static str> {
     }
     tpm.self_test(false).map_err(|_| "TPM2_SelfTest failed")?;
 
+    let first_word = flash_first_word();
+    let rest = flash_image_after_first_word();
+    let image: [&[u8]; 2] = [&first_word, rest];
+    let boot = BootImage {
+        version: &VOUCH_AGENT_VERSION,
+        image: &image,
+        base: FLASH_ORIGIN as u64,
+        config: &VOUCH_BOARD_CONFIG,
+    };
+    let log: EventLog<EVENT_LOG_SIZE> = measured_boot(&mut tpm, &boot).map_err(|e| {
+        let _ = e;
+        "measured boot failed"
+    })?;
+    log!(
+        "boot: measured {} bytes of flash into PCR 0, configuration into PCR 1; event log {} bytes",
+        first_word.len() + rest.len(),
+        log.as_bytes().len()
+    );
+    let image_digest = Digests::of(&[SHA256], &image);
+    log!(
+        "boot: image sha256 {}",
+        Hex(image_digest.get(SHA256).unwrap_or_default())
+    );
+
+    match mode {
+        Mode::Probe => probe(&mut tpm),
+        Mode::Attest => attest(&mut tpm, &log, clock),
+    }
+}
+
+/// Attests over UART0 until the verifier ends the session.
+fn attest(tpm: &mut BoardTpm, log: &EventLog<EVENT_LOG_SIZE>, clock: Timer) -> Result<(), &'static str> {
+    // SAFETY: UART0 is the agent link and only this function uses it.
+    let mut link = unsafe { Uart::new(UART0, clock, LINK_IDLE_TIMEOUT_US) };
+    let config = AgentConfig {
+        agent: "vouch-agent 0.1 mps2-an386",
+        ek: EkKind::Rsa2048,
+        ak: AkKind::EccP256,
+        ak_handle: DEFAULT_AK_HANDLE,
+    };
+    let mut certificate = [0u8; 2048];
+    log!("agent: session with the verifier on UART0");
+    let outcome = session::run(tpm, log, &mut link, &config, &mut certificate);
+    match outcome {
+        Ok(outcome) => {
+            log!(
+                "agent: session ended: activated {}, {} quote(s), verdict {}",
+                outcome.activated,
+                outcome.quotes,
+                match outcome.last_verdict {
+                    Some(true) => "attested",
+                    Some(false) => "NOT attested",
+                    None => "none",
+                }
+            );
+            if outcome.last_verdict == Some(true) {
+                log!("agent: attested as software version {}", outcome.software_version.as_str());
+                Ok(())
+            } else {
+                Err("the verifier did not attest this board")
+            }
+        }
+        Err(e) => {
+            let _ = e;
+            Err("the attestation session failed")
+        }
+    }
+}
+
+/// Shows what the TPM stack reads: manufacturer, banks, randomness, the EK and its
+/// certificate, and a PCR extend.
+fn probe(tpm: &mut BoardTpm) -> Result<(), &'static str> {
     let manufacturer = tpm
         .tpm_property(PT_MANUFACTURER)
         .map_err(|_| "GetCapability(TPM_PT_MANUFACTURER) failed")?
         .unwrap_or(0);
     let name = manufacturer.to_be_bytes();
+    let name = name.split(|&b| b == 0).next().unwrap_or_default();
     log!(
         "tpm: manufacturer {}",
-        core::str::from_utf8(&name).unwrap_or("(not ASCII)")
+        core::str::from_utf8(name).unwrap_or("(not ASCII)")
     );
 
     let banks = tpm.pcr_banks().map_err(|_| "GetCapability(PCRS) failed")?;
@@ -110,7 +264,7 @@ fn run() -> Result<(), &'static str> {
 
     let measurement = [0x5Au8; 64];
     tpm.pcr_extend_active_banks(DEMO_PCR, |alg, out| {
-        let len = digest_len(alg)?;
+        let len = digest_size(alg)?;
         out.get_mut(..len)?.copy_from_slice(measurement.get(..len)?);
         Some(len)
     })
@@ -125,19 +279,12 @@ fn run() -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Room for the Spec ID event and the boot events in three banks.
+const EVENT_LOG_SIZE: usize = 2048;
+
 /// The PCR the probe extends: 16 is the debug PCR, resettable and unused by boot.
 const DEMO_PCR: u32 = 16;
 const PT_MANUFACTURER: u32 = 0x105;
-
-fn digest_len(alg: u16) -> Option<usize> {
-    match alg {
-        0x0004 => Some(20),
-        0x000B => Some(32),
-        0x000C => Some(48),
-        0x000D => Some(64),
-        _ => None,
-    }
-}
 
 fn alg_name(alg: u16) -> &'static str {
     match alg {
