@@ -12,8 +12,6 @@
 //!   corrupted FIFO bytes (checksum recovery), registers glitching to all ones.
 //! - [`spi_model`]: [`spi_model::SpiTpm`] + [`spi_model::SpiCs`], an `embedded_hal::spi::SpiBus`
 //!   TPM with its chip-select pin (TCG SPI protocol), with seeded wait states.
-//! - [`tpm`]: a small, std-only TPM 2.0 command client over any `vouch_tpm::Transport`, used as
-//!   the reference the tests drive the transports with.
 //! - [`tools`]: tpm2-tools runners (makecredential, checkquote), `certtool` chain checks,
 //!   PEM output.
 //! - [`qemu`]: boots a board's firmware under QEMU (`qemu/<board>.args`) against a swtpm.
@@ -35,4 +33,3 @@ pub mod spi_model;
 pub mod swtpm;
 pub mod tis;
 pub mod tools;
-pub mod tpm;

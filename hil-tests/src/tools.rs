@@ -127,18 +127,13 @@ pub fn make_credential(
     })
 }
 
-/// Parses tpm2-tools' credential file format.
+/// Parses tpm2-tools' credential file format (with vouch-tpm's parser, which boards use too).
 pub fn parse_credential(blob: &[u8]) -> Option<Credential> {
-    let mut r = crate::tpm::Reader::new(blob);
-    if r.u32().ok()? != 0xBADC_C0DE || r.u32().ok()? != 1 {
-        return None;
-    }
-    let id_object = r.tpm2b().ok()?.to_vec();
-    let encrypted_secret = r.tpm2b().ok()?.to_vec();
-    r.end().ok()?;
+    let (id_object, encrypted_secret) =
+        vouch_tpm::response::parse_tpm2_tools_credential(blob).ok()?;
     Some(Credential {
-        id_object,
-        encrypted_secret,
+        id_object: id_object.to_vec(),
+        encrypted_secret: encrypted_secret.to_vec(),
     })
 }
 

@@ -1,6 +1,7 @@
-//! The attestation flow through vouch-tpm's TIS core and its I2C and SPI transports, against
-//! the bus models backed by swtpm — with bus faults (address NACKs, wait states, small burst
-//! counts, slow execution) switched on and off.
+//! The attestation flow through vouch-tpm's command layer, TIS core and I2C and SPI
+//! transports, against the bus models backed by swtpm — with bus faults (address NACKs, wait
+//! states, small burst counts, slow execution, corrupted FIFO bytes, glitching registers)
+//! switched on and off, and both AK kinds.
 // Test helpers panic with what failed, like the #[test] functions clippy.toml exempts.
 #![allow(
     clippy::expect_used,
@@ -19,14 +20,15 @@ use hil_tests::i2c_model::{I2cConfig, I2cTpm};
 use hil_tests::spi_model::{SpiConfig, SpiTpm};
 use hil_tests::swtpm::Swtpm;
 use hil_tests::tis::TisConfig;
-use hil_tests::tpm::{Tpm, alg};
-use vouch_tpm::{I2cTransport, SpiTransport, Tis};
+use vouch_tpm::{ALG_SHA1, ALG_SHA256, AkKind, I2cTransport, SpiTransport, Tis, Tpm};
+
+use common::Counted;
 
 fn swtpm() -> Swtpm {
     Swtpm::start().unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn run_i2c(cfg: I2cConfig) -> hil_tests::i2c_model::I2cStats {
+fn run_i2c(cfg: I2cConfig, ak: AkKind) -> hil_tests::i2c_model::I2cStats {
     let swtpm = swtpm();
     let model = I2cTpm::new(swtpm.connect().expect("connect"), cfg);
     let probe = model.clone();
@@ -38,11 +40,11 @@ fn run_i2c(cfg: I2cConfig) -> hil_tests::i2c_model::I2cStats {
         "DID_VID"
     );
     assert!(tis.regs_mut().checksum_enabled(), "checksums negotiated");
-    let mut tpm = Tpm::new(tis);
+    let mut tpm: Tpm<_> = Tpm::new(Counted::new(tis));
     let start = Instant::now();
-    let report = common::attestation_flow(&swtpm, &mut tpm);
+    let report = common::attestation_flow(&swtpm, &mut tpm, ak);
     let elapsed = start.elapsed();
-    assert_eq!(report.banks, vec![alg::SHA1, alg::SHA256]);
+    assert_eq!(report.banks, vec![ALG_SHA1, ALG_SHA256]);
 
     assert!(
         probe.errors().is_empty(),
@@ -52,7 +54,7 @@ fn run_i2c(cfg: I2cConfig) -> hil_tests::i2c_model::I2cStats {
     let stats = probe.with_tis(|t| t.stats().clone());
     assert_eq!(
         stats.commands,
-        tpm.sent(),
+        tpm.transport_mut().sent(),
         "every command crossed the I2C model"
     );
     assert_eq!(
@@ -100,7 +102,7 @@ fn run_i2c(cfg: I2cConfig) -> hil_tests::i2c_model::I2cStats {
 
 #[test]
 fn attestation_flow_over_i2c() {
-    let bus = run_i2c(I2cConfig::default());
+    let bus = run_i2c(I2cConfig::default(), AkKind::Rsa2048);
     assert_eq!(bus.injected_nacks, 0);
 }
 
@@ -118,11 +120,11 @@ fn attestation_flow_over_i2c_with_nacks_small_bursts_and_slow_execution() {
         },
         ..I2cConfig::default()
     };
-    let bus = run_i2c(cfg);
+    let bus = run_i2c(cfg, AkKind::EccP256);
     assert!(bus.injected_nacks > 100, "NACK retries exercised: {bus:?}");
 }
 
-fn run_spi(cfg: SpiConfig) -> hil_tests::spi_model::SpiStats {
+fn run_spi(cfg: SpiConfig, ak: AkKind) -> hil_tests::spi_model::SpiStats {
     let swtpm = swtpm();
     let (bus, cs) = SpiTpm::new(swtpm.connect().expect("connect"), cfg);
     let probe = bus.clone();
@@ -133,11 +135,11 @@ fn run_spi(cfg: SpiConfig) -> hil_tests::spi_model::SpiStats {
         0x0001_1014,
         "DID_VID"
     );
-    let mut tpm = Tpm::new(tis);
+    let mut tpm: Tpm<_> = Tpm::new(Counted::new(tis));
     let start = Instant::now();
-    let report = common::attestation_flow(&swtpm, &mut tpm);
+    let report = common::attestation_flow(&swtpm, &mut tpm, ak);
     let elapsed = start.elapsed();
-    assert_eq!(report.banks, vec![alg::SHA1, alg::SHA256]);
+    assert_eq!(report.banks, vec![ALG_SHA1, ALG_SHA256]);
 
     assert!(
         probe.errors().is_empty(),
@@ -147,7 +149,7 @@ fn run_spi(cfg: SpiConfig) -> hil_tests::spi_model::SpiStats {
     let stats = probe.with_tis(|t| t.stats().clone());
     assert_eq!(
         stats.commands,
-        tpm.sent(),
+        tpm.transport_mut().sent(),
         "every command crossed the SPI model"
     );
     assert_eq!(
@@ -173,23 +175,26 @@ fn run_spi(cfg: SpiConfig) -> hil_tests::spi_model::SpiStats {
 
 #[test]
 fn attestation_flow_over_spi() {
-    let spi = run_spi(SpiConfig::default());
+    let spi = run_spi(SpiConfig::default(), AkKind::EccP256);
     assert_eq!(spi.wait_states, 0);
 }
 
 #[test]
 fn attestation_flow_over_spi_with_wait_states_small_bursts_and_slow_execution() {
-    let spi = run_spi(SpiConfig {
-        wait_probability: 0.3,
-        max_wait_states: 20,
-        seed: 0xC0FFEE,
-        tis: TisConfig {
-            max_burst: 13,
-            max_exec_polls: 8,
-            seed: 5,
-            ..TisConfig::default()
+    let spi = run_spi(
+        SpiConfig {
+            wait_probability: 0.3,
+            max_wait_states: 20,
+            seed: 0xC0FFEE,
+            tis: TisConfig {
+                max_burst: 13,
+                max_exec_polls: 8,
+                seed: 5,
+                ..TisConfig::default()
+            },
         },
-    });
+        AkKind::Rsa2048,
+    );
     assert!(
         spi.frames_with_waits > 100,
         "wait states exercised: {spi:?}"
@@ -198,13 +203,16 @@ fn attestation_flow_over_spi_with_wait_states_small_bursts_and_slow_execution() 
 
 #[test]
 fn attestation_flow_over_i2c_with_corrupted_fifo_bytes_and_glitching_reads() {
-    let bus = run_i2c(I2cConfig {
-        corrupt_probability: 0.01,
-        glitch_probability: 0.05,
-        nack_probability: 0.05,
-        seed: 0xBAD,
-        ..I2cConfig::default()
-    });
+    let bus = run_i2c(
+        I2cConfig {
+            corrupt_probability: 0.01,
+            glitch_probability: 0.05,
+            nack_probability: 0.05,
+            seed: 0xBAD,
+            ..I2cConfig::default()
+        },
+        AkKind::EccP256,
+    );
     assert!(bus.corrupted_writes > 0, "{bus:?}");
     assert!(bus.corrupted_reads > 0, "{bus:?}");
     assert!(bus.glitches > 10, "{bus:?}");

@@ -6,7 +6,7 @@
 use std::process::Command;
 
 use hil_tests::swtpm::{Swtpm, SwtpmOptions, require_tool};
-use hil_tests::tpm::Tpm;
+use vouch_tpm::{EkKind, RH_OWNER, Startup, StartupType, Tpm};
 use x509_parser::prelude::*;
 
 const CHILD: &str = "VOUCH_HIL_TESTS_CHILD";
@@ -49,9 +49,16 @@ fn ecc_option_adds_an_ecc_ek_certificate() {
         ..SwtpmOptions::default()
     })
     .unwrap_or_else(|e| panic!("{e}"));
-    let mut tpm = Tpm::new(swtpm.connect().expect("connect"));
-    assert_eq!(tpm.startup_clear().expect("startup"), 0);
-    let der = tpm.nv_read_all(0x01C0_0016, 512).expect("ECC EK cert");
+    let mut tpm: Tpm<_> = Tpm::new(swtpm.connect().expect("connect"));
+    assert_eq!(
+        tpm.startup(StartupType::Clear).expect("startup"),
+        Startup::Started
+    );
+    let mut der = vec![0u8; 4096];
+    let n = tpm
+        .nv_read(0x01C0_0016, RH_OWNER, &mut der)
+        .expect("ECC EK cert");
+    der.truncate(n);
     let (_, cert) = X509Certificate::from_der(&der).expect("X.509");
     match cert.public_key().parsed().expect("key") {
         x509_parser::public_key::PublicKey::EC(point) => {
@@ -59,6 +66,10 @@ fn ecc_option_adds_an_ecc_ek_certificate() {
         }
         other => panic!("not an EC key: {other:?}"),
     }
-    let rsa = tpm.nv_read_all(0x01C0_0002, 512).expect("RSA EK cert");
+    let mut rsa = vec![0u8; 4096];
+    let n = tpm
+        .read_ek_certificate(EkKind::Rsa2048, &mut rsa)
+        .expect("RSA EK cert");
+    rsa.truncate(n);
     assert_ne!(der, rsa);
 }

@@ -48,4 +48,31 @@ fn firmware_on_qemu_reads_the_tpm_over_i2c() {
         log.contains(&format!("PCR 16 (sha256) after extend {hex}")),
         "expected PCR 16 = {hex}:\n{log}"
     );
+
+    // Measured boot: the PCR 0 and 1 values the board reads after measuring itself are the
+    // ones `vouch image add` computes from the ELF without booting it.
+    let elf = qemu::firmware_elf(&MPS2_AN386).unwrap_or_else(|e| panic!("{e}"));
+    let bytes = std::fs::read(&elf).expect("the firmware image is readable");
+    let layout = vouch::image::layout_elf(&bytes).unwrap_or_else(|e| panic!("{e}"));
+    let version_string = layout
+        .agent_version
+        .as_deref()
+        .expect("VOUCH_AGENT_VERSION");
+    let config = layout.config.as_deref().expect("VOUCH_BOARD_CONFIG");
+    let parts: [&[u8]; 1] = [&layout.image];
+    let boot = vouch_agent::measure::BootImage {
+        version: version_string,
+        image: &parts,
+        base: layout.base,
+        config,
+    };
+    let reference = vouch::image::software_version("qemu", &boot).unwrap_or_else(|e| panic!("{e}"));
+    let sha256 = &reference.pcrs[&vouch_attest::HashAlg::Sha256];
+    for pcr in [0u32, 1] {
+        let expected: String = sha256[&pcr].0.iter().map(|b| format!("{b:02x}")).collect();
+        assert!(
+            log.contains(&format!("boot: PCR {pcr} (sha256) {expected}")),
+            "vouch image add says PCR {pcr} = {expected}:\n{log}"
+        );
+    }
 }

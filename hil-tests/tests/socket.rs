@@ -9,8 +9,7 @@
 )]
 
 use hil_tests::swtpm::Swtpm;
-use hil_tests::tpm::{RC_INITIALIZE, Tpm};
-use vouch_tpm::Transport;
+use vouch_tpm::{CommandError, ResponseCode, Startup, StartupType, Tpm, Transport};
 
 #[test]
 fn startup_and_get_random_over_the_socket() {
@@ -40,36 +39,51 @@ fn startup_and_get_random_over_the_socket() {
         "rc 0 and 16 random bytes"
     );
 
-    // A second Startup is refused: the TPM really was started by us, not by swtpm.
-    let mut tpm = Tpm::new(socket);
-    assert_eq!(tpm.startup_clear().expect("startup"), RC_INITIALIZE);
-    let a = tpm.get_random(32).expect("random");
-    let b = tpm.get_random(32).expect("random");
-    assert_eq!(a.len(), 32);
+    // A second Startup is refused with TPM_RC_INITIALIZE: the TPM really was started by us,
+    // not by swtpm.
+    let n = socket
+        .transact(&[0x80, 0x01, 0, 0, 0, 12, 0, 0, 0x01, 0x44, 0, 0], &mut rsp)
+        .expect("second startup");
+    assert_eq!(
+        &rsp[..n],
+        &[0x80, 0x01, 0, 0, 0, 10, 0, 0, 0x01, 0x00],
+        "a second Startup answers TPM_RC_INITIALIZE"
+    );
+
+    // vouch-tpm's command layer over the same socket.
+    let mut tpm: Tpm<_> = Tpm::new(socket);
+    assert_eq!(
+        tpm.startup(StartupType::Clear).expect("startup"),
+        Startup::AlreadyStarted
+    );
+    let (mut a, mut b) = ([0u8; 32], [0u8; 32]);
+    tpm.get_random(&mut a).expect("random");
+    tpm.get_random(&mut b).expect("random");
     assert_ne!(a, b, "two GetRandom calls returned the same bytes");
 }
 
 #[test]
 fn power_cycle_requires_a_new_startup() {
     let swtpm = Swtpm::start().expect("swtpm");
-    let mut tpm = Tpm::new(swtpm.connect().expect("connect"));
-    assert_eq!(tpm.startup_clear().expect("startup"), 0);
+    let mut tpm: Tpm<_> = Tpm::new(swtpm.connect().expect("connect"));
+    assert_eq!(
+        tpm.startup(StartupType::Clear).expect("startup"),
+        Startup::Started
+    );
     swtpm.power_cycle().expect("power cycle");
+    let mut random = [0u8; 8];
     let err = tpm
-        .get_random(8)
+        .get_random(&mut random)
         .expect_err("GetRandom before Startup must fail");
     assert!(
-        matches!(
-            err,
-            hil_tests::tpm::TpmError::Rc {
-                rc: RC_INITIALIZE,
-                ..
-            }
-        ),
-        "{err}"
+        matches!(err, CommandError::Tpm(ResponseCode::INITIALIZE)),
+        "{err:?}"
     );
-    assert_eq!(tpm.startup_clear().expect("startup"), 0);
-    assert_eq!(tpm.get_random(8).expect("random").len(), 8);
+    assert_eq!(
+        tpm.startup(StartupType::Clear).expect("startup"),
+        Startup::Started
+    );
+    tpm.get_random(&mut random).expect("random");
 }
 
 #[test]

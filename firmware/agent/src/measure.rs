@@ -265,7 +265,7 @@ mod tests {
         let mut other = image;
         other[7] ^= 1;
         let boot2 = BootImage {
-            image: &other,
+            image: &[&other],
             ..boot
         };
         let m2 = boot_measurements(&boot2, &[SHA256]);

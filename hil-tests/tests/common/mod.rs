@@ -1,4 +1,7 @@
-//! The attestation flow every path runs, written once over `vouch_tpm::Transport`.
+//! The attestation flow every path runs, written once over `vouch_tpm::Tpm` (the firmware's
+//! command layer) on any `vouch_tpm::Transport`, and judged by tools outside the stack:
+//! x509-parser and GnuTLS `certtool` for the EK certificate, `tpm2_makecredential` for the
+//! credential, `tpm2_checkquote` for the quote, RustCrypto hashes for the PCR values.
 // Test code: a failed step panics with what failed (clippy.toml allows this in #[test]
 // functions; this module holds their shared body).
 #![allow(
@@ -11,13 +14,43 @@
 
 use hil_tests::swtpm::Swtpm;
 use hil_tests::tools::{self, QuoteFiles};
-use hil_tests::tpm::{self, PcrSelection, PublicArea, RH_ENDORSEMENT, Tpm, alg};
 use sha2::Digest;
-use vouch_tpm::Transport;
+use vouch_tpm::{
+    ALG_SHA1, ALG_SHA256, ALG_SHA384, ALG_SHA512, AkKind, Auth, CommandError, EkKind, PcrBank,
+    Startup, StartupType, Tpm, Transport,
+};
 use x509_parser::prelude::*;
 
 /// The PCR the flow extends (16 is the debug PCR: resettable, unused by firmware).
-pub const PCR: u8 = 16;
+pub const PCR: u32 = 16;
+
+/// A `Transport` that counts the frames it carries, so a bus test can prove every command
+/// (TPM_RC_RETRY resends included) crossed its model.
+#[derive(Debug)]
+pub struct Counted<T> {
+    inner: T,
+    sent: usize,
+}
+
+impl<T> Counted<T> {
+    pub fn new(inner: T) -> Self {
+        Self { inner, sent: 0 }
+    }
+
+    /// Command frames handed to the inner transport.
+    pub fn sent(&self) -> usize {
+        self.sent
+    }
+}
+
+impl<T: Transport> Transport for Counted<T> {
+    type Error = T::Error;
+
+    fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, T::Error> {
+        self.sent += 1;
+        self.inner.transact(command, response)
+    }
+}
 
 /// What the flow saw, for path-specific assertions.
 #[derive(Debug)]
@@ -26,168 +59,206 @@ pub struct FlowReport {
     pub banks: Vec<u16>,
 }
 
-fn bank_name(hash: u16) -> &'static str {
-    match hash {
-        alg::SHA1 => "sha1",
-        alg::SHA256 => "sha256",
-        alg::SHA384 => "sha384",
-        alg::SHA512 => "sha512",
+pub fn bank_name(alg: u16) -> &'static str {
+    match alg {
+        ALG_SHA1 => "sha1",
+        ALG_SHA256 => "sha256",
+        ALG_SHA384 => "sha384",
+        ALG_SHA512 => "sha512",
         _ => "unknown",
     }
 }
 
-fn extend(hash: u16, old: &[u8], data: &[u8]) -> Vec<u8> {
-    match hash {
-        alg::SHA1 => {
-            // sha1 via the sha2 crate is not available; compute by the TPM's own read-back
-            // instead (see the caller). Here only SHA-2 banks are computed.
-            unreachable!("sha1 handled by caller")
+/// H(parts) in the bank `alg`, computed here (RustCrypto), not by the stack under test.
+pub fn hash(alg: u16, parts: &[&[u8]]) -> Vec<u8> {
+    fn run<D: Digest>(parts: &[&[u8]]) -> Vec<u8> {
+        let mut d = D::new();
+        for p in parts {
+            d.update(p);
         }
-        alg::SHA256 => sha2::Sha256::new()
-            .chain_update(old)
-            .chain_update(data)
-            .finalize()
-            .to_vec(),
-        alg::SHA384 => sha2::Sha384::new()
-            .chain_update(old)
-            .chain_update(data)
-            .finalize()
-            .to_vec(),
-        alg::SHA512 => sha2::Sha512::new()
-            .chain_update(old)
-            .chain_update(data)
-            .finalize()
-            .to_vec(),
+        d.finalize().to_vec()
+    }
+    match alg {
+        ALG_SHA1 => run::<sha1::Sha1>(parts),
+        ALG_SHA256 => run::<sha2::Sha256>(parts),
+        ALG_SHA384 => run::<sha2::Sha384>(parts),
+        ALG_SHA512 => run::<sha2::Sha512>(parts),
         other => panic!("unexpected bank {other:#x}"),
     }
 }
 
-/// Runs the whole flow: Startup, EK certificate from NV, EK re-created and matched against the
-/// certificate (and the certificate against the manufacturer CA), AK created and loaded under
-/// the EK, a tpm2-tools credential activated, PCR 16 extended in every active bank, and a
-/// quote checked by `tpm2_checkquote` (and rejected with the wrong nonce).
-pub fn attestation_flow<T: Transport>(swtpm: &Swtpm, tpm: &mut Tpm<T>) -> FlowReport {
+/// The digest extended into `alg`'s bank: SHA-512 of the measurement, cut to the bank's size.
+fn measurement_digest(alg: u16) -> Option<Vec<u8>> {
+    let len = match alg {
+        ALG_SHA1 => 20,
+        ALG_SHA256 => 32,
+        ALG_SHA384 => 48,
+        ALG_SHA512 => 64,
+        _ => return None,
+    };
+    Some(sha2::Sha512::digest(b"vouch hil-tests measurement")[..len].to_vec())
+}
+
+/// PCR `pcr` of every bank in `banks`, read in one TPM2_PCR_Read.
+pub fn read_pcr<T: Transport>(tpm: &mut Tpm<T>, banks: &[u16], pcr: u32) -> Vec<Vec<u8>> {
+    let sel: Vec<PcrBank> = banks
+        .iter()
+        .map(|&alg| PcrBank {
+            alg,
+            pcrs: 1 << pcr,
+        })
+        .collect();
+    let values = tpm.pcr_read(&sel).expect("PCR_Read");
     assert_eq!(
-        tpm.startup_clear().expect("startup"),
-        0,
-        "TPM2_Startup(CLEAR)"
+        values.selection.as_slice(),
+        sel.as_slice(),
+        "every requested PCR was read"
+    );
+    values.digests().iter().map(|d| d.to_vec()).collect()
+}
+
+/// Runs the whole flow: Startup (and a second one, which the TPM refuses), EK certificate from
+/// NV checked against the manufacturer CA, EK re-created from the TCG template and matched
+/// against the certificate, an AK of `ak_kind` created and loaded under the EK, a tpm2-tools
+/// credential activated (and one for another Name refused), PCR 16 extended in every active
+/// bank (each value recomputed), and a quote checked by `tpm2_checkquote` (and rejected with
+/// the wrong nonce or stale PCR values).
+pub fn attestation_flow<T: Transport>(
+    swtpm: &Swtpm,
+    tpm: &mut Tpm<T>,
+    ak_kind: AkKind,
+) -> FlowReport {
+    assert_eq!(
+        tpm.startup(StartupType::Clear).expect("Startup"),
+        Startup::Started,
+        "TPM2_Startup(CLEAR) on a TPM nobody started"
+    );
+    assert_eq!(
+        tpm.startup(StartupType::Clear).expect("Startup"),
+        Startup::AlreadyStarted,
+        "a second Startup answers TPM_RC_INITIALIZE"
     );
 
     // EK certificate from NV, chained to the manufacturer CA.
-    let cert_der = tpm
-        .nv_read_all(tpm::NV_EK_CERT_RSA, 512)
-        .expect("read EK cert");
-    let ek_cert = check_ek_certificate(swtpm, &cert_der);
-    let cert_modulus = ek_cert.modulus.clone();
+    let mut cert = vec![0u8; 4096];
+    let n = tpm
+        .read_ek_certificate(EkKind::Rsa2048, &mut cert)
+        .expect("read_ek_certificate");
+    cert.truncate(n);
+    let ek_cert = check_ek_certificate(swtpm, &cert);
 
     // Re-create the EK from the TCG template: same key as the certificate's.
-    let (ek, ek_public) = tpm
-        .create_primary(RH_ENDORSEMENT, &tpm::ek_rsa2048_template())
-        .expect("CreatePrimary(EK)");
-    let ek_area = PublicArea::parse(&ek_public).expect("EK public");
-    assert_eq!(ek_area.rsa_modulus.len(), 256);
+    let ek = tpm.create_ek(EkKind::Rsa2048).expect("create_ek");
+    let modulus = ek.public.rsa_modulus().expect("RSA EK");
+    assert_eq!(modulus.len(), 256);
     assert_eq!(
-        ek_area.rsa_modulus, cert_modulus,
+        modulus,
+        ek_cert.modulus.as_slice(),
         "EK public key == EK certificate key"
     );
 
     // AK under the EK.
-    let ak_key = tpm
-        .create_under_ek(ek, &tpm::ak_rsa2048_template())
-        .expect("Create(AK) under the EK");
-    let (ak, ak_name) = tpm.load_under_ek(ek, &ak_key).expect("Load(AK)");
-    assert_eq!(ak_name.len(), 34, "AK name = sha256 alg id + digest");
-    assert_eq!(&ak_name[..2], &alg::SHA256.to_be_bytes());
-    let expected_name = sha2::Sha256::digest(&ak_key.public);
+    let ak_obj = tpm.create_ak(ek.handle, ak_kind).expect("create_ak");
+    let ak = tpm
+        .load(ek.handle, Auth::EkPolicy, &ak_obj)
+        .expect("load AK");
     assert_eq!(
-        &ak_name[2..],
-        expected_name.as_slice(),
-        "name = H(TPMT_PUBLIC)"
+        ak.name.as_slice().len(),
+        34,
+        "Name = sha256 alg id + digest"
+    );
+    assert_eq!(&ak.name[..2], &ALG_SHA256.to_be_bytes());
+    assert_eq!(
+        &ak.name[2..],
+        sha2::Sha256::digest(ak_obj.public.area()).as_slice(),
+        "Name = H(TPMT_PUBLIC)"
     );
 
     // Credential activation with a credential made by tpm2-tools against the certificate's key.
+    // The AK is DA-protected: on libtpms its first use after Startup answers TPM_RC_RETRY,
+    // which vouch-tpm resends by itself.
     let secret = b"vouch credential secret 0123456";
-    let cred = make_credential(swtpm, &ek_cert, &ak_name, secret);
+    let cred = make_credential(swtpm, &ek_cert, &ak.name, secret);
     let recovered = tpm
-        .activate_credential(ak, ek, &cred.id_object, &cred.encrypted_secret)
-        .expect("ActivateCredential");
-    assert_eq!(recovered, secret, "ActivateCredential recovers the secret");
-    // A credential for another name must not activate.
-    let mut wrong_name = ak_name.clone();
+        .activate_credential(
+            ak.handle,
+            ek.handle,
+            &cred.id_object,
+            &cred.encrypted_secret,
+        )
+        .expect("activate_credential");
+    assert_eq!(
+        recovered.as_slice(),
+        secret,
+        "ActivateCredential recovers the secret"
+    );
+    let mut wrong_name = ak.name.to_vec();
     wrong_name[5] ^= 1;
     let cred2 = make_credential(swtpm, &ek_cert, &wrong_name, secret);
     assert!(
-        tpm.activate_credential(ak, ek, &cred2.id_object, &cred2.encrypted_secret)
-            .is_err(),
-        "a credential bound to another name must fail"
+        matches!(
+            tpm.activate_credential(
+                ak.handle,
+                ek.handle,
+                &cred2.id_object,
+                &cred2.encrypted_secret
+            ),
+            Err(CommandError::Tpm(_))
+        ),
+        "a credential bound to another Name must be refused by the TPM"
     );
 
-    // PCR extend in every active bank.
-    let banks = tpm.pcr_banks().expect("PCR banks");
-    assert!(
-        banks.contains(&alg::SHA256),
-        "sha256 bank active: {banks:?}"
-    );
-    let measurement = b"vouch hil-tests measurement";
-    let digests: Vec<(u16, Vec<u8>)> = banks
-        .iter()
-        .map(|&b| {
-            let len = alg::digest_len(b).expect("known bank");
-            let d: Vec<u8> = sha2::Sha512::digest(measurement)[..len].to_vec();
-            (b, d)
-        })
+    // PCR 16 extended in every active bank; every bank's new value recomputed here.
+    let banks: Vec<u16> = tpm
+        .pcr_banks()
+        .expect("pcr_banks")
+        .active()
+        .map(|b| b.alg)
         .collect();
-    let before: Vec<Vec<u8>> = banks
-        .iter()
-        .map(|&b| tpm.pcr_read(b, PCR).expect("PCR_Read"))
-        .collect();
-    tpm.pcr_extend(u32::from(PCR), &digests)
-        .expect("PCR_Extend");
-    for ((bank, digest), old) in digests.iter().zip(&before) {
-        let now = tpm.pcr_read(*bank, PCR).expect("PCR_Read");
-        assert_ne!(&now, old, "{} PCR {PCR} changed", bank_name(*bank));
-        if *bank != alg::SHA1 {
-            assert_eq!(
-                now,
-                extend(*bank, old, digest),
-                "{} PCR {PCR} = H(old || digest)",
-                bank_name(*bank)
-            );
-        }
+    assert!(banks.contains(&ALG_SHA256), "sha256 bank active: {banks:?}");
+    let before = read_pcr(tpm, &banks, PCR);
+    tpm.pcr_extend_active_banks(PCR, |alg, out| {
+        let d = measurement_digest(alg)?;
+        out.get_mut(..d.len())?.copy_from_slice(&d);
+        Some(d.len())
+    })
+    .expect("pcr_extend_active_banks");
+    let after = read_pcr(tpm, &banks, PCR);
+    for ((&bank, old), now) in banks.iter().zip(&before).zip(&after) {
+        let name = bank_name(bank);
+        assert_ne!(now, old, "{name} PCR {PCR} changed");
+        let d = measurement_digest(bank).expect("known bank");
+        assert_eq!(
+            now,
+            &hash(bank, &[old, &d]),
+            "{name} PCR {PCR} = H(old || digest)"
+        );
     }
 
     // Quote over sha256:PCR, checked by tpm2_checkquote.
-    let nonce = tpm.get_random(20).expect("nonce");
-    let sel = [PcrSelection {
-        hash: alg::SHA256,
-        pcrs: vec![PCR],
+    let sha256 = banks.iter().position(|&b| b == ALG_SHA256).expect("sha256");
+    let mut nonce = [0u8; 20];
+    tpm.get_random(&mut nonce).expect("get_random");
+    let sel = [PcrBank {
+        alg: ALG_SHA256,
+        pcrs: 1 << PCR,
     }];
-    let quote = tpm.quote(ak, &nonce, &sel).expect("Quote");
-    let pcr_value = tpm.pcr_read(alg::SHA256, PCR).expect("PCR_Read");
-    let mut tpm2b_public = u16::try_from(ak_key.public.len())
-        .expect("size")
-        .to_be_bytes()
-        .to_vec();
-    tpm2b_public.extend_from_slice(&ak_key.public);
-    let sha256_before = &before[banks
-        .iter()
-        .position(|&b| b == alg::SHA256)
-        .expect("sha256")];
+    let quote = tpm.quote(ak.handle, &nonce, &sel).expect("quote");
     check_quote(
         swtpm,
-        &tpm2b_public,
+        ak_obj.public.as_tpm2b(),
         &quote.attest,
         &quote.signature,
         &nonce,
-        &pcr_value,
-        sha256_before,
+        &after[sha256],
+        &before[sha256],
     );
 
-    tpm.flush(ak).expect("flush AK");
-    tpm.flush(ek).expect("flush EK");
+    tpm.flush_context(ak.handle).expect("flush AK");
+    tpm.flush_context(ek.handle).expect("flush EK");
 
     FlowReport {
-        ek_cert_len: cert_der.len(),
+        ek_cert_len: cert.len(),
         banks,
     }
 }
@@ -294,131 +365,4 @@ pub fn check_quote(
     std::fs::write(&pcrs, stale_pcr).expect("pcrs");
     let bad = tools::check_quote(dir, &files, nonce).unwrap_or_else(|e| panic!("{e}"));
     assert!(!bad.success, "tpm2_checkquote accepted stale PCR values");
-}
-
-/// What [`vouch_flow`] observed.
-#[derive(Debug)]
-pub struct VouchReport {
-    /// Active PCR banks.
-    pub banks: Vec<u16>,
-}
-
-/// The same attestation flow through vouch-tpm's own command layer (`vouch_tpm::Tpm`), with
-/// an AK of `ak_kind`, judged by the same outside tools: x509-parser + certtool for the EK
-/// certificate, tpm2_makecredential for the credential, tpm2_checkquote for the quote.
-pub fn vouch_flow<T: Transport>(
-    swtpm: &Swtpm,
-    tpm: &mut vouch_tpm::Tpm<T>,
-    ak_kind: vouch_tpm::AkKind,
-) -> VouchReport {
-    use vouch_tpm::{Auth, EkKind, PcrBank, Startup, StartupType};
-
-    assert_eq!(
-        tpm.startup(StartupType::Clear).expect("Startup"),
-        Startup::Started
-    );
-    assert_eq!(
-        tpm.startup(StartupType::Clear).expect("Startup"),
-        Startup::AlreadyStarted
-    );
-
-    let mut cert = vec![0u8; 4096];
-    let n = tpm
-        .read_ek_certificate(EkKind::Rsa2048, &mut cert)
-        .expect("read_ek_certificate");
-    cert.truncate(n);
-    let ek_cert = check_ek_certificate(swtpm, &cert);
-
-    let ek = tpm.create_ek(EkKind::Rsa2048).expect("create_ek");
-    let modulus = ek.public.rsa_modulus().expect("RSA EK");
-    assert_eq!(
-        modulus,
-        ek_cert.modulus.as_slice(),
-        "EK == EK certificate key"
-    );
-
-    let ak_obj = tpm.create_ak(ek.handle, ak_kind).expect("create_ak");
-    let ak = tpm
-        .load(ek.handle, Auth::EkPolicy, &ak_obj)
-        .expect("load AK");
-    let expected_name = sha2::Sha256::digest(ak_obj.public.area());
-    assert_eq!(&ak.name[..2], &alg::SHA256.to_be_bytes());
-    assert_eq!(
-        &ak.name[2..],
-        expected_name.as_slice(),
-        "Name = H(TPMT_PUBLIC)"
-    );
-
-    let secret = b"vouch credential secret 0123456";
-    let cred = make_credential(swtpm, &ek_cert, &ak.name, secret);
-    // The AK is DA-protected: on libtpms its first use after Startup answers TPM_RC_RETRY,
-    // which vouch-tpm must resend by itself.
-    let recovered = tpm
-        .activate_credential(
-            ak.handle,
-            ek.handle,
-            &cred.id_object,
-            &cred.encrypted_secret,
-        )
-        .expect("activate_credential");
-    assert_eq!(&recovered[..], secret, "credential secret recovered");
-    let mut wrong_name = ak.name.to_vec();
-    wrong_name[5] ^= 1;
-    let cred2 = make_credential(swtpm, &ek_cert, &wrong_name, secret);
-    assert!(
-        matches!(
-            tpm.activate_credential(
-                ak.handle,
-                ek.handle,
-                &cred2.id_object,
-                &cred2.encrypted_secret
-            ),
-            Err(vouch_tpm::CommandError::Tpm(_))
-        ),
-        "a credential for another Name must be refused by the TPM"
-    );
-
-    let banks: Vec<u16> = tpm
-        .pcr_banks()
-        .expect("pcr_banks")
-        .active()
-        .map(|b| b.alg)
-        .collect();
-    let sel = [PcrBank {
-        alg: alg::SHA256,
-        pcrs: 1 << PCR,
-    }];
-    let before = tpm.pcr_read(&sel).expect("pcr_read").digests()[0].to_vec();
-    let measurement = b"vouch hil-tests measurement";
-    tpm.pcr_extend_active_banks(u32::from(PCR), |bank, out| {
-        let len = alg::digest_len(bank)?;
-        out.get_mut(..len)?
-            .copy_from_slice(&sha2::Sha512::digest(measurement)[..len]);
-        Some(len)
-    })
-    .expect("pcr_extend_active_banks");
-    let after = tpm.pcr_read(&sel).expect("pcr_read").digests()[0].to_vec();
-    let d = &sha2::Sha512::digest(measurement)[..32];
-    assert_eq!(
-        after,
-        extend(alg::SHA256, &before, d),
-        "sha256 PCR = H(old || digest)"
-    );
-
-    let mut nonce = [0u8; 20];
-    tpm.get_random(&mut nonce).expect("get_random");
-    let quote = tpm.quote(ak.handle, &nonce, &sel).expect("quote");
-    check_quote(
-        swtpm,
-        ak_obj.public.as_tpm2b(),
-        &quote.attest,
-        &quote.signature,
-        &nonce,
-        &after,
-        &before,
-    );
-
-    tpm.flush_context(ak.handle).expect("flush AK");
-    tpm.flush_context(ek.handle).expect("flush EK");
-    VouchReport { banks }
 }

@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 mod credential;
 mod ek;
 mod eventlog;
+mod image_cmd;
 mod quote;
 
 /// Offline checks of TPM evidence: event logs, quotes and EK certificates.
@@ -35,6 +36,16 @@ enum Command {
     /// Make credentials for AK activation (TPM2_MakeCredential).
     #[command(subcommand)]
     Credential(CredentialCmd),
+    /// Firmware images: their reference measurements.
+    #[command(subcommand)]
+    Image(ImageCmd),
+}
+
+#[derive(Debug, Subcommand)]
+enum ImageCmd {
+    /// Compute the software version (reference measurements of PCRs 0 and 1) a board running
+    /// this image presents, exactly as the board measures itself; prints it as JSON.
+    Add(image_cmd::AddArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -98,6 +109,7 @@ fn main() -> ExitCode {
         Command::Quote(QuoteCmd::Verify(args)) => quote::verify(&args),
         Command::Ek(EkCmd::Verify(args)) => ek::verify(&args),
         Command::Credential(CredentialCmd::Make(args)) => credential::make(&args),
+        Command::Image(ImageCmd::Add(args)) => image_cmd::add(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

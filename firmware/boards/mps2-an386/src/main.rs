@@ -17,7 +17,7 @@ use sbcon::SbconI2c;
 use timer::Timer;
 use uart::Uart;
 use vouch_agent::eventlog::EventLog;
-use vouch_agent::measure::{BootImage, Digests, SHA256, digest_size};
+use vouch_agent::measure::{BootImage, digest_size};
 use vouch_agent::measured_boot;
 use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE};
 use vouch_tpm::{
@@ -169,11 +169,14 @@ fn run() -> Result<(), &'static str> {
         first_word.len() + rest.len(),
         log.as_bytes().len()
     );
-    let image_digest = Digests::of(&[SHA256], &image);
-    log!(
-        "boot: image sha256 {}",
-        Hex(image_digest.get(SHA256).unwrap_or_default())
-    );
+    let boot_pcrs = [PcrBank {
+        alg: ALG_SHA256,
+        pcrs: 0b11,
+    }];
+    let values = tpm.pcr_read(&boot_pcrs).map_err(|_| "TPM2_PCR_Read failed")?;
+    for (pcr, value) in values.digests().iter().enumerate() {
+        log!("boot: PCR {pcr} (sha256) {}", Hex(value));
+    }
 
     match mode {
         Mode::Probe => probe(&mut tpm),

@@ -1,0 +1,86 @@
+//! `vouch image add`: see [`vouch::image`].
+
+use std::path::PathBuf;
+
+use vouch::image::{Layout, layout_elf, software_version};
+use vouch_agent::measure::BootImage;
+
+use crate::{Failure, read_file};
+
+#[derive(Debug, clap::Args)]
+pub struct AddArgs {
+    /// The firmware image: the board's ELF file, or a raw binary as flashed.
+    file: PathBuf,
+    /// The name of this software version (what a policy accepts).
+    #[arg(long)]
+    version: String,
+    /// The agent version string the board records (read from the ELF when not given).
+    #[arg(long)]
+    agent_version: Option<String>,
+    /// The board configuration the board records (read from the ELF when not given).
+    #[arg(long)]
+    config: Option<String>,
+    /// The address the image is loaded at (raw binaries; an ELF says it itself).
+    #[arg(long, default_value_t = 0)]
+    base: u64,
+    /// Write the software version here instead of standard output.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+}
+
+pub fn add(args: &AddArgs) -> Result<(), Failure> {
+    let bytes = read_file(&args.file, "firmware image")?;
+    let layout = if bytes.starts_with(b"\x7fELF") {
+        layout_elf(&bytes).map_err(|e| Failure::Input(format!("{}: {e}", args.file.display())))?
+    } else {
+        Layout {
+            base: args.base,
+            image: bytes,
+            agent_version: None,
+            config: None,
+        }
+    };
+    let agent_version = pick(
+        &args.agent_version,
+        layout.agent_version.as_deref(),
+        "--agent-version",
+        "VOUCH_AGENT_VERSION",
+    )?;
+    let config = pick(
+        &args.config,
+        layout.config.as_deref(),
+        "--config",
+        "VOUCH_BOARD_CONFIG",
+    )?;
+    let parts: [&[u8]; 1] = [&layout.image];
+    let boot = BootImage {
+        version: &agent_version,
+        image: &parts,
+        base: layout.base,
+        config: &config,
+    };
+    let version = software_version(&args.version, &boot).map_err(Failure::Input)?;
+    let json = serde_json::to_string_pretty(&version)
+        .map_err(|e| Failure::Input(format!("cannot encode the software version: {e}")))?;
+    match &args.output {
+        Some(path) => std::fs::write(path, json + "\n")
+            .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))?,
+        None => println!("{json}"),
+    }
+    Ok(())
+}
+
+fn pick(
+    flag: &Option<String>,
+    found: Option<&[u8]>,
+    flag_name: &str,
+    symbol: &str,
+) -> Result<Vec<u8>, Failure> {
+    match (flag, found) {
+        (Some(value), _) => Ok(value.as_bytes().to_vec()),
+        (None, Some(bytes)) => Ok(bytes.to_vec()),
+        (None, None) => Err(Failure::Input(format!(
+            "the image does not carry {symbol}; give it with {flag_name}"
+        ))),
+    }
+}

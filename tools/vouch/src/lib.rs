@@ -1,0 +1,3 @@
+//! The parts of the `vouch` CLI other tools and tests reuse.
+
+pub mod image;
