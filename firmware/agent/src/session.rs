@@ -5,7 +5,6 @@
 //! The agent never leaves a transient object or session behind: the EK it recreates is flushed
 //! on every exit path, and the command layer flushes the sessions it starts.
 
-use crate::eventlog::EventLog;
 use crate::measure::digest_size;
 use embedded_io::{Read, Write};
 use heapless::{String, Vec};
@@ -147,13 +146,15 @@ impl<L: Read + Write> Conn<'_, L> {
 /// Runs one session: enrolls the TPM (EK, EK certificate, AK), answers the credential challenge
 /// and every quote request, until the verifier closes the link.
 ///
-/// `cert_buf` receives the EK certificate (2 KiB is plenty for real ones).
+/// `event_log` is the TCG event log sent with every quote (the one [`crate::measured_boot`]
+/// kept, or a platform's). `cert_buf` receives the EK certificate (2 KiB is plenty for real
+/// ones).
 ///
 /// # Errors
 /// See [`SessionError`]. A TPM failure is also reported to the verifier before returning.
-pub fn run<T: Transport, L: Read + Write, const N: usize, const M: usize>(
+pub fn run<T: Transport, L: Read + Write, const N: usize>(
     tpm: &mut Tpm<T, N>,
-    log: &EventLog<M>,
+    event_log: &[u8],
     link: &mut L,
     config: &AgentConfig<'_>,
     cert_buf: &mut [u8],
@@ -184,14 +185,16 @@ pub fn run<T: Transport, L: Read + Write, const N: usize, const M: usize>(
         Ok(ek) => ek,
         Err(e) => return Err(tpm_failure(&mut conn, e)),
     };
-    let result = enrolled_session(tpm, log, &mut conn, config, ek.handle, &ek.public, cert_buf);
+    let result = enrolled_session(
+        tpm, event_log, &mut conn, config, ek.handle, &ek.public, cert_buf,
+    );
     let _ = tpm.flush_context(ek.handle);
     result
 }
 
-fn enrolled_session<T: Transport, L: Read + Write, const N: usize, const M: usize>(
+fn enrolled_session<T: Transport, L: Read + Write, const N: usize>(
     tpm: &mut Tpm<T, N>,
-    log: &EventLog<M>,
+    event_log: &[u8],
     conn: &mut Conn<'_, L>,
     config: &AgentConfig<'_>,
     ek: u32,
@@ -232,7 +235,7 @@ fn enrolled_session<T: Transport, L: Read + Write, const N: usize, const M: usiz
                 outcome.activated = true;
             }
             VerifierMessage::QuoteRequest(request) => {
-                send_evidence(tpm, log, conn, config.ak_handle, &request)?;
+                send_evidence(tpm, event_log, conn, config.ak_handle, &request)?;
                 outcome.quotes += 1;
             }
             VerifierMessage::Verdict(verdict) => {
@@ -307,9 +310,9 @@ fn activate<T: Transport, const N: usize>(
 }
 
 /// Quotes, then sends the PCR values and the event log as chunks, then the quote itself.
-fn send_evidence<T: Transport, L: Read + Write, const N: usize, const M: usize>(
+fn send_evidence<T: Transport, L: Read + Write, const N: usize>(
     tpm: &mut Tpm<T, N>,
-    log: &EventLog<M>,
+    event_log: &[u8],
     conn: &mut Conn<'_, L>,
     ak: u32,
     request: &QuoteRequest,
@@ -332,7 +335,7 @@ fn send_evidence<T: Transport, L: Read + Write, const N: usize, const M: usize>(
             PcrSendError::Session(e) => e,
         });
     }
-    conn.send_blob(BlobKind::EventLog, log.as_bytes())?;
+    conn.send_blob(BlobKind::EventLog, event_log)?;
     conn.send(&AgentMessage::Evidence(Evidence {
         attest: Vec::from_slice(quote.attest.as_slice())
             .map_err(|_| SessionError::TooLarge("TPMS_ATTEST"))?,

@@ -1,13 +1,15 @@
 //! `cargo xtask demo`: manufactures a swtpm and shows what vouch-tpm reads from it over each
-//! path — swtpm's socket, the I2C bus model and the SPI bus model — with timings.
+//! path — swtpm's socket, the I2C bus model and the SPI bus model — with timings, then boots the
+//! firmware in QEMU. `--board-only` (`cargo xtask qemu`) runs only the QEMU board.
 
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use hil_tests::clock::StdClock;
 use hil_tests::i2c_model::{I2cConfig, I2cTpm};
+use hil_tests::qemu::{self, MPS2_AN386};
 use hil_tests::spi_model::{SpiConfig, SpiTpm};
-use hil_tests::swtpm::Swtpm;
+use hil_tests::swtpm::{Swtpm, SwtpmOptions};
 use hil_tests::tools::hex;
 use vouch_tpm::{EkKind, I2cTransport, SpiTransport, StartupType, Tis, Tpm, Transport};
 
@@ -22,6 +24,9 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<(), String> {
+    if std::env::args().any(|a| a == "--board-only") {
+        return board();
+    }
     let started = Instant::now();
     let swtpm = Swtpm::start().map_err(|e| e.to_string())?;
     println!(
@@ -73,7 +78,31 @@ fn run() -> Result<(), String> {
         "  {} SPI frames, {} wait states in {} frames",
         s.frames, s.wait_states, s.frames_with_waits
     );
-    Ok(())
+    board()
+}
+
+/// Boots the real firmware in QEMU against its own swtpm and shows its log.
+fn board() -> Result<(), String> {
+    let swtpm = Swtpm::start_with(&SwtpmOptions {
+        data_socket: false,
+        ..SwtpmOptions::default()
+    })
+    .map_err(|e| e.to_string())?;
+    println!("QEMU mps2-an386 (Cortex-M4), TPM on I2C through QEMU's tpm-tis-i2c:");
+    let outcome =
+        qemu::run(&MPS2_AN386, &swtpm, Duration::from_secs(60)).map_err(|e| e.to_string())?;
+    for line in outcome.log.lines() {
+        println!("  {line}");
+    }
+    if outcome.passed() {
+        println!("  (firmware exited 0 after {:?})", outcome.elapsed);
+        Ok(())
+    } else {
+        Err(format!(
+            "the firmware failed (exit {:?})",
+            outcome.exit_code
+        ))
+    }
 }
 
 fn show<T: Transport>(path: &str, mut tpm: Tpm<T>) -> Result<(), String> {

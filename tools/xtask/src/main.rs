@@ -22,6 +22,7 @@ Verbs:
   test               everything CI runs: fmt, clippy, host tests, firmware, hil-tests
   ci                 the same as `test`
   demo               start swtpm and show what the TPM stack reads over each bus
+  qemu               build the firmware and boot the mps2-an386 board in QEMU with swtpm
   bench              the verifier's criterion benchmarks, pinned to one core
   help               this text
 
@@ -40,7 +41,8 @@ fn main() -> ExitCode {
         "firmware" => firmware::build_all().map(|_| ()),
         "sizes" => firmware::sizes(rest.iter().any(|a| a == "--json")),
         "test" | "ci" => test::run(),
-        "demo" => test::demo(),
+        "demo" => test::demo(&[]),
+        "qemu" => test::demo(&["--board-only"]),
         "bench" => test::bench(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");

@@ -36,8 +36,9 @@ pub fn run() -> Result<(), String> {
     Ok(())
 }
 
-/// Starts a manufactured swtpm and shows what the TPM stack reads from it over each path.
-pub fn demo() -> Result<(), String> {
+/// Starts a manufactured swtpm and shows what the TPM stack reads from it over each path
+/// (`args` are passed to the demo, e.g. `--board-only`).
+pub fn demo(args: &[&str]) -> Result<(), String> {
     setup::ensure()?;
     firmware::build_all()?;
     shell::step(
@@ -51,7 +52,9 @@ pub fn demo() -> Result<(), String> {
                 "hil-tests",
                 "--bin",
                 "vouch-demo",
+                "--",
             ])
+            .args(args)
             .env("VOUCH_FIRMWARE_DIR", firmware::target_dir()),
     )
 }

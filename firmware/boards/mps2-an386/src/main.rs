@@ -196,7 +196,7 @@ fn attest(tpm: &mut BoardTpm, log: &EventLog<EVENT_LOG_SIZE>, clock: Timer) -> R
     };
     let mut certificate = [0u8; 2048];
     log!("agent: session with the verifier on UART0");
-    let outcome = session::run(tpm, log, &mut link, &config, &mut certificate);
+    let outcome = session::run(tpm, log.as_bytes(), &mut link, &config, &mut certificate);
     match outcome {
         Ok(outcome) => {
             log!(

@@ -1,0 +1,185 @@
+//! `vouch-hosted-agent`: the agent the firmware runs, as a program on a host with a TPM.
+//!
+//! It opens the TPM (swtpm's socket, or `/dev/tpmrm0`), optionally performs the firmware's
+//! measured boot of an image (for a software TPM that nothing measured), connects to vouchd's
+//! agent port, enrolls, and answers every quote request until the verifier ends the session;
+//! then it reconnects, so vouchd can re-attest it on its interval.
+
+mod tpm;
+
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use embedded_io_adapters::std::FromStd;
+use tpm::{HostTpm, TpmAddress};
+use vouch_agent::eventlog::EventLog;
+use vouch_agent::measure::BootImage;
+use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, Outcome};
+use vouch_tpm::{AkKind, EkKind, Startup, StartupType, Tpm};
+
+/// Attest this host's TPM to a Vouch verifier.
+#[derive(Debug, Parser)]
+#[command(name = "vouch-hosted-agent", version, about)]
+struct Args {
+    /// vouchd's agent port, HOST:PORT.
+    #[arg(long)]
+    verifier: String,
+    /// The TPM: unix:PATH or tcp:HOST:PORT (swtpm's command socket), device:/dev/tpmrm0.
+    #[arg(long, default_value = "device:/dev/tpmrm0")]
+    tpm: TpmAddress,
+    /// Start the TPM (TPM2_Startup(CLEAR)) and measure this image as the firmware measures
+    /// itself: for a software TPM that nothing has measured.
+    #[arg(long)]
+    measure_image: Option<PathBuf>,
+    /// The agent version string recorded when measuring (`--measure-image`).
+    #[arg(long, default_value = "vouch-hosted-agent")]
+    agent_version: String,
+    /// The configuration recorded in PCR 1 when measuring (`--measure-image`).
+    #[arg(long, default_value = "")]
+    config: String,
+    /// The TCG event log to send with quotes, when not measuring an image (e.g.
+    /// /sys/kernel/security/tpm0/binary_bios_measurements).
+    #[arg(long)]
+    event_log: Option<PathBuf>,
+    /// The AK's kind when one is created.
+    #[arg(long, value_parser = ["ecc", "rsa"], default_value = "ecc")]
+    ak: String,
+    /// The persistent handle of the AK, in hex (default 0x81000a4b).
+    #[arg(long, value_parser = parse_handle)]
+    ak_handle: Option<u32>,
+    /// End after the first session instead of reconnecting.
+    #[arg(long)]
+    once: bool,
+    /// Seconds the verifier may stay silent before the session is abandoned.
+    #[arg(long, default_value_t = 120)]
+    idle_timeout: u64,
+}
+
+fn parse_handle(s: &str) -> Result<u32, String> {
+    u32::from_str_radix(s.trim_start_matches("0x"), 16).map_err(|e| format!("{s}: {e}"))
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vouch-hosted-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let ak_handle = args.ak_handle.unwrap_or(DEFAULT_AK_HANDLE);
+    let device = HostTpm::open(&args.tpm)
+        .map_err(|e| format!("cannot open the TPM at {:?}: {e}", args.tpm))?;
+    let mut tpm: Tpm<HostTpm> = Tpm::new(device);
+    let event_log = event_log(args, &mut tpm)?;
+    let config = AgentConfig {
+        agent: "vouch-hosted-agent",
+        ek: EkKind::Rsa2048,
+        ak: if args.ak == "rsa" {
+            AkKind::Rsa2048
+        } else {
+            AkKind::EccP256
+        },
+        ak_handle,
+    };
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        match session_once(args, &mut tpm, &event_log, &config) {
+            Ok(outcome) => {
+                report(&outcome);
+                backoff = Duration::from_secs(1);
+                if args.once {
+                    return if outcome.last_verdict == Some(true) {
+                        Ok(())
+                    } else {
+                        Err("the verifier did not attest this host".into())
+                    };
+                }
+            }
+            Err(e) if args.once => return Err(e),
+            Err(e) => eprintln!("vouch-hosted-agent: {e}; reconnecting in {backoff:?}"),
+        }
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(60));
+    }
+}
+
+fn session_once(
+    args: &Args,
+    tpm: &mut Tpm<HostTpm>,
+    event_log: &[u8],
+    config: &AgentConfig<'_>,
+) -> Result<Outcome, String> {
+    let stream = TcpStream::connect(&args.verifier)
+        .map_err(|e| format!("cannot reach the verifier at {}: {e}", args.verifier))?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(args.idle_timeout)))
+        .map_err(|e| e.to_string())?;
+    let _ = stream.set_nodelay(true);
+    eprintln!("vouch-hosted-agent: connected to {}", args.verifier);
+    let mut link = FromStd::new(stream);
+    let mut certificate = vec![0u8; 4096];
+    session::run(tpm, event_log, &mut link, config, &mut certificate)
+        .map_err(|e| format!("session failed: {e:?}"))
+}
+
+fn report(outcome: &Outcome) {
+    let verdict = match outcome.last_verdict {
+        Some(true) => format!("attested ({})", outcome.software_version),
+        Some(false) => "NOT attested".into(),
+        None => "no verdict".into(),
+    };
+    eprintln!(
+        "vouch-hosted-agent: session ended: AK activated: {}, quotes: {}, {verdict}",
+        outcome.activated, outcome.quotes
+    );
+}
+
+/// The event log to send: measured now from `--measure-image`, or read from `--event-log`.
+fn event_log(args: &Args, tpm: &mut Tpm<HostTpm>) -> Result<Vec<u8>, String> {
+    if let Some(path) = &args.measure_image {
+        let image =
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        match tpm.startup(StartupType::Clear) {
+            Ok(Startup::Started) => {}
+            Ok(_) => {
+                return Err(
+                    "the TPM was already started, so its PCRs may hold other measurements; \
+                     measure only on a freshly started TPM (restart swtpm)"
+                        .into(),
+                );
+            }
+            Err(e) => return Err(format!("TPM2_Startup failed: {e:?}")),
+        }
+        let parts: [&[u8]; 1] = [&image];
+        let boot = BootImage {
+            version: args.agent_version.as_bytes(),
+            image: &parts,
+            base: 0,
+            config: args.config.as_bytes(),
+        };
+        let log: EventLog<8192> = vouch_agent::measured_boot(tpm, &boot)
+            .map_err(|e| format!("measured boot failed: {e:?}"))?;
+        eprintln!(
+            "vouch-hosted-agent: measured {} ({} bytes) into PCR 0 and 1",
+            path.display(),
+            image.len()
+        );
+        return Ok(log.as_bytes().to_vec());
+    }
+    match &args.event_log {
+        Some(path) => {
+            std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        }
+        None => {
+            Err("give --event-log FILE (the platform's TCG log) or --measure-image FILE".into())
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The service configuration, read from a TOML file. Every field has a default, so an empty
+//! file (or none) gives a working, locked-down verifier.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// `vouchd.toml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the management API (HTTPS) listens.
+    pub api_listen: SocketAddr,
+    /// Where the agent link (TCP, vouch-proto frames) listens.
+    pub agent_listen: SocketAddr,
+    /// The data directory: database, TLS certificate and key, token-signing key.
+    pub data_dir: PathBuf,
+    /// The API's TLS certificate chain (PEM). Unset: a self-signed certificate is generated on
+    /// first start and kept in the data directory.
+    pub tls_cert: Option<PathBuf>,
+    /// The API's TLS private key (PEM); set together with `tls_cert`.
+    pub tls_key: Option<PathBuf>,
+    /// Subject alternative names of the generated self-signed certificate.
+    pub tls_self_signed_names: Vec<String>,
+    /// Lifetime of an issued attestation token, in seconds.
+    pub token_lifetime_secs: u64,
+    /// How often every trusted host is attested again, in seconds.
+    pub reattest_interval_secs: u64,
+    /// An agent session that sends nothing for this long is closed, in seconds.
+    pub agent_idle_timeout_secs: u64,
+    /// The most agent sessions served at once; more connections wait in the kernel's backlog.
+    pub agent_max_sessions: usize,
+    /// The largest event log an agent may send, in bytes.
+    pub max_event_log: usize,
+    /// Where every event is POSTed as JSON (http or https), if set.
+    pub webhook_url: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 8443)),
+            agent_listen: SocketAddr::from(([0, 0, 0, 0], 7443)),
+            data_dir: PathBuf::from("/var/lib/vouchd"),
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed_names: vec!["localhost".into()],
+            token_lifetime_secs: 300,
+            reattest_interval_secs: 600,
+            agent_idle_timeout_secs: 30,
+            agent_max_sessions: 10_000,
+            max_event_log: 256 * 1024,
+            webhook_url: None,
+        }
+    }
+}
+
+/// Why a configuration cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let config = Self::parse(&text).map_err(|e| match e {
+            ConfigError::Parse { source, .. } => ConfigError::Parse {
+                path: path.to_owned(),
+                source,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and checks a configuration text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let config: Self = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::new(),
+            source: Box::new(e),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that parse but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err(ConfigError::Invalid(
+                "tls_cert and tls_key must be set together".into(),
+            ));
+        }
+        if self.token_lifetime_secs == 0 || self.token_lifetime_secs > 86_400 {
+            return Err(ConfigError::Invalid(
+                "token_lifetime_secs must be between 1 and 86400".into(),
+            ));
+        }
+        if self.reattest_interval_secs < 10 {
+            return Err(ConfigError::Invalid(
+                "reattest_interval_secs must be at least 10".into(),
+            ));
+        }
+        if self.agent_idle_timeout_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "agent_idle_timeout_secs must be at least 1".into(),
+            ));
+        }
+        if self.agent_max_sessions == 0 {
+            return Err(ConfigError::Invalid(
+                "agent_max_sessions must be at least 1".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn token_lifetime(&self) -> Duration {
+        Duration::from_secs(self.token_lifetime_secs)
+    }
+
+    pub fn reattest_interval(&self) -> Duration {
+        Duration::from_secs(self.reattest_interval_secs)
+    }
+
+    pub fn agent_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.agent_idle_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn the_example_file_states_the_defaults() {
+        let example = Config::parse(include_str!("../vouchd.example.toml")).unwrap();
+        assert_eq!(example, Config::default());
+    }
+
+    #[test]
+    fn fields_are_read() {
+        let c = Config::parse(
+            r#"
+            api_listen = "0.0.0.0:9443"
+            agent_listen = "127.0.0.1:9000"
+            data_dir = "/tmp/v"
+            token_lifetime_secs = 60
+            reattest_interval_secs = 120
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.api_listen.port(), 9443);
+        assert_eq!(c.agent_listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/v"));
+        assert_eq!(c.token_lifetime(), Duration::from_secs(60));
+        assert_eq!(c.reattest_interval(), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn unknown_and_inconsistent_settings_are_refused() {
+        assert!(matches!(
+            Config::parse("tokn_lifetime_secs = 5"),
+            Err(ConfigError::Parse { .. })
+        ));
+        assert!(matches!(
+            Config::parse("tls_cert = \"/a.pem\""),
+            Err(ConfigError::Invalid(_))
+        ));
+        assert!(matches!(
+            Config::parse("token_lifetime_secs = 0"),
+            Err(ConfigError::Invalid(_))
+        ));
+    }
+}

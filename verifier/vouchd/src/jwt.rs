@@ -1,0 +1,180 @@
+//! Attestation tokens: JWTs signed with ES256 (ECDSA P-256, SHA-256, the signature as
+//! `r ‖ s`), and the JWKS that publishes the public key at `/.well-known/jwks.json`.
+//!
+//! The signing key is generated on first start and kept (PKCS#8 DER, mode 0600) in the data
+//! directory. Its `kid` is the key's RFC 7638 JWK thumbprint.
+
+use std::path::Path;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use serde::{Deserialize, Serialize};
+
+/// The claims of an attestation token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestationClaims {
+    /// Always `vouchd`.
+    pub iss: String,
+    /// The host: its EK hash.
+    pub sub: String,
+    /// The trusted cluster.
+    pub cluster: String,
+    /// The accepted software version that matched.
+    pub software_version: String,
+    /// SHA-256 over the quoted PCR values (the quote's PCR digest), hex.
+    pub pcr_digest: String,
+    /// The nonce of the challenge, hex.
+    pub nonce: String,
+    pub iat: i64,
+    pub exp: i64,
+    /// A unique id for this token, hex.
+    pub jti: String,
+}
+
+/// Why the signing key could not be loaded or used.
+#[derive(Debug, thiserror::Error)]
+pub enum JwtError {
+    #[error("{path}: {reason}")]
+    Key { path: String, reason: String },
+    #[error("signing failed")]
+    Sign,
+    #[error("cannot encode claims: {0}")]
+    Claims(String),
+}
+
+/// The token signer.
+#[derive(Debug)]
+pub struct Signer {
+    key: EcdsaKeyPair,
+    kid: String,
+    x: String,
+    y: String,
+}
+
+impl Signer {
+    /// Loads the key at `path`, or generates and stores one there.
+    pub fn load_or_create(path: &Path) -> Result<Self, JwtError> {
+        let err = |reason: String| JwtError::Key {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pkcs8 = if path.exists() {
+            std::fs::read(path).map_err(|e| err(e.to_string()))?
+        } else {
+            let doc = EcdsaKeyPair::generate_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                &SystemRandom::new(),
+            )
+            .map_err(|_| err("key generation failed".into()))?;
+            crate::tls::write_private(path, doc.as_ref()).map_err(|e| err(e.to_string()))?;
+            tracing::info!(path = %path.display(), "generated the attestation-token signing key");
+            doc.as_ref().to_vec()
+        };
+        Self::from_pkcs8(&pkcs8).map_err(err)
+    }
+
+    /// From a PKCS#8 P-256 key.
+    pub fn from_pkcs8(pkcs8: &[u8]) -> Result<Self, String> {
+        let key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8)
+            .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?;
+        let point = key.public_key().as_ref();
+        let (x, y) = match point {
+            [4, rest @ ..] if rest.len() == 64 => rest.split_at(32),
+            _ => return Err("unexpected public key encoding".into()),
+        };
+        let x = B64.encode(x);
+        let y = B64.encode(y);
+        // RFC 7638: the required members in lexicographic order, no whitespace.
+        let thumbprint_input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
+        let kid = B64.encode(crate::sha256(thumbprint_input.as_bytes()));
+        Ok(Self { key, kid, x, y })
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
+
+    /// A compact JWS over `claims`.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, JwtError> {
+        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
+        let claims = serde_json::to_vec(claims).map_err(|e| JwtError::Claims(e.to_string()))?;
+        let mut token = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims));
+        let sig = self
+            .key
+            .sign(&SystemRandom::new(), token.as_bytes())
+            .map_err(|_| JwtError::Sign)?;
+        token.push('.');
+        token.push_str(&B64.encode(sig.as_ref()));
+        Ok(token)
+    }
+
+    /// The JWK Set with this key.
+    pub fn jwks(&self) -> serde_json::Value {
+        serde_json::json!({
+            "keys": [{
+                "kty": "EC",
+                "crv": "P-256",
+                "x": self.x,
+                "y": self.y,
+                "use": "sig",
+                "alg": "ES256",
+                "kid": self.kid,
+            }]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_persists_across_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwt.p8");
+        let a = Signer::load_or_create(&path).unwrap();
+        let b = Signer::load_or_create(&path).unwrap();
+        assert_eq!(a.kid(), b.kid());
+        assert_eq!(a.jwks(), b.jwks());
+    }
+
+    #[test]
+    fn token_verifies_against_the_jwks() {
+        let dir = tempfile::tempdir().unwrap();
+        let signer = Signer::load_or_create(&dir.path().join("jwt.p8")).unwrap();
+        let now = crate::now();
+        let claims = AttestationClaims {
+            iss: "vouchd".into(),
+            sub: "ab".repeat(32),
+            cluster: "prod".into(),
+            software_version: "fw-1.0".into(),
+            pcr_digest: "cd".repeat(32),
+            nonce: "ef".repeat(16),
+            iat: now,
+            exp: now + 300,
+            jti: "01".into(),
+        };
+        let token = signer.sign(&claims).unwrap();
+
+        // Verify with an independent implementation, from the published JWKS alone.
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(signer.jwks()).unwrap();
+        let header = jsonwebtoken::decode_header(&token).unwrap();
+        assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
+        let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+        let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+        validation.set_issuer(&["vouchd"]);
+        let data = jsonwebtoken::decode::<AttestationClaims>(&token, &key, &validation).unwrap();
+        assert_eq!(data.claims, claims);
+
+        // A tampered token does not verify.
+        let mut parts: Vec<&str> = token.split('.').collect();
+        let other = B64.encode(br#"{"iss":"vouchd","sub":"x"}"#);
+        parts[1] = &other;
+        assert!(
+            jsonwebtoken::decode::<serde_json::Value>(&parts.join("."), &key, &validation).is_err()
+        );
+    }
+}

@@ -1,0 +1,99 @@
+//! `vouchd`: Vouch's verifier service.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+use vouchd::config::Config;
+
+/// Vouch's verifier service: TPM attestation of trusted hosts, management API, agent link.
+#[derive(Debug, Parser)]
+#[command(name = "vouchd", version, about)]
+struct Cli {
+    /// Log as JSON lines (for log collectors) instead of text. Filter with VOUCHD_LOG.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the management API (HTTPS) and the agent link (TCP).
+    ///
+    /// On the first start of a data directory, prints the bootstrap token of principal
+    /// `admin` (TrustedAdmins) once, and the SHA-256 fingerprint of a generated self-signed
+    /// TLS certificate.
+    Serve {
+        /// The configuration file (TOML); defaults apply when omitted.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = EnvFilter::try_from_env("VOUCHD_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if cli.log_json {
+        logs.json().init();
+    } else {
+        logs.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    match run(cli) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("vouchd: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { config } => {
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::default(),
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(serve(config))
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let running = vouchd::server::start(config).await?;
+    // Stdout carries only what an operator must copy: the bootstrap token (once in the life
+    // of the data directory) and the certificate fingerprint.
+    if let Some(token) = &running.bootstrap_token {
+        println!("bootstrap token for principal 'admin' (TrustedAdmins), shown once: {token}");
+    }
+    if running.tls_generated {
+        println!(
+            "generated a self-signed TLS certificate; SHA-256 fingerprint: {}",
+            running.tls_fingerprint
+        );
+    } else {
+        println!(
+            "TLS certificate SHA-256 fingerprint: {}",
+            running.tls_fingerprint
+        );
+    }
+    println!("management API: https://{}", running.api_addr);
+    println!("agent link: {}", running.agent_addr);
+    tokio::select! {
+        () = running.wait() => Ok(()),
+        r = tokio::signal::ctrl_c() => {
+            r?;
+            tracing::info!("interrupted; stopping");
+            Ok(())
+        }
+    }
+}

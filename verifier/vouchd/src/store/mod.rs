@@ -1,0 +1,343 @@
+//! Storage behind one trait, [`Store`], so that backends can sit side by side: the embedded
+//! SQLite file ([`sqlite::SqliteStore`], the default) today, PostgreSQL later.
+//!
+//! The trait is synchronous and object-safe: the service holds an `Arc<dyn Store>` and runs
+//! every call on tokio's blocking pool ([`run`]), so a backend is plain blocking code. The SQL
+//! is kept to what SQLite and PostgreSQL both accept (no `INSERT OR REPLACE`, no `AUTOINCREMENT`
+//! in queries; upserts use `ON CONFLICT ... DO UPDATE`). Times are Unix seconds, passed in by the
+//! caller so that the store reads no clock.
+
+pub mod sqlite;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a storage call failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// The named thing exists already.
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The database failed; details in the message.
+    #[error("storage failure: {0}")]
+    Backend(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// People and service accounts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalKind {
+    Person,
+    Service,
+}
+
+impl PrincipalKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Person => "person",
+            Self::Service => "service",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "person" => Some(Self::Person),
+            "service" => Some(Self::Service),
+            _ => None,
+        }
+    }
+}
+
+/// A management principal and the groups it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub name: String,
+    pub kind: PrincipalKind,
+    pub groups: Vec<String>,
+    pub created_at: i64,
+}
+
+impl Principal {
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+/// A bearer token's record; the token itself is never stored, only its SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub principal: String,
+    pub description: String,
+    pub created_at: i64,
+}
+
+/// A management server allowed to perform host operations: its ECDSA P-256 signing
+/// certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ManagementServer {
+    pub id: String,
+    /// The certificate, DER.
+    #[serde(skip)]
+    pub certificate: Vec<u8>,
+    /// The certificate's subject, for people.
+    pub subject: String,
+    /// SHA-256 of the certificate, hex.
+    pub fingerprint: String,
+    pub created_at: i64,
+}
+
+/// A trusted cluster and its policy settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cluster {
+    pub name: String,
+    /// PCRs that must match an accepted software version.
+    pub pcrs: Vec<u32>,
+    /// The PCR bank compared (vouch-attest's name, e.g. `sha256`).
+    pub bank: String,
+    pub created_at: i64,
+}
+
+/// A TPM manufacturer CA certificate trusted by a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaCert {
+    /// SHA-256 of the DER certificate, hex.
+    pub id: String,
+    pub cluster: String,
+    pub subject: String,
+    #[serde(skip)]
+    pub der: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// How an individual EK is listed in a cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EkEntryKind {
+    /// Mode 2: an EK certificate; the host's certificate must also chain to a trusted CA.
+    Certificate,
+    /// Mode 2: an EK public key (SPKI); the host's certificate must also chain to a trusted CA.
+    PublicKey,
+    /// Mode 3: a bare EK public key, for TPMs without an EK certificate.
+    BarePublicKey,
+}
+
+impl EkEntryKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Certificate => "certificate",
+            Self::PublicKey => "public_key",
+            Self::BarePublicKey => "bare_public_key",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "certificate" => Some(Self::Certificate),
+            "public_key" => Some(Self::PublicKey),
+            "bare_public_key" => Some(Self::BarePublicKey),
+            _ => None,
+        }
+    }
+}
+
+/// An individual EK listed by a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterEk {
+    /// The EK hash (see [`crate::ek::ek_hash`]), hex.
+    pub ek_hash: String,
+    pub cluster: String,
+    pub kind: EkEntryKind,
+    /// The certificate or SubjectPublicKeyInfo, DER.
+    #[serde(skip)]
+    pub der: Vec<u8>,
+    pub created_at: i64,
+}
+
+/// An accepted software version: reference values as vouch-attest's `SoftwareVersion` JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SoftwareVersionRecord {
+    pub cluster: String,
+    pub name: String,
+    pub reference: serde_json::Value,
+    pub created_at: i64,
+}
+
+/// A host's attestation state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HostState {
+    /// Never attested, or its last result expired without a new one.
+    Unknown,
+    Attested,
+    NotAttested,
+}
+
+impl HostState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Unknown => "unknown",
+            Self::Attested => "attested",
+            Self::NotAttested => "not_attested",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "unknown" => Some(Self::Unknown),
+            "attested" => Some(Self::Attested),
+            "not_attested" => Some(Self::NotAttested),
+            _ => None,
+        }
+    }
+}
+
+/// A host of a trusted cluster, identified by its EK hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Host {
+    pub ek_hash: String,
+    pub cluster: String,
+    pub name: String,
+    /// The management server that added it.
+    pub added_by: String,
+    /// The AK bound to the EK (TPM2B_PUBLIC), once activated.
+    #[serde(skip)]
+    pub ak_public: Option<Vec<u8>>,
+    pub state: HostState,
+    pub attested_at: Option<i64>,
+    pub valid_until: Option<i64>,
+    pub software_version: Option<String>,
+    pub created_at: i64,
+}
+
+/// One attestation's outcome.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttestationRecord {
+    pub ek_hash: String,
+    pub cluster: String,
+    pub at: i64,
+    pub attested: bool,
+    pub software_version: Option<String>,
+    pub reason: Option<String>,
+    /// Hex.
+    pub pcr_digest: Option<String>,
+    /// Hex.
+    pub nonce: Option<String>,
+    pub valid_until: Option<i64>,
+    /// The attestation token issued, when attested.
+    pub token: Option<String>,
+}
+
+/// Something that happened, for the audit trail and webhooks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub id: i64,
+    pub at: i64,
+    pub kind: String,
+    pub subject: String,
+    pub detail: serde_json::Value,
+}
+
+/// Everything vouchd keeps. Implementations are blocking; call them through [`run`].
+pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    // Bootstrap and metadata.
+    /// Creates the first principal, in `group`, with one token, unless bootstrap already
+    /// happened. Returns whether it happened now. Runs once in the life of a database.
+    fn bootstrap(
+        &self,
+        principal: &str,
+        group: &str,
+        token: &TokenInfo,
+        token_hash: &[u8],
+        now: i64,
+    ) -> StoreResult<bool>;
+
+    // Principals, groups and tokens.
+    fn create_principal(&self, name: &str, kind: PrincipalKind, now: i64) -> StoreResult<()>;
+    fn get_principal(&self, name: &str) -> StoreResult<Option<Principal>>;
+    fn list_principals(&self) -> StoreResult<Vec<Principal>>;
+    /// Deletes a principal with its group memberships and tokens.
+    fn delete_principal(&self, name: &str) -> StoreResult<()>;
+    fn add_to_group(&self, principal: &str, group: &str) -> StoreResult<()>;
+    fn remove_from_group(&self, principal: &str, group: &str) -> StoreResult<()>;
+    fn create_token(&self, token: &TokenInfo, hash: &[u8]) -> StoreResult<()>;
+    /// The principal owning the token with this SHA-256, if any.
+    fn principal_for_token(&self, hash: &[u8]) -> StoreResult<Option<Principal>>;
+    fn list_tokens(&self, principal: &str) -> StoreResult<Vec<TokenInfo>>;
+    fn delete_token(&self, principal: &str, id: &str) -> StoreResult<()>;
+
+    // Management servers and replay protection.
+    fn add_management_server(&self, server: &ManagementServer) -> StoreResult<()>;
+    fn get_management_server(&self, id: &str) -> StoreResult<Option<ManagementServer>>;
+    fn list_management_servers(&self) -> StoreResult<Vec<ManagementServer>>;
+    fn delete_management_server(&self, id: &str) -> StoreResult<()>;
+    /// Records a signed request's key; `false` when it was seen before (a replay). Keys older
+    /// than `forget_before` are dropped.
+    fn record_request(&self, key: &str, now: i64, forget_before: i64) -> StoreResult<bool>;
+
+    // Clusters and their trust configuration.
+    fn create_cluster(&self, cluster: &Cluster) -> StoreResult<()>;
+    fn get_cluster(&self, name: &str) -> StoreResult<Option<Cluster>>;
+    fn list_clusters(&self) -> StoreResult<Vec<Cluster>>;
+    /// Deletes a cluster with its trust configuration and hosts.
+    fn delete_cluster(&self, name: &str) -> StoreResult<()>;
+    fn add_ca_cert(&self, cert: &CaCert) -> StoreResult<()>;
+    fn list_ca_certs(&self, cluster: &str) -> StoreResult<Vec<CaCert>>;
+    fn delete_ca_cert(&self, cluster: &str, id: &str) -> StoreResult<()>;
+    fn add_cluster_ek(&self, ek: &ClusterEk) -> StoreResult<()>;
+    fn list_cluster_eks(&self, cluster: &str) -> StoreResult<Vec<ClusterEk>>;
+    fn delete_cluster_ek(&self, cluster: &str, ek_hash: &str) -> StoreResult<()>;
+    /// Adds or replaces a version.
+    fn put_software_version(&self, version: &SoftwareVersionRecord) -> StoreResult<()>;
+    fn list_software_versions(&self, cluster: &str) -> StoreResult<Vec<SoftwareVersionRecord>>;
+    fn delete_software_version(&self, cluster: &str, name: &str) -> StoreResult<()>;
+
+    // Hosts and attestation.
+    fn add_host(&self, host: &Host) -> StoreResult<()>;
+    fn get_host(&self, ek_hash: &str) -> StoreResult<Option<Host>>;
+    fn list_hosts(&self, cluster: &str) -> StoreResult<Vec<Host>>;
+    fn list_all_hosts(&self) -> StoreResult<Vec<Host>>;
+    fn delete_host(&self, cluster: &str, ek_hash: &str) -> StoreResult<()>;
+    /// Binds an activated AK to the host's EK.
+    fn set_host_ak(&self, ek_hash: &str, ak_public: &[u8]) -> StoreResult<()>;
+    /// The TPM clock (vouch-attest `ClockInfo`, JSON) of the last quote accepted from the
+    /// host's AK; cleared when a new AK is bound.
+    fn host_clock(&self, ek_hash: &str) -> StoreResult<Option<String>>;
+    fn set_host_clock(&self, ek_hash: &str, clock: &str) -> StoreResult<()>;
+    /// Stores a result and sets the host's state from it, atomically; returns the state before.
+    fn record_attestation(&self, record: &AttestationRecord) -> StoreResult<HostState>;
+    /// Sets a host's state without a new result (an attestation expired); returns the state
+    /// before.
+    fn set_host_state(&self, ek_hash: &str, state: HostState) -> StoreResult<HostState>;
+    fn list_attestations(&self, ek_hash: &str, limit: u32) -> StoreResult<Vec<AttestationRecord>>;
+
+    // Events.
+    fn add_event(
+        &self,
+        at: i64,
+        kind: &str,
+        subject: &str,
+        detail: &serde_json::Value,
+    ) -> StoreResult<i64>;
+    /// Events with an id greater than `after`, oldest first.
+    fn list_events(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>>;
+}
+
+/// Runs a blocking store call on tokio's blocking pool.
+pub async fn run<T, F>(store: &Arc<dyn Store>, f: F) -> StoreResult<T>
+where
+    T: Send + 'static,
+    F: FnOnce(&dyn Store) -> StoreResult<T> + Send + 'static,
+{
+    let store = Arc::clone(store);
+    tokio::task::spawn_blocking(move || f(store.as_ref()))
+        .await
+        .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+}

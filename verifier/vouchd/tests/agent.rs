@@ -1,0 +1,337 @@
+//! The agent link over real TCP: framing, negotiation, refusals and timeouts.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test helpers: a failure is a test failure"
+)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::{config, harness};
+use heapless::Vec as HVec;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use vouch_proto::frame::{self, FrameReader, MAX_FRAME};
+use vouch_proto::wire::{
+    AgentMessage, BlobKind, Chunk, Enroll, Hello, RefusalKind, VerifierMessage, Welcome,
+};
+
+struct Agent {
+    tcp: TcpStream,
+    reader: Box<FrameReader<MAX_FRAME>>,
+}
+
+impl Agent {
+    async fn connect(addr: std::net::SocketAddr) -> Self {
+        Self {
+            tcp: TcpStream::connect(addr).await.unwrap(),
+            reader: Box::default(),
+        }
+    }
+
+    async fn send(&mut self, m: &AgentMessage) {
+        let mut buf = vec![0u8; MAX_FRAME];
+        let bytes = frame::encode(m, &mut buf).unwrap();
+        self.tcp.write_all(bytes).await.unwrap();
+    }
+
+    /// The next message, or `None` when the verifier closed the connection.
+    async fn recv(&mut self) -> Option<VerifierMessage> {
+        let mut byte = [0u8; 1];
+        loop {
+            let n = tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut byte))
+                .await
+                .expect("the verifier answered in time")
+                .unwrap();
+            if n == 0 {
+                return None;
+            }
+            if let Some(f) = self.reader.push(byte[0]) {
+                return Some(frame::decode(f.unwrap()).unwrap());
+            }
+        }
+    }
+
+    async fn expect_refusal(&mut self, kind: RefusalKind) -> String {
+        match self.recv().await {
+            Some(VerifierMessage::Refused(r)) => {
+                assert_eq!(r.kind, kind, "{r:?}");
+                assert!(self.recv().await.is_none(), "closed after a refusal");
+                r.reason.to_string()
+            }
+            other => panic!("expected a {kind:?} refusal, got {other:?}"),
+        }
+    }
+}
+
+fn hello(min: u16, max: u16) -> AgentMessage {
+    AgentMessage::Hello(Hello {
+        min_version: min,
+        max_version: max,
+        agent: "test-agent".try_into().unwrap(),
+    })
+}
+
+fn data(path: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/../attest/tests/data/{path}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+#[tokio::test]
+async fn hello_negotiates_a_version_or_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let mut a = Agent::connect(h.running.agent_addr).await;
+    a.send(&hello(1, 7)).await;
+    assert_eq!(
+        a.recv().await,
+        Some(VerifierMessage::Welcome(Welcome { version: 1 }))
+    );
+
+    let mut b = Agent::connect(h.running.agent_addr).await;
+    b.send(&hello(9, 12)).await;
+    b.expect_refusal(RefusalKind::Version).await;
+}
+
+#[tokio::test]
+async fn out_of_order_and_malformed_input_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+
+    // Enroll before Hello.
+    let mut a = Agent::connect(h.running.agent_addr).await;
+    a.send(&AgentMessage::Enroll(Enroll {
+        ek_public: HVec::new(),
+        ak_public: HVec::new(),
+        has_ek_certificate: false,
+    }))
+    .await;
+    a.expect_refusal(RefusalKind::Protocol).await;
+
+    // A frame that is not a message.
+    let mut b = Agent::connect(h.running.agent_addr).await;
+    b.tcp
+        .write_all(&[0x05, 0xff, 0xff, 0xff, 0xff, 0x00])
+        .await
+        .unwrap();
+    b.expect_refusal(RefusalKind::Protocol).await;
+
+    // An over-long frame.
+    let mut c = Agent::connect(h.running.agent_addr).await;
+    c.tcp.write_all(&vec![0x01; MAX_FRAME + 10]).await.unwrap();
+    c.tcp.write_all(&[0x00]).await.unwrap();
+    c.expect_refusal(RefusalKind::Protocol).await;
+
+    // An EK certificate announced larger than the limit.
+    let mut d = Agent::connect(h.running.agent_addr).await;
+    d.send(&hello(1, 1)).await;
+    d.recv().await.unwrap();
+    d.send(&AgentMessage::Chunk(Chunk {
+        blob: BlobKind::EkCertificate,
+        total: 1 << 20,
+        offset: 0,
+        data: HVec::from_slice(&[0u8; 16]).unwrap(),
+    }))
+    .await;
+    let reason = d.expect_refusal(RefusalKind::Protocol).await;
+    assert!(reason.contains("limit"), "{reason}");
+}
+
+#[tokio::test]
+async fn a_fresh_vouchd_refuses_every_ek() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let mut a = Agent::connect(h.running.agent_addr).await;
+    a.send(&hello(1, 1)).await;
+    a.recv().await.unwrap();
+    let cert = data("ek/ek-rsa2048.crt");
+    for chunk in vouch_proto::chunk::split(BlobKind::EkCertificate, &cert).unwrap() {
+        a.send(&AgentMessage::Chunk(chunk)).await;
+    }
+    a.send(&AgentMessage::Enroll(Enroll {
+        ek_public: HVec::from_slice(&data("ek/ek-rsa2048.pub")).unwrap(),
+        ak_public: HVec::from_slice(&data("quotes/rsa2048-sha256.ak.pub")).unwrap(),
+        has_ek_certificate: true,
+    }))
+    .await;
+    let reason = a.expect_refusal(RefusalKind::UntrustedEk).await;
+    assert!(reason.contains("not a host"), "{reason}");
+    // The session's end is counted just after the connection closes.
+    let mut metrics = String::new();
+    for _ in 0..100 {
+        metrics = h.running.state.metrics.render();
+        if metrics.contains("vouchd_agent_sessions_ended_total{result=\"refused\"} 1") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(
+        metrics.contains("vouchd_agent_sessions_ended_total{result=\"refused\"} 1"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_agent_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.agent_idle_timeout_secs = 1;
+    let h = harness(cfg).await;
+    let mut a = Agent::connect(h.running.agent_addr).await;
+    let started = std::time::Instant::now();
+    assert!(a.recv().await.is_none(), "closed without a word");
+    assert!(started.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn many_sessions_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let addr = h.running.agent_addr;
+    let mut tasks = Vec::new();
+    for _ in 0..200 {
+        tasks.push(tokio::spawn(async move {
+            let mut a = Agent::connect(addr).await;
+            a.send(&hello(1, 1)).await;
+            a.recv().await
+        }));
+    }
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap(),
+            Some(VerifierMessage::Welcome(Welcome { version: 1 }))
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_verdict_over_tcp_is_recorded_and_visible_in_the_api() {
+    use reqwest::Method;
+    use vouch_attest::ek::EkKey;
+    use vouch_attest::tpm::Public;
+    use vouchd::store::{CaCert, Cluster, Host, HostState, SoftwareVersionRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let store = h.running.state.store.clone();
+    store
+        .create_cluster(&Cluster {
+            name: "prod".into(),
+            pcrs: vec![0, 1, 2, 3, 4, 7],
+            bank: "sha256".into(),
+            created_at: 0,
+        })
+        .unwrap();
+    for pem in ["ek/swtpm-localca-root.pem", "ek/swtpm-localca-issuer.pem"] {
+        use rustls::pki_types::CertificateDer;
+        use rustls::pki_types::pem::PemObject as _;
+        let der = CertificateDer::from_pem_slice(&data(pem)).unwrap();
+        store
+            .add_ca_cert(&CaCert {
+                id: vouchd::hex(&vouchd::sha256(&der)),
+                cluster: "prod".into(),
+                subject: pem.into(),
+                der: der.to_vec(),
+                created_at: 0,
+            })
+            .unwrap();
+    }
+    let ek = Public::from_tpm2b(&data("ek/ek-rsa2048.pub")).unwrap();
+    let ek_hash = vouchd::ek::ek_hash(&EkKey::from_public(&ek));
+    store
+        .add_host(&Host {
+            ek_hash: ek_hash.clone(),
+            cluster: "prod".into(),
+            name: "h1".into(),
+            added_by: "vc".into(),
+            ak_public: Some(data("quotes/rsa2048-sha256.ak.pub")),
+            state: HostState::Unknown,
+            attested_at: None,
+            valid_until: None,
+            software_version: None,
+            created_at: 0,
+        })
+        .unwrap();
+    store
+        .put_software_version(&SoftwareVersionRecord {
+            cluster: "prod".into(),
+            name: "fw-1".into(),
+            reference: serde_json::json!({"name": "fw-1", "pcrs": {"sha256": {"0": "00".repeat(32)}}}),
+            created_at: 0,
+        })
+        .unwrap();
+
+    let mut a = Agent::connect(h.running.agent_addr).await;
+    a.send(&hello(1, 1)).await;
+    a.recv().await.unwrap();
+    let cert = data("ek/ek-rsa2048.crt");
+    for chunk in vouch_proto::chunk::split(BlobKind::EkCertificate, &cert).unwrap() {
+        a.send(&AgentMessage::Chunk(chunk)).await;
+    }
+    a.send(&AgentMessage::Enroll(Enroll {
+        ek_public: HVec::from_slice(&data("ek/ek-rsa2048.pub")).unwrap(),
+        ak_public: HVec::from_slice(&data("quotes/rsa2048-sha256.ak.pub")).unwrap(),
+        has_ek_certificate: true,
+    }))
+    .await;
+    let Some(VerifierMessage::QuoteRequest(q)) = a.recv().await else {
+        panic!("expected a quote request");
+    };
+    assert_eq!(q.nonce.len(), 32);
+    // A recorded quote cannot answer a fresh nonce.
+    let (sel, values) =
+        vouch_attest::tpm2_tools::parse_serialized_pcrs(&data("quotes/rsa2048-sha256.pcrs"))
+            .unwrap();
+    let wire: Vec<u8> = sel
+        .iter()
+        .flat_map(|(alg, i)| values.get(alg, i).unwrap().to_vec())
+        .collect();
+    for chunk in vouch_proto::chunk::split(BlobKind::PcrValues, &wire).unwrap() {
+        a.send(&AgentMessage::Chunk(chunk)).await;
+    }
+    a.send(&AgentMessage::Evidence(vouch_proto::wire::Evidence {
+        attest: HVec::from_slice(&data("quotes/rsa2048-sha256.quote")).unwrap(),
+        signature: HVec::from_slice(&data("quotes/rsa2048-sha256.sig")).unwrap(),
+    }))
+    .await;
+    let Some(VerifierMessage::Verdict(v)) = a.recv().await else {
+        panic!("expected a verdict");
+    };
+    assert!(!v.attested);
+    assert!(v.reason.contains("nonce"), "{v:?}");
+
+    let admin = h.admin();
+    let (s, status) = h
+        .call(
+            Method::GET,
+            &format!("/v1/hosts/{ek_hash}"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, reqwest::StatusCode::OK);
+    assert_eq!(status["state"], "not_attested");
+    assert_eq!(status["ak_bound"], true);
+    assert_eq!(status["recent"][0]["attested"], false);
+    assert_eq!(status["recent"][0]["nonce"], vouchd::hex(&q.nonce));
+    let (s, _) = h
+        .call(
+            Method::GET,
+            &format!("/v1/hosts/{ek_hash}/token"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(
+        s,
+        reqwest::StatusCode::NOT_FOUND,
+        "no token without attestation"
+    );
+}

@@ -1,0 +1,175 @@
+//! Shared helpers: an in-process vouchd on loopback, an HTTPS client that trusts its
+//! self-signed certificate, and a management server's signing key.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    dead_code,
+    reason = "test helpers: a failure is a test failure"
+)]
+
+use std::path::Path;
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use vouchd::auth::{SignatureHeader, signing_message};
+use vouchd::config::Config;
+use vouchd::server::{Running, start};
+
+pub struct Harness {
+    pub running: Running,
+    pub client: reqwest::Client,
+    pub base: String,
+}
+
+pub fn config(dir: &Path) -> Config {
+    Config {
+        api_listen: "127.0.0.1:0".parse().unwrap(),
+        agent_listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        ..Config::default()
+    }
+}
+
+pub async fn harness(config: Config) -> Harness {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let running = start(config).await.unwrap();
+    let client = reqwest::Client::builder()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_der(&running.tls_certificate).unwrap())
+        .resolve("localhost", running.api_addr)
+        .build()
+        .unwrap();
+    let base = format!("https://localhost:{}", running.api_addr.port());
+    Harness {
+        running,
+        client,
+        base,
+    }
+}
+
+impl Harness {
+    pub fn admin(&self) -> String {
+        self.running.bootstrap_token.clone().unwrap()
+    }
+
+    /// Sends a request; returns the status and the JSON body (Null when empty or not JSON).
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        self.send(method, path, token, body, None).await
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        signature: Option<String>,
+    ) -> (StatusCode, Value) {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(serde_json::to_vec(&b).unwrap());
+        }
+        if let Some(s) = signature {
+            req = req.header("vouch-signature", s);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let bytes = resp.bytes().await.unwrap();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// Makes a principal in `groups` and returns a token for it.
+    pub async fn principal(&self, name: &str, groups: &[&str]) -> String {
+        let admin = self.admin();
+        let (s, _) = self
+            .call(
+                Method::POST,
+                "/v1/principals",
+                Some(&admin),
+                Some(serde_json::json!({"name": name, "kind": "person", "groups": groups})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (s, body) = self
+            .call(
+                Method::POST,
+                &format!("/v1/principals/{name}/tokens"),
+                Some(&admin),
+                Some(serde_json::json!({})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED);
+        body["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// A management server's signing identity.
+pub struct ManagementKey {
+    pub id: String,
+    pub certificate_pem: String,
+    key: EcdsaKeyPair,
+}
+
+impl ManagementKey {
+    pub fn new(id: &str) -> Self {
+        let key_pair = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![format!("{id}.example")])
+            .unwrap()
+            .self_signed(&key_pair)
+            .unwrap();
+        let key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key_pair.serialize_der())
+                .unwrap();
+        Self {
+            id: id.into(),
+            certificate_pem: cert.pem(),
+            key,
+        }
+    }
+
+    /// The Vouch-Signature header for a request.
+    pub fn sign(&self, method: &str, path: &str, ts: i64, nonce: &str, body: &[u8]) -> String {
+        let message = signing_message(method, path, ts, nonce, body);
+        let sig = self.key.sign(&SystemRandom::new(), &message).unwrap();
+        SignatureHeader {
+            id: self.id.clone(),
+            ts,
+            nonce: nonce.into(),
+            sig: sig.as_ref().to_vec(),
+        }
+        .render()
+    }
+}
+
+/// A self-signed TPM manufacturer CA certificate, PEM.
+pub fn tpm_ca_pem(name: &str) -> String {
+    let key_pair = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    params.self_signed(&key_pair).unwrap().pem()
+}
