@@ -33,3 +33,4 @@ pub mod spi_model;
 pub mod swtpm;
 pub mod tis;
 pub mod tools;
+pub mod verifier;

@@ -1,0 +1,339 @@
+//! A real vouchd for end-to-end tests: started in-process on loopback with SQLite in a
+//! temporary directory, configured through its HTTPS management API exactly as an operator
+//! would, including the management server's signature on host operations.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use aws_lc_rs::rand::SystemRandom;
+use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
+use serde_json::{Value, json};
+use vouchd::auth::{SignatureHeader, signing_message};
+use vouchd::config::Config;
+use vouchd::server::Running;
+
+use crate::swtpm::HarnessError;
+
+/// The management server identity the harness registers and signs host operations with.
+const MANAGEMENT_SERVER: &str = "mgmt-1";
+
+/// A running vouchd and an authenticated client of its API.
+pub struct Verifier {
+    runtime: Option<tokio::runtime::Runtime>,
+    running: Option<Running>,
+    client: reqwest::Client,
+    base: String,
+    admin: String,
+    config: Config,
+    signing_key: EcdsaKeyPair,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+fn failed(what: &str, e: impl std::fmt::Display) -> HarnessError {
+    HarnessError::Failed {
+        tool: "vouchd".into(),
+        output: format!("{what}: {e}"),
+    }
+}
+
+impl Verifier {
+    /// Starts vouchd in a new temporary data directory, re-attesting every
+    /// `reattest_interval_secs`, and registers a management server for host operations.
+    pub fn start(reattest_interval_secs: u64) -> Result<Self, HarnessError> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::Builder::new()
+            .prefix("vouchd-")
+            .tempdir()
+            .map_err(|e| failed("temporary directory", e))?;
+        let config = Config {
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir: dir.path().join("data"),
+            reattest_interval_secs,
+            agent_idle_timeout_secs: 20,
+            ..Config::default()
+        };
+        let key_pair = rcgen::KeyPair::generate().map_err(|e| failed("key", e))?;
+        let signing_key =
+            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key_pair.serialize_der())
+                .map_err(|e| failed("signing key", e))?;
+        let certificate =
+            rcgen::CertificateParams::new(vec![format!("{MANAGEMENT_SERVER}.example")])
+                .and_then(|p| p.self_signed(&key_pair))
+                .map_err(|e| failed("management certificate", e))?;
+        let mut verifier = Self {
+            runtime: None,
+            running: None,
+            client: reqwest::Client::new(),
+            base: String::new(),
+            admin: String::new(),
+            config,
+            signing_key,
+            _dir: Some(dir),
+        };
+        verifier.boot()?;
+        verifier.admin = verifier
+            .running
+            .as_ref()
+            .and_then(|r| r.bootstrap_token.clone())
+            .ok_or_else(|| failed("first start", "no bootstrap token"))?;
+        verifier.expect(
+            "POST",
+            "/v1/management-servers",
+            Some(json!({"id": MANAGEMENT_SERVER, "certificate_pem": certificate.pem()})),
+            201,
+        )?;
+        Ok(verifier)
+    }
+
+    fn boot(&mut self) -> Result<(), HarnessError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .map_err(|e| failed("tokio runtime", e))?;
+        let running = runtime
+            .block_on(vouchd::server::start(self.config.clone()))
+            .map_err(|e| failed("start", e))?;
+        // The API listens on loopback with a self-signed certificate for "localhost".
+        let certificate = reqwest::Certificate::from_der(&running.tls_certificate)
+            .map_err(|e| failed("certificate", e))?;
+        self.client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(certificate)
+            .resolve("localhost", running.api_addr)
+            .build()
+            .map_err(|e| failed("HTTP client", e))?;
+        self.base = format!("https://localhost:{}", running.api_addr.port());
+        // Restarts keep the ports, so agents and QEMU can reconnect to the same address.
+        self.config.api_listen = running.api_addr;
+        self.config.agent_listen = running.agent_addr;
+        self.running = Some(running);
+        self.runtime = Some(runtime);
+        Ok(())
+    }
+
+    /// Stops vouchd abruptly (every task dropped, nothing flushed beyond what was committed)
+    /// and starts it again on the same data directory and ports.
+    pub fn restart(&mut self) -> Result<(), HarnessError> {
+        self.running = None;
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_timeout(Duration::from_secs(5));
+        }
+        self.boot()
+    }
+
+    /// Where agents connect.
+    pub fn agent_addr(&self) -> SocketAddr {
+        self.config.agent_listen
+    }
+
+    /// The data directory (SQLite database, keys).
+    pub fn data_dir(&self) -> &Path {
+        &self.config.data_dir
+    }
+
+    /// An API call as the bootstrap admin; returns the status and the JSON body.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), HarnessError> {
+        self.send(method, path, body, false)
+    }
+
+    fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        signed: bool,
+    ) -> Result<(u16, Value), HarnessError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| failed("call", "vouchd is stopped"))?;
+        let bytes = match &body {
+            Some(b) => serde_json::to_vec(b).map_err(|e| failed("JSON", e))?,
+            None => Vec::new(),
+        };
+        let method_value =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| failed("method", e))?;
+        let mut request = self
+            .client
+            .request(method_value, format!("{}{path}", self.base))
+            .bearer_auth(&self.admin);
+        if body.is_some() {
+            request = request
+                .header("content-type", "application/json")
+                .body(bytes.clone());
+        }
+        if signed {
+            request = request.header("vouch-signature", self.signature(method, path, &bytes)?);
+        }
+        runtime.block_on(async {
+            let response = request.send().await.map_err(|e| failed(path, e))?;
+            let status = response.status().as_u16();
+            let body = response.bytes().await.map_err(|e| failed(path, e))?;
+            Ok((status, serde_json::from_slice(&body).unwrap_or(Value::Null)))
+        })
+    }
+
+    fn signature(&self, method: &str, path: &str, body: &[u8]) -> Result<String, HarnessError> {
+        let ts = i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_err(|e| failed("clock", e))?
+                .as_secs(),
+        )
+        .map_err(|e| failed("clock", e))?;
+        let nonce: String = crate::tools::hex(&rand_bytes()?);
+        let message = signing_message(method, path, ts, &nonce, body);
+        let sig = self
+            .signing_key
+            .sign(&SystemRandom::new(), &message)
+            .map_err(|e| failed("signing", e))?;
+        Ok(SignatureHeader {
+            id: MANAGEMENT_SERVER.into(),
+            ts,
+            nonce,
+            sig: sig.as_ref().to_vec(),
+        }
+        .render())
+    }
+
+    fn expect(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+        status: u16,
+    ) -> Result<Value, HarnessError> {
+        let (got, value) = self.call(method, path, body)?;
+        if got == status {
+            Ok(value)
+        } else {
+            Err(failed(
+                &format!("{method} {path}"),
+                format!("status {got}: {value}"),
+            ))
+        }
+    }
+
+    /// Creates a trusted cluster that trusts `ca_pems` (manufacturer CA certificates) and
+    /// compares `pcrs` of the SHA-256 bank against its accepted software versions.
+    pub fn trust_cluster(
+        &self,
+        name: &str,
+        ca_pems: &[String],
+        pcrs: &[u32],
+    ) -> Result<(), HarnessError> {
+        self.expect(
+            "POST",
+            "/v1/clusters",
+            Some(json!({"name": name, "pcrs": pcrs, "bank": "sha256"})),
+            201,
+        )?;
+        for pem in ca_pems {
+            self.expect(
+                "POST",
+                &format!("/v1/clusters/{name}/tpm-ca-certs"),
+                Some(json!({"certificate_pem": pem})),
+                201,
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Accepts a software version (as `vouch image add` prints it) in `cluster`.
+    pub fn accept(&self, cluster: &str, version: &Value) -> Result<(), HarnessError> {
+        let name = version["name"]
+            .as_str()
+            .ok_or_else(|| failed("software version", "no name"))?;
+        let (status, body) = self.call(
+            "PUT",
+            &format!("/v1/clusters/{cluster}/software-versions/{name}"),
+            Some(version.clone()),
+        )?;
+        if (200..300).contains(&status) {
+            Ok(())
+        } else {
+            Err(failed(
+                "software version",
+                format!("status {status}: {body}"),
+            ))
+        }
+    }
+
+    /// Adds a host (by its EK certificate, PEM) to `cluster`, signed by the management server;
+    /// returns its EK hash.
+    pub fn add_host(
+        &self,
+        cluster: &str,
+        name: &str,
+        ek_certificate_pem: &str,
+    ) -> Result<String, HarnessError> {
+        let (status, body) = self.send(
+            "POST",
+            &format!("/v1/clusters/{cluster}/hosts"),
+            Some(json!({"name": name, "ek_certificate_pem": ek_certificate_pem})),
+            true,
+        )?;
+        if status != 201 {
+            return Err(failed("add host", format!("status {status}: {body}")));
+        }
+        body.get("ek_hash")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| failed("add host", format!("no ek_hash in {body}")))
+    }
+
+    /// The host's record: state, attested_at, valid_until, recent results.
+    pub fn host(&self, ek_hash: &str) -> Result<Value, HarnessError> {
+        self.expect("GET", &format!("/v1/hosts/{ek_hash}"), None, 200)
+    }
+
+    /// Waits until the host's state is `state`, for at most `timeout`.
+    pub fn wait_for_state(
+        &self,
+        ek_hash: &str,
+        state: &str,
+        timeout: Duration,
+    ) -> Result<Value, HarnessError> {
+        let start = Instant::now();
+        loop {
+            let host = self.host(ek_hash)?;
+            if host.get("state").and_then(Value::as_str) == Some(state) {
+                return Ok(host);
+            }
+            if start.elapsed() > timeout {
+                return Err(failed(
+                    "waiting for host state",
+                    format!("not `{state}` after {timeout:?}: {host}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn rand_bytes() -> Result<[u8; 16], HarnessError> {
+    let mut b = [0u8; 16];
+    aws_lc_rs::rand::fill(&mut b).map_err(|e| failed("random", e))?;
+    Ok(b)
+}
+
+/// PEM of a DER certificate.
+pub fn pem(der: &[u8]) -> String {
+    crate::tools::pem("CERTIFICATE", der)
+}

@@ -1,0 +1,302 @@
+//! The whole attestation flow against real parts: swtpm as the TPM, the agent (vouch-agent, as
+//! the hosted agent runs it) on the TPM's socket, and a real vouchd configured through its
+//! management API — enrollment, credential activation, quotes, policy, re-attestation and a
+//! verifier restart.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a test failure"
+)]
+
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use embedded_io_adapters::std::FromStd;
+use hil_tests::socket::SwtpmSocket;
+use hil_tests::swtpm::Swtpm;
+use hil_tests::verifier::{Verifier, pem};
+use serde_json::Value;
+use vouch_agent::measure::BootImage;
+use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, Outcome};
+use vouch_proto::wire::RefusalKind;
+use vouch_tpm::{AkKind, EkKind, StartupType, Tpm, Transport};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// One TPM connection shared by the agent's session and the test (swtpm serves one client).
+#[derive(Clone)]
+struct Shared(Arc<Mutex<SwtpmSocket>>);
+
+impl Transport for Shared {
+    type Error = <SwtpmSocket as Transport>::Error;
+    fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, Self::Error> {
+        self.0.lock().unwrap().transact(command, response)
+    }
+}
+
+/// A booted host: a swtpm that measured `image` like the firmware does.
+struct Host {
+    swtpm: Swtpm,
+    tpm: Shared,
+    event_log: Vec<u8>,
+    certificate_pem: String,
+}
+
+const AGENT_VERSION: &[u8] = b"vouch-hosted-agent test";
+const CONFIG: &[u8] = b"host=test";
+
+fn boot(image: &[u8]) -> Host {
+    let swtpm = Swtpm::start().unwrap();
+    let tpm = Shared(Arc::new(Mutex::new(swtpm.connect().unwrap())));
+    let mut t: Tpm<Shared> = Tpm::new(tpm.clone());
+    t.startup(StartupType::Clear).unwrap();
+    let parts: [&[u8]; 1] = [image];
+    let log: vouch_agent::eventlog::EventLog<4096> = vouch_agent::measured_boot(
+        &mut t,
+        &BootImage {
+            version: AGENT_VERSION,
+            image: &parts,
+            base: 0,
+            config: CONFIG,
+        },
+    )
+    .unwrap();
+    let mut der = vec![0u8; 4096];
+    let n = t.read_ek_certificate(EkKind::Rsa2048, &mut der).unwrap();
+    Host {
+        tpm,
+        event_log: log.as_bytes().to_vec(),
+        certificate_pem: pem(&der[..n]),
+        swtpm,
+    }
+}
+
+/// The software version an operator computes for `image` with `vouch image add`.
+fn software_version(name: &str, image: &[u8]) -> Value {
+    let parts: [&[u8]; 1] = [image];
+    let v = vouch::image::software_version(
+        name,
+        &BootImage {
+            version: AGENT_VERSION,
+            image: &parts,
+            base: 0,
+            config: CONFIG,
+        },
+    )
+    .unwrap();
+    serde_json::to_value(v).unwrap()
+}
+
+fn ca_pems(swtpm: &Swtpm) -> Vec<String> {
+    let ca = swtpm.ca();
+    [&ca.root_cert, &ca.intermediate_cert]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+/// An agent session in a thread; the test ends it by closing the connection.
+struct Session {
+    stream: TcpStream,
+    thread: JoinHandle<Result<Outcome, String>>,
+}
+
+impl Session {
+    fn open(verifier: &Verifier, host: &Host, ak: AkKind) -> Self {
+        let stream = TcpStream::connect(verifier.agent_addr()).unwrap();
+        let theirs = stream.try_clone().unwrap();
+        let tpm = host.tpm.clone();
+        let log = host.event_log.clone();
+        let thread = std::thread::spawn(move || {
+            let mut tpm: Tpm<Shared> = Tpm::new(tpm);
+            let config = AgentConfig {
+                agent: "hil-tests",
+                ek: EkKind::Rsa2048,
+                ak,
+                ak_handle: DEFAULT_AK_HANDLE,
+            };
+            let mut cert = vec![0u8; 4096];
+            session::run(
+                &mut tpm,
+                &log,
+                &mut FromStd::new(theirs),
+                &config,
+                &mut cert,
+            )
+            .map_err(|e| format!("{e:?}"))
+        });
+        Self { stream, thread }
+    }
+
+    /// Closes the link from the agent's side and returns what the session did.
+    fn close(self) -> Result<Outcome, String> {
+        let _ = self.stream.shutdown(Shutdown::Both);
+        self.thread.join().unwrap()
+    }
+
+    /// Waits for the session to end by itself (a refusal).
+    fn join(self) -> Result<Outcome, String> {
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn a_host_enrolls_attests_and_reuses_its_ak() {
+    let image = vec![0xA5u8; 4096];
+    let host = boot(&image);
+    let verifier = Verifier::start(600).unwrap();
+    verifier
+        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
+        .unwrap();
+    verifier
+        .accept("lab", &software_version("fw-1.0", &image))
+        .unwrap();
+    let ek_hash = verifier
+        .add_host("lab", "host-1", &host.certificate_pem)
+        .unwrap();
+
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    let record = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    let outcome = session.close().unwrap();
+    assert!(outcome.activated, "a new AK is activated against the EK");
+    assert_eq!(outcome.quotes, 1);
+    assert_eq!(outcome.last_verdict, Some(true));
+    assert_eq!(outcome.software_version.as_str(), "fw-1.0");
+    assert!(
+        record["valid_until"].as_i64() > record["attested_at"].as_i64(),
+        "{record}"
+    );
+
+    // The next session reuses the AK bound to this EK: no new credential challenge.
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    std::thread::sleep(Duration::from_millis(300));
+    let before = verifier.host(&ek_hash).unwrap();
+    let outcome = session.close().unwrap();
+    assert!(!outcome.activated, "the bound AK is reused: {before}");
+    assert_eq!(outcome.last_verdict, Some(true));
+}
+
+#[test]
+fn a_fresh_verifier_trusts_nobody() {
+    let image = vec![1u8; 512];
+    let host = boot(&image);
+    let verifier = Verifier::start(600).unwrap();
+    let err = Session::open(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap_err();
+    assert!(err.contains("UntrustedEk"), "{err}");
+}
+
+#[test]
+fn a_tpm_from_another_manufacturer_ca_is_refused() {
+    let image = vec![2u8; 512];
+    let host = boot(&image);
+    let other = Swtpm::start().unwrap();
+    let verifier = Verifier::start(600).unwrap();
+    // The cluster trusts another CA; the host is listed, but its EK chain does not verify.
+    verifier
+        .trust_cluster("lab", &ca_pems(&other), &[0, 1])
+        .unwrap();
+    verifier
+        .add_host("lab", "host-1", &host.certificate_pem)
+        .unwrap();
+    let err = Session::open(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap_err();
+    assert!(
+        err.contains(&format!("{:?}", RefusalKind::UntrustedEk)),
+        "{err}"
+    );
+}
+
+#[test]
+fn unaccepted_software_is_refused_with_the_reason() {
+    let image = vec![3u8; 2048];
+    let mut accepted = image.clone();
+    accepted[1000] ^= 1; // the operator accepted an image one byte away from what booted
+    let host = boot(&image);
+    let verifier = Verifier::start(600).unwrap();
+    verifier
+        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
+        .unwrap();
+    verifier
+        .accept("lab", &software_version("fw-1.0", &accepted))
+        .unwrap();
+    let ek_hash = verifier
+        .add_host("lab", "host-1", &host.certificate_pem)
+        .unwrap();
+    let session = Session::open(&verifier, &host, AkKind::Rsa2048);
+    let record = verifier
+        .wait_for_state(&ek_hash, "not_attested", WAIT)
+        .unwrap();
+    let outcome = session.close().unwrap();
+    assert_eq!(outcome.last_verdict, Some(false));
+    let text = record.to_string();
+    assert!(text.contains("fw-1.0") && text.contains("PCR 0"), "{text}");
+}
+
+#[test]
+fn a_pcr_changed_after_enrollment_is_caught_by_reattestation() {
+    let image = vec![4u8; 1024];
+    let host = boot(&image);
+    // The shortest re-attestation interval vouchd allows.
+    let verifier = Verifier::start(10).unwrap();
+    verifier
+        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
+        .unwrap();
+    verifier
+        .accept("lab", &software_version("fw-1.0", &image))
+        .unwrap();
+    let ek_hash = verifier
+        .add_host("lab", "host-1", &host.certificate_pem)
+        .unwrap();
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+
+    // Something else gets measured into PCR 0 on the running host.
+    let mut tpm: Tpm<Shared> = Tpm::new(host.tpm.clone());
+    tpm.pcr_extend(0, &[(0x000B, &[0x66; 32]), (0x0004, &[0x66; 20])])
+        .unwrap();
+    // Within one interval the open session is quoted again and the change refused.
+    verifier
+        .wait_for_state(&ek_hash, "not_attested", Duration::from_secs(20))
+        .unwrap();
+    let outcome = session.close().unwrap();
+    assert!(outcome.quotes >= 2, "{outcome:?}");
+    assert_eq!(outcome.last_verdict, Some(false));
+}
+
+#[test]
+fn a_restarted_verifier_keeps_enrollments_and_results() {
+    let image = vec![5u8; 1024];
+    let host = boot(&image);
+    let mut verifier = Verifier::start(600).unwrap();
+    verifier
+        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
+        .unwrap();
+    verifier
+        .accept("lab", &software_version("fw-1.0", &image))
+        .unwrap();
+    let ek_hash = verifier
+        .add_host("lab", "host-1", &host.certificate_pem)
+        .unwrap();
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    let before = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    session.close().unwrap();
+
+    verifier.restart().unwrap();
+    let after = verifier.host(&ek_hash).unwrap();
+    assert_eq!(after["state"], "attested", "{after}");
+    assert_eq!(after["attested_at"], before["attested_at"]);
+    // The AK bound before the restart is still bound: no new challenge.
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    std::thread::sleep(Duration::from_millis(300));
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    let outcome = session.close().unwrap();
+    assert!(!outcome.activated);
+    assert_eq!(outcome.last_verdict, Some(true));
+}
