@@ -73,12 +73,28 @@ pub fn firmware_elf(board: &Board) -> Result<PathBuf, HarnessError> {
     }
 }
 
+/// What a run does beyond booting the board.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The firmware's mode (its command line): `probe` when `None`.
+    pub mode: Option<String>,
+    /// Where UART0 connects (vouchd's agent port); unconnected when `None`.
+    pub agent_link: Option<std::net::SocketAddr>,
+    /// Another image than the board's build output (e.g. one with a byte changed).
+    pub firmware: Option<PathBuf>,
+}
+
 /// QEMU's arguments from `qemu/<board>.args`.
 pub fn arguments(
     board: &Board,
     firmware: &Path,
     tpm_socket: &Path,
+    options: &RunOptions,
 ) -> Result<Vec<String>, HarnessError> {
+    let serial = options
+        .agent_link
+        .map_or_else(|| "none".to_string(), |addr| format!("tcp:{addr}"));
+    let mode = options.mode.as_deref().unwrap_or("probe");
     let file = workspace_root()
         .join("qemu")
         .join(format!("{}.args", board.name));
@@ -91,6 +107,8 @@ pub fn arguments(
         .map(|l| {
             l.replace("${FIRMWARE}", &firmware.to_string_lossy())
                 .replace("${TPM_SOCKET}", &tpm_socket.to_string_lossy())
+                .replace("${SERIAL}", &serial)
+                .replace("${MODE}", mode)
         })
         .collect())
 }
@@ -98,9 +116,22 @@ pub fn arguments(
 /// Boots `board` against `swtpm` (which must have been started with `data_socket: false`)
 /// and waits for the firmware to exit, killing QEMU after `timeout`.
 pub fn run(board: &Board, swtpm: &Swtpm, timeout: Duration) -> Result<Outcome, HarnessError> {
+    run_with(board, swtpm, timeout, &RunOptions::default())
+}
+
+/// [`run`] with a mode, an agent link and optionally another image.
+pub fn run_with(
+    board: &Board,
+    swtpm: &Swtpm,
+    timeout: Duration,
+    options: &RunOptions,
+) -> Result<Outcome, HarnessError> {
     let qemu = require_tool("qemu-system-arm")?;
-    let elf = firmware_elf(board)?;
-    let args = arguments(board, &elf, swtpm.ctrl_socket())?;
+    let elf = match &options.firmware {
+        Some(path) => path.clone(),
+        None => firmware_elf(board)?,
+    };
+    let args = arguments(board, &elf, swtpm.ctrl_socket(), options)?;
     let log_path = swtpm.dir().join(format!("qemu-{}.log", board.name));
     let log_file = std::fs::File::create(&log_path).map_err(io_err("creating the QEMU log"))?;
     let err_file = log_file

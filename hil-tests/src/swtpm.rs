@@ -128,6 +128,40 @@ pub struct Swtpm {
     dir: tempfile::TempDir,
 }
 
+/// Starts `swtpm socket` on the TPM state in `state`, its control socket at `ctrl`, and a
+/// command socket at `data` when given.
+fn spawn(
+    swtpm: &Path,
+    root: &Path,
+    state: &Path,
+    ctrl: &Path,
+    data: Option<&Path>,
+) -> Result<Child, HarnessError> {
+    let log = root.join("swtpm.log");
+    // A file, not a pipe: nobody drains a pipe while the test runs.
+    let stderr = std::fs::File::create(root.join("swtpm.stderr"))
+        .map_err(io_err("creating swtpm.stderr"))?;
+    let mut cmd = Command::new(swtpm);
+    cmd.arg("socket")
+        .arg("--tpm2")
+        .arg("--tpmstate")
+        .arg(kv("dir=", state))
+        .arg("--ctrl")
+        .arg(kv("type=unixio,path=", ctrl))
+        .arg("--flags")
+        .arg("not-need-init")
+        .arg("--log")
+        .arg(kv("file=", &log))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(stderr);
+    if let Some(data) = data {
+        cmd.arg("--server").arg(kv("type=unixio,path=", data));
+    }
+    hermetic_env(&mut cmd, root, &root.join("tmp"));
+    cmd.spawn().map_err(io_err("starting swtpm"))
+}
+
 impl Swtpm {
     /// Manufactures a TPM with an RSA-2048 EK and certificates and starts it.
     pub fn start() -> Result<Self, HarnessError> {
@@ -220,40 +254,51 @@ impl Swtpm {
             }
         }
 
-        let data_path = options.data_socket.then(|| root.join("data.sock"));
         let ctrl_path = root.join("ctrl.sock");
-        let log = root.join("swtpm.log");
-        // A file, not a pipe: nobody drains a pipe while the test runs.
-        let stderr = std::fs::File::create(root.join("swtpm.stderr"))
-            .map_err(io_err("creating swtpm.stderr"))?;
-        let mut cmd = Command::new(&swtpm);
-        cmd.arg("socket")
-            .arg("--tpm2")
-            .arg("--tpmstate")
-            .arg(kv("dir=", &state))
-            .arg("--ctrl")
-            .arg(kv("type=unixio,path=", &ctrl_path))
-            .arg("--flags")
-            .arg("not-need-init")
-            .arg("--log")
-            .arg(kv("file=", &log))
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(stderr);
-        if let Some(data) = &data_path {
-            cmd.arg("--server").arg(kv("type=unixio,path=", data));
-        }
-        hermetic_env(&mut cmd, &root, &tmp);
-        let child = cmd.spawn().map_err(io_err("starting swtpm"))?;
+        let child = spawn(&swtpm, &root, &state, &ctrl_path, None)?;
         let mut me = Self {
             child,
-            data_path,
+            data_path: None,
             ctrl_path,
             ca,
             dir,
         };
         me.wait_ready()?;
+        if options.data_socket {
+            me.restart(true)?;
+        }
         Ok(me)
+    }
+
+    /// Stops swtpm (SIGKILL, as a TPM losing power) and starts it again on the same state,
+    /// with or without a command socket (QEMU needs it without). The TPM then needs
+    /// `TPM2_Startup`; persistent objects and NV survive.
+    pub fn restart(&mut self, data_socket: bool) -> Result<(), HarnessError> {
+        self.kill();
+        let swtpm = require_tool("swtpm")?;
+        let root = self.dir.path().to_path_buf();
+        let data_path = data_socket.then(|| root.join("data.sock"));
+        for stale in [Some(&self.ctrl_path), data_path.as_ref()]
+            .into_iter()
+            .flatten()
+        {
+            let _ = std::fs::remove_file(stale);
+        }
+        self.child = spawn(
+            &swtpm,
+            &root,
+            &root.join("state"),
+            &self.ctrl_path,
+            data_path.as_deref(),
+        )?;
+        self.data_path = data_path;
+        self.wait_ready()
+    }
+
+    /// Kills swtpm now, as a TPM that loses power mid-command.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     fn wait_ready(&mut self) -> Result<(), HarnessError> {

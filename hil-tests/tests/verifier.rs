@@ -118,6 +118,7 @@ impl Session {
                 ek: EkKind::Rsa2048,
                 ak,
                 ak_handle: DEFAULT_AK_HANDLE,
+                stop_after_verdicts: None,
             };
             let mut cert = vec![0u8; 4096];
             session::run(

@@ -31,6 +31,9 @@ pub struct AgentConfig<'a> {
     pub ak: AkKind,
     /// The persistent handle the AK lives at (owner hierarchy range), reused across boots.
     pub ak_handle: u32,
+    /// End the session after this many verdicts; `None` answers quote requests until the
+    /// verifier closes the link (continuous attestation).
+    pub stop_after_verdicts: Option<u32>,
 }
 
 /// Where Vouch keeps its AK unless configured otherwise: an owner-range persistent handle.
@@ -63,6 +66,8 @@ pub struct Outcome {
     pub activated: bool,
     /// Quotes sent.
     pub quotes: u32,
+    /// Verdicts received.
+    pub verdicts: u32,
     /// The last verdict: `Some(true)` when attested.
     pub last_verdict: Option<bool>,
     /// The software version the last positive verdict named.
@@ -239,8 +244,15 @@ fn enrolled_session<T: Transport, L: Read + Write, const N: usize>(
                 outcome.quotes += 1;
             }
             VerifierMessage::Verdict(verdict) => {
+                outcome.verdicts += 1;
                 outcome.last_verdict = Some(verdict.attested);
                 outcome.software_version = verdict.software_version;
+                if config
+                    .stop_after_verdicts
+                    .is_some_and(|n| outcome.verdicts >= n)
+                {
+                    return Ok(outcome);
+                }
             }
             VerifierMessage::Refused(r) => return Err(SessionError::Refused(r.kind, r.reason)),
             VerifierMessage::Welcome(_) => {

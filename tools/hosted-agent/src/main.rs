@@ -50,7 +50,7 @@ struct Args {
     /// The persistent handle of the AK, in hex (default 0x81000a4b).
     #[arg(long, value_parser = parse_handle)]
     ak_handle: Option<u32>,
-    /// End after the first session instead of reconnecting.
+    /// End after the first verdict instead of serving re-attestations and reconnecting.
     #[arg(long)]
     once: bool,
     /// Seconds the verifier may stay silent before the session is abandoned.
@@ -88,6 +88,7 @@ fn run(args: &Args) -> Result<(), String> {
             AkKind::EccP256
         },
         ak_handle,
+        stop_after_verdicts: args.once.then_some(1),
     };
     let mut backoff = Duration::from_secs(1);
     loop {

@@ -76,22 +76,27 @@ static VOUCH_BOARD_CONFIG: [u8; 43] = *b"board=mps2-an386;tpm=i2c:0x2e;link=uart
 enum Mode {
     /// Show what the TPM stack reads (no verifier).
     Probe,
-    /// Attest to the verifier on UART0.
+    /// Attest to the verifier on UART0, answering re-attestations until the link goes quiet.
     Attest,
+    /// Attest once and exit with the verdict.
+    AttestOnce,
 }
 
 fn mode() -> Mode {
-    let mut buf = [0u8; 64];
+    // QEMU passes the kernel's path and then `-append`'s text.
+    let mut buf = [0u8; 1024];
     let mut block = [buf.as_mut_ptr() as usize, buf.len()];
     // SAFETY: SYS_GET_CMDLINE writes at most `block[1]` bytes into `buf` and updates the length.
     let failed = unsafe {
         cortex_m_semihosting::syscall(cortex_m_semihosting::nr::GET_CMDLINE, &mut block) != 0
     };
     let line = buf.get(..block[1].min(buf.len())).unwrap_or_default();
-    if !failed && line.windows(6).any(|w| w == b"attest") {
-        Mode::Attest
-    } else {
-        Mode::Probe
+    let has = |word: &[u8]| line.windows(word.len()).any(|w| w == word);
+    match () {
+        _ if failed => Mode::Probe,
+        _ if has(b"attest-once") => Mode::AttestOnce,
+        _ if has(b"attest") => Mode::Attest,
+        _ => Mode::Probe,
     }
 }
 
@@ -180,12 +185,18 @@ fn run() -> Result<(), &'static str> {
 
     match mode {
         Mode::Probe => probe(&mut tpm),
-        Mode::Attest => attest(&mut tpm, &log, clock),
+        Mode::Attest => attest(&mut tpm, &log, clock, None),
+        Mode::AttestOnce => attest(&mut tpm, &log, clock, Some(1)),
     }
 }
 
 /// Attests over UART0 until the verifier ends the session.
-fn attest(tpm: &mut BoardTpm, log: &EventLog<EVENT_LOG_SIZE>, clock: Timer) -> Result<(), &'static str> {
+fn attest(
+    tpm: &mut BoardTpm,
+    log: &EventLog<EVENT_LOG_SIZE>,
+    clock: Timer,
+    stop_after_verdicts: Option<u32>,
+) -> Result<(), &'static str> {
     // SAFETY: UART0 is the agent link and only this function uses it.
     let mut link = unsafe { Uart::new(UART0, clock, LINK_IDLE_TIMEOUT_US) };
     let config = AgentConfig {
@@ -193,6 +204,7 @@ fn attest(tpm: &mut BoardTpm, log: &EventLog<EVENT_LOG_SIZE>, clock: Timer) -> R
         ek: EkKind::Rsa2048,
         ak: AkKind::EccP256,
         ak_handle: DEFAULT_AK_HANDLE,
+        stop_after_verdicts,
     };
     let mut certificate = [0u8; 2048];
     log!("agent: session with the verifier on UART0");

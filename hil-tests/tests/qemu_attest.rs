@@ -1,0 +1,143 @@
+//! The headline flow: the firmware on QEMU's Cortex-M4 board measures itself, reaches the TPM
+//! (swtpm behind QEMU's `tpm-tis-i2c`) over bit-banged I2C, and attests over its UART to a
+//! real vouchd — enrollment through swtpm's manufacturer CA, AK activation, a quote with a
+//! fresh nonce, the software version computed from the ELF by `vouch image add`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test code: a panic is a test failure"
+)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use hil_tests::qemu::{self, MPS2_AN386, Outcome, RunOptions};
+use hil_tests::swtpm::Swtpm;
+use hil_tests::verifier::{Verifier, pem};
+use vouch_agent::measure::BootImage;
+use vouch_tpm::{EkKind, StartupType, Tpm};
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A manufactured TPM ready for QEMU, and its EK certificate (read once over the socket).
+fn tpm_for_qemu() -> (Swtpm, String) {
+    let mut swtpm = Swtpm::start().unwrap();
+    let pem_text = {
+        let mut tpm: Tpm<_> = Tpm::new(swtpm.connect().unwrap());
+        tpm.startup(StartupType::Clear).unwrap();
+        let mut der = vec![0u8; 4096];
+        let n = tpm.read_ek_certificate(EkKind::Rsa2048, &mut der).unwrap();
+        pem(&der[..n])
+    };
+    swtpm.restart(false).unwrap();
+    (swtpm, pem_text)
+}
+
+/// The software version `vouch image add` computes for an ELF image.
+fn software_version(name: &str, elf: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(elf).unwrap();
+    let layout = vouch::image::layout_elf(&bytes).unwrap();
+    let parts: [&[u8]; 1] = [&layout.image];
+    let boot = BootImage {
+        version: layout.agent_version.as_deref().unwrap(),
+        image: &parts,
+        base: layout.base,
+        config: layout.config.as_deref().unwrap(),
+    };
+    serde_json::to_value(vouch::image::software_version(name, &boot).unwrap()).unwrap()
+}
+
+fn ca_pems(swtpm: &Swtpm) -> Vec<String> {
+    let ca = swtpm.ca();
+    [&ca.root_cert, &ca.intermediate_cert]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect()
+}
+
+fn attest_once(swtpm: &Swtpm, verifier: &Verifier, firmware: Option<&Path>) -> Outcome {
+    let options = RunOptions {
+        mode: Some("attest-once".into()),
+        agent_link: Some(verifier.agent_addr()),
+        firmware: firmware.map(Path::to_path_buf),
+    };
+    let outcome = qemu::run_with(&MPS2_AN386, swtpm, RUN_TIMEOUT, &options).unwrap();
+    eprintln!("QEMU run in {:?}:\n{}", outcome.elapsed, outcome.log);
+    outcome
+}
+
+#[test]
+fn the_board_attests_to_vouchd_and_reuses_its_ak_and_a_changed_image_is_refused() {
+    let elf = qemu::firmware_elf(&MPS2_AN386).unwrap();
+    let (swtpm, ek_pem) = tpm_for_qemu();
+    let verifier = Verifier::start(600).unwrap();
+    verifier
+        .trust_cluster("boards", &ca_pems(&swtpm), &[0, 1])
+        .unwrap();
+    verifier
+        .accept("boards", &software_version("qemu-fw-1", &elf))
+        .unwrap();
+    let ek_hash = verifier.add_host("boards", "board-1", &ek_pem).unwrap();
+
+    // First boot: enrollment, AK activation, a quote, attested.
+    let first = attest_once(&swtpm, &verifier, None);
+    assert!(first.passed(), "first boot failed:\n{}", first.log);
+    assert!(
+        first
+            .log
+            .contains("activated true, 1 quote(s), verdict attested"),
+        "{}",
+        first.log
+    );
+    assert!(
+        first.log.contains("attested as software version qemu-fw-1"),
+        "{}",
+        first.log
+    );
+    let host = verifier.host(&ek_hash).unwrap();
+    assert_eq!(host["state"], "attested", "{host}");
+    assert_eq!(host["software_version"], "qemu-fw-1", "{host}");
+
+    // Second boot: the AK persisted in the TPM and bound in vouchd is reused.
+    let second = attest_once(&swtpm, &verifier, None);
+    assert!(second.passed(), "second boot failed:\n{}", second.log);
+    assert!(
+        second
+            .log
+            .contains("activated false, 1 quote(s), verdict attested"),
+        "{}",
+        second.log
+    );
+
+    // An image with one byte changed (in the agent's version string, inside the measured
+    // flash image) boots, but is not an accepted software version.
+    let bytes = std::fs::read(&elf).unwrap();
+    let marker = b"vouch-agent 0.1 (qemu)";
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("the version string is in the image");
+    let mut changed = bytes.clone();
+    changed[at + 6] ^= 0x01;
+    let changed_elf = swtpm.dir().join("changed.elf");
+    std::fs::write(&changed_elf, &changed).unwrap();
+    let third = attest_once(&swtpm, &verifier, Some(&changed_elf));
+    assert!(
+        !third.passed(),
+        "a changed image must not attest:\n{}",
+        third.log
+    );
+    assert!(third.log.contains("verdict NOT attested"), "{}", third.log);
+    let host = verifier.host(&ek_hash).unwrap();
+    assert_eq!(host["state"], "not_attested", "{host}");
+    let reason = host["recent"][0]["reason"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        reason.contains("qemu-fw-1"),
+        "the refusal names the version it compared: {host}"
+    );
+}
