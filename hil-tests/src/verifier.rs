@@ -337,3 +337,40 @@ fn rand_bytes() -> Result<[u8; 16], HarnessError> {
 pub fn pem(der: &[u8]) -> String {
     crate::tools::pem("CERTIFICATE", der)
 }
+
+/// The manufacturer CA certificates (root and intermediate, PEM) a cluster trusts for
+/// `swtpm`'s EK certificates.
+pub fn ca_pems(swtpm: &crate::swtpm::Swtpm) -> Result<Vec<String>, HarnessError> {
+    let ca = swtpm.ca();
+    [&ca.root_cert, &ca.intermediate_cert]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).map_err(|e| failed("reading the CA", e)))
+        .collect()
+}
+
+/// Reads the RSA EK certificate (PEM) of a TPM over its command socket, starting it first.
+pub fn ek_certificate_pem(swtpm: &crate::swtpm::Swtpm) -> Result<String, HarnessError> {
+    let mut tpm: vouch_tpm::Tpm<_> = vouch_tpm::Tpm::new(swtpm.connect()?);
+    tpm.startup(vouch_tpm::StartupType::Clear)
+        .map_err(|e| failed("TPM2_Startup", format!("{e:?}")))?;
+    let mut der = vec![0u8; 4096];
+    let n = tpm
+        .read_ek_certificate(vouch_tpm::EkKind::Rsa2048, &mut der)
+        .map_err(|e| failed("reading the EK certificate", format!("{e:?}")))?;
+    Ok(pem(der.get(..n).unwrap_or_default()))
+}
+
+/// The software version `vouch image add` computes for the firmware ELF at `elf`.
+pub fn image_software_version(name: &str, elf: &Path) -> Result<Value, HarnessError> {
+    let bytes = std::fs::read(elf).map_err(|e| failed("reading the image", e))?;
+    let layout = vouch::image::layout_elf(&bytes).map_err(|e| failed("image", e))?;
+    let parts: [&[u8]; 1] = [&layout.image];
+    let boot = vouch_agent::measure::BootImage {
+        version: layout.agent_version.as_deref().unwrap_or_default(),
+        image: &parts,
+        base: layout.base,
+        config: layout.config.as_deref().unwrap_or_default(),
+    };
+    let version = vouch::image::software_version(name, &boot).map_err(|e| failed("image", e))?;
+    serde_json::to_value(version).map_err(|e| failed("JSON", e))
+}

@@ -15,46 +15,16 @@ use std::time::Duration;
 
 use hil_tests::qemu::{self, MPS2_AN386, Outcome, RunOptions};
 use hil_tests::swtpm::Swtpm;
-use hil_tests::verifier::{Verifier, pem};
-use vouch_agent::measure::BootImage;
-use vouch_tpm::{EkKind, StartupType, Tpm};
+use hil_tests::verifier::{Verifier, ca_pems, ek_certificate_pem, image_software_version};
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A manufactured TPM ready for QEMU, and its EK certificate (read once over the socket).
 fn tpm_for_qemu() -> (Swtpm, String) {
     let mut swtpm = Swtpm::start().unwrap();
-    let pem_text = {
-        let mut tpm: Tpm<_> = Tpm::new(swtpm.connect().unwrap());
-        tpm.startup(StartupType::Clear).unwrap();
-        let mut der = vec![0u8; 4096];
-        let n = tpm.read_ek_certificate(EkKind::Rsa2048, &mut der).unwrap();
-        pem(&der[..n])
-    };
+    let pem = ek_certificate_pem(&swtpm).unwrap();
     swtpm.restart(false).unwrap();
-    (swtpm, pem_text)
-}
-
-/// The software version `vouch image add` computes for an ELF image.
-fn software_version(name: &str, elf: &Path) -> serde_json::Value {
-    let bytes = std::fs::read(elf).unwrap();
-    let layout = vouch::image::layout_elf(&bytes).unwrap();
-    let parts: [&[u8]; 1] = [&layout.image];
-    let boot = BootImage {
-        version: layout.agent_version.as_deref().unwrap(),
-        image: &parts,
-        base: layout.base,
-        config: layout.config.as_deref().unwrap(),
-    };
-    serde_json::to_value(vouch::image::software_version(name, &boot).unwrap()).unwrap()
-}
-
-fn ca_pems(swtpm: &Swtpm) -> Vec<String> {
-    let ca = swtpm.ca();
-    [&ca.root_cert, &ca.intermediate_cert]
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect()
+    (swtpm, pem)
 }
 
 fn attest_once(swtpm: &Swtpm, verifier: &Verifier, firmware: Option<&Path>) -> Outcome {
@@ -74,10 +44,13 @@ fn the_board_attests_to_vouchd_and_reuses_its_ak_and_a_changed_image_is_refused(
     let (swtpm, ek_pem) = tpm_for_qemu();
     let verifier = Verifier::start(600).unwrap();
     verifier
-        .trust_cluster("boards", &ca_pems(&swtpm), &[0, 1])
+        .trust_cluster("boards", &ca_pems(&swtpm).unwrap(), &[0, 1])
         .unwrap();
     verifier
-        .accept("boards", &software_version("qemu-fw-1", &elf))
+        .accept(
+            "boards",
+            &image_software_version("qemu-fw-1", &elf).unwrap(),
+        )
         .unwrap();
     let ek_hash = verifier.add_host("boards", "board-1", &ek_pem).unwrap();
 

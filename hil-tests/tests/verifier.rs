@@ -92,11 +92,7 @@ fn software_version(name: &str, image: &[u8]) -> Value {
 }
 
 fn ca_pems(swtpm: &Swtpm) -> Vec<String> {
-    let ca = swtpm.ca();
-    [&ca.root_cert, &ca.intermediate_cert]
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect()
+    hil_tests::verifier::ca_pems(swtpm).unwrap()
 }
 
 /// An agent session in a thread; the test ends it by closing the connection.

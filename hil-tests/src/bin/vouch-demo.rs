@@ -1,16 +1,26 @@
-//! `cargo xtask demo`: manufactures a swtpm and shows what vouch-tpm reads from it over each
-//! path — swtpm's socket, the I2C bus model and the SPI bus model — with timings, then boots the
-//! firmware in QEMU. `--board-only` (`cargo xtask qemu`) runs only the QEMU board.
+//! `cargo xtask demo`, step by step:
+//! 1. manufactures a swtpm and shows what vouch-tpm reads from it over each path — swtpm's
+//!    socket, the I2C bus model and the SPI bus model;
+//! 2. starts vouchd, which trusts nothing yet;
+//! 3. configures trust through its API: a trusted cluster, the TPM manufacturer's CA, the
+//!    software version computed from the firmware image, the board as a host;
+//! 4. boots the firmware in QEMU: it measures itself and attests over its UART;
+//! 5. prints the board's state as vouchd sees it; then boots an image with one byte changed,
+//!    which vouchd refuses.
+//!
+//! `--board-only` (`cargo xtask qemu`) only boots the board in its probe mode.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use hil_tests::clock::StdClock;
 use hil_tests::i2c_model::{I2cConfig, I2cTpm};
-use hil_tests::qemu::{self, MPS2_AN386};
+use hil_tests::qemu::{self, MPS2_AN386, RunOptions};
 use hil_tests::spi_model::{SpiConfig, SpiTpm};
-use hil_tests::swtpm::{Swtpm, SwtpmOptions};
+use hil_tests::swtpm::{HarnessError, Swtpm, SwtpmOptions};
 use hil_tests::tools::hex;
+use hil_tests::verifier::{Verifier, ca_pems, ek_certificate_pem, image_software_version};
 use vouch_tpm::{EkKind, I2cTransport, SpiTransport, StartupType, Tis, Tpm, Transport};
 
 fn main() -> ExitCode {
@@ -27,6 +37,16 @@ fn run() -> Result<(), String> {
     if std::env::args().any(|a| a == "--board-only") {
         return board();
     }
+    step(1, "the TPM stack: what it reads from a TPM over each bus");
+    buses()?;
+    attestation()
+}
+
+fn step(n: u32, title: &str) {
+    println!("\n== {n}. {title} ==");
+}
+
+fn buses() -> Result<(), String> {
     let started = Instant::now();
     let swtpm = Swtpm::start().map_err(|e| e.to_string())?;
     println!(
@@ -78,7 +98,124 @@ fn run() -> Result<(), String> {
         "  {} SPI frames, {} wait states in {} frames",
         s.frames, s.wait_states, s.frames_with_waits
     );
-    board()
+    Ok(())
+}
+
+/// Steps 2 to 5: vouchd, trust, the board attesting, the state.
+fn attestation() -> Result<(), String> {
+    let e = |e: HarnessError| e.to_string();
+    let elf = qemu::firmware_elf(&MPS2_AN386).map_err(e)?;
+    let mut swtpm = Swtpm::start().map_err(e)?;
+    let ek_pem = ek_certificate_pem(&swtpm).map_err(e)?;
+    swtpm.restart(false).map_err(e)?;
+
+    step(2, "the verifier: vouchd, off by default");
+    let verifier = Verifier::start(600).map_err(e)?;
+    println!(
+        "  vouchd is serving; agents connect to {}",
+        verifier.agent_addr()
+    );
+    println!("  a fresh vouchd trusts no TPM and refuses every host");
+
+    step(
+        3,
+        "trust: a cluster, its TPM manufacturer CA, an accepted image, the board",
+    );
+    verifier
+        .trust_cluster("demo", &ca_pems(&swtpm).map_err(e)?, &[0, 1])
+        .map_err(e)?;
+    println!("  cluster `demo` trusts swtpm's manufacturer CA (root and intermediate)");
+    let version = image_software_version("qemu-fw-1", &elf).map_err(e)?;
+    verifier.accept("demo", &version).map_err(e)?;
+    let pcr0 = version
+        .pointer("/pcrs/sha256/0")
+        .and_then(|v| v.as_str())
+        .unwrap_or_default();
+    println!("  accepted software version `qemu-fw-1` (vouch image add): PCR 0 = {pcr0}");
+    let ek_hash = verifier.add_host("demo", "board-1", &ek_pem).map_err(e)?;
+    println!(
+        "  host `board-1` added by the management server (EK {}…)",
+        ek_hash.get(..16).unwrap_or_default()
+    );
+
+    step(
+        4,
+        "the board boots in QEMU, measures itself and attests over its UART",
+    );
+    let run = |firmware: Option<&Path>| {
+        qemu::run_with(
+            &MPS2_AN386,
+            &swtpm,
+            Duration::from_secs(90),
+            &RunOptions {
+                mode: Some("attest-once".into()),
+                agent_link: Some(verifier.agent_addr()),
+                firmware: firmware.map(Path::to_path_buf),
+            },
+        )
+        .map_err(e)
+    };
+    let outcome = run(None)?;
+    for line in outcome.log.lines() {
+        println!("  | {line}");
+    }
+    if !outcome.passed() {
+        return Err(format!(
+            "the board did not attest (exit {:?})",
+            outcome.exit_code
+        ));
+    }
+
+    step(5, "the board's state in vouchd");
+    show_host(&verifier, &ek_hash)?;
+
+    println!("\n  now an image with one byte changed boots on the same board:");
+    let bytes = std::fs::read(&elf).map_err(|e| e.to_string())?;
+    let marker = b"vouch-agent 0.1 (qemu)";
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .ok_or("the agent's version string is not in the image")?;
+    let mut changed = bytes;
+    if let Some(byte) = changed.get_mut(at + 6) {
+        *byte ^= 1;
+    }
+    let changed_elf = swtpm.dir().join("changed.elf");
+    std::fs::write(&changed_elf, &changed).map_err(|e| e.to_string())?;
+    let outcome = run(Some(&changed_elf))?;
+    for line in outcome.log.lines().filter(|l| l.starts_with("agent:")) {
+        println!("  | {line}");
+    }
+    show_host(&verifier, &ek_hash)?;
+    println!("\ndemo: done");
+    Ok(())
+}
+
+/// One line a person reads at a glance, and the reason when not attested.
+fn show_host(verifier: &Verifier, ek_hash: &str) -> Result<(), String> {
+    let host = verifier.host(ek_hash).map_err(|e| e.to_string())?;
+    let text = |key: &str| {
+        host.get(key)
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_string()
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+    let since = |key: &str| host.get(key).and_then(serde_json::Value::as_i64);
+    let attested = since("attested_at").map_or("-".into(), |t| format!("{} s ago", now - t));
+    let valid = since("valid_until").map_or("-".into(), |t| format!("{} s more", t - now));
+    println!(
+        "  {:<10} {:<14} software {:<10} attested {attested}, valid {valid}",
+        text("name"),
+        text("state").to_uppercase(),
+        text("software_version"),
+    );
+    if let Some(reason) = host.pointer("/recent/0/reason").and_then(|v| v.as_str()) {
+        println!("  reason: {reason}");
+    }
+    Ok(())
 }
 
 /// Boots the real firmware in QEMU against its own swtpm and shows its log.
