@@ -37,6 +37,9 @@ fn run() -> Result<(), String> {
     if std::env::args().any(|a| a == "--board-only") {
         return board();
     }
+    if std::env::args().any(|a| a == "--measure-stack") {
+        return measure_stack();
+    }
     step(1, "the TPM stack: what it reads from a TPM over each bus");
     buses()?;
     attestation()
@@ -188,6 +191,46 @@ fn attestation() -> Result<(), String> {
     }
     show_host(&verifier, &ek_hash)?;
     println!("\ndemo: done");
+    Ok(())
+}
+
+/// `cargo xtask sizes`: the board's worst-case stack, measured over a full attestation (the
+/// deepest path: enrollment, activation, a quote). Prints `stack <bytes>`.
+fn measure_stack() -> Result<(), String> {
+    let e = |e: HarnessError| e.to_string();
+    let elf = qemu::firmware_elf(&MPS2_AN386).map_err(e)?;
+    let mut swtpm = Swtpm::start().map_err(e)?;
+    let ek_pem = ek_certificate_pem(&swtpm).map_err(e)?;
+    swtpm.restart(false).map_err(e)?;
+    let verifier = Verifier::start(600).map_err(e)?;
+    verifier
+        .trust_cluster("sizes", &ca_pems(&swtpm).map_err(e)?, &[0, 1])
+        .map_err(e)?;
+    verifier
+        .accept("sizes", &image_software_version("sizes", &elf).map_err(e)?)
+        .map_err(e)?;
+    verifier.add_host("sizes", "board", &ek_pem).map_err(e)?;
+    let outcome = qemu::run_with(
+        &MPS2_AN386,
+        &swtpm,
+        Duration::from_secs(90),
+        &RunOptions {
+            mode: Some("attest-once".into()),
+            agent_link: Some(verifier.agent_addr()),
+            firmware: None,
+        },
+    )
+    .map_err(e)?;
+    if !outcome.passed() {
+        return Err(format!("the board did not attest:\n{}", outcome.log));
+    }
+    let stack = outcome
+        .log
+        .lines()
+        .find_map(|l| l.strip_prefix("board: stack high-water "))
+        .and_then(|rest| rest.split_whitespace().next())
+        .ok_or("the board did not report its stack high-water mark")?;
+    println!("stack {stack}");
     Ok(())
 }
 

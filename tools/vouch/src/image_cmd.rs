@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use vouch::image::{Layout, layout_elf, software_version};
 use vouch_agent::measure::BootImage;
 
+use crate::client::{Api, ServerOpts};
 use crate::{Failure, read_file};
 
 #[derive(Debug, clap::Args)]
@@ -26,9 +27,12 @@ pub struct AddArgs {
     /// Write the software version here instead of standard output.
     #[arg(short, long)]
     output: Option<PathBuf>,
+    /// Upload it to vouchd as an accepted software version of this cluster (see `--server`).
+    #[arg(long)]
+    cluster: Option<String>,
 }
 
-pub fn add(args: &AddArgs) -> Result<(), Failure> {
+pub fn add(args: &AddArgs, server: &ServerOpts) -> Result<(), Failure> {
     let bytes = read_file(&args.file, "firmware image")?;
     let layout = if bytes.starts_with(b"\x7fELF") {
         layout_elf(&bytes).map_err(|e| Failure::Input(format!("{}: {e}", args.file.display())))?
@@ -62,10 +66,22 @@ pub fn add(args: &AddArgs) -> Result<(), Failure> {
     let version = software_version(&args.version, &boot).map_err(Failure::Input)?;
     let json = serde_json::to_string_pretty(&version)
         .map_err(|e| Failure::Input(format!("cannot encode the software version: {e}")))?;
+    // Connect before writing anything, so that bad server options change nothing.
+    let api = args
+        .cluster
+        .as_ref()
+        .map(|_| Api::connect(server, true))
+        .transpose()?;
     match &args.output {
-        Some(path) => std::fs::write(path, json + "\n")
+        Some(path) => std::fs::write(path, json.clone() + "\n")
             .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))?,
-        None => println!("{json}"),
+        None if api.is_none() => println!("{json}"),
+        None => {}
+    }
+    if let (Some(api), Some(cluster)) = (&api, &args.cluster) {
+        let body = serde_json::to_value(&version)
+            .map_err(|e| Failure::Input(format!("cannot encode the software version: {e}")))?;
+        crate::manage::upload_software(api, cluster, body, None)?;
     }
     Ok(())
 }

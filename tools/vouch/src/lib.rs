@@ -1,3 +1,4 @@
 //! The parts of the `vouch` CLI other tools and tests reuse.
 
 pub mod image;
+pub mod signature;

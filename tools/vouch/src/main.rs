@@ -1,23 +1,37 @@
-//! `vouch`: the Vouch operator CLI for offline checks of TPM evidence.
+//! `vouch`: the Vouch operator CLI: offline checks of TPM evidence, a client of vouchd's
+//! management API, and a serial bridge from a board to vouchd's agent port.
 //!
-//! Exit codes: 0 success; 1 the evidence was checked and refused; 2 the
-//! input could not be read or parsed, or the command line is wrong.
+//! Exit codes: 0 success; 1 the evidence was checked and refused, or vouchd refused the
+//! request (401/403/404/409, its reason printed); 2 the input could not be read or parsed,
+//! the command line is wrong, or vouchd cannot be reached.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bridge;
+mod client;
 mod credential;
 mod ek;
 mod eventlog;
 mod image_cmd;
+mod manage;
 mod quote;
 
-/// Offline checks of TPM evidence: event logs, quotes and EK certificates.
+use client::ServerOpts;
+use manage::{
+    ClusterArg, ClusterCmd, EkAddArgs, EventsArgs, HostCmd, ManagementServerCmd, PrincipalCmd,
+    SoftwareCmd, TokenCmd, TpmCaCmd,
+};
+
+/// The Vouch operator CLI: offline checks of TPM evidence, vouchd's management API, and a
+/// serial bridge from a board to vouchd.
 #[derive(Debug, Parser)]
 #[command(name = "vouch", version, about, long_about = None)]
 struct Cli {
+    #[command(flatten)]
+    server: ServerOpts,
     #[command(subcommand)]
     command: Command,
 }
@@ -30,7 +44,7 @@ enum Command {
     /// Verify TPM quotes.
     #[command(subcommand)]
     Quote(QuoteCmd),
-    /// Verify endorsement-key certificates.
+    /// Endorsement keys: verify certificates (offline); a cluster's individual EKs.
     #[command(subcommand)]
     Ek(EkCmd),
     /// Make credentials for AK activation (TPM2_MakeCredential).
@@ -39,12 +53,47 @@ enum Command {
     /// Firmware images: their reference measurements.
     #[command(subcommand)]
     Image(ImageCmd),
+    /// Check that vouchd answers and its certificate is the one trusted (no token needed).
+    Health,
+    /// Show the principal the token belongs to.
+    Whoami,
+    /// Principals (people and service accounts) and their groups.
+    #[command(subcommand)]
+    Principal(PrincipalCmd),
+    /// Bearer tokens of principals.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Management servers, whose signatures host operations need.
+    #[command(subcommand)]
+    ManagementServer(ManagementServerCmd),
+    /// Clusters: the trust configuration of a group of hosts.
+    #[command(subcommand)]
+    Cluster(ClusterCmd),
+    /// A cluster's trusted TPM manufacturer CA certificates.
+    #[command(subcommand)]
+    TpmCa(TpmCaCmd),
+    /// A cluster's accepted software versions (reference measurements).
+    #[command(subcommand)]
+    Software(SoftwareCmd),
+    /// A cluster's hosts.
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// Attestation status: of every host as a table, or of one host (EK hash or name).
+    Status {
+        /// A host's EK hash or name.
+        host: Option<String>,
+    },
+    /// The audit and attestation events.
+    Events(EventsArgs),
+    /// Copy bytes between a board's serial port and vouchd's agent port.
+    Bridge(bridge::BridgeArgs),
 }
 
 #[derive(Debug, Subcommand)]
 enum ImageCmd {
     /// Compute the software version (reference measurements of PCRs 0 and 1) a board running
-    /// this image presents, exactly as the board measures itself; prints it as JSON.
+    /// this image presents, exactly as the board measures itself; prints it as JSON, or with
+    /// --cluster uploads it to vouchd as an accepted software version of that cluster.
     Add(image_cmd::AddArgs),
 }
 
@@ -79,16 +128,30 @@ enum QuoteCmd {
 
 #[derive(Debug, Subcommand)]
 enum EkCmd {
-    /// Verify an EK certificate's chain to trusted TPM manufacturer CAs.
+    /// Verify an EK certificate's chain to trusted TPM manufacturer CAs (offline).
     Verify(ek::VerifyArgs),
+    /// List an individual EK in a cluster (certificate or public key, PEM).
+    Add(EkAddArgs),
+    /// List a cluster's individual EKs.
+    List {
+        #[command(flatten)]
+        c: ClusterArg,
+    },
+    /// Remove an individual EK from a cluster.
+    Remove {
+        #[command(flatten)]
+        c: ClusterArg,
+        /// The EK hash.
+        ek_hash: String,
+    },
 }
 
 /// A failure, with the exit code it maps to.
 #[derive(Debug)]
 pub(crate) enum Failure {
-    /// The evidence was checked and refused (exit 1).
+    /// The evidence was checked and refused, or vouchd refused the request (exit 1).
     Refused(String),
-    /// The input could not be read or parsed (exit 2).
+    /// The input could not be read or parsed, or vouchd could not be reached (exit 2).
     Input(String),
 }
 
@@ -103,13 +166,29 @@ pub(crate) fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let server = &cli.server;
     let result = match cli.command {
         Command::Eventlog(EventlogCmd::Replay { file, json }) => eventlog::replay(&file, json),
         Command::Eventlog(EventlogCmd::Show { file }) => eventlog::show(&file),
         Command::Quote(QuoteCmd::Verify(args)) => quote::verify(&args),
         Command::Ek(EkCmd::Verify(args)) => ek::verify(&args),
+        Command::Ek(EkCmd::Add(args)) => manage::ek_add(server, &args),
+        Command::Ek(EkCmd::List { c }) => manage::ek_list(server, &c),
+        Command::Ek(EkCmd::Remove { c, ek_hash }) => manage::ek_remove(server, &c, &ek_hash),
         Command::Credential(CredentialCmd::Make(args)) => credential::make(&args),
-        Command::Image(ImageCmd::Add(args)) => image_cmd::add(&args),
+        Command::Image(ImageCmd::Add(args)) => image_cmd::add(&args, server),
+        Command::Health => manage::health(server),
+        Command::Whoami => manage::whoami(server),
+        Command::Principal(cmd) => manage::principal(server, &cmd),
+        Command::Token(cmd) => manage::token(server, &cmd),
+        Command::ManagementServer(cmd) => manage::management_server(server, &cmd),
+        Command::Cluster(cmd) => manage::cluster(server, &cmd),
+        Command::TpmCa(cmd) => manage::tpm_ca(server, &cmd),
+        Command::Software(cmd) => manage::software(server, &cmd),
+        Command::Host(cmd) => manage::host(server, &cmd),
+        Command::Status { host } => manage::status(server, host.as_deref()),
+        Command::Events(args) => manage::events(server, &args),
+        Command::Bridge(args) => bridge::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -121,5 +200,17 @@ fn main() -> ExitCode {
             eprintln!("vouch: {msg}");
             ExitCode::from(2)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
     }
 }

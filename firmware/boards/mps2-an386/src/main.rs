@@ -7,6 +7,7 @@
 #![no_main]
 
 mod sbcon;
+mod stack;
 mod timer;
 mod uart;
 
@@ -40,7 +41,9 @@ macro_rules! log {
 
 #[entry]
 fn main() -> ! {
+    stack::paint();
     let outcome = run();
+    log!("board: stack high-water {} bytes", stack::high_water());
     match outcome {
         Ok(()) => {
             log!("board: all steps passed");

@@ -1,0 +1,1300 @@
+//! The commands that talk to vouchd's management API. Each prints a summary for a person, or
+//! the server's JSON with `--json`.
+
+use std::path::{Path, PathBuf};
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use vouch::signature::HostSigner;
+
+use crate::client::{Api, ServerOpts, pretty, seg};
+use crate::{Failure, read_file};
+
+// ---- Command lines.
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PrincipalCmd {
+    /// Create a principal (a person or a service account).
+    Add {
+        name: String,
+        /// A group to put it in (repeatable), e.g. TrustedAdmins.
+        #[arg(long = "group", value_name = "GROUP")]
+        groups: Vec<String>,
+        /// What it is.
+        #[arg(long, default_value = "person", value_parser = ["person", "service"])]
+        kind: String,
+    },
+    /// List the principals and their groups.
+    List,
+    /// Show one principal.
+    Show { name: String },
+    /// Delete a principal and its tokens.
+    Remove { name: String },
+    /// Add a principal to a group.
+    AddGroup { name: String, group: String },
+    /// Remove a principal from a group.
+    RemoveGroup { name: String, group: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TokenCmd {
+    /// Make a bearer token for a principal; the token is printed this once.
+    Create {
+        principal: String,
+        /// What the token is for.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List a principal's tokens (ids and descriptions; never the secrets).
+    List { principal: String },
+    /// Revoke a token by its id.
+    Revoke {
+        id: String,
+        /// The token's principal (found by searching every principal when not given).
+        #[arg(long)]
+        principal: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ManagementServerCmd {
+    /// Register a management server: its id and its ECDSA P-256 signing certificate (PEM).
+    Add { id: String, certificate: PathBuf },
+    /// List the registered management servers.
+    List,
+    /// Unregister a management server.
+    Remove { id: String },
+    /// Make a management server's P-256 signing key and self-signed certificate (offline).
+    Keygen {
+        id: String,
+        /// Where to write the private key (PKCS#8 PEM, mode 0600).
+        #[arg(long, value_name = "FILE")]
+        key: PathBuf,
+        /// Where to write the certificate (PEM), for `management-server add`.
+        #[arg(long, value_name = "FILE")]
+        cert: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ClusterCmd {
+    /// Create a cluster: a trust configuration for a group of hosts.
+    Add {
+        name: String,
+        /// The PCRs a software version must match (default 0 to 7), e.g. --pcrs 0,1.
+        #[arg(long, value_delimiter = ',')]
+        pcrs: Option<Vec<u32>>,
+        /// The PCR bank compared (default sha256).
+        #[arg(long)]
+        bank: Option<String>,
+    },
+    /// List the clusters.
+    List,
+    /// Show a cluster and a count of its trust configuration.
+    Show { name: String },
+    /// Delete a cluster.
+    Remove { name: String },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ClusterArg {
+    /// The cluster.
+    #[arg(long)]
+    pub cluster: String,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum TpmCaCmd {
+    /// Trust TPM manufacturer CA certificates (one or more in a PEM file) in a cluster.
+    Add {
+        #[command(flatten)]
+        c: ClusterArg,
+        file: PathBuf,
+    },
+    /// List a cluster's TPM CA certificates.
+    List {
+        #[command(flatten)]
+        c: ClusterArg,
+    },
+    /// Remove a TPM CA certificate by its id.
+    Remove {
+        #[command(flatten)]
+        c: ClusterArg,
+        id: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+#[group(id = "ek_kind", required = true, multiple = false)]
+pub struct EkKind {
+    /// An EK certificate (mode 2: the host's certificate must also chain to a TPM CA).
+    #[arg(long)]
+    certificate: bool,
+    /// An EK public key, SPKI PEM (mode 2).
+    #[arg(long)]
+    public_key: bool,
+    /// A bare EK public key, SPKI PEM (mode 3: TPMs without an EK certificate).
+    #[arg(long)]
+    bare_public_key: bool,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EkAddArgs {
+    #[command(flatten)]
+    c: ClusterArg,
+    #[command(flatten)]
+    kind: EkKind,
+    /// The PEM file.
+    file: PathBuf,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SoftwareCmd {
+    /// Accept a software version in a cluster: the JSON `vouch image add` prints.
+    Add {
+        #[command(flatten)]
+        c: ClusterArg,
+        file: PathBuf,
+        /// The version's name (default: the file's `name`).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// List a cluster's accepted software versions.
+    List {
+        #[command(flatten)]
+        c: ClusterArg,
+    },
+    /// Stop accepting a software version.
+    Remove {
+        #[command(flatten)]
+        c: ClusterArg,
+        version: String,
+    },
+}
+
+/// A management server's signature, which host operations need.
+#[derive(Debug, clap::Args)]
+pub struct SigningArgs {
+    /// The management server's private key (PEM, ECDSA P-256).
+    #[arg(long, env = "VOUCH_SIGNING_KEY", value_name = "KEY.pem")]
+    signing_key: Option<PathBuf>,
+    /// The management server's registered id.
+    #[arg(long, env = "VOUCH_SERVER_ID", value_name = "ID")]
+    server_id: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+#[group(id = "ek_source", required = true, multiple = false)]
+pub struct HostEk {
+    /// The host's EK hash (64 hex digits).
+    #[arg(long, value_name = "HASH")]
+    ek_hash: Option<String>,
+    /// The host's EK certificate (PEM); its EK hash is computed by vouchd.
+    #[arg(long, value_name = "FILE")]
+    ek_certificate: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum HostCmd {
+    /// Add a host to a cluster (signed by a management server).
+    Add {
+        /// The host's name (default: `ek-` and the first 16 digits of the EK hash, or the EK
+        /// certificate file's name without its extension).
+        name: Option<String>,
+        #[command(flatten)]
+        c: ClusterArg,
+        #[command(flatten)]
+        ek: HostEk,
+        #[command(flatten)]
+        signing: SigningArgs,
+    },
+    /// Remove a host from a cluster (signed by a management server).
+    Remove {
+        /// The host: its EK hash or its name.
+        host: String,
+        #[command(flatten)]
+        c: ClusterArg,
+        #[command(flatten)]
+        signing: SigningArgs,
+    },
+    /// List a cluster's hosts.
+    List {
+        #[command(flatten)]
+        c: ClusterArg,
+    },
+    /// Print a host's current attestation token (a JWT).
+    Token {
+        /// The host: its EK hash or its name.
+        host: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    /// Only events after this id.
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    /// At most this many (1 to 1000).
+    #[arg(long, default_value_t = 100)]
+    limit: u32,
+    /// Keep printing new events as they happen (polls every 2 s; with --json one per line).
+    #[arg(long, short)]
+    follow: bool,
+}
+
+// ---- Handlers.
+
+fn connect(opts: &ServerOpts) -> Result<Api, Failure> {
+    Api::connect(opts, true)
+}
+
+/// `vouch health`: the server is up and its certificate is the one expected.
+pub fn health(opts: &ServerOpts) -> Result<(), Failure> {
+    let api = Api::connect(opts, false)?;
+    let v = api.get("/healthz")?;
+    if api.json {
+        println!("{}", pretty(&v));
+    } else {
+        println!("vouchd is {}", str_of(&v, "status"));
+    }
+    Ok(())
+}
+
+pub fn whoami(opts: &ServerOpts) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    let v = api.get("/v1/whoami")?;
+    if api.json {
+        println!("{}", pretty(&v));
+    } else {
+        println!(
+            "{} ({}) groups: {}",
+            str_of(&v, "name"),
+            str_of(&v, "kind"),
+            groups(&v)
+        );
+    }
+    Ok(())
+}
+
+pub fn principal(opts: &ServerOpts, cmd: &PrincipalCmd) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    match cmd {
+        PrincipalCmd::Add {
+            name,
+            groups: g,
+            kind,
+        } => {
+            let v = api.post(
+                "/v1/principals",
+                &json!({"name": name, "kind": kind, "groups": g}),
+            )?;
+            done(&api, &v, || {
+                format!(
+                    "principal {} created; groups: {}",
+                    str_of(&v, "name"),
+                    groups(&v)
+                )
+            });
+        }
+        PrincipalCmd::List => {
+            let v = api.get("/v1/principals")?;
+            list(&api, &v, &["NAME", "KIND", "GROUPS", "CREATED"], |p| {
+                vec![
+                    str_of(p, "name"),
+                    str_of(p, "kind"),
+                    groups(p),
+                    time_of(p, "created_at"),
+                ]
+            });
+        }
+        PrincipalCmd::Show { name } => {
+            let v = api.get(&format!("/v1/principals/{}", seg(name)))?;
+            done(&api, &v, || {
+                format!(
+                    "{} ({})\n  groups   {}\n  created  {}",
+                    str_of(&v, "name"),
+                    str_of(&v, "kind"),
+                    groups(&v),
+                    time_of(&v, "created_at")
+                )
+            });
+        }
+        PrincipalCmd::Remove { name } => {
+            api.delete(&format!("/v1/principals/{}", seg(name)))?;
+            ok(&api, &format!("principal {name} deleted, with its tokens"));
+        }
+        PrincipalCmd::AddGroup { name, group } => {
+            api.send(
+                Method::PUT,
+                &format!("/v1/principals/{}/groups/{}", seg(name), seg(group)),
+                None,
+                None,
+            )?;
+            ok(&api, &format!("{name} is in {group}"));
+        }
+        PrincipalCmd::RemoveGroup { name, group } => {
+            api.delete(&format!(
+                "/v1/principals/{}/groups/{}",
+                seg(name),
+                seg(group)
+            ))?;
+            ok(&api, &format!("{name} is no longer in {group}"));
+        }
+    }
+    Ok(())
+}
+
+pub fn token(opts: &ServerOpts, cmd: &TokenCmd) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    match cmd {
+        TokenCmd::Create {
+            principal,
+            description,
+        } => {
+            let v = api.post(
+                &format!("/v1/principals/{}/tokens", seg(principal)),
+                &json!({"description": description}),
+            )?;
+            if api.json {
+                println!("{}", pretty(&v));
+            } else {
+                // The secret alone on stdout, so `VOUCH_TOKEN=$(vouch token create p)` works.
+                eprintln!(
+                    "token {} for {} (shown this once; keep it secret):",
+                    str_of(&v, "id"),
+                    str_of(&v, "principal")
+                );
+                println!("{}", str_of(&v, "token"));
+            }
+        }
+        TokenCmd::List { principal } => {
+            let v = api.get(&format!("/v1/principals/{}/tokens", seg(principal)))?;
+            list(
+                &api,
+                &v,
+                &["ID", "PRINCIPAL", "DESCRIPTION", "CREATED"],
+                |t| {
+                    vec![
+                        str_of(t, "id"),
+                        str_of(t, "principal"),
+                        str_of(t, "description"),
+                        time_of(t, "created_at"),
+                    ]
+                },
+            );
+        }
+        TokenCmd::Revoke { id, principal } => {
+            let owner = match principal {
+                Some(p) => p.clone(),
+                None => find_token_owner(&api, id)?,
+            };
+            api.delete(&format!(
+                "/v1/principals/{}/tokens/{}",
+                seg(&owner),
+                seg(id)
+            ))?;
+            ok(&api, &format!("token {id} of {owner} revoked"));
+        }
+    }
+    Ok(())
+}
+
+fn find_token_owner(api: &Api, id: &str) -> Result<String, Failure> {
+    let principals = api.get("/v1/principals")?;
+    for p in array(&principals) {
+        let name = str_of(p, "name");
+        let tokens = api.get(&format!("/v1/principals/{}/tokens", seg(&name)))?;
+        if array(&tokens).iter().any(|t| str_of(t, "id") == id) {
+            return Ok(name);
+        }
+    }
+    Err(Failure::Refused(format!(
+        "no principal has a token with id {id}; see `vouch token list PRINCIPAL`"
+    )))
+}
+
+pub fn management_server(opts: &ServerOpts, cmd: &ManagementServerCmd) -> Result<(), Failure> {
+    if let ManagementServerCmd::Keygen { id, key, cert } = cmd {
+        return keygen(id, key, cert);
+    }
+    let api = connect(opts)?;
+    match cmd {
+        ManagementServerCmd::Add { id, certificate } => {
+            let pem = read_text(certificate, "certificate")?;
+            let v = api.post(
+                "/v1/management-servers",
+                &json!({"id": id, "certificate_pem": pem}),
+            )?;
+            done(&api, &v, || {
+                format!(
+                    "management server {} registered ({}, certificate SHA-256 {})",
+                    str_of(&v, "id"),
+                    str_of(&v, "subject"),
+                    str_of(&v, "fingerprint")
+                )
+            });
+        }
+        ManagementServerCmd::List => {
+            let v = api.get("/v1/management-servers")?;
+            list(
+                &api,
+                &v,
+                &["ID", "SUBJECT", "FINGERPRINT", "CREATED"],
+                |m| {
+                    vec![
+                        str_of(m, "id"),
+                        str_of(m, "subject"),
+                        str_of(m, "fingerprint"),
+                        time_of(m, "created_at"),
+                    ]
+                },
+            );
+        }
+        ManagementServerCmd::Remove { id } => {
+            api.delete(&format!("/v1/management-servers/{}", seg(id)))?;
+            ok(&api, &format!("management server {id} removed"));
+        }
+        ManagementServerCmd::Keygen { .. } => {}
+    }
+    Ok(())
+}
+
+fn keygen(id: &str, key: &Path, cert: &Path) -> Result<(), Failure> {
+    let fail = |e: rcgen::Error| Failure::Input(format!("cannot make the key: {e}"));
+    let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(fail)?;
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).map_err(fail)?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("vouch management server {id}"),
+    );
+    let certificate = params.self_signed(&pair).map_err(fail)?;
+    write_new(key, pair.serialize_pem().as_bytes(), 0o600)?;
+    write_new(cert, certificate.pem().as_bytes(), 0o644)?;
+    println!(
+        "wrote {} and {}; register it with: vouch management-server add {id} {}",
+        key.display(),
+        cert.display(),
+        cert.display()
+    );
+    Ok(())
+}
+
+/// Writes a file that must not exist yet.
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(|e| Failure::Input(format!("cannot create {}: {e}", path.display())))?;
+    f.write_all(bytes)
+        .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))
+}
+
+pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    match cmd {
+        ClusterCmd::Add { name, pcrs, bank } => {
+            // Unset options are null, which vouchd reads as its defaults.
+            let body = json!({"name": name, "pcrs": pcrs, "bank": bank});
+            let v = api.post("/v1/clusters", &body)?;
+            done(&api, &v, || {
+                format!(
+                    "cluster {} created: PCRs {} of bank {}",
+                    str_of(&v, "name"),
+                    pcr_list(&v),
+                    str_of(&v, "bank")
+                )
+            });
+        }
+        ClusterCmd::List => {
+            let v = api.get("/v1/clusters")?;
+            list(&api, &v, &["NAME", "PCRS", "BANK", "CREATED"], |c| {
+                vec![
+                    str_of(c, "name"),
+                    pcr_list(c),
+                    str_of(c, "bank"),
+                    time_of(c, "created_at"),
+                ]
+            });
+        }
+        ClusterCmd::Show { name } => {
+            let v = api.get(&format!("/v1/clusters/{}", seg(name)))?;
+            done(&api, &v, || {
+                format!(
+                    "cluster {}\n  PCRs                 {} ({})\n  TPM CA certificates  {}\n  individual EKs       {}\n  software versions    {}\n  hosts                {}\n  created              {}",
+                    str_of(&v, "name"),
+                    pcr_list(&v),
+                    str_of(&v, "bank"),
+                    str_of(&v, "tpm_ca_certs"),
+                    str_of(&v, "eks"),
+                    str_of(&v, "software_versions"),
+                    str_of(&v, "hosts"),
+                    time_of(&v, "created_at")
+                )
+            });
+        }
+        ClusterCmd::Remove { name } => {
+            api.delete(&format!("/v1/clusters/{}", seg(name)))?;
+            ok(&api, &format!("cluster {name} deleted"));
+        }
+    }
+    Ok(())
+}
+
+pub fn tpm_ca(opts: &ServerOpts, cmd: &TpmCaCmd) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    match cmd {
+        TpmCaCmd::Add { c, file } => {
+            let pem = read_text(file, "CA certificate file")?;
+            let v = api.post(
+                &format!("/v1/clusters/{}/tpm-ca-certs", seg(&c.cluster)),
+                &json!({"certificate_pem": pem}),
+            )?;
+            done(&api, &v, || {
+                array(&v)
+                    .iter()
+                    .map(|ca| {
+                        format!(
+                            "trusted in {}: {} (id {})",
+                            c.cluster,
+                            str_of(ca, "subject"),
+                            str_of(ca, "id")
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+        }
+        TpmCaCmd::List { c } => {
+            let v = api.get(&format!("/v1/clusters/{}/tpm-ca-certs", seg(&c.cluster)))?;
+            list(&api, &v, &["ID", "SUBJECT", "ADDED"], |ca| {
+                vec![
+                    str_of(ca, "id"),
+                    str_of(ca, "subject"),
+                    time_of(ca, "created_at"),
+                ]
+            });
+        }
+        TpmCaCmd::Remove { c, id } => {
+            api.delete(&format!(
+                "/v1/clusters/{}/tpm-ca-certs/{}",
+                seg(&c.cluster),
+                seg(id)
+            ))?;
+            ok(&api, &format!("TPM CA {id} removed from {}", c.cluster));
+        }
+    }
+    Ok(())
+}
+
+pub fn ek_add(opts: &ServerOpts, args: &EkAddArgs) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    let kind = if args.kind.certificate {
+        "certificate"
+    } else if args.kind.public_key {
+        "public_key"
+    } else {
+        "bare_public_key"
+    };
+    let pem = read_text(&args.file, "EK file")?;
+    let v = api.post(
+        &format!("/v1/clusters/{}/eks", seg(&args.c.cluster)),
+        &json!({"kind": kind, "pem": pem}),
+    )?;
+    done(&api, &v, || {
+        format!(
+            "EK {} ({}) listed in {}",
+            str_of(&v, "ek_hash"),
+            str_of(&v, "kind"),
+            args.c.cluster
+        )
+    });
+    Ok(())
+}
+
+pub fn ek_list(opts: &ServerOpts, c: &ClusterArg) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    let v = api.get(&format!("/v1/clusters/{}/eks", seg(&c.cluster)))?;
+    list(&api, &v, &["EK HASH", "KIND", "ADDED"], |e| {
+        vec![
+            str_of(e, "ek_hash"),
+            str_of(e, "kind"),
+            time_of(e, "created_at"),
+        ]
+    });
+    Ok(())
+}
+
+pub fn ek_remove(opts: &ServerOpts, c: &ClusterArg, ek_hash: &str) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    api.delete(&format!(
+        "/v1/clusters/{}/eks/{}",
+        seg(&c.cluster),
+        seg(ek_hash)
+    ))?;
+    ok(&api, &format!("EK {ek_hash} removed from {}", c.cluster));
+    Ok(())
+}
+
+pub fn software(opts: &ServerOpts, cmd: &SoftwareCmd) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    match cmd {
+        SoftwareCmd::Add { c, file, version } => {
+            let text = read_text(file, "software version")?;
+            let body: Value = serde_json::from_str(&text).map_err(|e| {
+                Failure::Input(format!(
+                    "{}: not JSON ({e}); give the file `vouch image add -o` writes",
+                    file.display()
+                ))
+            })?;
+            upload_software(&api, &c.cluster, body, version.as_deref())?;
+        }
+        SoftwareCmd::List { c } => {
+            let v = api.get(&format!(
+                "/v1/clusters/{}/software-versions",
+                seg(&c.cluster)
+            ))?;
+            list(&api, &v, &["VERSION", "PCRS", "ADDED"], |s| {
+                let pcrs = s
+                    .get("reference")
+                    .and_then(|r| r.get("pcrs"))
+                    .and_then(Value::as_object)
+                    .map(|banks| {
+                        banks
+                            .iter()
+                            .map(|(bank, p)| {
+                                let idx: Vec<&str> = p
+                                    .as_object()
+                                    .map(|m| m.keys().map(String::as_str).collect())
+                                    .unwrap_or_default();
+                                format!("{bank}:{}", idx.join(","))
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default();
+                vec![str_of(s, "name"), pcrs, time_of(s, "created_at")]
+            });
+        }
+        SoftwareCmd::Remove { c, version } => {
+            api.delete(&format!(
+                "/v1/clusters/{}/software-versions/{}",
+                seg(&c.cluster),
+                seg(version)
+            ))?;
+            ok(
+                &api,
+                &format!(
+                    "software version {version} no longer accepted in {}",
+                    c.cluster
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// PUTs a software version (vouch-attest JSON) into a cluster.
+pub fn upload_software(
+    api: &Api,
+    cluster: &str,
+    mut body: Value,
+    version: Option<&str>,
+) -> Result<(), Failure> {
+    let name = match version {
+        Some(v) => {
+            if let Some(map) = body.as_object_mut() {
+                map.insert("name".into(), v.into());
+            }
+            v.to_owned()
+        }
+        None => body
+            .get("name")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| {
+                Failure::Input("the software version has no name; pass --version".into())
+            })?,
+    };
+    let v = api.put(
+        &format!(
+            "/v1/clusters/{}/software-versions/{}",
+            seg(cluster),
+            seg(&name)
+        ),
+        &body,
+    )?;
+    done(api, &v, || {
+        format!("software version {name} accepted in cluster {cluster}")
+    });
+    Ok(())
+}
+
+fn signer(args: &SigningArgs) -> Result<Option<HostSigner>, Failure> {
+    match (&args.signing_key, &args.server_id) {
+        (Some(key), Some(id)) => HostSigner::load(key, id).map(Some).map_err(Failure::Input),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(Failure::Input(
+            "--signing-key needs --server-id: the id the management server is registered under"
+                .into(),
+        )),
+        (None, Some(_)) => Err(Failure::Input(
+            "--server-id needs --signing-key: the management server's private key".into(),
+        )),
+    }
+}
+
+/// Sends a host operation, signed when a key is given; explains a refusal for want of one.
+fn host_op(
+    api: &Api,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+    signing: &SigningArgs,
+) -> Result<Value, Failure> {
+    let signer = signer(signing)?;
+    let unsigned = signer.is_none();
+    api.send(method, path, body, signer.as_ref()).map_err(|e| match e {
+        Failure::Refused(m) if unsigned => Failure::Refused(format!(
+            "{m}\n(host operations must be signed by a registered management server: pass --signing-key KEY.pem --server-id ID)"
+        )),
+        other => other,
+    })
+}
+
+pub fn host(opts: &ServerOpts, cmd: &HostCmd) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    match cmd {
+        HostCmd::Add {
+            name,
+            c,
+            ek,
+            signing,
+        } => {
+            let certificate = ek
+                .ek_certificate
+                .as_deref()
+                .map(|f| read_text(f, "EK certificate"))
+                .transpose()?;
+            let name = name.clone().unwrap_or_else(|| default_host_name(ek));
+            let body = json!({
+                "name": name,
+                "ek_hash": ek.ek_hash,
+                "ek_certificate_pem": certificate,
+            });
+            let v = host_op(
+                &api,
+                Method::POST,
+                &format!("/v1/clusters/{}/hosts", seg(&c.cluster)),
+                Some(&body),
+                signing,
+            )?;
+            done(&api, &v, || {
+                format!(
+                    "host {} added to {} (EK hash {}); it is attested when its agent connects",
+                    str_of(&v, "name"),
+                    str_of(&v, "cluster"),
+                    str_of(&v, "ek_hash")
+                )
+            });
+        }
+        HostCmd::Remove { host, c, signing } => {
+            let ek_hash = resolve_host(&api, host, Some(&c.cluster))?;
+            host_op(
+                &api,
+                Method::DELETE,
+                &format!("/v1/clusters/{}/hosts/{}", seg(&c.cluster), seg(&ek_hash)),
+                None,
+                signing,
+            )?;
+            ok(&api, &format!("host {host} removed from {}", c.cluster));
+        }
+        HostCmd::List { c } => {
+            let v = api.get(&format!("/v1/clusters/{}/hosts", seg(&c.cluster)))?;
+            list(
+                &api,
+                &v,
+                &[
+                    "NAME",
+                    "EK HASH",
+                    "STATE",
+                    "VALID UNTIL",
+                    "SOFTWARE",
+                    "ADDED BY",
+                ],
+                |h| {
+                    vec![
+                        str_of(h, "name"),
+                        short_hash(&str_of(h, "ek_hash")),
+                        state_word(h),
+                        time_of(h, "valid_until"),
+                        str_of(h, "software_version"),
+                        str_of(h, "added_by"),
+                    ]
+                },
+            );
+        }
+        HostCmd::Token { host } => {
+            let ek_hash = resolve_host(&api, host, None)?;
+            let v = api.get(&format!("/v1/hosts/{}/token", seg(&ek_hash)))?;
+            if api.json {
+                println!("{}", pretty(&v));
+            } else {
+                eprintln!("expires {}", time_of(&v, "expires_at"));
+                println!("{}", str_of(&v, "token"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A name for a host added without one.
+fn default_host_name(ek: &HostEk) -> String {
+    let from_file = ek
+        .ek_certificate
+        .as_deref()
+        .and_then(Path::file_stem)
+        .map(|s| {
+            s.to_string_lossy()
+                .chars()
+                .map(|c| {
+                    if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '@') {
+                        c
+                    } else {
+                        '_'
+                    }
+                })
+                .take(128)
+                .collect::<String>()
+        });
+    let from_hash = ek
+        .ek_hash
+        .as_deref()
+        .map(|h| format!("ek-{}", h.get(..16).unwrap_or(h).to_ascii_lowercase()));
+    from_hash.or(from_file).unwrap_or_else(|| "host".into())
+}
+
+/// Every host of every cluster.
+fn all_hosts(api: &Api) -> Result<Vec<Value>, Failure> {
+    let clusters = api.get("/v1/clusters")?;
+    let mut hosts = Vec::new();
+    for c in array(&clusters) {
+        let v = api.get(&format!("/v1/clusters/{}/hosts", seg(&str_of(c, "name"))))?;
+        hosts.extend(array(&v).iter().cloned());
+    }
+    Ok(hosts)
+}
+
+fn is_ek_hash(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// A host named by its EK hash, or by its name (looked up, in `cluster` if given).
+fn resolve_host(api: &Api, host: &str, cluster: Option<&str>) -> Result<String, Failure> {
+    if is_ek_hash(host) {
+        return Ok(host.to_ascii_lowercase());
+    }
+    let hosts = match cluster {
+        Some(c) => array(&api.get(&format!("/v1/clusters/{}/hosts", seg(c)))?).to_vec(),
+        None => all_hosts(api)?,
+    };
+    let found: Vec<&Value> = hosts.iter().filter(|h| str_of(h, "name") == host).collect();
+    match found.as_slice() {
+        [one] => Ok(str_of(one, "ek_hash")),
+        [] => Err(Failure::Refused(format!(
+            "no host named {host}{}; give its EK hash, or see `vouch status`",
+            cluster
+                .map(|c| format!(" in cluster {c}"))
+                .unwrap_or_default()
+        ))),
+        many => Err(Failure::Input(format!(
+            "{} hosts are named {host} (in clusters {}); give the EK hash instead",
+            many.len(),
+            many.iter()
+                .map(|h| str_of(h, "cluster"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
+/// `vouch status [HOST]`.
+pub fn status(opts: &ServerOpts, host: Option<&str>) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    let now = now();
+    match host {
+        Some(h) => {
+            let ek_hash = resolve_host(&api, h, None)?;
+            let v = api.get(&format!("/v1/hosts/{}", seg(&ek_hash)))?;
+            if api.json {
+                println!("{}", pretty(&v));
+            } else {
+                println!("{}", host_status(&v, now));
+            }
+        }
+        None => {
+            let mut statuses = Vec::new();
+            for h in all_hosts(&api)? {
+                statuses.push(api.get(&format!("/v1/hosts/{}", seg(&str_of(&h, "ek_hash"))))?);
+            }
+            if api.json {
+                println!("{}", pretty(&Value::Array(statuses)));
+            } else if statuses.is_empty() {
+                println!("no hosts; add one with `vouch host add`");
+            } else {
+                let rows = statuses
+                    .iter()
+                    .map(|s| {
+                        vec![
+                            str_of(s, "name"),
+                            str_of(s, "cluster"),
+                            state_word(s),
+                            ago(s.get("attested_at").and_then(Value::as_i64), now),
+                            ago(s.get("valid_until").and_then(Value::as_i64), now),
+                            last_result(s),
+                        ]
+                    })
+                    .collect();
+                print!(
+                    "{}",
+                    table(
+                        &[
+                            "HOST",
+                            "CLUSTER",
+                            "STATE",
+                            "ATTESTED",
+                            "VALID UNTIL",
+                            "LAST RESULT"
+                        ],
+                        rows
+                    )
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn state_word(s: &Value) -> String {
+    match s.get("state").and_then(Value::as_str) {
+        Some("attested") => "ATTESTED".into(),
+        Some("not_attested") => "NOT ATTESTED".into(),
+        Some("unknown") => "unknown".into(),
+        Some(other) => other.into(),
+        None => "-".into(),
+    }
+}
+
+fn last_result(s: &Value) -> String {
+    let Some(r) = s
+        .get("recent")
+        .and_then(Value::as_array)
+        .and_then(|r| r.first())
+    else {
+        return "none yet".into();
+    };
+    if r.get("attested").and_then(Value::as_bool) == Some(true) {
+        format!("attested: {}", str_of(r, "software_version"))
+    } else {
+        format!("refused: {}", str_of(r, "reason"))
+    }
+}
+
+/// A host's status for a person.
+fn host_status(s: &Value, now: i64) -> String {
+    let mut out = format!("{}  {}\n", str_of(s, "name"), state_word(s));
+    let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<13}{v}\n"));
+    line("cluster", str_of(s, "cluster"));
+    line("EK hash", str_of(s, "ek_hash"));
+    line(
+        "attested at",
+        with_ago(s.get("attested_at").and_then(Value::as_i64), now),
+    );
+    line(
+        "valid until",
+        with_ago(s.get("valid_until").and_then(Value::as_i64), now),
+    );
+    line("software", str_of(s, "software_version"));
+    line(
+        "AK bound",
+        if s.get("ak_bound").and_then(Value::as_bool) == Some(true) {
+            "yes".into()
+        } else {
+            "no".into()
+        },
+    );
+    line("last result", last_result(s));
+    line("added by", str_of(s, "added_by"));
+    if let Some(recent) = s.get("recent").and_then(Value::as_array)
+        && recent.len() > 1
+    {
+        out.push_str("  recent:\n");
+        for r in recent {
+            let what = if r.get("attested").and_then(Value::as_bool) == Some(true) {
+                format!("attested: {}", str_of(r, "software_version"))
+            } else {
+                format!("refused: {}", str_of(r, "reason"))
+            };
+            out.push_str(&format!(
+                "    {}  {what}\n",
+                utc(r.get("at").and_then(Value::as_i64).unwrap_or(0))
+            ));
+        }
+    }
+    out.trim_end().to_owned()
+}
+
+pub fn events(opts: &ServerOpts, args: &EventsArgs) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    let headers = ["ID", "TIME", "KIND", "SUBJECT", "DETAIL"];
+    let row = |e: &Value| {
+        vec![
+            str_of(e, "id"),
+            time_of(e, "at"),
+            str_of(e, "kind"),
+            str_of(e, "subject"),
+            e.get("detail").map(Value::to_string).unwrap_or_default(),
+        ]
+    };
+    let page = |after: i64| api.get(&format!("/v1/events?after={after}&limit={}", args.limit));
+    let v = page(args.after)?;
+    if !args.follow {
+        list(&api, &v, &headers, row);
+        return Ok(());
+    }
+    let mut after = args.after;
+    let mut v = v;
+    loop {
+        for e in array(&v) {
+            if api.json {
+                println!("{e}");
+            } else {
+                println!("{}", row(e).join("  "));
+            }
+            after = after.max(e.get("id").and_then(Value::as_i64).unwrap_or(after));
+        }
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        v = page(after)?;
+    }
+}
+
+// ---- Output.
+
+fn ok(api: &Api, message: &str) {
+    if api.json {
+        println!("{}", json!({"ok": true}));
+    } else {
+        println!("{message}");
+    }
+}
+
+fn done(api: &Api, v: &Value, human: impl FnOnce() -> String) {
+    if api.json {
+        println!("{}", pretty(v));
+    } else {
+        println!("{}", human());
+    }
+}
+
+fn list(api: &Api, v: &Value, headers: &[&str], row: impl Fn(&Value) -> Vec<String>) {
+    if api.json {
+        println!("{}", pretty(v));
+        return;
+    }
+    let items = array(v);
+    if items.is_empty() {
+        println!("(none)");
+    } else {
+        print!("{}", table(headers, items.iter().map(row).collect()));
+    }
+}
+
+fn array(v: &Value) -> &[Value] {
+    v.as_array().map_or(&[], Vec::as_slice)
+}
+
+/// A field as text: strings bare, null or missing as `-`.
+fn str_of(v: &Value, key: &str) -> String {
+    match v.get(key) {
+        None | Some(Value::Null) => "-".into(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+fn time_of(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_i64)
+        .map_or_else(|| "-".into(), utc)
+}
+
+fn groups(v: &Value) -> String {
+    let g: Vec<String> = v
+        .get("groups")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(Value::as_str)
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default();
+    if g.is_empty() {
+        "-".into()
+    } else {
+        g.join(",")
+    }
+}
+
+fn pcr_list(v: &Value) -> String {
+    v.get("pcrs")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().map(Value::to_string).collect::<Vec<_>>().join(","))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn short_hash(h: &str) -> String {
+    h.get(..16)
+        .map_or_else(|| h.to_owned(), |s| format!("{s}…"))
+}
+
+/// Columns aligned by their widest cell.
+pub fn table(headers: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
+    for r in &rows {
+        for (w, cell) in widths.iter_mut().zip(r) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: Vec<String>| {
+        let mut l = String::new();
+        for (i, (w, c)) in widths.iter().zip(&cells).enumerate() {
+            if i + 1 == cells.len() {
+                l.push_str(c);
+            } else {
+                l.push_str(&format!("{c:<w$}  "));
+            }
+        }
+        out.push_str(l.trim_end());
+        out.push('\n');
+    };
+    line(headers.iter().map(|h| (*h).to_owned()).collect());
+    for r in rows {
+        line(r);
+    }
+    out
+}
+
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// UNIX seconds as `YYYY-MM-DD HH:MM:SSZ`.
+pub fn utc(ts: i64) -> String {
+    let days = ts.div_euclid(86_400);
+    let secs = ts.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// A duration for a person: `42s`, `5m`, `3h`, `2d`.
+fn span(secs: i64) -> String {
+    let s = secs.abs();
+    if s < 120 {
+        format!("{s}s")
+    } else if s < 7200 {
+        format!("{}m", s / 60)
+    } else if s < 172_800 {
+        format!("{}h", s / 3600)
+    } else {
+        format!("{}d", s / 86_400)
+    }
+}
+
+/// `5m ago`, `in 3m`, or `-`.
+fn ago(ts: Option<i64>, now: i64) -> String {
+    match ts {
+        None => "-".into(),
+        Some(t) if t <= now => format!("{} ago", span(now - t)),
+        Some(t) => format!("in {}", span(t - now)),
+    }
+}
+
+fn with_ago(ts: Option<i64>, now: i64) -> String {
+    match ts {
+        None => "-".into(),
+        Some(t) => format!("{} ({})", utc(t), ago(Some(t), now)),
+    }
+}
+
+fn read_text(path: &Path, what: &str) -> Result<String, Failure> {
+    String::from_utf8(read_file(path, what)?)
+        .map_err(|_| Failure::Input(format!("{}: not a text (PEM or JSON) file", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_utc() {
+        assert_eq!(utc(0), "1970-01-01 00:00:00Z");
+        assert_eq!(utc(1_700_000_000), "2023-11-14 22:13:20Z");
+        assert_eq!(utc(951_782_400), "2000-02-29 00:00:00Z");
+        assert_eq!(ago(Some(100), 400), "5m ago");
+        assert_eq!(ago(Some(500), 400), "in 100s");
+        assert_eq!(ago(None, 400), "-");
+    }
+
+    #[test]
+    fn tables_align() {
+        let t = table(
+            &["A", "BB"],
+            vec![
+                vec!["long".into(), "x".into()],
+                vec!["s".into(), "y".into()],
+            ],
+        );
+        assert_eq!(t, "A     BB\nlong  x\ns     y\n");
+    }
+
+    #[test]
+    fn status_reads_at_a_glance() {
+        let s = json!({
+            "ek_hash": "ab".repeat(32), "cluster": "lab", "name": "board-1", "added_by": "ms-1",
+            "ak_bound": true, "state": "not_attested", "attested_at": 1000, "valid_until": null,
+            "software_version": null, "created_at": 1,
+            "recent": [{"attested": false, "reason": "PCR 0 differs", "at": 1000}]
+        });
+        let text = host_status(&s, 1060);
+        assert!(text.starts_with("board-1  NOT ATTESTED\n"), "{text}");
+        assert!(
+            text.contains("attested at  1970-01-01 00:16:40Z (60s ago)"),
+            "{text}"
+        );
+        assert!(
+            text.contains("last result  refused: PCR 0 differs"),
+            "{text}"
+        );
+    }
+}
