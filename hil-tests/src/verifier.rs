@@ -132,6 +132,24 @@ impl Verifier {
         self.boot()
     }
 
+    /// The management API's URL.
+    pub fn api_url(&self) -> String {
+        format!("https://localhost:{}", self.config.api_listen.port())
+    }
+
+    /// The SHA-256 fingerprint of the API's certificate, as vouchd prints it.
+    pub fn fingerprint(&self) -> String {
+        self.running
+            .as_ref()
+            .map(|r| r.tls_fingerprint.clone())
+            .unwrap_or_default()
+    }
+
+    /// The bootstrap admin's bearer token (TrustedAdmins).
+    pub fn admin_token(&self) -> &str {
+        &self.admin
+    }
+
     /// Where agents connect.
     pub fn agent_addr(&self) -> SocketAddr {
         self.config.agent_listen

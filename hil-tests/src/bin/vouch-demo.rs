@@ -122,24 +122,53 @@ fn attestation() -> Result<(), String> {
 
     step(
         3,
-        "trust: a cluster, its TPM manufacturer CA, an accepted image, the board",
+        "trust, configured with the operator CLI `vouch` (TLS pinned to vouchd's certificate)",
     );
-    verifier
-        .trust_cluster("demo", &ca_pems(&swtpm).map_err(e)?, &[0, 1])
-        .map_err(e)?;
-    println!("  cluster `demo` trusts swtpm's manufacturer CA (root and intermediate)");
-    let version = image_software_version("qemu-fw-1", &elf).map_err(e)?;
-    verifier.accept("demo", &version).map_err(e)?;
-    let pcr0 = version
-        .pointer("/pcrs/sha256/0")
-        .and_then(|v| v.as_str())
-        .unwrap_or_default();
-    println!("  accepted software version `qemu-fw-1` (vouch image add): PCR 0 = {pcr0}");
-    let ek_hash = verifier.add_host("demo", "board-1", &ek_pem).map_err(e)?;
-    println!(
-        "  host `board-1` added by the management server (EK {}…)",
-        ek_hash.get(..16).unwrap_or_default()
-    );
+    let vouch = Vouch::new(&verifier)?;
+    let work = swtpm.dir();
+    let root = swtpm.ca().root_cert.display().to_string();
+    let intermediate = swtpm.ca().intermediate_cert.display().to_string();
+    let ek_file = work.join("board-1-ek.pem");
+    std::fs::write(&ek_file, &ek_pem).map_err(|e| e.to_string())?;
+    let key = work.join("mgmt-key.pem").display().to_string();
+    let cert = work.join("mgmt-cert.pem").display().to_string();
+    vouch.run(&["cluster", "add", "demo", "--pcrs", "0,1"])?;
+    vouch.run(&["tpm-ca", "add", "--cluster", "demo", &root])?;
+    vouch.run(&["tpm-ca", "add", "--cluster", "demo", &intermediate])?;
+    let elf_path = elf.display().to_string();
+    vouch.run(&[
+        "image",
+        "add",
+        &elf_path,
+        "--version",
+        "qemu-fw-1",
+        "--cluster",
+        "demo",
+    ])?;
+    vouch.run(&[
+        "management-server",
+        "keygen",
+        "mgmt-demo",
+        "--key",
+        &key,
+        "--cert",
+        &cert,
+    ])?;
+    vouch.run(&["management-server", "add", "mgmt-demo", &cert])?;
+    let ek_path = ek_file.display().to_string();
+    vouch.run(&[
+        "host",
+        "add",
+        "board-1",
+        "--cluster",
+        "demo",
+        "--ek-certificate",
+        &ek_path,
+        "--signing-key",
+        &key,
+        "--server-id",
+        "mgmt-demo",
+    ])?;
 
     step(
         4,
@@ -170,7 +199,7 @@ fn attestation() -> Result<(), String> {
     }
 
     step(5, "the board's state in vouchd");
-    show_host(&verifier, &ek_hash)?;
+    vouch.run(&["status"])?;
 
     println!("\n  now an image with one byte changed boots on the same board:");
     let bytes = std::fs::read(&elf).map_err(|e| e.to_string())?;
@@ -189,7 +218,7 @@ fn attestation() -> Result<(), String> {
     for line in outcome.log.lines().filter(|l| l.starts_with("agent:")) {
         println!("  | {line}");
     }
-    show_host(&verifier, &ek_hash)?;
+    vouch.run(&["status", "board-1"])?;
     println!("\ndemo: done");
     Ok(())
 }
@@ -231,33 +260,6 @@ fn measure_stack() -> Result<(), String> {
         .and_then(|rest| rest.split_whitespace().next())
         .ok_or("the board did not report its stack high-water mark")?;
     println!("stack {stack}");
-    Ok(())
-}
-
-/// One line a person reads at a glance, and the reason when not attested.
-fn show_host(verifier: &Verifier, ek_hash: &str) -> Result<(), String> {
-    let host = verifier.host(ek_hash).map_err(|e| e.to_string())?;
-    let text = |key: &str| {
-        host.get(key)
-            .and_then(|v| v.as_str())
-            .unwrap_or("-")
-            .to_string()
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
-    let since = |key: &str| host.get(key).and_then(serde_json::Value::as_i64);
-    let attested = since("attested_at").map_or("-".into(), |t| format!("{} s ago", now - t));
-    let valid = since("valid_until").map_or("-".into(), |t| format!("{} s more", t - now));
-    println!(
-        "  {:<10} {:<14} software {:<10} attested {attested}, valid {valid}",
-        text("name"),
-        text("state").to_uppercase(),
-        text("software_version"),
-    );
-    if let Some(reason) = host.pointer("/recent/0/reason").and_then(|v| v.as_str()) {
-        println!("  reason: {reason}");
-    }
     Ok(())
 }
 
@@ -324,4 +326,59 @@ fn show<T: Transport>(path: &str, mut tpm: Tpm<T>) -> Result<(), String> {
     println!("  active PCR banks: {}", banks.join(", "));
     println!("  all in {:?}", t0.elapsed());
     Ok(())
+}
+
+/// The operator CLI, run as an operator would, against the demo's vouchd.
+struct Vouch {
+    binary: std::path::PathBuf,
+    server: String,
+    token: String,
+    fingerprint: String,
+}
+
+impl Vouch {
+    fn new(verifier: &Verifier) -> Result<Self, String> {
+        let binary = std::env::var_os("VOUCH_BIN")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                std::env::current_exe()
+                    .ok()
+                    .and_then(|exe| exe.parent().map(|dir| dir.join("vouch")))
+            })
+            .filter(|path| path.is_file())
+            .ok_or("the `vouch` binary is not built: run `cargo build -p vouch` (cargo xtask demo does)")?;
+        Ok(Self {
+            binary,
+            server: verifier.api_url(),
+            token: verifier.admin_token().to_string(),
+            fingerprint: verifier.fingerprint(),
+        })
+    }
+
+    /// Runs `vouch args`, showing the command and its output; fails when it fails.
+    fn run(&self, args: &[&str]) -> Result<(), String> {
+        println!("  $ vouch {}", args.join(" "));
+        let output = std::process::Command::new(&self.binary)
+            .args(args)
+            .env("VOUCH_SERVER", &self.server)
+            .env("VOUCH_TOKEN", &self.token)
+            .env("VOUCH_FINGERPRINT", &self.fingerprint)
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", self.binary.display()))?;
+        for line in String::from_utf8_lossy(&output.stdout).lines() {
+            println!("    {line}");
+        }
+        for line in String::from_utf8_lossy(&output.stderr).lines() {
+            println!("    {line}");
+        }
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`vouch {}` failed ({})",
+                args.join(" "),
+                output.status
+            ))
+        }
+    }
 }

@@ -41,6 +41,11 @@ pub fn run() -> Result<(), String> {
 pub fn demo(args: &[&str]) -> Result<(), String> {
     setup::ensure()?;
     firmware::build_all()?;
+    // The demo runs the operator CLI as an operator would.
+    shell::step(
+        "build the vouch CLI",
+        shell::cargo().args(["build", "--quiet", "--locked", "-p", "vouch"]),
+    )?;
     shell::step(
         "demo",
         shell::cargo()
