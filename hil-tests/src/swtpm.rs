@@ -295,6 +295,11 @@ impl Swtpm {
         self.wait_ready()
     }
 
+    /// The swtpm process's id (to kill it from another thread while QEMU uses it).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills swtpm now, as a TPM that loses power mid-command.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -114,3 +114,62 @@ fn the_board_attests_to_vouchd_and_reuses_its_ak_and_a_changed_image_is_refused(
         "the refusal names the version it compared: {host}"
     );
 }
+
+#[test]
+fn a_tpm_lost_mid_session_ends_cleanly_and_the_next_boot_attests() {
+    let elf = qemu::firmware_elf(&MPS2_AN386).unwrap();
+    let (mut swtpm, ek_pem) = tpm_for_qemu();
+    // The shortest interval vouchd allows: the open session is quoted again after 10 s.
+    let verifier = Verifier::start(10).unwrap();
+    verifier
+        .trust_cluster("boards", &ca_pems(&swtpm).unwrap(), &[0, 1])
+        .unwrap();
+    verifier
+        .accept(
+            "boards",
+            &image_software_version("qemu-fw-1", &elf).unwrap(),
+        )
+        .unwrap();
+    let ek_hash = verifier.add_host("boards", "board-1", &ek_pem).unwrap();
+
+    let pid = swtpm.pid().to_string();
+    let outcome = std::thread::scope(|scope| {
+        let run = scope.spawn(|| {
+            let options = RunOptions {
+                mode: Some("attest".into()),
+                agent_link: Some(verifier.agent_addr()),
+                firmware: None,
+            };
+            qemu::run_with(&MPS2_AN386, &swtpm, RUN_TIMEOUT, &options).unwrap()
+        });
+        verifier
+            .wait_for_state(&ek_hash, "attested", Duration::from_secs(30))
+            .unwrap();
+        // The TPM loses power between two quotes.
+        let killed = std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        run.join().unwrap()
+    });
+    eprintln!("QEMU run in {:?}:\n{}", outcome.elapsed, outcome.log);
+    assert!(
+        !outcome.passed(),
+        "the board must report the lost TPM:\n{}",
+        outcome.log
+    );
+    assert!(
+        outcome.log.contains("session failed: the TPM failed"),
+        "{}",
+        outcome.log
+    );
+    // vouchd saw the session end without evidence: the host is no longer attested.
+    verifier
+        .wait_for_state(&ek_hash, "unknown", Duration::from_secs(30))
+        .unwrap();
+
+    swtpm.restart(false).unwrap();
+    let next = attest_once(&swtpm, &verifier, None);
+    assert!(next.passed(), "the next boot attests:\n{}", next.log);
+}

@@ -6,6 +6,10 @@
 //! - qemu-system-arm 10 from bookworm-backports: Debian 12's QEMU 7.2 has no `tpm-tis-i2c`.
 //! - rustc-web, cargo-web, rust-web-src: a compiler whose library source builds `core` for
 //!   bare-metal targets (build-std), since rustup cannot download targets here.
+//! - A PyKMIP server in a virtualenv at [`PYKMIP_VENV`], with every Python package pinned
+//!   ([`PYKMIP_PINS`]): the real KMIP server `vouch-kmip`'s tests talk to. Created with Debian's
+//!   `/usr/bin/python3` (python3-venv), not whatever `python3` is first on PATH (a pyenv build,
+//!   say), so that a fresh Debian 12 machine gets the same interpreter.
 
 use crate::shell;
 use std::path::{Path, PathBuf};
@@ -31,6 +35,13 @@ struct Missing(String);
 
 /// Everything that is missing now.
 fn missing() -> Vec<Missing> {
+    let mut missing = missing_system();
+    missing.extend(pykmip_missing());
+    missing
+}
+
+/// The system packages that are missing now.
+fn missing_system() -> Vec<Missing> {
     let mut missing = Vec::new();
     for program in [
         "swtpm",
@@ -128,6 +139,69 @@ fn commands(codename: &str) -> Vec<String> {
     ]
 }
 
+// ---- PyKMIP, the KMIP server of vouch-kmip's tests -------------------------------------------
+
+/// The PyKMIP virtualenv; `vouch-kmip`'s tests start `bin/pykmip-server` from here.
+pub const PYKMIP_VENV: &str = "/opt/vouch/pykmip-venv";
+
+/// Debian's interpreter (python3 and python3-venv), which creates the virtualenv.
+const PYKMIP_PYTHON: &str = "/usr/bin/python3";
+
+/// Every package of the virtualenv, pinned: PyKMIP 0.11.0 (the newest on PyPI) and its
+/// dependencies, checked to work together on CPython 3.11 (SQLAlchemy must stay below 2).
+pub const PYKMIP_PINS: &[&str] = &[
+    "PyKMIP==0.11.0",
+    "cryptography==50.0.2",
+    "cffi==2.1.1",
+    "pycparser==3.12",
+    "SQLAlchemy==1.4.54",
+    "greenlet==3.5.6",
+    "enum-compat==0.0.3",
+    "six==1.17.0",
+    "requests==2.34.2",
+    "certifi==2026.10.19.post1",
+    "charset-normalizer==3.5.3",
+    "idna==3.20",
+    "urllib3==2.8.0",
+];
+
+/// Written last by the install, holding the pins: the venv counts as installed only when this
+/// file names exactly [`PYKMIP_PINS`], so changing a pin reinstalls.
+fn pykmip_marker() -> PathBuf {
+    Path::new(PYKMIP_VENV).join("vouch-pins.txt")
+}
+
+fn pykmip_marker_text() -> String {
+    let mut text = PYKMIP_PINS.join("\n");
+    text.push('\n');
+    text
+}
+
+fn pykmip_missing() -> Option<Missing> {
+    let installed = std::fs::read_to_string(pykmip_marker()).ok();
+    let server = Path::new(PYKMIP_VENV).join("bin/pykmip-server");
+    if installed.as_deref() == Some(pykmip_marker_text().as_str()) && server.is_file() {
+        None
+    } else {
+        Some(Missing(format!("the PyKMIP virtualenv {PYKMIP_VENV}")))
+    }
+}
+
+/// The exact commands that (re)create the PyKMIP virtualenv.
+fn pykmip_commands() -> Vec<String> {
+    let pins = PYKMIP_PINS.join(" ");
+    vec![
+        format!(
+            "{PYKMIP_PYTHON} -c 'import ensurepip, venv' 2>/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv"
+        ),
+        format!("rm -rf {PYKMIP_VENV} && {PYKMIP_PYTHON} -m venv {PYKMIP_VENV}"),
+        format!(
+            "{PYKMIP_VENV}/bin/pip install --disable-pip-version-check --no-input --no-cache-dir --only-binary=:all: {pins}"
+        ),
+        format!("printf '%s\\n' {pins} > {}", pykmip_marker().display()),
+    ]
+}
+
 fn is_root() -> bool {
     shell::output(Command::new("id").arg("-u")).is_ok_and(|uid| uid.trim() == "0")
 }
@@ -171,7 +245,15 @@ fn install(now_missing: &[Missing]) -> Result<(), String> {
     if codename != "bookworm" {
         println!("setup: warning: written for Debian 12 (bookworm), this is {codename}");
     }
-    let commands = commands(&codename);
+    // System packages only when one is missing (apt-get update is slow); then the venv.
+    let system = commands(&codename);
+    let mut commands = Vec::new();
+    if !missing_system().is_empty() {
+        commands.extend(system);
+    }
+    if pykmip_missing().is_some() {
+        commands.extend(pykmip_commands());
+    }
     if !is_root() {
         let mut text = String::from("setup needs root to install packages; run as root:\n");
         for command in &commands {

@@ -20,7 +20,7 @@ use uart::Uart;
 use vouch_agent::eventlog::EventLog;
 use vouch_agent::measure::{BootImage, digest_size};
 use vouch_agent::measured_boot;
-use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE};
+use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, SessionError};
 use vouch_tpm::{
     ALG_SHA256, AkKind, EkKind, I2cTransport, PcrBank, Startup, StartupType, Tis, Tpm,
 };
@@ -232,9 +232,23 @@ fn attest(
             }
         }
         Err(e) => {
-            let _ = e;
+            log!("agent: session failed: {}", describe(&e));
             Err("the attestation session failed")
         }
+    }
+}
+
+/// A short reason for the log (full `Debug` formatting costs 10 KiB of flash).
+fn describe<TE, LE>(e: &SessionError<TE, LE>) -> &'static str {
+    match e {
+        SessionError::Tpm(_) => "the TPM failed",
+        SessionError::Link(_) => "the link failed or went silent",
+        SessionError::Closed => "the verifier closed the link",
+        SessionError::Frame(_) => "the verifier sent a malformed frame",
+        SessionError::Protocol(what) => what,
+        SessionError::Refused(..) => "the verifier refused this board",
+        SessionError::TooLarge(what) => what,
+        _ => "unknown",
     }
 }
 
