@@ -17,8 +17,17 @@ cargo xtask <verb> [options]
 
 Verbs:
   setup              install every system package Vouch needs (idempotent; root)
-  firmware           cross-build the no_std crates and board binaries, print sizes
-  sizes [--json]     print each board's flash and RAM use, check the budget
+  firmware [--board NAME]
+                     cross-build the no_std crates and board binaries (one board with
+                     --board), print sizes
+  sizes [--json] [--board NAME]
+                     print each board's flash and RAM use (--json: one object per line),
+                     check the budget
+  flash --board NAME [--no-probe]
+                     build a hardware board, write its .bin (and .uf2 for the Pico) beside
+                     the ELF in target/firmware, and program it through probe-rs when a
+                     probe is attached (installs probe-rs-tools with cargo when missing)
+  hil-board          boot checks on a real board: set VOUCH_HIL_BOARD and VOUCH_HIL_PORT
   test               everything CI runs: fmt, clippy, host tests, firmware, hil-tests
   ci                 the same as `test`
   demo               start swtpm and show what the TPM stack reads over each bus
@@ -26,8 +35,12 @@ Verbs:
   bench              the verifier's criterion benchmarks, pinned to one core
   help               this text
 
+Boards: mps2-an386 (QEMU), rp-pico-slb9670, nucleo-f401re-i2c (firmware/boards/<name>/README.md)
+
 Environment:
   VOUCH_NO_SETUP=1   never install; fail with instructions when something is missing
+  VOUCH_HIL_BOARD    the board attached for `hil-board`, e.g. rp-pico-slb9670
+  VOUCH_HIL_PORT     that board's log port, e.g. /dev/ttyUSB0
 ";
 
 fn main() -> ExitCode {
@@ -38,8 +51,11 @@ fn main() -> ExitCode {
     };
     let result = match verb {
         "setup" => setup::run(),
-        "firmware" => firmware::build_all().map(|_| ()),
-        "sizes" => firmware::sizes(rest.iter().any(|a| a == "--json")),
+        "firmware" => firmware::select(rest).and_then(|b| firmware::build(&b).map(|_| ())),
+        "sizes" => firmware::select(rest)
+            .and_then(|b| firmware::sizes_of(&b, rest.iter().any(|a| a == "--json"))),
+        "flash" => firmware::flash(rest),
+        "hil-board" => firmware::hil_board(),
         "test" | "ci" => test::run(),
         "demo" => test::demo(&[]),
         "qemu" => test::demo(&["--board-only"]),

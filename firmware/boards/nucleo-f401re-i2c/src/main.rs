@@ -1,0 +1,240 @@
+//! Vouch on an ST NUCLEO-F401RE (STM32F401RE, Cortex-M4F) with a TPM 2.0 on I2C1 at 400 kHz:
+//! an Infineon OPTIGA SLB 9673 or an ST33KTPM2XI2C. README.md has the wiring, flashing and
+//! enrolment steps.
+//!
+//! Boot: clocks, TPM reset pulse, TIS init (the I2C transport reads the TPM's guard times and
+//! retries its wake-up NACKs), Startup(CLEAR), SelfTest, then measured boot of this image (flash
+//! from 0x0800_0000 to the end of `.data`'s load image) into PCRs 0 and 1. Then, forever: one
+//! verifier session over USART2 (the ST-LINK virtual COM port), a pause, the next session.
+//! Progress is logged as text on USART1 (PA9, Arduino D8); USART2 carries only the agent's frames.
+#![no_std]
+#![no_main]
+
+mod glue;
+
+use core::fmt::Write as _;
+use embedded_hal::delay::DelayNs as _;
+use glue::{Link, Micros};
+use stm32f4xx_hal::gpio::GpioExt as _;
+use stm32f4xx_hal::i2c::{DutyCycle, I2c, Mode};
+use stm32f4xx_hal::prelude::*;
+use stm32f4xx_hal::{pac, rcc};
+use vouch_agent::eventlog::EventLog;
+use vouch_agent::measure::BootImage;
+use vouch_agent::measured_boot;
+use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE};
+use vouch_tpm::{
+    ALG_SHA256, AkKind, EkKind, I2cTransport, PcrBank, Startup, StartupType, Tis, Tpm,
+};
+
+const SYSCLK_MHZ: u32 = 84;
+/// I2C fast mode: both the SLB 9673 and the ST33KTPM2XI2C take 400 kHz (the SLB 9673 up to 1 MHz).
+const I2C_KHZ: u32 = 400;
+/// The TCG default I2C address of both parts.
+const TPM_ADDRESS: u8 = vouch_tpm::I2C_DEFAULT_ADDRESS;
+const UART_BAUD: u32 = 115_200;
+/// How long a link read waits for the verifier before the session is given up.
+const LINK_IDLE_TIMEOUT_US: u64 = 30_000_000;
+/// How long RST# is released before the first bus access. The TCG profile leaves it to the
+/// part; 100 ms covers both vendors' start-up, and the TPM stack retries early NACKs and waits
+/// for the locality (TIMEOUT_A) besides.
+const TPM_RESET_SETTLE_MS: u32 = 100;
+/// Pause between verifier sessions.
+const SESSION_PAUSE_MS: u32 = 5_000;
+const FLASH_ORIGIN: usize = 0x0800_0000;
+/// Room for the Spec ID event and the boot events in three banks.
+const EVENT_LOG_SIZE: usize = 2048;
+
+/// The agent's version, measured into PCR 0 (EV_S_CRTM_VERSION); `vouch image add` reads it.
+#[unsafe(no_mangle)]
+#[used]
+static VOUCH_AGENT_VERSION: [u8; 25] = *b"vouch-agent 0.1 (stm32f4)";
+
+/// The board's configuration, measured into PCR 1 (EV_PLATFORM_CONFIG_FLAGS).
+#[unsafe(no_mangle)]
+#[used]
+static VOUCH_BOARD_CONFIG: [u8; 66] =
+    *b"board=nucleo-f401re-i2c;tpm=i2c1:0x2e:400khz;link=usart2:115200;v1";
+
+/// The TPM stack over I2C1 with room for 2 KiB commands and responses.
+type BoardTpm = Tpm<Tis<I2cTransport<I2c<pac::I2C1>, Micros>, Micros>, 2048>;
+
+macro_rules! log {
+    ($out:expr, $($arg:tt)*) => {{ let _ = writeln!($out, $($arg)*); }};
+}
+
+#[cortex_m_rt::entry]
+fn main() -> ! {
+    let Some(dp) = pac::Peripherals::take() else {
+        halt()
+    };
+    // The 16 MHz HSI through the PLL: no dependence on the ST-LINK's 8 MHz MCO solder bridges.
+    let mut rcc = dp.RCC.freeze(rcc::Config::hsi().sysclk(SYSCLK_MHZ.MHz()));
+    let gpioa = dp.GPIOA.split(&mut rcc);
+    let gpiob = dp.GPIOB.split(&mut rcc);
+    let mut clock = Micros::start(dp.TIM2, &mut rcc);
+
+    // USART1 TX on PA9 (Arduino D8): the human-readable log.
+    let Ok(tx) = dp.USART1.tx(gpioa.pa9, UART_BAUD.bps(), &mut rcc) else {
+        halt()
+    };
+    let mut out = glue::Log(tx);
+    log!(
+        out,
+        "\nvouch: nucleo-f401re-i2c, {} MHz system clock",
+        rcc.clocks.sysclk().to_MHz()
+    );
+
+    // USART2 on PA2 (TX) / PA3 (RX): the ST-LINK virtual COM port, the agent link.
+    let Ok(serial) = dp
+        .USART2
+        .serial((gpioa.pa2, gpioa.pa3), UART_BAUD.bps(), &mut rcc)
+    else {
+        halt()
+    };
+    let mut link = Link::new(serial, clock.clone(), LINK_IDLE_TIMEOUT_US);
+
+    // The TPM's reset line (PB5, Arduino D4, to RST#): hold it low, release, and give the TPM
+    // time to run its start-up self tests before the first access.
+    let mut tpm_reset = gpiob.pb5.into_push_pull_output();
+    tpm_reset.set_low();
+    clock.delay_ms(2);
+    tpm_reset.set_high();
+    clock.delay_ms(TPM_RESET_SETTLE_MS);
+
+    // I2C1: SCL PB8 (Arduino D15), SDA PB9 (D14), open drain; the TPM module has the pull-ups.
+    let i2c = I2c::new(
+        dp.I2C1,
+        (gpiob.pb8, gpiob.pb9),
+        Mode::fast(I2C_KHZ.kHz(), DutyCycle::Ratio2to1),
+        &mut rcc,
+    );
+    let transport = I2cTransport::new(i2c, clock.clone()).with_address(TPM_ADDRESS);
+    let mut tis = Tis::new(transport, clock.clone());
+    let did_vid = match tis.init() {
+        Ok(id) => id,
+        Err(e) => fail(
+            &mut out,
+            format_args!("no TPM answers on I2C1 at 0x2e (check wiring, pull-ups, power): {e:?}"),
+        ),
+    };
+    log!(out, "tpm: I2C TIS up, DID_VID {did_vid:08x}");
+    let mut tpm: BoardTpm = Tpm::new(tis);
+    match tpm.startup(StartupType::Clear) {
+        Ok(Startup::Started) => log!(out, "tpm: Startup(CLEAR) done"),
+        Ok(_) => log!(out, "tpm: already started"),
+        Err(e) => fail(&mut out, format_args!("TPM2_Startup failed: {e:?}")),
+    }
+    if let Err(e) = tpm.self_test(false) {
+        fail(&mut out, format_args!("TPM2_SelfTest failed: {e:?}"));
+    }
+    // The EK certificate, for enrolment (README.md): `vouch ek verify` and the cluster's hosts.
+    let mut certificate = [0u8; 2048];
+    match tpm.read_ek_certificate(EkKind::Rsa2048, &mut certificate) {
+        Ok(len) => log!(
+            out,
+            "tpm: RSA EK certificate (NV 0x01c00002), {len} bytes:\n{}",
+            glue::Pem(certificate.get(..len).unwrap_or_default())
+        ),
+        Err(e) => log!(out, "tpm: the RSA EK certificate is not readable: {e:?}"),
+    }
+
+    let image = [flash_image()];
+    let boot = BootImage {
+        version: &VOUCH_AGENT_VERSION,
+        image: &image,
+        base: FLASH_ORIGIN as u64,
+        config: &VOUCH_BOARD_CONFIG,
+    };
+    let event_log: EventLog<EVENT_LOG_SIZE> = match measured_boot(&mut tpm, &boot) {
+        Ok(log) => log,
+        Err(e) => fail(&mut out, format_args!("measured boot failed: {e:?}")),
+    };
+    log!(
+        out,
+        "boot: measured {} bytes of flash into PCR 0, configuration into PCR 1; event log {} bytes",
+        image.iter().map(|s| s.len()).sum::<usize>(),
+        event_log.as_bytes().len()
+    );
+    let boot_pcrs = [PcrBank {
+        alg: ALG_SHA256,
+        pcrs: 0b11,
+    }];
+    if let Ok(values) = tpm.pcr_read(&boot_pcrs) {
+        for (pcr, value) in values.digests().iter().enumerate() {
+            log!(out, "boot: PCR {pcr} (sha256) {}", glue::Hex(value));
+        }
+    }
+
+    let config = AgentConfig {
+        agent: "vouch-agent 0.1 nucleo-f401re-i2c",
+        ek: EkKind::Rsa2048,
+        ak: AkKind::EccP256,
+        ak_handle: DEFAULT_AK_HANDLE,
+        // Continuous attestation: answer quote requests until the verifier closes the link.
+        stop_after_verdicts: None,
+    };
+    loop {
+        log!(out, "agent: session with the verifier on USART2");
+        match session::run(
+            &mut tpm,
+            event_log.as_bytes(),
+            &mut link,
+            &config,
+            &mut certificate,
+        ) {
+            Ok(o) => log!(
+                out,
+                "agent: session ended: activated {}, {} quote(s), verdict {}",
+                o.activated,
+                o.quotes,
+                glue::Verdict(o.last_verdict, o.software_version.as_str())
+            ),
+            Err(e) => log!(out, "agent: session failed: {e:?}"),
+        }
+        clock.delay_ms(SESSION_PAUSE_MS);
+    }
+}
+
+/// This image as flash holds it: from the start of flash (the vector table) to the end of
+/// `.data`'s initial values, which is what `vouch image add` lays out from the ELF.
+fn flash_image() -> &'static [u8] {
+    unsafe extern "C" {
+        static __sidata: u32;
+        static __sdata: u32;
+        static __edata: u32;
+    }
+    // cortex-m-rt's linker script defines these symbols; only their addresses are used.
+    let (sidata, sdata, edata) = (
+        &raw const __sidata as usize,
+        &raw const __sdata as usize,
+        &raw const __edata as usize,
+    );
+    let end = sidata + (edata - sdata);
+    // SAFETY: flash holds the loaded image from FLASH_ORIGIN to `end` and is never written while
+    // the program runs.
+    unsafe { core::slice::from_raw_parts(FLASH_ORIGIN as *const u8, end - FLASH_ORIGIN) }
+}
+
+fn fail(out: &mut glue::Log, what: core::fmt::Arguments<'_>) -> ! {
+    log!(out, "board: FAILED: {what}");
+    halt()
+}
+
+fn halt() -> ! {
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[cortex_m_rt::exception]
+unsafe fn HardFault(frame: &cortex_m_rt::ExceptionFrame) -> ! {
+    glue::panic_log(format_args!("board: HardFault at pc {:#010x}", frame.pc()));
+    halt()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    glue::panic_log(format_args!("board: panic: {info}"));
+    halt()
+}

@@ -1,0 +1,281 @@
+//! Vouch on a Raspberry Pi Pico (RP2040, Cortex-M0+) with an Infineon OPTIGA SLB9670 TPM 2.0 on
+//! SPI0. README.md has the wiring, flashing and enrolment steps.
+//!
+//! Boot: clocks, TPM reset pulse, TIS init, Startup(CLEAR), SelfTest, then measured boot of this
+//! image (flash from 0x1000_0000, boot2 included, to the end of `.data`'s load image) into
+//! PCRs 0 and 1. Then, forever: one verifier session over UART0, a pause, the next session.
+//! Progress is logged as text on UART1; UART0 carries only the agent's frames.
+#![no_std]
+#![no_main]
+
+mod glue;
+
+use core::fmt::Write as _;
+use embedded_hal::delay::DelayNs;
+use embedded_hal::digital::OutputPin;
+use fugit::RateExtU32;
+use glue::{Link, Log, Micros};
+use rp2040_hal::{self as hal, Clock as _, gpio, pac, uart};
+use vouch_agent::eventlog::EventLog;
+use vouch_agent::measure::BootImage;
+use vouch_agent::measured_boot;
+use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE};
+use vouch_tpm::{
+    ALG_SHA256, AkKind, EkKind, PcrBank, SpiTransport, Startup, StartupType, Tis, Tpm,
+};
+
+/// The Pico's W25Q16JV flash needs this second-stage bootloader in the first 256 bytes.
+#[unsafe(link_section = ".boot2")]
+#[used]
+pub static BOOT2_FIRMWARE: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;
+
+const XTAL_HZ: u32 = 12_000_000;
+/// SPI clock. The SLB9670 takes up to 43 MHz; 10 MHz (10.4 MHz from the 125 MHz peripheral
+/// clock) leaves margin for 10–15 cm jumper wires. Infineon parts insert no wait states.
+const SPI_HZ: u32 = 10_000_000;
+const UART_BAUD: u32 = 115_200;
+/// How long a link read waits for the verifier before the session is given up.
+const LINK_IDLE_TIMEOUT_US: u64 = 30_000_000;
+/// How long RST# is released before the first bus access. The TCG profile leaves it to the
+/// part; 100 ms covers both vendors' start-up, and the TPM stack retries early NACKs and waits
+/// for the locality (TIMEOUT_A) besides.
+const TPM_RESET_SETTLE_MS: u32 = 100;
+/// Pause between verifier sessions.
+const SESSION_PAUSE_MS: u32 = 5_000;
+const FLASH_ORIGIN: usize = 0x1000_0000;
+/// Room for the Spec ID event and the boot events in three banks.
+const EVENT_LOG_SIZE: usize = 2048;
+
+/// The agent's version, measured into PCR 0 (EV_S_CRTM_VERSION); `vouch image add` reads it.
+#[unsafe(no_mangle)]
+#[used]
+static VOUCH_AGENT_VERSION: [u8; 22] = *b"vouch-agent 0.1 (pico)";
+
+/// The board's configuration, measured into PCR 1 (EV_PLATFORM_CONFIG_FLAGS).
+#[unsafe(no_mangle)]
+#[used]
+static VOUCH_BOARD_CONFIG: [u8; 62] =
+    *b"board=rp-pico-slb9670;tpm=spi0:gp17:10mhz;link=uart0:115200;v1";
+
+type Spi = hal::Spi<
+    hal::spi::Enabled,
+    pac::SPI0,
+    (
+        gpio::Pin<gpio::bank0::Gpio19, gpio::FunctionSpi, gpio::PullDown>,
+        gpio::Pin<gpio::bank0::Gpio16, gpio::FunctionSpi, gpio::PullDown>,
+        gpio::Pin<gpio::bank0::Gpio18, gpio::FunctionSpi, gpio::PullDown>,
+    ),
+>;
+type ChipSelect = gpio::Pin<gpio::bank0::Gpio17, gpio::FunctionSioOutput, gpio::PullDown>;
+/// The TPM stack over SPI0 with room for 2 KiB commands and responses.
+type BoardTpm = Tpm<Tis<SpiTransport<Spi, ChipSelect>, Micros>, 2048>;
+
+macro_rules! log {
+    ($out:expr, $($arg:tt)*) => {{ let _ = writeln!($out, $($arg)*); }};
+}
+
+#[cortex_m_rt::entry]
+fn main() -> ! {
+    let mut p = pac::Peripherals::take().unwrap_or_else(|| halt());
+    let mut watchdog = hal::Watchdog::new(p.WATCHDOG);
+    let Ok(clocks) = hal::clocks::init_clocks_and_plls(
+        XTAL_HZ,
+        p.XOSC,
+        p.CLOCKS,
+        p.PLL_SYS,
+        p.PLL_USB,
+        &mut p.RESETS,
+        &mut watchdog,
+    ) else {
+        halt()
+    };
+    let sio = hal::Sio::new(p.SIO);
+    let pins = gpio::Pins::new(p.IO_BANK0, p.PADS_BANK0, sio.gpio_bank0, &mut p.RESETS);
+    let mut timer = hal::Timer::new(p.TIMER, &mut p.RESETS, &clocks);
+    let peri_hz = clocks.peripheral_clock.freq();
+    let uart_config = || {
+        uart::UartConfig::new(
+            UART_BAUD.Hz(),
+            uart::DataBits::Eight,
+            None,
+            uart::StopBits::One,
+        )
+    };
+
+    // UART1 on GP4 (TX) / GP5 (RX): the human-readable log.
+    let log_pins = (pins.gpio4.into_function(), pins.gpio5.into_function());
+    let mut out = match uart::UartPeripheral::new(p.UART1, log_pins, &mut p.RESETS)
+        .enable(uart_config(), peri_hz)
+    {
+        Ok(uart) => Log(uart),
+        Err(_) => halt(),
+    };
+    log!(
+        out,
+        "\nvouch: rp-pico-slb9670, {} MHz system clock",
+        clocks.system_clock.freq().to_MHz()
+    );
+
+    // UART0 on GP0 (TX) / GP1 (RX): the agent link to the verifier.
+    let link_pins = (pins.gpio0.into_function(), pins.gpio1.into_function());
+    let Ok(link_uart) =
+        uart::UartPeripheral::new(p.UART0, link_pins, &mut p.RESETS).enable(uart_config(), peri_hz)
+    else {
+        halt()
+    };
+    let mut link = Link::new(link_uart, Micros(timer), LINK_IDLE_TIMEOUT_US);
+
+    // The TPM's reset line (GP20 to RST#): hold it low, release, and give the TPM time to
+    // initialise before the first access (the TIS init then waits for the locality).
+    let mut tpm_reset = pins
+        .gpio20
+        .into_push_pull_output_in_state(gpio::PinState::Low);
+    timer.delay_ms(2);
+    let _ = tpm_reset.set_high();
+    timer.delay_ms(TPM_RESET_SETTLE_MS);
+
+    // SPI0: SCK GP18, MOSI GP19, MISO GP16, mode 0. Chip select GP17 is a plain GPIO that
+    // the SPI transport holds low from header through wait states and data.
+    let cs: ChipSelect = pins
+        .gpio17
+        .into_push_pull_output_in_state(gpio::PinState::High);
+    let spi_pins = (
+        pins.gpio19.into_function(),
+        pins.gpio16.into_function(),
+        pins.gpio18.into_function(),
+    );
+    let spi: Spi = hal::Spi::<_, _, _, 8>::new(p.SPI0, spi_pins).init(
+        &mut p.RESETS,
+        peri_hz,
+        SPI_HZ.Hz(),
+        embedded_hal::spi::MODE_0,
+    );
+
+    let mut tis = Tis::new(SpiTransport::new(spi, cs), Micros(timer));
+    let did_vid = match tis.init() {
+        Ok(id) => id,
+        Err(e) => fail(
+            &mut out,
+            format_args!("no TPM answers on SPI0 (check wiring and power): {e:?}"),
+        ),
+    };
+    log!(out, "tpm: SPI TIS up, DID_VID {did_vid:08x}");
+    let mut tpm: BoardTpm = Tpm::new(tis);
+    match tpm.startup(StartupType::Clear) {
+        Ok(Startup::Started) => log!(out, "tpm: Startup(CLEAR) done"),
+        Ok(_) => log!(out, "tpm: already started"),
+        Err(e) => fail(&mut out, format_args!("TPM2_Startup failed: {e:?}")),
+    }
+    if let Err(e) = tpm.self_test(false) {
+        fail(&mut out, format_args!("TPM2_SelfTest failed: {e:?}"));
+    }
+    // The EK certificate, for enrolment (README.md): `vouch ek verify` and the cluster's hosts.
+    let mut certificate = [0u8; 2048];
+    match tpm.read_ek_certificate(EkKind::Rsa2048, &mut certificate) {
+        Ok(len) => log!(
+            out,
+            "tpm: RSA EK certificate (NV 0x01c00002), {len} bytes:\n{}",
+            glue::Pem(certificate.get(..len).unwrap_or_default())
+        ),
+        Err(e) => log!(out, "tpm: the RSA EK certificate is not readable: {e:?}"),
+    }
+
+    let image = [flash_image()];
+    let boot = BootImage {
+        version: &VOUCH_AGENT_VERSION,
+        image: &image,
+        base: FLASH_ORIGIN as u64,
+        config: &VOUCH_BOARD_CONFIG,
+    };
+    let event_log: EventLog<EVENT_LOG_SIZE> = match measured_boot(&mut tpm, &boot) {
+        Ok(log) => log,
+        Err(e) => fail(&mut out, format_args!("measured boot failed: {e:?}")),
+    };
+    log!(
+        out,
+        "boot: measured {} bytes of flash into PCR 0, configuration into PCR 1; event log {} bytes",
+        image.iter().map(|s| s.len()).sum::<usize>(),
+        event_log.as_bytes().len()
+    );
+    let boot_pcrs = [PcrBank {
+        alg: ALG_SHA256,
+        pcrs: 0b11,
+    }];
+    if let Ok(values) = tpm.pcr_read(&boot_pcrs) {
+        for (pcr, value) in values.digests().iter().enumerate() {
+            log!(out, "boot: PCR {pcr} (sha256) {}", glue::Hex(value));
+        }
+    }
+
+    let config = AgentConfig {
+        agent: "vouch-agent 0.1 rp-pico-slb9670",
+        ek: EkKind::Rsa2048,
+        ak: AkKind::EccP256,
+        ak_handle: DEFAULT_AK_HANDLE,
+        // Continuous attestation: answer quote requests until the verifier closes the link.
+        stop_after_verdicts: None,
+    };
+    loop {
+        log!(out, "agent: session with the verifier on UART0");
+        match session::run(
+            &mut tpm,
+            event_log.as_bytes(),
+            &mut link,
+            &config,
+            &mut certificate,
+        ) {
+            Ok(o) => log!(
+                out,
+                "agent: session ended: activated {}, {} quote(s), verdict {}",
+                o.activated,
+                o.quotes,
+                glue::Verdict(o.last_verdict, o.software_version.as_str())
+            ),
+            Err(e) => log!(out, "agent: session failed: {e:?}"),
+        }
+        timer.delay_ms(SESSION_PAUSE_MS);
+    }
+}
+
+/// This image as flash holds it: from the start of flash (boot2 included) to the end of
+/// `.data`'s initial values, which is what `vouch image add` lays out from the ELF.
+fn flash_image() -> &'static [u8] {
+    unsafe extern "C" {
+        static __sidata: u32;
+        static __sdata: u32;
+        static __edata: u32;
+    }
+    // cortex-m-rt's linker script defines these symbols; only their addresses are used.
+    let (sidata, sdata, edata) = (
+        &raw const __sidata as usize,
+        &raw const __sdata as usize,
+        &raw const __edata as usize,
+    );
+    let end = sidata + (edata - sdata);
+    // SAFETY: XIP flash maps the loaded image from FLASH_ORIGIN to `end`; nothing writes flash
+    // while the program runs.
+    unsafe { core::slice::from_raw_parts(FLASH_ORIGIN as *const u8, end - FLASH_ORIGIN) }
+}
+
+fn fail(out: &mut Log, what: core::fmt::Arguments<'_>) -> ! {
+    log!(out, "board: FAILED: {what}");
+    halt()
+}
+
+fn halt() -> ! {
+    loop {
+        cortex_m::asm::wfi();
+    }
+}
+
+#[cortex_m_rt::exception]
+unsafe fn HardFault(frame: &cortex_m_rt::ExceptionFrame) -> ! {
+    glue::panic_log(format_args!("board: HardFault at pc {:#010x}", frame.pc()));
+    halt()
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
+    glue::panic_log(format_args!("board: panic: {info}"));
+    halt()
+}
