@@ -2,8 +2,10 @@
 //! temporary directory, configured through its HTTPS management API exactly as an operator
 //! would, including the management server's signature on host operations.
 
+use std::io::Read as _;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use aws_lc_rs::rand::SystemRandom;
@@ -27,7 +29,46 @@ pub struct Verifier {
     admin: String,
     config: Config,
     signing_key: EcdsaKeyPair,
+    /// Set when vouchd runs as its own process (the `vouchd` binary) rather than in-process.
+    process: Option<Process>,
     _dir: Option<tempfile::TempDir>,
+}
+
+/// vouchd as a separate process, so that it can be killed with SIGKILL.
+#[derive(Debug)]
+struct Process {
+    binary: PathBuf,
+    child: Option<Child>,
+    fingerprint: String,
+}
+
+impl Drop for Verifier {
+    fn drop(&mut self) {
+        if let Some(child) = self.process.as_mut().and_then(|p| p.child.as_mut()) {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `vouchd` binary beside this test or program (cargo builds it with the workspace), or
+/// `VOUCHD_BIN`.
+fn vouchd_binary() -> Result<PathBuf, HarnessError> {
+    if let Some(path) = std::env::var_os("VOUCHD_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().map_err(|e| failed("current executable", e))?;
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("vouchd"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            failed(
+                "vouchd binary",
+                "not built next to this test: run `cargo build -p vouchd` (cargo xtask test builds it)",
+            )
+        })
 }
 
 impl std::fmt::Debug for Verifier {
@@ -49,6 +90,24 @@ impl Verifier {
     /// Starts vouchd in a new temporary data directory, re-attesting every
     /// `reattest_interval_secs`, and registers a management server for host operations.
     pub fn start(reattest_interval_secs: u64) -> Result<Self, HarnessError> {
+        Self::start_inner(reattest_interval_secs, None)
+    }
+
+    /// As [`Verifier::start`], with vouchd as its own process (the `vouchd` binary), which
+    /// [`Verifier::kill`] can stop with SIGKILL.
+    pub fn start_process(reattest_interval_secs: u64) -> Result<Self, HarnessError> {
+        let process = Process {
+            binary: vouchd_binary()?,
+            child: None,
+            fingerprint: String::new(),
+        };
+        Self::start_inner(reattest_interval_secs, Some(process))
+    }
+
+    fn start_inner(
+        reattest_interval_secs: u64,
+        process: Option<Process>,
+    ) -> Result<Self, HarnessError> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::Builder::new()
             .prefix("vouchd-")
@@ -78,13 +137,11 @@ impl Verifier {
             admin: String::new(),
             config,
             signing_key,
+            process,
             _dir: Some(dir),
         };
-        verifier.boot()?;
         verifier.admin = verifier
-            .running
-            .as_ref()
-            .and_then(|r| r.bootstrap_token.clone())
+            .boot()?
             .ok_or_else(|| failed("first start", "no bootstrap token"))?;
         verifier.expect(
             "POST",
@@ -95,12 +152,16 @@ impl Verifier {
         Ok(verifier)
     }
 
-    fn boot(&mut self) -> Result<(), HarnessError> {
+    /// Starts vouchd; returns the bootstrap token on the first start of the data directory.
+    fn boot(&mut self) -> Result<Option<String>, HarnessError> {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
             .build()
             .map_err(|e| failed("tokio runtime", e))?;
+        if self.process.is_some() {
+            return self.boot_process(runtime);
+        }
         let running = runtime
             .block_on(vouchd::server::start(self.config.clone()))
             .map_err(|e| failed("start", e))?;
@@ -117,8 +178,111 @@ impl Verifier {
         // Restarts keep the ports, so agents and QEMU can reconnect to the same address.
         self.config.api_listen = running.api_addr;
         self.config.agent_listen = running.agent_addr;
+        let token = running.bootstrap_token.clone();
         self.running = Some(running);
         self.runtime = Some(runtime);
+        Ok(token)
+    }
+
+    fn boot_process(
+        &mut self,
+        runtime: tokio::runtime::Runtime,
+    ) -> Result<Option<String>, HarnessError> {
+        // Fixed ports from the first start on, so agents reconnect to the same address.
+        for addr in [&mut self.config.api_listen, &mut self.config.agent_listen] {
+            if addr.port() == 0 {
+                let probe =
+                    std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| failed("port", e))?;
+                *addr = probe.local_addr().map_err(|e| failed("port", e))?;
+            }
+        }
+        let dir = self
+            .config
+            .data_dir
+            .parent()
+            .unwrap_or(&self.config.data_dir)
+            .to_path_buf();
+        let config_file = dir.join("vouchd.toml");
+        let toml = format!(
+            "api_listen = \"{}\"\nagent_listen = \"{}\"\ndata_dir = \"{}\"\nreattest_interval_secs = {}\nagent_idle_timeout_secs = {}\n",
+            self.config.api_listen,
+            self.config.agent_listen,
+            self.config.data_dir.display(),
+            self.config.reattest_interval_secs,
+            self.config.agent_idle_timeout_secs,
+        );
+        std::fs::write(&config_file, toml).map_err(|e| failed("config", e))?;
+        let stdout_path = dir.join("vouchd.stdout");
+        let stdout = std::fs::File::create(&stdout_path).map_err(|e| failed("stdout", e))?;
+        let stderr =
+            std::fs::File::create(dir.join("vouchd.stderr")).map_err(|e| failed("stderr", e))?;
+        let process = self
+            .process
+            .as_mut()
+            .ok_or_else(|| failed("boot", "no process"))?;
+        let mut child = Command::new(&process.binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config_file)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| failed(&format!("starting {}", process.binary.display()), e))?;
+        let started = Instant::now();
+        let text = loop {
+            let mut text = String::new();
+            if let Ok(mut f) = std::fs::File::open(&stdout_path) {
+                let _ = f.read_to_string(&mut text);
+            }
+            if text.contains("agent link:") {
+                break text;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let err = std::fs::read_to_string(dir.join("vouchd.stderr")).unwrap_or_default();
+                return Err(failed("vouchd exited", format!("{status}: {err}")));
+            }
+            if started.elapsed() > Duration::from_secs(20) {
+                let _ = child.kill();
+                return Err(failed("vouchd", "not serving after 20 s"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        process.child = Some(child);
+        let after = |marker: &str| {
+            text.lines().find_map(|l| {
+                l.split_once(marker)
+                    .map(|(_, rest)| rest.trim().to_string())
+            })
+        };
+        if let Some(fp) = after("SHA-256 fingerprint: ") {
+            process.fingerprint = fp;
+        }
+        let token = after("shown once: ");
+        let pem = std::fs::read(self.config.data_dir.join("api-cert.pem"))
+            .map_err(|e| failed("api-cert.pem", e))?;
+        let certificate =
+            reqwest::Certificate::from_pem(&pem).map_err(|e| failed("certificate", e))?;
+        self.client = reqwest::Client::builder()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(certificate)
+            .resolve("localhost", self.config.api_listen)
+            .build()
+            .map_err(|e| failed("HTTP client", e))?;
+        self.base = format!("https://localhost:{}", self.config.api_listen.port());
+        self.runtime = Some(runtime);
+        Ok(token)
+    }
+
+    /// Kills a process-mode vouchd with SIGKILL: no shutdown, no flush.
+    pub fn kill(&mut self) -> Result<(), HarnessError> {
+        let child = self
+            .process
+            .as_mut()
+            .and_then(|p| p.child.as_mut())
+            .ok_or_else(|| failed("kill", "vouchd does not run as a process"))?;
+        child.kill().map_err(|e| failed("kill", e))?;
+        child.wait().map_err(|e| failed("kill", e))?;
         Ok(())
     }
 
@@ -129,7 +293,10 @@ impl Verifier {
         if let Some(runtime) = self.runtime.take() {
             runtime.shutdown_timeout(Duration::from_secs(5));
         }
-        self.boot()
+        if self.process.as_ref().is_some_and(|p| p.child.is_some()) {
+            self.kill()?;
+        }
+        self.boot().map(|_| ())
     }
 
     /// The management API's URL.
@@ -139,10 +306,11 @@ impl Verifier {
 
     /// The SHA-256 fingerprint of the API's certificate, as vouchd prints it.
     pub fn fingerprint(&self) -> String {
-        self.running
-            .as_ref()
-            .map(|r| r.tls_fingerprint.clone())
-            .unwrap_or_default()
+        match (&self.running, &self.process) {
+            (Some(r), _) => r.tls_fingerprint.clone(),
+            (None, Some(p)) => p.fingerprint.clone(),
+            (None, None) => String::new(),
+        }
     }
 
     /// The bootstrap admin's bearer token (TrustedAdmins).
@@ -314,6 +482,42 @@ impl Verifier {
             .and_then(Value::as_str)
             .map(str::to_owned)
             .ok_or_else(|| failed("add host", format!("no ek_hash in {body}")))
+    }
+
+    /// Lists one individual EK in `cluster`: `kind` is `certificate`, `public_key` (trust mode
+    /// 2, with the CA) or `bare_public_key` (mode 3); returns its EK hash.
+    pub fn add_ek(&self, cluster: &str, kind: &str, pem: &str) -> Result<String, HarnessError> {
+        let body = self.expect(
+            "POST",
+            &format!("/v1/clusters/{cluster}/eks"),
+            Some(json!({"kind": kind, "pem": pem})),
+            201,
+        )?;
+        body.get("ek_hash")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| failed("add EK", format!("no ek_hash in {body}")))
+    }
+
+    /// Adds a host by its EK hash (for TPMs without an EK certificate), signed by the
+    /// management server.
+    pub fn add_host_by_hash(
+        &self,
+        cluster: &str,
+        name: &str,
+        ek_hash: &str,
+    ) -> Result<(), HarnessError> {
+        let (status, body) = self.send(
+            "POST",
+            &format!("/v1/clusters/{cluster}/hosts"),
+            Some(json!({"name": name, "ek_hash": ek_hash})),
+            true,
+        )?;
+        if status == 201 {
+            Ok(())
+        } else {
+            Err(failed("add host", format!("status {status}: {body}")))
+        }
     }
 
     /// The host's record: state, attested_at, valid_until, recent results.

@@ -103,6 +103,10 @@ struct Session {
 
 impl Session {
     fn open(verifier: &Verifier, host: &Host, ak: AkKind) -> Self {
+        Self::open_with_ek(verifier, host, ak, EkKind::Rsa2048)
+    }
+
+    fn open_with_ek(verifier: &Verifier, host: &Host, ak: AkKind, ek: EkKind) -> Self {
         let stream = TcpStream::connect(verifier.agent_addr()).unwrap();
         let theirs = stream.try_clone().unwrap();
         let tpm = host.tpm.clone();
@@ -111,7 +115,7 @@ impl Session {
             let mut tpm: Tpm<Shared> = Tpm::new(tpm);
             let config = AgentConfig {
                 agent: "hil-tests",
-                ek: EkKind::Rsa2048,
+                ek,
                 ak,
                 ak_handle: DEFAULT_AK_HANDLE,
                 stop_after_verdicts: None,
@@ -295,5 +299,129 @@ fn a_restarted_verifier_keeps_enrollments_and_results() {
     verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
     let outcome = session.close().unwrap();
     assert!(!outcome.activated);
+    assert_eq!(outcome.last_verdict, Some(true));
+}
+
+#[test]
+fn trust_mode_2_admits_listed_tpms_only() {
+    let image = vec![6u8; 1024];
+    let listed = boot(&image);
+    let unlisted = boot(&image);
+    let verifier = Verifier::start(600).unwrap();
+    // Both TPMs chain to a trusted CA, but only the first one's EK is on the cluster's list.
+    let mut cas = ca_pems(&listed.swtpm);
+    cas.extend(ca_pems(&unlisted.swtpm));
+    verifier.trust_cluster("strict", &cas, &[0, 1]).unwrap();
+    verifier
+        .add_ek("strict", "certificate", &listed.certificate_pem)
+        .unwrap();
+    verifier
+        .accept("strict", &software_version("fw-1.0", &image))
+        .unwrap();
+    let listed_hash = verifier
+        .add_host("strict", "listed", &listed.certificate_pem)
+        .unwrap();
+    verifier
+        .add_host("strict", "unlisted", &unlisted.certificate_pem)
+        .unwrap();
+
+    let session = Session::open(&verifier, &listed, AkKind::EccP256);
+    verifier
+        .wait_for_state(&listed_hash, "attested", WAIT)
+        .unwrap();
+    assert_eq!(session.close().unwrap().last_verdict, Some(true));
+    let err = Session::open(&verifier, &unlisted, AkKind::EccP256)
+        .join()
+        .unwrap_err();
+    assert!(err.contains("UntrustedEk"), "{err}");
+}
+
+#[test]
+fn trust_mode_3_admits_a_bare_ek_public_key() {
+    let image = vec![7u8; 1024];
+    let host = boot(&image);
+    // The ECC P-256 EK has no certificate on this TPM: the agent sends none.
+    let point = {
+        let mut tpm: Tpm<Shared> = Tpm::new(host.tpm.clone());
+        let ek = tpm.create_ek(EkKind::EccP256).unwrap();
+        tpm.flush_context(ek.handle).unwrap();
+        let (x, y) = ek.public.ecc_point().unwrap();
+        [x, y].concat()
+    };
+    let verifier = Verifier::start(600).unwrap();
+    verifier.trust_cluster("bare", &[], &[0, 1]).unwrap();
+    let ek_hash = verifier
+        .add_ek("bare", "bare_public_key", &p256_spki_pem(&point))
+        .unwrap();
+    verifier
+        .accept("bare", &software_version("fw-1.0", &image))
+        .unwrap();
+    verifier
+        .add_host_by_hash("bare", "no-cert", &ek_hash)
+        .unwrap();
+
+    let session = Session::open_with_ek(&verifier, &host, AkKind::EccP256, EkKind::EccP256);
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    let outcome = session.close().unwrap();
+    assert!(
+        outcome.activated,
+        "the AK was activated against the ECC EK (KDFe path)"
+    );
+    assert_eq!(outcome.last_verdict, Some(true));
+}
+
+/// A NIST P-256 SubjectPublicKeyInfo, PEM, for the uncompressed point `x || y`.
+fn p256_spki_pem(xy: &[u8]) -> String {
+    let mut der = vec![
+        0x30, 0x59, 0x30, 0x13, 0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x02, 0x01, 0x06, 0x08,
+        0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07, 0x03, 0x42, 0x00, 0x04,
+    ];
+    der.extend_from_slice(xy);
+    hil_tests::tools::pem("PUBLIC KEY", &der)
+}
+
+#[test]
+fn vouchd_killed_mid_attestation_loses_no_enrollment_and_no_result() {
+    let image = vec![8u8; 1024];
+    let host = boot(&image);
+    let mut verifier = Verifier::start_process(600).unwrap();
+    verifier
+        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
+        .unwrap();
+    verifier
+        .accept("lab", &software_version("fw-1.0", &image))
+        .unwrap();
+    let ek_hash = verifier
+        .add_host("lab", "host-1", &host.certificate_pem)
+        .unwrap();
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    let before = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    session.close().unwrap();
+
+    // SIGKILL while the next attestation is in flight.
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    std::thread::sleep(Duration::from_millis(20));
+    verifier.kill().unwrap();
+    assert!(
+        session.join().is_err(),
+        "the agent sees the verifier vanish"
+    );
+
+    verifier.restart().unwrap();
+    let after = verifier.host(&ek_hash).unwrap();
+    assert_eq!(after["ak_bound"], true, "{after}");
+    assert_eq!(after["attested_at"], before["attested_at"], "{after}");
+    assert!(
+        after["recent"].as_array().is_some_and(|r| !r.is_empty()),
+        "the recorded result survived: {after}"
+    );
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    std::thread::sleep(Duration::from_millis(300));
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    let outcome = session.close().unwrap();
+    assert!(
+        !outcome.activated,
+        "the AK bound before the crash is reused"
+    );
     assert_eq!(outcome.last_verdict, Some(true));
 }
