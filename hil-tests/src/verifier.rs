@@ -51,24 +51,28 @@ impl Drop for Verifier {
     }
 }
 
-/// The `vouchd` binary beside this test or program (cargo builds it with the workspace), or
-/// `VOUCHD_BIN`.
-fn vouchd_binary() -> Result<PathBuf, HarnessError> {
-    if let Some(path) = std::env::var_os("VOUCHD_BIN") {
+/// The workspace binary `name` beside this test or program (cargo builds the workspace's
+/// binaries with its tests), or the path in the environment variable `env`.
+pub fn workspace_binary(name: &str, env: &str) -> Result<PathBuf, HarnessError> {
+    if let Some(path) = std::env::var_os(env) {
         return Ok(PathBuf::from(path));
     }
     let exe = std::env::current_exe().map_err(|e| failed("current executable", e))?;
     exe.ancestors()
         .skip(1)
         .take(2)
-        .map(|dir| dir.join("vouchd"))
+        .map(|dir| dir.join(name))
         .find(|p| p.is_file())
         .ok_or_else(|| {
             failed(
-                "vouchd binary",
-                "not built next to this test: run `cargo build -p vouchd` (cargo xtask test builds it)",
+                &format!("{name} binary"),
+                format!("not built next to this program: run `cargo build -p {name}` or set {env}"),
             )
         })
+}
+
+fn vouchd_binary() -> Result<PathBuf, HarnessError> {
+    workspace_binary("vouchd", "VOUCHD_BIN")
 }
 
 impl std::fmt::Debug for Verifier {

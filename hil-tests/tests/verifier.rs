@@ -425,3 +425,53 @@ fn vouchd_killed_mid_attestation_loses_no_enrollment_and_no_result() {
     );
     assert_eq!(outcome.last_verdict, Some(true));
 }
+
+#[test]
+fn the_hosted_agent_program_attests_a_host() {
+    let image = vec![9u8; 3000];
+    let mut swtpm = Swtpm::start().unwrap();
+    let ek_pem = hil_tests::verifier::ek_certificate_pem(&swtpm).unwrap();
+    swtpm.restart(true).unwrap(); // a TPM reset: the program starts and measures it itself
+    let image_file = swtpm.dir().join("image.bin");
+    std::fs::write(&image_file, &image).unwrap();
+
+    let verifier = Verifier::start(600).unwrap();
+    verifier
+        .trust_cluster("lab", &ca_pems(&swtpm), &[0, 1])
+        .unwrap();
+    let parts: [&[u8]; 1] = [&image];
+    let version = vouch::image::software_version(
+        "linux-host-1",
+        &BootImage {
+            version: b"vouch-hosted-agent",
+            image: &parts,
+            base: 0,
+            config: b"",
+        },
+    )
+    .unwrap();
+    verifier
+        .accept("lab", &serde_json::to_value(version).unwrap())
+        .unwrap();
+    let ek_hash = verifier.add_host("lab", "linux-1", &ek_pem).unwrap();
+
+    let agent =
+        hil_tests::verifier::workspace_binary("vouch-hosted-agent", "VOUCH_HOSTED_AGENT_BIN")
+            .unwrap();
+    let socket = swtpm.dir().join("data.sock");
+    let output = std::process::Command::new(agent)
+        .arg("--verifier")
+        .arg(verifier.agent_addr().to_string())
+        .arg("--tpm")
+        .arg(format!("unix:{}", socket.display()))
+        .arg("--measure-image")
+        .arg(&image_file)
+        .arg("--once")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("attested (linux-host-1)"), "{stderr}");
+    let host = verifier.host(&ek_hash).unwrap();
+    assert_eq!(host["state"], "attested", "{host}");
+}

@@ -20,7 +20,9 @@ use hil_tests::qemu::{self, MPS2_AN386, RunOptions};
 use hil_tests::spi_model::{SpiConfig, SpiTpm};
 use hil_tests::swtpm::{HarnessError, Swtpm, SwtpmOptions};
 use hil_tests::tools::hex;
-use hil_tests::verifier::{Verifier, ca_pems, ek_certificate_pem, image_software_version};
+use hil_tests::verifier::{
+    Verifier, ca_pems, ek_certificate_pem, image_software_version, workspace_binary,
+};
 use vouch_tpm::{EkKind, I2cTransport, SpiTransport, StartupType, Tis, Tpm, Transport};
 
 fn main() -> ExitCode {
@@ -219,6 +221,85 @@ fn attestation() -> Result<(), String> {
         println!("  | {line}");
     }
     vouch.run(&["status", "board-1"])?;
+
+    step(
+        6,
+        "a Linux host: the hosted agent on a software TPM, in the same cluster",
+    );
+    let mut host_tpm = Swtpm::start().map_err(e)?;
+    let host_ek = host_tpm.dir().join("linux-1-ek.pem");
+    std::fs::write(&host_ek, ek_certificate_pem(&host_tpm).map_err(e)?)
+        .map_err(|e| e.to_string())?;
+    host_tpm.restart(true).map_err(e)?;
+    let host_image = host_tpm.dir().join("host-image.bin");
+    std::fs::write(
+        &host_image,
+        b"a host's boot image, measured by the hosted agent",
+    )
+    .map_err(|e| e.to_string())?;
+    let host_image_path = host_image.display().to_string();
+    // Another kind of hardware: its TPM manufacturer's CA joins the cluster.
+    for ca in [&host_tpm.ca().root_cert, &host_tpm.ca().intermediate_cert] {
+        vouch.run(&[
+            "tpm-ca",
+            "add",
+            "--cluster",
+            "demo",
+            &ca.display().to_string(),
+        ])?;
+    }
+    vouch.run(&[
+        "image",
+        "add",
+        &host_image_path,
+        "--version",
+        "linux-host-1",
+        "--agent-version",
+        "vouch-hosted-agent",
+        "--config",
+        "",
+        "--cluster",
+        "demo",
+    ])?;
+    let host_ek_path = host_ek.display().to_string();
+    vouch.run(&[
+        "host",
+        "add",
+        "linux-1",
+        "--cluster",
+        "demo",
+        "--ek-certificate",
+        &host_ek_path,
+        "--signing-key",
+        &key,
+        "--server-id",
+        "mgmt-demo",
+    ])?;
+    let agent = workspace_binary("vouch-hosted-agent", "VOUCH_HOSTED_AGENT_BIN").map_err(e)?;
+    let socket = format!("unix:{}", host_tpm.dir().join("data.sock").display());
+    let link = verifier.agent_addr().to_string();
+    println!(
+        "  $ vouch-hosted-agent --verifier {link} --tpm {socket} --measure-image {host_image_path} --once"
+    );
+    let output = std::process::Command::new(agent)
+        .args([
+            "--verifier",
+            &link,
+            "--tpm",
+            &socket,
+            "--measure-image",
+            &host_image_path,
+            "--once",
+        ])
+        .output()
+        .map_err(|e| e.to_string())?;
+    for line in String::from_utf8_lossy(&output.stderr).lines() {
+        println!("    {line}");
+    }
+    if !output.status.success() {
+        return Err("the hosted agent did not attest".into());
+    }
+    vouch.run(&["status"])?;
     println!("\ndemo: done");
     Ok(())
 }
@@ -357,7 +438,11 @@ impl Vouch {
 
     /// Runs `vouch args`, showing the command and its output; fails when it fails.
     fn run(&self, args: &[&str]) -> Result<(), String> {
-        println!("  $ vouch {}", args.join(" "));
+        let shown: Vec<&str> = args
+            .iter()
+            .map(|a| if a.is_empty() { "''" } else { a })
+            .collect();
+        println!("  $ vouch {}", shown.join(" "));
         let output = std::process::Command::new(&self.binary)
             .args(args)
             .env("VOUCH_SERVER", &self.server)

@@ -41,10 +41,18 @@ pub fn run() -> Result<(), String> {
 pub fn demo(args: &[&str]) -> Result<(), String> {
     setup::ensure()?;
     firmware::build_all()?;
-    // The demo runs the operator CLI as an operator would.
+    // The demo runs the operator CLI and the hosted agent as their users would.
     shell::step(
-        "build the vouch CLI",
-        shell::cargo().args(["build", "--quiet", "--locked", "-p", "vouch"]),
+        "build vouch and vouch-hosted-agent",
+        shell::cargo().args([
+            "build",
+            "--quiet",
+            "--locked",
+            "-p",
+            "vouch",
+            "-p",
+            "vouch-hosted-agent",
+        ]),
     )?;
     shell::step(
         "demo",
