@@ -11,6 +11,7 @@
 //! a socket to swtpm and a TCP stream.
 #![cfg_attr(not(test), no_std)]
 
+pub mod board;
 pub mod eventlog;
 pub mod measure;
 pub mod session;

@@ -14,18 +14,16 @@ mod glue;
 
 use core::fmt::Write as _;
 use embedded_hal::delay::DelayNs as _;
-use glue::{Link, Micros};
+use glue::Micros;
 use stm32f4xx_hal::gpio::GpioExt as _;
 use stm32f4xx_hal::i2c::{DutyCycle, I2c, Mode};
 use stm32f4xx_hal::prelude::*;
 use stm32f4xx_hal::{pac, rcc};
+use vouch_agent::board::{self, BoardInfo, CrLf, TimedLink};
 use vouch_agent::eventlog::EventLog;
 use vouch_agent::measure::BootImage;
-use vouch_agent::measured_boot;
-use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE};
-use vouch_tpm::{
-    ALG_SHA256, AkKind, EkKind, I2cTransport, PcrBank, Startup, StartupType, Tis, Tpm,
-};
+use vouch_agent::session::{AgentConfig, DEFAULT_AK_HANDLE};
+use vouch_tpm::{AkKind, EkKind, I2cTransport, Tis, Tpm};
 
 const SYSCLK_MHZ: u32 = 84;
 /// I2C fast mode: both the SLB 9673 and the ST33KTPM2XI2C take 400 kHz (the SLB 9673 up to 1 MHz).
@@ -59,9 +57,11 @@ static VOUCH_BOARD_CONFIG: [u8; 66] =
 /// The TPM stack over I2C1 with room for 2 KiB commands and responses.
 type BoardTpm = Tpm<Tis<I2cTransport<I2c<pac::I2C1>, Micros>, Micros>, 2048>;
 
-macro_rules! log {
-    ($out:expr, $($arg:tt)*) => {{ let _ = writeln!($out, $($arg)*); }};
-}
+const INFO: BoardInfo<'static> = BoardInfo {
+    bus: "I2C",
+    tpm_at: "I2C1 at 0x2e (check wiring, pull-ups, power)",
+    link: "USART2",
+};
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
@@ -78,8 +78,8 @@ fn main() -> ! {
     let Ok(tx) = dp.USART1.tx(gpioa.pa9, UART_BAUD.bps(), &mut rcc) else {
         halt()
     };
-    let mut out = glue::Log(tx);
-    log!(
+    let mut out = CrLf(tx);
+    let _ = writeln!(
         out,
         "\nvouch: nucleo-f401re-i2c, {} MHz system clock",
         rcc.clocks.sysclk().to_MHz()
@@ -92,7 +92,7 @@ fn main() -> ! {
     else {
         halt()
     };
-    let mut link = Link::new(serial, clock.clone(), LINK_IDLE_TIMEOUT_US);
+    let mut link = TimedLink::new(serial, clock.clone(), LINK_IDLE_TIMEOUT_US);
 
     // The TPM's reset line (PB5, Arduino D4, to RST#): hold it low, release, and give the TPM
     // time to run its start-up self tests before the first access.
@@ -110,35 +110,7 @@ fn main() -> ! {
         &mut rcc,
     );
     let transport = I2cTransport::new(i2c, clock.clone()).with_address(TPM_ADDRESS);
-    let mut tis = Tis::new(transport, clock.clone());
-    let did_vid = match tis.init() {
-        Ok(id) => id,
-        Err(e) => fail(
-            &mut out,
-            format_args!("no TPM answers on I2C1 at 0x2e (check wiring, pull-ups, power): {e:?}"),
-        ),
-    };
-    log!(out, "tpm: I2C TIS up, DID_VID {did_vid:08x}");
-    let mut tpm: BoardTpm = Tpm::new(tis);
-    match tpm.startup(StartupType::Clear) {
-        Ok(Startup::Started) => log!(out, "tpm: Startup(CLEAR) done"),
-        Ok(_) => log!(out, "tpm: already started"),
-        Err(e) => fail(&mut out, format_args!("TPM2_Startup failed: {e:?}")),
-    }
-    if let Err(e) = tpm.self_test(false) {
-        fail(&mut out, format_args!("TPM2_SelfTest failed: {e:?}"));
-    }
-    // The EK certificate, for enrolment (README.md): `vouch ek verify` and the cluster's hosts.
-    let mut certificate = [0u8; 2048];
-    match tpm.read_ek_certificate(EkKind::Rsa2048, &mut certificate) {
-        Ok(len) => log!(
-            out,
-            "tpm: RSA EK certificate (NV 0x01c00002), {len} bytes:\n{}",
-            glue::Pem(certificate.get(..len).unwrap_or_default())
-        ),
-        Err(e) => log!(out, "tpm: the RSA EK certificate is not readable: {e:?}"),
-    }
-
+    let mut tpm: BoardTpm = Tpm::new(Tis::new(transport, clock.clone()));
     let image = [flash_image()];
     let boot = BootImage {
         version: &VOUCH_AGENT_VERSION,
@@ -146,25 +118,11 @@ fn main() -> ! {
         base: FLASH_ORIGIN as u64,
         config: &VOUCH_BOARD_CONFIG,
     };
-    let event_log: EventLog<EVENT_LOG_SIZE> = match measured_boot(&mut tpm, &boot) {
-        Ok(log) => log,
-        Err(e) => fail(&mut out, format_args!("measured boot failed: {e:?}")),
-    };
-    log!(
-        out,
-        "boot: measured {} bytes of flash into PCR 0, configuration into PCR 1; event log {} bytes",
-        image.iter().map(|s| s.len()).sum::<usize>(),
-        event_log.as_bytes().len()
-    );
-    let boot_pcrs = [PcrBank {
-        alg: ALG_SHA256,
-        pcrs: 0b11,
-    }];
-    if let Ok(values) = tpm.pcr_read(&boot_pcrs) {
-        for (pcr, value) in values.digests().iter().enumerate() {
-            log!(out, "boot: PCR {pcr} (sha256) {}", glue::Hex(value));
-        }
-    }
+    // Logs `board: FAILED: ...` when it fails. Borrowed, not moved out: a move would cost a
+    // second copy of the event log on the stack.
+    let booted: Result<EventLog<EVENT_LOG_SIZE>, _> =
+        board::bring_up(&mut tpm, &INFO, &boot, &mut out);
+    let Ok(event_log) = &booted else { halt() };
 
     let config = AgentConfig {
         agent: "vouch-agent 0.1 nucleo-f401re-i2c",
@@ -174,26 +132,15 @@ fn main() -> ! {
         // Continuous attestation: answer quote requests until the verifier closes the link.
         stop_after_verdicts: None,
     };
-    loop {
-        log!(out, "agent: session with the verifier on USART2");
-        match session::run(
-            &mut tpm,
-            event_log.as_bytes(),
-            &mut link,
-            &config,
-            &mut certificate,
-        ) {
-            Ok(o) => log!(
-                out,
-                "agent: session ended: activated {}, {} quote(s), verdict {}",
-                o.activated,
-                o.quotes,
-                glue::Verdict(o.last_verdict, o.software_version.as_str())
-            ),
-            Err(e) => log!(out, "agent: session failed: {e:?}"),
-        }
-        clock.delay_ms(SESSION_PAUSE_MS);
-    }
+    board::serve_forever(
+        &mut tpm,
+        event_log.as_bytes(),
+        &mut link,
+        &config,
+        &INFO,
+        &mut out,
+        || clock.delay_ms(SESSION_PAUSE_MS),
+    )
 }
 
 /// This image as flash holds it: from the start of flash (the vector table) to the end of
@@ -214,11 +161,6 @@ fn flash_image() -> &'static [u8] {
     // SAFETY: flash holds the loaded image from FLASH_ORIGIN to `end` and is never written while
     // the program runs.
     unsafe { core::slice::from_raw_parts(FLASH_ORIGIN as *const u8, end - FLASH_ORIGIN) }
-}
-
-fn fail(out: &mut glue::Log, what: core::fmt::Arguments<'_>) -> ! {
-    log!(out, "board: FAILED: {what}");
-    halt()
 }
 
 fn halt() -> ! {

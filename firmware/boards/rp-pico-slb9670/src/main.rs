@@ -14,15 +14,13 @@ use core::fmt::Write as _;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use fugit::RateExtU32;
-use glue::{Link, Log, Micros};
+use glue::Micros;
 use rp2040_hal::{self as hal, Clock as _, gpio, pac, uart};
+use vouch_agent::board::{self, BoardInfo, CrLf, TimedLink};
 use vouch_agent::eventlog::EventLog;
 use vouch_agent::measure::BootImage;
-use vouch_agent::measured_boot;
-use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE};
-use vouch_tpm::{
-    ALG_SHA256, AkKind, EkKind, PcrBank, SpiTransport, Startup, StartupType, Tis, Tpm,
-};
+use vouch_agent::session::{AgentConfig, DEFAULT_AK_HANDLE};
+use vouch_tpm::{AkKind, EkKind, SpiTransport, Tis, Tpm};
 
 /// The Pico's W25Q16JV flash needs this second-stage bootloader in the first 256 bytes.
 #[unsafe(link_section = ".boot2")]
@@ -70,9 +68,11 @@ type ChipSelect = gpio::Pin<gpio::bank0::Gpio17, gpio::FunctionSioOutput, gpio::
 /// The TPM stack over SPI0 with room for 2 KiB commands and responses.
 type BoardTpm = Tpm<Tis<SpiTransport<Spi, ChipSelect>, Micros>, 2048>;
 
-macro_rules! log {
-    ($out:expr, $($arg:tt)*) => {{ let _ = writeln!($out, $($arg)*); }};
-}
+const INFO: BoardInfo<'static> = BoardInfo {
+    bus: "SPI",
+    tpm_at: "SPI0 (check wiring and power)",
+    link: "UART0",
+};
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
@@ -107,10 +107,10 @@ fn main() -> ! {
     let mut out = match uart::UartPeripheral::new(p.UART1, log_pins, &mut p.RESETS)
         .enable(uart_config(), peri_hz)
     {
-        Ok(uart) => Log(uart),
+        Ok(uart) => CrLf(uart),
         Err(_) => halt(),
     };
-    log!(
+    let _ = writeln!(
         out,
         "\nvouch: rp-pico-slb9670, {} MHz system clock",
         clocks.system_clock.freq().to_MHz()
@@ -123,7 +123,7 @@ fn main() -> ! {
     else {
         halt()
     };
-    let mut link = Link::new(link_uart, Micros(timer), LINK_IDLE_TIMEOUT_US);
+    let mut link = TimedLink::new(link_uart, Micros(timer), LINK_IDLE_TIMEOUT_US);
 
     // The TPM's reset line (GP20 to RST#): hold it low, release, and give the TPM time to
     // initialise before the first access (the TIS init then waits for the locality).
@@ -151,35 +151,7 @@ fn main() -> ! {
         embedded_hal::spi::MODE_0,
     );
 
-    let mut tis = Tis::new(SpiTransport::new(spi, cs), Micros(timer));
-    let did_vid = match tis.init() {
-        Ok(id) => id,
-        Err(e) => fail(
-            &mut out,
-            format_args!("no TPM answers on SPI0 (check wiring and power): {e:?}"),
-        ),
-    };
-    log!(out, "tpm: SPI TIS up, DID_VID {did_vid:08x}");
-    let mut tpm: BoardTpm = Tpm::new(tis);
-    match tpm.startup(StartupType::Clear) {
-        Ok(Startup::Started) => log!(out, "tpm: Startup(CLEAR) done"),
-        Ok(_) => log!(out, "tpm: already started"),
-        Err(e) => fail(&mut out, format_args!("TPM2_Startup failed: {e:?}")),
-    }
-    if let Err(e) = tpm.self_test(false) {
-        fail(&mut out, format_args!("TPM2_SelfTest failed: {e:?}"));
-    }
-    // The EK certificate, for enrolment (README.md): `vouch ek verify` and the cluster's hosts.
-    let mut certificate = [0u8; 2048];
-    match tpm.read_ek_certificate(EkKind::Rsa2048, &mut certificate) {
-        Ok(len) => log!(
-            out,
-            "tpm: RSA EK certificate (NV 0x01c00002), {len} bytes:\n{}",
-            glue::Pem(certificate.get(..len).unwrap_or_default())
-        ),
-        Err(e) => log!(out, "tpm: the RSA EK certificate is not readable: {e:?}"),
-    }
-
+    let mut tpm: BoardTpm = Tpm::new(Tis::new(SpiTransport::new(spi, cs), Micros(timer)));
     let image = [flash_image()];
     let boot = BootImage {
         version: &VOUCH_AGENT_VERSION,
@@ -187,25 +159,11 @@ fn main() -> ! {
         base: FLASH_ORIGIN as u64,
         config: &VOUCH_BOARD_CONFIG,
     };
-    let event_log: EventLog<EVENT_LOG_SIZE> = match measured_boot(&mut tpm, &boot) {
-        Ok(log) => log,
-        Err(e) => fail(&mut out, format_args!("measured boot failed: {e:?}")),
-    };
-    log!(
-        out,
-        "boot: measured {} bytes of flash into PCR 0, configuration into PCR 1; event log {} bytes",
-        image.iter().map(|s| s.len()).sum::<usize>(),
-        event_log.as_bytes().len()
-    );
-    let boot_pcrs = [PcrBank {
-        alg: ALG_SHA256,
-        pcrs: 0b11,
-    }];
-    if let Ok(values) = tpm.pcr_read(&boot_pcrs) {
-        for (pcr, value) in values.digests().iter().enumerate() {
-            log!(out, "boot: PCR {pcr} (sha256) {}", glue::Hex(value));
-        }
-    }
+    // Logs `board: FAILED: ...` when it fails. Borrowed, not moved out: a move would cost a
+    // second copy of the event log on the stack.
+    let booted: Result<EventLog<EVENT_LOG_SIZE>, _> =
+        board::bring_up(&mut tpm, &INFO, &boot, &mut out);
+    let Ok(event_log) = &booted else { halt() };
 
     let config = AgentConfig {
         agent: "vouch-agent 0.1 rp-pico-slb9670",
@@ -215,26 +173,15 @@ fn main() -> ! {
         // Continuous attestation: answer quote requests until the verifier closes the link.
         stop_after_verdicts: None,
     };
-    loop {
-        log!(out, "agent: session with the verifier on UART0");
-        match session::run(
-            &mut tpm,
-            event_log.as_bytes(),
-            &mut link,
-            &config,
-            &mut certificate,
-        ) {
-            Ok(o) => log!(
-                out,
-                "agent: session ended: activated {}, {} quote(s), verdict {}",
-                o.activated,
-                o.quotes,
-                glue::Verdict(o.last_verdict, o.software_version.as_str())
-            ),
-            Err(e) => log!(out, "agent: session failed: {e:?}"),
-        }
-        timer.delay_ms(SESSION_PAUSE_MS);
-    }
+    board::serve_forever(
+        &mut tpm,
+        event_log.as_bytes(),
+        &mut link,
+        &config,
+        &INFO,
+        &mut out,
+        || timer.delay_ms(SESSION_PAUSE_MS),
+    )
 }
 
 /// This image as flash holds it: from the start of flash (boot2 included) to the end of
@@ -255,11 +202,6 @@ fn flash_image() -> &'static [u8] {
     // SAFETY: XIP flash maps the loaded image from FLASH_ORIGIN to `end`; nothing writes flash
     // while the program runs.
     unsafe { core::slice::from_raw_parts(FLASH_ORIGIN as *const u8, end - FLASH_ORIGIN) }
-}
-
-fn fail(out: &mut Log, what: core::fmt::Arguments<'_>) -> ! {
-    log!(out, "board: FAILED: {what}");
-    halt()
 }
 
 fn halt() -> ! {

@@ -1,0 +1,586 @@
+//! What every hardware board runs around the agent: the boot flow, the session loop, the agent
+//! link over a UART with an idle timeout, and the text the log shows.
+//!
+//! A board crate keeps only pins, clocks and HAL glue. It builds its TPM stack (a
+//! [`vouch_tpm::Tis`] over SPI or I2C), a [`TimedLink`] over its link UART and a text log, then
+//! calls [`bring_up`] once and [`serve_forever`]:
+//!
+//! ```text
+//! vouch: <board>, <n> MHz system clock                  (the board's own line)
+//! tpm: SPI TIS up, DID_VID 001b15d1                       bring_up
+//! tpm: Startup(CLEAR) done
+//! tpm: RSA EK certificate (NV 0x01c00002), 1177 bytes:
+//! -----BEGIN CERTIFICATE----- ...
+//! boot: measured 94620 bytes of flash into PCR 0, configuration into PCR 1; event log 1043 bytes
+//! boot: PCR 0 (sha256) 5c1f...
+//! boot: PCR 1 (sha256) 91ab...
+//! agent: session with the verifier on UART0              serve_forever, every session
+//! agent: session ended: activated true, 1 quote(s), verdict attested as software version pico-1
+//! ```
+//!
+//! A failure during bring-up is logged as `board: FAILED: ...` and returned, for the board to
+//! halt or report.
+
+use crate::eventlog::EventLog;
+use crate::measure::BootImage;
+use crate::session::{self, AgentConfig};
+use crate::{BootError, measured_boot};
+use core::fmt::{self, Write};
+use embedded_hal_nb::nb;
+use embedded_hal_nb::serial::{self, Error as _};
+use vouch_tpm::{
+    ALG_SHA256, Clock, CommandError, EkKind, PcrBank, RegisterAccess, Startup, StartupType, Tis,
+    Tpm, Transport,
+};
+
+/// One log line; a log that fails to write is not worth stopping for.
+macro_rules! log {
+    ($out:expr, $($arg:tt)*) => {{ let _ = writeln!($out, $($arg)*); }};
+}
+
+/// Room for the EK certificate: real ones are 1–1.5 KiB.
+pub const CERT_BUF: usize = 2048;
+
+/// What the log says about the board's TPM wiring.
+#[derive(Debug, Clone, Copy)]
+pub struct BoardInfo<'a> {
+    /// The TPM's bus, as in `tpm: SPI TIS up`: "SPI" or "I2C".
+    pub bus: &'a str,
+    /// Where the TPM should answer and what to check when it does not, as in
+    /// `board: FAILED: no TPM answers on SPI0 (check wiring and power)`.
+    pub tpm_at: &'a str,
+    /// The agent link's name, as in `agent: session with the verifier on UART0`.
+    pub link: &'a str,
+}
+
+/// Why [`bring_up`] stopped. `E` is the bus driver's error.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum BringUpError<E> {
+    /// No TPM answered the TIS initialisation.
+    NoTpm(vouch_tpm::Error<E>),
+    /// TPM2_Startup failed.
+    Startup(CommandError<vouch_tpm::Error<E>>),
+    /// TPM2_SelfTest failed.
+    SelfTest(CommandError<vouch_tpm::Error<E>>),
+    /// Measured boot failed.
+    MeasuredBoot(BootError<vouch_tpm::Error<E>>),
+}
+
+/// Brings the TPM up and measures the boot: TIS initialisation, TPM2_Startup(CLEAR) (a TPM that
+/// is already started is fine), TPM2_SelfTest, the RSA EK certificate printed as PEM for
+/// enrolment, [`measured_boot`] of `boot`, and PCRs 0 and 1 (SHA-256) printed. Returns the
+/// event log the sessions send.
+///
+/// # Errors
+/// See [`BringUpError`]; the failure is also logged as `board: FAILED: ...`. An unreadable EK
+/// certificate is only logged (the verifier may trust the EK itself).
+// Never inlined: its temporaries (the certificate buffer, measured boot's) would otherwise stay
+// in the caller's stack frame under every session.
+#[inline(never)]
+pub fn bring_up<R, C, W, const N: usize, const M: usize>(
+    tpm: &mut Tpm<Tis<R, C>, N>,
+    info: &BoardInfo<'_>,
+    boot: &BootImage<'_>,
+    log: &mut W,
+) -> Result<EventLog<M>, BringUpError<R::BusError>>
+where
+    R: RegisterAccess,
+    C: Clock,
+    W: Write,
+{
+    let did_vid = match tpm.transport_mut().init() {
+        Ok(id) => id,
+        Err(e) => {
+            log!(
+                log,
+                "board: FAILED: no TPM answers on {}: {e:?}",
+                info.tpm_at
+            );
+            return Err(BringUpError::NoTpm(e));
+        }
+    };
+    log!(log, "tpm: {} TIS up, DID_VID {did_vid:08x}", info.bus);
+    match tpm.startup(StartupType::Clear) {
+        Ok(Startup::Started) => log!(log, "tpm: Startup(CLEAR) done"),
+        Ok(_) => log!(log, "tpm: already started"),
+        Err(e) => {
+            log!(log, "board: FAILED: TPM2_Startup failed: {e:?}");
+            return Err(BringUpError::Startup(e));
+        }
+    }
+    if let Err(e) = tpm.self_test(false) {
+        log!(log, "board: FAILED: TPM2_SelfTest failed: {e:?}");
+        return Err(BringUpError::SelfTest(e));
+    }
+    print_ek_certificate(tpm, log);
+
+    let event_log: EventLog<M> = match measured_boot(tpm, boot) {
+        Ok(event_log) => event_log,
+        Err(e) => {
+            log!(log, "board: FAILED: measured boot failed: {e:?}");
+            return Err(BringUpError::MeasuredBoot(e));
+        }
+    };
+    log!(
+        log,
+        "boot: measured {} bytes of flash into PCR 0, configuration into PCR 1; event log {} bytes",
+        boot.image.iter().map(|s| s.len()).sum::<usize>(),
+        event_log.as_bytes().len()
+    );
+    let boot_pcrs = [PcrBank {
+        alg: ALG_SHA256,
+        pcrs: 0b11,
+    }];
+    if let Ok(values) = tpm.pcr_read(&boot_pcrs) {
+        for (pcr, value) in values.digests().iter().enumerate() {
+            log!(log, "boot: PCR {pcr} (sha256) {}", Hex(value));
+        }
+    }
+    Ok(event_log)
+}
+
+/// The RSA EK certificate as PEM, for `vouch ek verify` and the cluster's trust.
+fn print_ek_certificate<T: Transport, W: Write, const N: usize>(tpm: &mut Tpm<T, N>, log: &mut W) {
+    let mut certificate = [0u8; CERT_BUF];
+    let kind = EkKind::Rsa2048;
+    match tpm.read_ek_certificate(kind, &mut certificate) {
+        Ok(len) => log!(
+            log,
+            "tpm: RSA EK certificate (NV {:#010x}), {len} bytes:\n{}",
+            kind.certificate_index(),
+            Pem(certificate.get(..len).unwrap_or_default()),
+        ),
+        Err(e) => log!(log, "tpm: the RSA EK certificate is not readable: {e:?}"),
+    }
+}
+
+/// Runs verifier sessions over `link` forever, logging each one's start and outcome, with
+/// `pause()` between sessions.
+pub fn serve_forever<T, L, W, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    event_log: &[u8],
+    link: &mut L,
+    config: &AgentConfig<'_>,
+    info: &BoardInfo<'_>,
+    log: &mut W,
+    mut pause: impl FnMut(),
+) -> !
+where
+    T: Transport,
+    L: embedded_io::Read + embedded_io::Write,
+    W: Write,
+{
+    let mut certificate = [0u8; CERT_BUF];
+    loop {
+        log!(log, "agent: session with the verifier on {}", info.link);
+        match session::run(tpm, event_log, link, config, &mut certificate) {
+            Ok(o) => log!(
+                log,
+                "agent: session ended: activated {}, {} quote(s), verdict {}",
+                o.activated,
+                o.quotes,
+                Verdict(o.last_verdict, o.software_version.as_str()),
+            ),
+            Err(e) => log!(log, "agent: session failed: {e:?}"),
+        }
+        pause();
+    }
+}
+
+/// Why a [`TimedLink`] read or write failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// The verifier said nothing for the idle timeout.
+    Silent,
+    /// A framing, parity, noise, break or overrun error on the UART.
+    Line(serial::ErrorKind),
+}
+
+impl embedded_io::Error for LinkError {
+    fn kind(&self) -> embedded_io::ErrorKind {
+        match self {
+            Self::Silent => embedded_io::ErrorKind::TimedOut,
+            Self::Line(_) => embedded_io::ErrorKind::InvalidData,
+        }
+    }
+}
+
+/// The agent link: `embedded_io` over a non-blocking byte UART (embedded-hal-nb's
+/// `serial::{Read, Write}`, which rp2040-hal and stm32f4xx-hal implement), where a read waits
+/// for its first byte at most an idle timeout, so a verifier that goes silent ends the session
+/// instead of hanging the board.
+///
+/// A read returns the first byte and whatever else has already arrived. A line error after
+/// some bytes is reported by the next read, so those bytes are not lost. Writes block: a UART
+/// without flow control always drains at its baud rate.
+#[derive(Debug)]
+pub struct TimedLink<U, C> {
+    uart: U,
+    clock: C,
+    idle_timeout_us: u64,
+    pending: Option<serial::ErrorKind>,
+}
+
+impl<U, C> TimedLink<U, C> {
+    /// Wraps `uart`; `clock` times the reads.
+    pub fn new(uart: U, clock: C, idle_timeout_us: u64) -> Self {
+        Self {
+            uart,
+            clock,
+            idle_timeout_us,
+            pending: None,
+        }
+    }
+
+    /// Gives the UART and the clock back.
+    pub fn release(self) -> (U, C) {
+        (self.uart, self.clock)
+    }
+}
+
+impl<U, C> embedded_io::ErrorType for TimedLink<U, C> {
+    type Error = LinkError;
+}
+
+impl<U: serial::Read<u8>, C: Clock> embedded_io::Read for TimedLink<U, C> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, LinkError> {
+        let Some((first, rest)) = buf.split_first_mut() else {
+            return Ok(0);
+        };
+        if let Some(kind) = self.pending.take() {
+            return Err(LinkError::Line(kind));
+        }
+        let deadline = self.clock.now_us().saturating_add(self.idle_timeout_us);
+        loop {
+            match self.uart.read() {
+                Ok(byte) => {
+                    *first = byte;
+                    break;
+                }
+                Err(nb::Error::Other(e)) => return Err(LinkError::Line(e.kind())),
+                Err(nb::Error::WouldBlock) => {}
+            }
+            if self.clock.now_us() > deadline {
+                return Err(LinkError::Silent);
+            }
+        }
+        let mut n = 1;
+        for slot in rest {
+            match self.uart.read() {
+                Ok(byte) => *slot = byte,
+                Err(nb::Error::WouldBlock) => break,
+                Err(nb::Error::Other(e)) => {
+                    self.pending = Some(e.kind());
+                    break;
+                }
+            }
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+impl<U: serial::Write<u8>, C> embedded_io::Write for TimedLink<U, C> {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, LinkError> {
+        for &byte in buf {
+            nb::block!(self.uart.write(byte)).map_err(|e| LinkError::Line(e.kind()))?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> Result<(), LinkError> {
+        nb::block!(self.uart.flush()).map_err(|e| LinkError::Line(e.kind()))
+    }
+}
+
+/// A text log for serial terminals: `\n` is sent as `\r\n`.
+#[derive(Debug)]
+pub struct CrLf<W>(pub W);
+
+impl<W: Write> Write for CrLf<W> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut start = 0;
+        for (i, byte) in s.bytes().enumerate() {
+            if byte == b'\n' {
+                self.0.write_str(s.get(start..i).unwrap_or_default())?;
+                self.0.write_str("\r\n")?;
+                start = i + 1;
+            }
+        }
+        self.0.write_str(s.get(start..).unwrap_or_default())
+    }
+}
+
+/// `attested as software version <v>`, `NOT attested` or `none`, from the last verdict and
+/// the software version it named.
+#[derive(Debug, Clone, Copy)]
+pub struct Verdict<'a>(pub Option<bool>, pub &'a str);
+
+impl fmt::Display for Verdict<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(true) => write!(f, "attested as software version {}", self.1),
+            Some(false) => f.write_str("NOT attested"),
+            None => f.write_str("none"),
+        }
+    }
+}
+
+/// Lowercase hex for the log.
+#[derive(Debug, Clone, Copy)]
+pub struct Hex<'a>(pub &'a [u8]);
+
+impl fmt::Display for Hex<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+/// A DER certificate as PEM (64-character lines, no trailing newline), for copying from the
+/// log into `vouch ek verify`.
+#[derive(Debug, Clone, Copy)]
+pub struct Pem<'a>(pub &'a [u8]);
+
+impl fmt::Display for Pem<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+        let digit = |v: u32| {
+            ALPHABET
+                .get(usize::try_from(v & 63).unwrap_or_default())
+                .map_or('=', |&d| char::from(d))
+        };
+        f.write_str("-----BEGIN CERTIFICATE-----\n")?;
+        // 48 bytes make one 64-character line.
+        for chunk in self.0.chunks(48) {
+            for group in chunk.chunks(3) {
+                let [a, b, c] = [0, 1, 2].map(|i| group.get(i).copied().map_or(0, u32::from));
+                let v = a << 16 | b << 8 | c;
+                let (d0, d1) = (digit(v >> 18), digit(v >> 12));
+                let d2 = if group.len() > 1 { digit(v >> 6) } else { '=' };
+                let d3 = if group.len() > 2 { digit(v) } else { '=' };
+                write!(f, "{d0}{d1}{d2}{d3}")?;
+            }
+            f.write_str("\n")?;
+        }
+        f.write_str("-----END CERTIFICATE-----")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use embedded_io::{Read as _, Write as _};
+    use std::collections::VecDeque;
+    use std::string::String;
+    use std::vec::Vec;
+
+    /// A UART whose receive side plays a script: a byte, "nothing yet", or a line error.
+    #[derive(Default)]
+    struct FakeUart {
+        rx: VecDeque<nb::Result<u8, serial::ErrorKind>>,
+        tx: Vec<u8>,
+        flushed: bool,
+    }
+
+    impl serial::ErrorType for FakeUart {
+        type Error = serial::ErrorKind;
+    }
+
+    impl serial::Read<u8> for FakeUart {
+        fn read(&mut self) -> nb::Result<u8, serial::ErrorKind> {
+            self.rx.pop_front().unwrap_or(Err(nb::Error::WouldBlock))
+        }
+    }
+
+    impl serial::Write<u8> for FakeUart {
+        fn write(&mut self, byte: u8) -> nb::Result<(), serial::ErrorKind> {
+            self.tx.push(byte);
+            self.flushed = false;
+            Ok(())
+        }
+
+        fn flush(&mut self) -> nb::Result<(), serial::ErrorKind> {
+            self.flushed = true;
+            Ok(())
+        }
+    }
+
+    /// A clock that moves 100 µs every time it is read.
+    struct FakeClock(u64);
+
+    impl Clock for FakeClock {
+        fn now_us(&mut self) -> u64 {
+            self.0 += 100;
+            self.0
+        }
+
+        fn delay_us(&mut self, us: u32) {
+            self.0 += u64::from(us);
+        }
+    }
+
+    fn link(rx: &[nb::Result<u8, serial::ErrorKind>]) -> TimedLink<FakeUart, FakeClock> {
+        let uart = FakeUart {
+            rx: rx.iter().cloned().collect(),
+            ..FakeUart::default()
+        };
+        TimedLink::new(uart, FakeClock(0), 10_000)
+    }
+
+    const WAIT: nb::Result<u8, serial::ErrorKind> = Err(nb::Error::WouldBlock);
+
+    #[test]
+    fn read_waits_for_the_first_byte_then_takes_what_has_arrived() {
+        let mut link = link(&[WAIT, WAIT, Ok(1), Ok(2), Ok(3), WAIT, Ok(4)]);
+        let mut buf = [0; 8];
+        assert_eq!(link.read(&mut buf).unwrap(), 3);
+        assert_eq!(buf[..3], [1, 2, 3]);
+        assert_eq!(link.read(&mut buf).unwrap(), 1);
+        assert_eq!(buf[0], 4);
+    }
+
+    #[test]
+    fn read_stops_at_the_end_of_the_buffer() {
+        let mut link = link(&[Ok(1), Ok(2), Ok(3)]);
+        let mut buf = [0; 2];
+        assert_eq!(link.read(&mut buf).unwrap(), 2);
+        assert_eq!(link.read(&mut buf).unwrap(), 1);
+        assert_eq!(buf[0], 3);
+    }
+
+    #[test]
+    fn a_silent_verifier_times_the_read_out() {
+        let mut link = link(&[]);
+        let mut buf = [0; 4];
+        assert_eq!(link.read(&mut buf), Err(LinkError::Silent));
+        let (_, clock) = link.release();
+        // Given up just after the idle timeout, not before and not much later.
+        assert!((10_000..=10_300).contains(&clock.0), "{}", clock.0);
+    }
+
+    #[test]
+    fn an_empty_read_returns_at_once() {
+        let mut link = link(&[]);
+        assert_eq!(link.read(&mut []).unwrap(), 0);
+        assert_eq!(link.release().1.0, 0);
+    }
+
+    #[test]
+    fn a_line_error_on_the_first_byte_is_reported() {
+        let mut link = link(&[Err(nb::Error::Other(serial::ErrorKind::FrameFormat)), Ok(7)]);
+        let mut buf = [0; 4];
+        assert_eq!(
+            link.read(&mut buf),
+            Err(LinkError::Line(serial::ErrorKind::FrameFormat))
+        );
+        assert_eq!(link.read(&mut buf).unwrap(), 1);
+        assert_eq!(buf[0], 7);
+    }
+
+    #[test]
+    fn a_line_error_after_some_bytes_is_reported_by_the_next_read() {
+        let mut link = link(&[
+            Ok(1),
+            Ok(2),
+            Err(nb::Error::Other(serial::ErrorKind::Overrun)),
+            Ok(3),
+        ]);
+        let mut buf = [0; 8];
+        assert_eq!(link.read(&mut buf).unwrap(), 2);
+        assert_eq!(buf[..2], [1, 2]);
+        assert_eq!(
+            link.read(&mut buf),
+            Err(LinkError::Line(serial::ErrorKind::Overrun))
+        );
+        assert_eq!(link.read(&mut buf).unwrap(), 1);
+        assert_eq!(buf[0], 3);
+    }
+
+    #[test]
+    fn writes_go_out_byte_by_byte_and_flush_drains() {
+        let mut link = link(&[]);
+        link.write_all(b"\x00frame\x00").unwrap();
+        link.flush().unwrap();
+        let (uart, _) = link.release();
+        assert_eq!(uart.tx, b"\x00frame\x00");
+        assert!(uart.flushed);
+    }
+
+    #[test]
+    fn link_errors_map_to_io_kinds() {
+        use embedded_io::Error as _;
+        assert_eq!(LinkError::Silent.kind(), embedded_io::ErrorKind::TimedOut);
+        assert_eq!(
+            LinkError::Line(serial::ErrorKind::Parity).kind(),
+            embedded_io::ErrorKind::InvalidData
+        );
+    }
+
+    #[test]
+    fn hex_is_lowercase_and_padded() {
+        assert_eq!(Hex(&[0x00, 0x0f, 0xab, 0xff]).to_string(), "000fabff");
+        assert_eq!(Hex(&[]).to_string(), "");
+    }
+
+    #[test]
+    fn verdicts_read_as_the_logs_say() {
+        assert_eq!(
+            Verdict(Some(true), "pico-1").to_string(),
+            "attested as software version pico-1"
+        );
+        assert_eq!(Verdict(Some(false), "pico-1").to_string(), "NOT attested");
+        assert_eq!(Verdict(None, "").to_string(), "none");
+    }
+
+    fn pem_body(der: &[u8]) -> String {
+        let pem = Pem(der).to_string();
+        let body = pem
+            .strip_prefix("-----BEGIN CERTIFICATE-----\n")
+            .and_then(|p| p.strip_suffix("-----END CERTIFICATE-----"))
+            .unwrap();
+        body.to_string()
+    }
+
+    #[test]
+    fn pem_pads_the_last_group() {
+        // RFC 4648's test vectors.
+        assert_eq!(pem_body(b""), "");
+        assert_eq!(pem_body(b"f"), "Zg==\n");
+        assert_eq!(pem_body(b"fo"), "Zm8=\n");
+        assert_eq!(pem_body(b"foo"), "Zm9v\n");
+        assert_eq!(pem_body(b"foob"), "Zm9vYg==\n");
+        assert_eq!(pem_body(b"fooba"), "Zm9vYmE=\n");
+        assert_eq!(pem_body(b"foobar"), "Zm9vYmFy\n");
+    }
+
+    #[test]
+    fn pem_lines_hold_64_characters() {
+        let der: Vec<u8> = (0..=255).collect();
+        let body = pem_body(&der);
+        let lines: Vec<&str> = body.lines().collect();
+        // 256 bytes: five full 48-byte lines and 16 bytes (22 characters and "==").
+        assert_eq!(lines.len(), 6);
+        assert!(lines[..5].iter().all(|l| l.len() == 64));
+        assert_eq!(lines[5].len(), 24);
+        assert!(lines[5].ends_with("=="));
+        assert_eq!(
+            lines[0],
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v"
+        );
+        assert!(
+            body.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"+/=\n".contains(&b))
+        );
+    }
+
+    #[test]
+    fn crlf_ends_lines_for_serial_terminals() {
+        let mut out = CrLf(String::new());
+        write!(out, "a\nb\n\nc").unwrap();
+        writeln!(out, "{}", Hex(&[1])).unwrap();
+        assert_eq!(out.0, "a\r\nb\r\n\r\nc01\r\n");
+    }
+}
