@@ -23,6 +23,12 @@ pub fn run() -> Result<(), String> {
         ]),
     )?;
     firmware::sizes(false)?;
+    // The hil-tests run the workspace's programs (vouchd, vouch-hosted-agent) as their users
+    // do; `cargo test` builds only the binaries of packages with integration tests.
+    shell::step(
+        "build the workspace's programs",
+        shell::cargo().args(["build", "--workspace", "--bins", "--locked"]),
+    )?;
     shell::step(
         "host tests and hil-tests",
         shell::cargo()
