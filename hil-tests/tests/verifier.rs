@@ -95,6 +95,20 @@ fn ca_pems(swtpm: &Swtpm) -> Vec<String> {
     hil_tests::verifier::ca_pems(swtpm).unwrap()
 }
 
+/// Configures cluster `lab` to trust `host`'s manufacturer CA and accept `image` as `fw-1.0`,
+/// and adds `host` to it as `host-1`; returns its EK hash.
+fn enroll(verifier: &Verifier, host: &Host, image: &[u8]) -> String {
+    verifier
+        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
+        .unwrap();
+    verifier
+        .accept("lab", &software_version("fw-1.0", image))
+        .unwrap();
+    verifier
+        .add_host("lab", "host-1", &host.certificate_pem)
+        .unwrap()
+}
+
 /// An agent session in a thread; the test ends it by closing the connection.
 struct Session {
     stream: TcpStream,
@@ -150,15 +164,7 @@ fn a_host_enrolls_attests_and_reuses_its_ak() {
     let image = vec![0xA5u8; 4096];
     let host = boot(&image);
     let verifier = Verifier::start(600).unwrap();
-    verifier
-        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
-        .unwrap();
-    verifier
-        .accept("lab", &software_version("fw-1.0", &image))
-        .unwrap();
-    let ek_hash = verifier
-        .add_host("lab", "host-1", &host.certificate_pem)
-        .unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
 
     let session = Session::open(&verifier, &host, AkKind::EccP256);
     let record = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
@@ -221,15 +227,7 @@ fn unaccepted_software_is_refused_with_the_reason() {
     accepted[1000] ^= 1; // the operator accepted an image one byte away from what booted
     let host = boot(&image);
     let verifier = Verifier::start(600).unwrap();
-    verifier
-        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
-        .unwrap();
-    verifier
-        .accept("lab", &software_version("fw-1.0", &accepted))
-        .unwrap();
-    let ek_hash = verifier
-        .add_host("lab", "host-1", &host.certificate_pem)
-        .unwrap();
+    let ek_hash = enroll(&verifier, &host, &accepted);
     let session = Session::open(&verifier, &host, AkKind::Rsa2048);
     let record = verifier
         .wait_for_state(&ek_hash, "not_attested", WAIT)
@@ -246,15 +244,7 @@ fn a_pcr_changed_after_enrollment_is_caught_by_reattestation() {
     let host = boot(&image);
     // The shortest re-attestation interval vouchd allows.
     let verifier = Verifier::start(10).unwrap();
-    verifier
-        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
-        .unwrap();
-    verifier
-        .accept("lab", &software_version("fw-1.0", &image))
-        .unwrap();
-    let ek_hash = verifier
-        .add_host("lab", "host-1", &host.certificate_pem)
-        .unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
     let session = Session::open(&verifier, &host, AkKind::EccP256);
     verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
 
@@ -276,15 +266,7 @@ fn a_restarted_verifier_keeps_enrollments_and_results() {
     let image = vec![5u8; 1024];
     let host = boot(&image);
     let mut verifier = Verifier::start(600).unwrap();
-    verifier
-        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
-        .unwrap();
-    verifier
-        .accept("lab", &software_version("fw-1.0", &image))
-        .unwrap();
-    let ek_hash = verifier
-        .add_host("lab", "host-1", &host.certificate_pem)
-        .unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
     let session = Session::open(&verifier, &host, AkKind::EccP256);
     let before = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
     session.close().unwrap();
@@ -385,15 +367,7 @@ fn vouchd_killed_mid_attestation_loses_no_enrollment_and_no_result() {
     let image = vec![8u8; 1024];
     let host = boot(&image);
     let mut verifier = Verifier::start_process(600).unwrap();
-    verifier
-        .trust_cluster("lab", &ca_pems(&host.swtpm), &[0, 1])
-        .unwrap();
-    verifier
-        .accept("lab", &software_version("fw-1.0", &image))
-        .unwrap();
-    let ek_hash = verifier
-        .add_host("lab", "host-1", &host.certificate_pem)
-        .unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
     let session = Session::open(&verifier, &host, AkKind::EccP256);
     let before = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
     session.close().unwrap();
