@@ -3,6 +3,8 @@
 //! - [`wire`]: the message enums, one per direction, with every field bounded.
 //! - [`frame`]: postcard encoding in COBS frames delimited by `0x00`, and a frame reader that
 //!   resynchronises after garbage.
+//! - [`channel`]: the layout of the key-operation channel bound to the attestation (qualifying
+//!   data, key schedule labels, nonces); the cryptography is each side's.
 //! - [`chunk`]: large payloads (EK certificate, event log, PCR values) split into chunks and
 //!   reassembled into a bounded buffer.
 //!
@@ -22,14 +24,16 @@
 //!    support for an old version is dropped. Golden tests pin the bytes of every version.
 #![cfg_attr(not(test), no_std)]
 
+pub mod channel;
 pub mod chunk;
 pub mod frame;
 pub mod wire;
 
 /// The oldest protocol version this build still speaks.
 pub const MIN_VERSION: u16 = 1;
-/// The protocol version this build prefers.
-pub const CURRENT_VERSION: u16 = 1;
+/// The protocol version this build prefers. v2 added the channel bound to the attestation
+/// (`BoundEvidence`, `ChannelKey`, `Sealed`); v1 peers keep working without it.
+pub const CURRENT_VERSION: u16 = 2;
 
 /// Why two peers have no protocol version in common.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,6 +70,8 @@ mod tests {
     #[test]
     fn negotiation_picks_the_highest_common_version() {
         assert_eq!(negotiate(1, 1), Ok(1));
+        assert_eq!(negotiate(1, 2), Ok(2));
+        assert_eq!(negotiate(2, 2), Ok(2));
         assert_eq!(negotiate(1, 7), Ok(CURRENT_VERSION));
         assert_eq!(
             negotiate(0, 0),

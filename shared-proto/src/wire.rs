@@ -10,6 +10,11 @@
 //! 4. A: `Chunk`s of the PCR values and the event log, then [`AgentMessage::Evidence`];
 //!    V: [`VerifierMessage::Verdict`]. V may send another `QuoteRequest` at any later time.
 //!
+//! 5. (v2) The agent sends [`AgentMessage::BoundEvidence`] instead of `Evidence`; after an
+//!    attested `Verdict` V sends [`VerifierMessage::ChannelKey`]. From then on A may send
+//!    [`AgentMessage::Sealed`] key requests; V answers each with a `Sealed` key response.
+//!    `QuoteRequest`s may come in between.
+//!
 //! TPM structures travel as their exact TPM wire bytes (TPM2B_PUBLIC, TPMS_ATTEST,
 //! TPMT_SIGNATURE, ...), because the verifier checks signatures and names over those bytes.
 
@@ -179,6 +184,104 @@ pub struct AgentError {
     pub detail: String<MAX_TEXT>,
 }
 
+/// Largest plaintext of a key operation over the agent link.
+pub const MAX_KEY_DATA: usize = 128;
+/// Largest associated data of a key operation over the agent link.
+pub const MAX_KEY_AAD: usize = 64;
+/// Largest key provider ciphertext over the agent link (its header is at most 235 bytes).
+pub const MAX_KEY_CIPHERTEXT: usize = 384;
+/// An uncompressed SEC1 P-256 public key: `04 || x || y`.
+pub const P256_PUBLIC: usize = 65;
+/// AES-256-GCM's tag.
+pub const SEALED_TAG: usize = 16;
+
+/// A quote bound to the agent's ephemeral P-256 key (since v2): the quote's qualifying data is
+/// `SHA-256(nonce || session_public)` instead of the nonce, so the verifier knows the key belongs
+/// to the attested device. The PCR values and the event log were sent as chunks just before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct BoundEvidence {
+    /// TPMS_ATTEST, the bytes the AK signed.
+    pub attest: Vec<u8, MAX_ATTEST>,
+    /// TPMT_SIGNATURE.
+    pub signature: Vec<u8, MAX_SIGNATURE>,
+    /// The agent's ephemeral P-256 public key, uncompressed SEC1.
+    pub session_public: Vec<u8, P256_PUBLIC>,
+}
+
+/// The verifier's ephemeral P-256 public key (since v2), sent after an attested [`Verdict`] on
+/// [`BoundEvidence`]: both sides derive the channel key from it (see [`crate::channel`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct ChannelKey {
+    pub public: Vec<u8, P256_PUBLIC>,
+}
+
+/// A key operation an attested agent asks for, sealed in [`Sealed`] (since v2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub enum KeyRequest {
+    /// A fresh 256-bit data key and its wrapped form.
+    GenerateKey { aad: Vec<u8, MAX_KEY_AAD> },
+    Encrypt {
+        plaintext: Vec<u8, MAX_KEY_DATA>,
+        aad: Vec<u8, MAX_KEY_AAD>,
+    },
+    Decrypt {
+        ciphertext: Vec<u8, MAX_KEY_CIPHERTEXT>,
+        aad: Vec<u8, MAX_KEY_AAD>,
+    },
+    /// Decrypt and encrypt again under the provider's current primary key.
+    Rewrap {
+        ciphertext: Vec<u8, MAX_KEY_CIPHERTEXT>,
+        aad: Vec<u8, MAX_KEY_AAD>,
+    },
+}
+
+/// Why a key operation was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub enum KeyRefusal {
+    /// The host is not attested now, its token expired, or its cluster has no key provider.
+    NotAuthorised,
+    /// No replica of the key server answered.
+    KeyServerUnreachable,
+    /// The primary key is revoked or destroyed.
+    KeyRevoked,
+    /// The ciphertext is malformed, of another provider, or fails authentication (tampered, or
+    /// other associated data).
+    BadCiphertext,
+    /// Anything else; the reason says what.
+    Other,
+}
+
+/// The answer to a [`KeyRequest`], sealed in [`Sealed`] (since v2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub enum KeyResponse {
+    DataKey {
+        key: [u8; 32],
+        wrapped: Vec<u8, MAX_KEY_CIPHERTEXT>,
+    },
+    Ciphertext(Vec<u8, MAX_KEY_CIPHERTEXT>),
+    Plaintext(Vec<u8, MAX_KEY_DATA>),
+    Refused {
+        kind: KeyRefusal,
+        reason: String<MAX_TEXT>,
+    },
+}
+
+/// The largest sealed body: AES-256-GCM of the larger of a [`KeyRequest`] and a [`KeyResponse`].
+pub const MAX_SEALED: usize = max(
+    KeyRequest::POSTCARD_MAX_SIZE,
+    KeyResponse::POSTCARD_MAX_SIZE,
+) + SEALED_TAG;
+
+/// A message that carries secrets (since v2): `body` is AES-256-GCM under the channel key of a
+/// postcard [`KeyRequest`] (agent to verifier) or [`KeyResponse`] (verifier to agent), ciphertext
+/// then tag; `seq` counts the sealed messages of one direction from 0 and is the nonce's tail
+/// ([`crate::channel::nonce`]), so a replayed or reordered message fails.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct Sealed {
+    pub seq: u32,
+    pub body: Vec<u8, MAX_SEALED>,
+}
+
 /// Every message an agent sends. Variants are append-only (see the crate's evolution rules).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 #[allow(
@@ -198,6 +301,10 @@ pub enum AgentMessage {
     Evidence(Evidence),
     /// Since v1.
     Error(AgentError),
+    /// Since v2.
+    BoundEvidence(BoundEvidence),
+    /// Since v2.
+    Sealed(Sealed),
 }
 
 /// Every message a verifier sends. Variants are append-only (see the crate's evolution rules).
@@ -217,6 +324,10 @@ pub enum VerifierMessage {
     Verdict(Verdict),
     /// Since v1.
     Refused(Refused),
+    /// Since v2.
+    ChannelKey(ChannelKey),
+    /// Since v2.
+    Sealed(Sealed),
 }
 
 /// The largest postcard encoding of any message in either direction.

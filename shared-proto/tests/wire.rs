@@ -294,3 +294,72 @@ proptest! {
         prop_assert_eq!(r.complete().unwrap().1, payload.as_slice());
     }
 }
+
+#[test]
+fn golden_v2_channel_messages() {
+    // VerifierMessage variant 5, a 3-byte key (a real one has 65).
+    let key = VerifierMessage::ChannelKey(ChannelKey {
+        public: Vec::from_slice(&[4, 1, 2]).unwrap(),
+    });
+    assert_eq!(hex(&frame_of(&key)), "0605030401 0200".replace(' ', ""));
+    // VerifierMessage variant 6 and AgentMessage variant 7: seq 1, a 2-byte body.
+    let sealed = Sealed {
+        seq: 1,
+        body: Vec::from_slice(&[0xAA, 0x00]).unwrap(),
+    };
+    assert_eq!(
+        hex(&frame_of(&VerifierMessage::Sealed(sealed.clone()))),
+        "0506 0102aa 0100".replace(' ', "")
+    );
+    assert_eq!(
+        hex(&frame_of(&AgentMessage::Sealed(sealed))),
+        "0507 0102aa 0100".replace(' ', "")
+    );
+    // AgentMessage variant 6: attest, signature, session key.
+    let bound = AgentMessage::BoundEvidence(BoundEvidence {
+        attest: Vec::from_slice(&[1]).unwrap(),
+        signature: Vec::from_slice(&[2]).unwrap(),
+        session_public: Vec::from_slice(&[4]).unwrap(),
+    });
+    assert_eq!(
+        hex(&frame_of(&bound)),
+        "08060101 01020104 00".replace(' ', "")
+    );
+}
+
+#[test]
+fn golden_v2_key_requests_and_responses() {
+    let mut buf = [0u8; 600];
+    let request = KeyRequest::Encrypt {
+        plaintext: Vec::from_slice(b"hi").unwrap(),
+        aad: Vec::from_slice(&[7]).unwrap(),
+    };
+    assert_eq!(
+        hex(postcard::to_slice(&request, &mut buf).unwrap()),
+        "01 02 6869 01 07".replace(' ', "")
+    );
+    let response = KeyResponse::Refused {
+        kind: KeyRefusal::KeyServerUnreachable,
+        reason: String::try_from("down").unwrap(),
+    };
+    assert_eq!(
+        hex(postcard::to_slice(&response, &mut buf).unwrap()),
+        "03 01 04 646f776e".replace(' ', "")
+    );
+    let largest = KeyResponse::Ciphertext(Vec::from_slice(&[0xFF; MAX_KEY_CIPHERTEXT]).unwrap());
+    let len = postcard::to_slice(&largest, &mut buf).unwrap().len();
+    assert!(len + SEALED_TAG <= MAX_SEALED, "{len}");
+    let back: KeyResponse = postcard::from_bytes(&buf[..len]).unwrap();
+    assert_eq!(back, largest);
+}
+
+#[test]
+fn v2_messages_fit_the_v1_frame_budget() {
+    use postcard::experimental::max_size::MaxSize as _;
+    // The channel must not grow the firmware's frame buffer.
+    const {
+        assert!(AgentMessage::POSTCARD_MAX_SIZE <= MAX_MESSAGE);
+        assert!(BoundEvidence::POSTCARD_MAX_SIZE < Enroll::POSTCARD_MAX_SIZE);
+        assert!(Sealed::POSTCARD_MAX_SIZE < Enroll::POSTCARD_MAX_SIZE);
+    }
+}

@@ -12,6 +12,11 @@
 #![cfg_attr(not(test), no_std)]
 
 pub mod board;
+#[cfg(feature = "key-channel")]
+pub mod channel;
+#[cfg(not(feature = "key-channel"))]
+#[path = "channel_off.rs"]
+pub mod channel;
 pub mod eventlog;
 pub mod measure;
 pub mod session;

@@ -11,8 +11,9 @@ use heapless::{String, Vec};
 use vouch_proto::chunk;
 use vouch_proto::frame::{self, FrameError, FrameReader, MAX_FRAME};
 use vouch_proto::wire::{
-    ActivationProof, AgentError, AgentFailure, AgentMessage, BlobKind, Chunk, CredentialChallenge,
-    Enroll, Evidence, Hello, MAX_TEXT, QuoteRequest, RefusalKind, VerifierMessage,
+    ActivationProof, AgentError, AgentFailure, AgentMessage, BlobKind, BoundEvidence, Chunk,
+    CredentialChallenge, Enroll, Evidence, Hello, KeyRequest, KeyResponse, MAX_DIGEST, MAX_TEXT,
+    QuoteRequest, RefusalKind, VerifierMessage,
 };
 use vouch_proto::{CURRENT_VERSION, MIN_VERSION};
 use vouch_tpm::{
@@ -72,6 +73,33 @@ pub struct Outcome {
     pub last_verdict: Option<bool>,
     /// The software version the last positive verdict named.
     pub software_version: String<32>,
+    /// The protocol version the verifier chose.
+    pub version: u16,
+    /// Whether a key channel bound to the attestation was set up (v2, attested).
+    pub channel: bool,
+    /// Key responses received over the channel.
+    pub key_responses: u32,
+}
+
+/// What the agent asks of the key provider service once attested (protocol v2): requests go
+/// out sealed one at a time, each answer comes back before the next request.
+pub trait KeyClient {
+    /// The next request, or `None` when done.
+    fn next_request(&mut self) -> Option<KeyRequest>;
+    /// The answer to the last request.
+    fn response(&mut self, response: KeyResponse);
+}
+
+/// A [`KeyClient`] with nothing to ask.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoKeys;
+
+impl KeyClient for NoKeys {
+    fn next_request(&mut self) -> Option<KeyRequest> {
+        None
+    }
+
+    fn response(&mut self, _response: KeyResponse) {}
 }
 
 type Result<V, T, L> = core::result::Result<
@@ -164,6 +192,23 @@ pub fn run<T: Transport, L: Read + Write, const N: usize>(
     config: &AgentConfig<'_>,
     cert_buf: &mut [u8],
 ) -> Result<Outcome, T, L> {
+    run_with_keys(tpm, event_log, link, config, cert_buf, &mut NoKeys)
+}
+
+/// [`run`], and once attested over a v2 link, the key requests of `keys` over the channel bound
+/// to the attestation ([`crate::channel`]). With `stop_after_verdicts`, the session ends after
+/// that many verdicts and, when attested, after the last key response.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn run_with_keys<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    event_log: &[u8],
+    link: &mut L,
+    config: &AgentConfig<'_>,
+    cert_buf: &mut [u8],
+    keys: &mut dyn KeyClient,
+) -> Result<Outcome, T, L> {
     let mut conn = Conn {
         link,
         reader: FrameReader::new(),
@@ -176,27 +221,35 @@ pub fn run<T: Transport, L: Read + Write, const N: usize>(
     let _ = agent.push_str(config.agent.get(..config.agent.len().min(32)).unwrap_or(""));
     conn.send(&AgentMessage::Hello(Hello {
         min_version: MIN_VERSION,
-        max_version: CURRENT_VERSION,
+        max_version: if crate::channel::ENABLED {
+            CURRENT_VERSION
+        } else {
+            1
+        },
         agent,
     }))?;
-    match conn.recv()? {
-        Some(VerifierMessage::Welcome(_)) => {}
+    let version = match conn.recv()? {
+        Some(VerifierMessage::Welcome(w)) => w.version,
         Some(VerifierMessage::Refused(r)) => return Err(SessionError::Refused(r.kind, r.reason)),
         Some(_) => return Err(SessionError::Protocol("expected Welcome")),
         None => return Err(SessionError::Closed),
-    }
+    };
 
     let ek = match tpm.create_ek(config.ek) {
         Ok(ek) => ek,
         Err(e) => return Err(tpm_failure(&mut conn, e)),
     };
     let result = enrolled_session(
-        tpm, event_log, &mut conn, config, ek.handle, &ek.public, cert_buf,
+        tpm, event_log, &mut conn, config, ek.handle, &ek.public, cert_buf, version, keys,
     );
     let _ = tpm.flush_context(ek.handle);
     result
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one private step of run_with_keys, which holds them all"
+)]
 fn enrolled_session<T: Transport, L: Read + Write, const N: usize>(
     tpm: &mut Tpm<T, N>,
     event_log: &[u8],
@@ -205,6 +258,8 @@ fn enrolled_session<T: Transport, L: Read + Write, const N: usize>(
     ek: u32,
     ek_public: &Public,
     cert_buf: &mut [u8],
+    version: u16,
+    keys: &mut dyn KeyClient,
 ) -> Result<Outcome, T, L> {
     // An EK certificate is optional (trust mode 3); a TPM error reading it means there is none.
     let cert_len = tpm.read_ek_certificate(config.ek, cert_buf).unwrap_or(0);
@@ -224,7 +279,27 @@ fn enrolled_session<T: Transport, L: Read + Write, const N: usize>(
         has_ek_certificate: !certificate.is_empty(),
     }))?;
 
-    let mut outcome = Outcome::default();
+    let mut outcome = Outcome {
+        version,
+        ..Outcome::default()
+    };
+    // v2: an ephemeral key bound into every quote of this session.
+    let session_key = if version >= 2 && crate::channel::ENABLED {
+        match crate::channel::SessionKey::generate(tpm) {
+            Ok(key) => Some(key),
+            Err(e) => return Err(tpm_failure(conn, e)),
+        }
+    } else {
+        None
+    };
+    let mut last_nonce: Vec<u8, MAX_DIGEST> = Vec::new();
+    let mut channel: Option<crate::channel::Channel> = None;
+    let mut keys_done = false;
+    let stop = |outcome: &Outcome| {
+        config
+            .stop_after_verdicts
+            .is_some_and(|n| outcome.verdicts >= n)
+    };
     loop {
         let Some(message) = conn.recv()? else {
             return Ok(outcome);
@@ -240,17 +315,55 @@ fn enrolled_session<T: Transport, L: Read + Write, const N: usize>(
                 outcome.activated = true;
             }
             VerifierMessage::QuoteRequest(request) => {
-                send_evidence(tpm, event_log, conn, config.ak_handle, &request)?;
+                send_evidence(
+                    tpm,
+                    event_log,
+                    conn,
+                    config.ak_handle,
+                    &request,
+                    session_key.as_ref(),
+                )?;
+                last_nonce.clone_from(&request.nonce);
                 outcome.quotes += 1;
             }
             VerifierMessage::Verdict(verdict) => {
                 outcome.verdicts += 1;
                 outcome.last_verdict = Some(verdict.attested);
                 outcome.software_version = verdict.software_version;
-                if config
-                    .stop_after_verdicts
-                    .is_some_and(|n| outcome.verdicts >= n)
-                {
+                // Attested on a v2 link: a ChannelKey follows; wait for it unless done.
+                let channel_follows = verdict.attested && session_key.is_some() && !keys_done;
+                if stop(&outcome) && !channel_follows {
+                    return Ok(outcome);
+                }
+            }
+            VerifierMessage::ChannelKey(key) => {
+                let Some(ours) = session_key.as_ref() else {
+                    conn.report::<T::Error>(AgentFailure::Protocol, "ChannelKey on a v1 link");
+                    return Err(SessionError::Protocol("ChannelKey on a v1 link"));
+                };
+                let Some(new) = ours.agree(&key.public, &last_nonce) else {
+                    conn.report::<T::Error>(AgentFailure::Protocol, "bad channel key");
+                    return Err(SessionError::Protocol("bad channel key"));
+                };
+                outcome.channel = true;
+                let mut c = new;
+                if !send_next_key_request(conn, &mut c, keys, &mut keys_done)? && stop(&outcome) {
+                    return Ok(outcome);
+                }
+                channel = Some(c);
+            }
+            VerifierMessage::Sealed(sealed) => {
+                let Some(c) = channel.as_mut() else {
+                    conn.report::<T::Error>(AgentFailure::Protocol, "Sealed without a channel");
+                    return Err(SessionError::Protocol("Sealed without a channel"));
+                };
+                let Some(response) = c.open_response(&sealed) else {
+                    conn.report::<T::Error>(AgentFailure::Protocol, "sealed response refused");
+                    return Err(SessionError::Protocol("sealed response refused"));
+                };
+                outcome.key_responses += 1;
+                keys.response(response);
+                if !send_next_key_request(conn, c, keys, &mut keys_done)? && stop(&outcome) {
                     return Ok(outcome);
                 }
             }
@@ -328,6 +441,7 @@ fn send_evidence<T: Transport, L: Read + Write, const N: usize>(
     conn: &mut Conn<'_, L>,
     ak: u32,
     request: &QuoteRequest,
+    session_key: Option<&crate::channel::SessionKey>,
 ) -> Result<(), T, L> {
     let mut selection = [PcrBank::default(); vouch_proto::wire::MAX_BANKS];
     for (slot, bank) in selection.iter_mut().zip(request.selection.iter()) {
@@ -337,7 +451,13 @@ fn send_evidence<T: Transport, L: Read + Write, const N: usize>(
         };
     }
     let selection = selection.get(..request.selection.len()).unwrap_or_default();
-    let quote = match tpm.quote(ak, &request.nonce, selection) {
+    // v2: the quote's qualifying data binds the session key to this attestation.
+    let bound = session_key.map(|k| k.qualifying_data(&request.nonce));
+    let qualifying: &[u8] = match &bound {
+        Some(q) => q,
+        None => &request.nonce,
+    };
+    let quote = match tpm.quote(ak, qualifying, selection) {
         Ok(quote) => quote,
         Err(e) => return Err(tpm_failure(conn, e)),
     };
@@ -348,12 +468,37 @@ fn send_evidence<T: Transport, L: Read + Write, const N: usize>(
         });
     }
     conn.send_blob(BlobKind::EventLog, event_log)?;
-    conn.send(&AgentMessage::Evidence(Evidence {
-        attest: Vec::from_slice(quote.attest.as_slice())
-            .map_err(|_| SessionError::TooLarge("TPMS_ATTEST"))?,
-        signature: Vec::from_slice(quote.signature.as_slice())
-            .map_err(|_| SessionError::TooLarge("TPMT_SIGNATURE"))?,
-    }))
+    let attest = Vec::from_slice(quote.attest.as_slice())
+        .map_err(|_| SessionError::TooLarge("TPMS_ATTEST"))?;
+    let signature = Vec::from_slice(quote.signature.as_slice())
+        .map_err(|_| SessionError::TooLarge("TPMT_SIGNATURE"))?;
+    match session_key {
+        Some(key) => conn.send(&AgentMessage::BoundEvidence(BoundEvidence {
+            attest,
+            signature,
+            session_public: Vec::from_slice(key.public())
+                .map_err(|_| SessionError::TooLarge("session key"))?,
+        })),
+        None => conn.send(&AgentMessage::Evidence(Evidence { attest, signature })),
+    }
+}
+
+/// Sends the next key request sealed; `Ok(false)` when there is none (and marks the work done).
+fn send_next_key_request<TE, L: Read + Write>(
+    conn: &mut Conn<'_, L>,
+    channel: &mut crate::channel::Channel,
+    keys: &mut dyn KeyClient,
+    done: &mut bool,
+) -> core::result::Result<bool, SessionError<TE, L::Error>> {
+    let Some(request) = keys.next_request() else {
+        *done = true;
+        return Ok(false);
+    };
+    let sealed = channel
+        .seal_request(&request)
+        .ok_or(SessionError::TooLarge("key request"))?;
+    conn.send(&AgentMessage::Sealed(sealed))?;
+    Ok(true)
 }
 
 enum PcrSendError<TE, LE> {

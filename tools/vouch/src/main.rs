@@ -21,8 +21,8 @@ mod quote;
 
 use client::ServerOpts;
 use manage::{
-    ClusterArg, ClusterCmd, EkAddArgs, EventsArgs, HostCmd, ManagementServerCmd, PrincipalCmd,
-    SoftwareCmd, TokenCmd, TpmCaCmd,
+    ClusterArg, ClusterCmd, EkAddArgs, EventsArgs, HostCmd, KmsCmd, ManagementServerCmd,
+    PrincipalCmd, ProviderCmd, SoftwareCmd, TokenCmd, TpmCaCmd,
 };
 
 /// The Vouch operator CLI: offline checks of TPM evidence, vouchd's management API, and a
@@ -78,6 +78,12 @@ enum Command {
     /// A cluster's hosts.
     #[command(subcommand)]
     Host(HostCmd),
+    /// Key servers (KMIP) for the key provider service.
+    #[command(subcommand)]
+    Kms(KmsCmd),
+    /// Trusted key providers: a primary key on a key server.
+    #[command(subcommand)]
+    Provider(ProviderCmd),
     /// Attestation status: of every host as a table, or of one host (EK hash or name).
     Status {
         /// A host's EK hash or name.
@@ -186,6 +192,8 @@ fn main() -> ExitCode {
         Command::TpmCa(cmd) => manage::tpm_ca(server, &cmd),
         Command::Software(cmd) => manage::software(server, &cmd),
         Command::Host(cmd) => manage::host(server, &cmd),
+        Command::Kms(cmd) => manage::kms(server, &cmd),
+        Command::Provider(cmd) => manage::provider(server, &cmd),
         Command::Status { host } => manage::status(server, host.as_deref()),
         Command::Events(args) => manage::events(server, &args),
         Command::Bridge(args) => bridge::run(&args),

@@ -94,6 +94,80 @@ pub enum ClusterCmd {
     Show { name: String },
     /// Delete a cluster.
     Remove { name: String },
+    /// Configure the cluster with a trusted key provider: its attested hosts may then use it.
+    SetProvider { name: String, provider: String },
+    /// Remove the cluster's key provider.
+    ClearProvider { name: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum KmsCmd {
+    /// Add a key server (KMS): KMIP endpoints tried in order, the client certificate and key
+    /// vouchd presents, and the CA that signs the key server's certificate.
+    Add {
+        name: String,
+        /// host:port (repeatable; replicas, tried in order).
+        #[arg(long = "endpoint", value_name = "HOST:PORT", required = true)]
+        endpoints: Vec<String>,
+        /// vouchd's client certificate (chain), PEM.
+        #[arg(long)]
+        client_cert: PathBuf,
+        /// vouchd's client key, PEM.
+        #[arg(long)]
+        client_key: PathBuf,
+        /// The CA certificate(s) of the key server, PEM (`--ca` is vouchd's own CA).
+        #[arg(long)]
+        kms_ca: PathBuf,
+    },
+    /// List the key servers.
+    List,
+    /// Remove a key server no provider uses.
+    Remove { name: String },
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ProviderCmd {
+    /// Add a trusted key provider: a name and an existing primary key on a key server. vouchd
+    /// checks that the key exists and is an active AES-256 key usable in the wrapping mode.
+    Add {
+        name: String,
+        /// The key server.
+        #[arg(long)]
+        kms: String,
+        /// The primary key's identifier on the key server.
+        #[arg(long)]
+        key_id: String,
+        /// local: vouchd gets the key and caches it; remote: the key server encrypts.
+        #[arg(long, default_value = "local", value_parser = ["local", "remote"])]
+        wrapping: String,
+        /// Local wrapping: check the key's state again after this many seconds (default 300).
+        #[arg(long)]
+        refresh: Option<i64>,
+        /// Local wrapping: serve a cached key at most this many seconds, also while the key
+        /// server is unreachable (default 3600).
+        #[arg(long)]
+        lifetime: Option<i64>,
+    },
+    /// List the key providers.
+    List,
+    /// Remove a key provider no cluster uses.
+    Remove { name: String },
+    /// Create and activate an AES-256 key on a key server, for use as a primary key (a
+    /// convenience: the key server's administrator may provision it instead).
+    CreateKey {
+        /// The key server.
+        #[arg(long)]
+        kms: String,
+        /// A KMIP Name for the key.
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Rotate: a new primary key encrypts from now on; the old one still decrypts (rewrap).
+    Rotate {
+        name: String,
+        #[arg(long)]
+        key_id: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -539,6 +613,151 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
         ClusterCmd::Remove { name } => {
             api.delete(&format!("/v1/clusters/{}", seg(name)))?;
             ok(&api, &format!("cluster {name} deleted"));
+        }
+        ClusterCmd::SetProvider { name, provider } => {
+            let v = api.put(
+                &format!("/v1/clusters/{}/key-provider", seg(name)),
+                &json!({"provider": provider}),
+            )?;
+            done(&api, &v, || {
+                format!("cluster {name} uses key provider {provider}")
+            });
+        }
+        ClusterCmd::ClearProvider { name } => {
+            api.delete(&format!("/v1/clusters/{}/key-provider", seg(name)))?;
+            ok(&api, &format!("cluster {name} has no key provider"));
+        }
+    }
+    Ok(())
+}
+
+/// `vouch kms ...`.
+pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    match cmd {
+        KmsCmd::Add {
+            name,
+            endpoints,
+            client_cert,
+            client_key,
+            kms_ca,
+        } => {
+            let body = json!({
+                "name": name,
+                "endpoints": endpoints,
+                "client_certificate_pem": read_text(client_cert, "client certificate")?,
+                "client_key_pem": read_text(client_key, "client key")?,
+                "ca_certificate_pem": read_text(kms_ca, "key server CA certificate")?,
+            });
+            let v = api.post("/v1/key-servers", &body)?;
+            done(&api, &v, || {
+                format!("key server {name} added: {}", endpoints.join(", "))
+            });
+        }
+        KmsCmd::List => {
+            let v = api.get("/v1/key-servers")?;
+            list(&api, &v, &["NAME", "ENDPOINTS", "CREATED"], |k| {
+                vec![
+                    str_of(k, "name"),
+                    array(&k["endpoints"])
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    time_of(k, "created_at"),
+                ]
+            });
+        }
+        KmsCmd::Remove { name } => {
+            api.delete(&format!("/v1/key-servers/{}", seg(name)))?;
+            ok(&api, &format!("key server {name} removed"));
+        }
+    }
+    Ok(())
+}
+
+/// `vouch provider ...`.
+pub fn provider(opts: &ServerOpts, cmd: &ProviderCmd) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    match cmd {
+        ProviderCmd::Add {
+            name,
+            kms,
+            key_id,
+            wrapping,
+            refresh,
+            lifetime,
+        } => {
+            let mut body = json!({
+                "name": name, "key_server": kms, "primary_key_id": key_id, "wrapping": wrapping,
+            });
+            if let Some(map) = body.as_object_mut() {
+                if let Some(r) = refresh {
+                    map.insert("refresh_seconds".into(), json!(r));
+                }
+                if let Some(l) = lifetime {
+                    map.insert("lifetime_seconds".into(), json!(l));
+                }
+            }
+            let v = api.post("/v1/key-providers", &body)?;
+            done(&api, &v, || {
+                format!(
+                    "key provider {name} added: key {key_id} on {kms}, {wrapping} wrapping; checked active AES-256"
+                )
+            });
+        }
+        ProviderCmd::List => {
+            let v = api.get("/v1/key-providers")?;
+            list(
+                &api,
+                &v,
+                &[
+                    "NAME",
+                    "KMS",
+                    "PRIMARY KEY",
+                    "VERSION",
+                    "WRAPPING",
+                    "CREATED",
+                ],
+                |p| {
+                    vec![
+                        str_of(p, "name"),
+                        str_of(p, "key_server"),
+                        str_of(p, "primary_key_id"),
+                        str_of(p, "primary_key_version"),
+                        str_of(p, "wrapping"),
+                        time_of(p, "created_at"),
+                    ]
+                },
+            );
+        }
+        ProviderCmd::Remove { name } => {
+            api.delete(&format!("/v1/key-providers/{}", seg(name)))?;
+            ok(&api, &format!("key provider {name} removed"));
+        }
+        ProviderCmd::CreateKey { kms, name } => {
+            let v = api.post(
+                &format!("/v1/key-servers/{}/keys", seg(kms)),
+                &json!({"name": name}),
+            )?;
+            done(&api, &v, || {
+                format!(
+                    "created and activated AES-256 key {} on {kms}",
+                    str_of(&v, "key_id")
+                )
+            });
+        }
+        ProviderCmd::Rotate { name, key_id } => {
+            let v = api.put(
+                &format!("/v1/key-providers/{}/primary-key", seg(name)),
+                &json!({"primary_key_id": key_id}),
+            )?;
+            done(&api, &v, || {
+                format!(
+                    "key provider {name}: primary key {key_id} (version {}); earlier keys still decrypt",
+                    str_of(&v, "primary_key_version")
+                )
+            });
         }
     }
     Ok(())

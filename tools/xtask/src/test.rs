@@ -10,6 +10,25 @@ pub fn run() -> Result<(), String> {
     setup::ensure()?;
     shell::step("fmt", shell::cargo().args(["fmt", "--all", "--check"]))
         .map_err(|e| format!("{e}; `cargo fmt --all` fixes the formatting"))?;
+    // The boards are workspaces of their own, which `--all` does not reach.
+    for board in firmware::BOARDS {
+        let manifest = shell::root()
+            .join("firmware/boards")
+            .join(board.name)
+            .join("Cargo.toml");
+        shell::step(
+            &format!("fmt: board {}", board.name),
+            shell::cargo()
+                .args(["fmt", "--check", "--manifest-path"])
+                .arg(&manifest),
+        )
+        .map_err(|e| {
+            format!(
+                "{e}; `cargo fmt --manifest-path {}` fixes it",
+                manifest.display()
+            )
+        })?;
+    }
     shell::step(
         "clippy",
         shell::cargo().args([

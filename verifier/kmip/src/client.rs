@@ -211,6 +211,18 @@ impl KeyServer {
             .await
     }
 
+    /// Connects to one replica (for a caller's own failover loop, e.g. one whose futures must
+    /// be `Send`, which [`Self::with_failover`]'s async closure cannot promise).
+    ///
+    /// # Errors
+    /// The replica's failure.
+    pub async fn connect_replica(
+        &self,
+        endpoint: &Endpoint,
+    ) -> Result<Connection, EndpointFailure> {
+        self.connect_to(endpoint).await
+    }
+
     async fn connect_to(&self, endpoint: &Endpoint) -> Result<Connection, EndpointFailure> {
         match tokio::time::timeout(self.timeout, self.connect_one(endpoint)).await {
             Ok(Ok(stream)) => Ok(Connection {

@@ -213,6 +213,12 @@ pub struct Session {
     event_log: Option<Vec<u8>>,
     /// The clock of the last quote accepted in this session.
     last_clock: Option<ClockInfo>,
+    /// v2: the agent's session key from its last `BoundEvidence`.
+    agent_public: Option<Vec<u8>>,
+    /// v2: the key channel, once attested on a bound quote.
+    channel: Option<crate::channel::ServerChannel>,
+    /// The attestation token of the last attested verdict: what key requests are authorised by.
+    token: Option<String>,
     /// Tests replay recorded quotes, whose nonce is fixed.
     #[cfg(test)]
     fixed_nonce: Option<Vec<u8>>,
@@ -255,6 +261,9 @@ impl Session {
             pcr_values: None,
             event_log: None,
             last_clock: None,
+            agent_public: None,
+            channel: None,
+            token: None,
             #[cfg(test)]
             fixed_nonce: None,
         }
@@ -328,7 +337,17 @@ impl Session {
                 Ok(vec![])
             }
             (AgentMessage::Evidence(evidence), Phase::Evidence { .. }) => {
+                self.agent_public = None;
                 self.evidence(&evidence.attest, &evidence.signature).await
+            }
+            (AgentMessage::BoundEvidence(evidence), Phase::Evidence { .. })
+                if self.version >= 2 =>
+            {
+                self.agent_public = Some(evidence.session_public.to_vec());
+                self.evidence(&evidence.attest, &evidence.signature).await
+            }
+            (AgentMessage::Sealed(sealed), _) if self.channel.is_some() => {
+                self.key_request(&sealed).await
             }
             (AgentMessage::Error(e), _) => refuse(
                 RefusalKind::Protocol,
@@ -597,7 +616,14 @@ impl Session {
         let versions = store::run(&self.state.store, move |s| s.list_software_versions(&name))
             .await
             .map_err(internal)?;
-        let outcome = self.verify(&enrolled, &nonce, &selection, attest, signature, &versions);
+        // v2: a bound quote's qualifying data is SHA-256(nonce || agent session key).
+        let expected = match &self.agent_public {
+            Some(public) => crate::channel::qualifying_data(&nonce, public),
+            None => nonce.clone(),
+        };
+        let outcome = self.verify(
+            &enrolled, &expected, &selection, attest, signature, &versions,
+        );
         let config = &self.state.config;
         let (verdict, record) = match outcome {
             Ok((version, pcr_digest, clock)) => {
@@ -702,7 +728,36 @@ impl Session {
             .await;
         }
         self.phase = Phase::Waiting { enrolled };
-        Ok(vec![VerifierMessage::Verdict(verdict)])
+        let mut answers = vec![VerifierMessage::Verdict(verdict)];
+        self.channel = None;
+        self.token.clone_from(&record.token);
+        if let (true, Some(public)) = (record.attested, &self.agent_public) {
+            let (channel, ours) = crate::channel::establish(public, &nonce)
+                .map_err(|e| (RefusalKind::Protocol, e))?;
+            self.channel = Some(channel);
+            answers.push(VerifierMessage::ChannelKey(wire::ChannelKey {
+                public: ours,
+            }));
+        }
+        Ok(answers)
+    }
+
+    /// A sealed key request over the channel: opened, authorised, answered sealed.
+    async fn key_request(&mut self, sealed: &wire::Sealed) -> Step {
+        let channel = self
+            .channel
+            .as_mut()
+            .ok_or((RefusalKind::Protocol, "no key channel".to_owned()))?;
+        let request = channel
+            .open(sealed)
+            .map_err(|e| (RefusalKind::Protocol, e))?;
+        let response = crate::channel::answer(&self.state, self.token.as_deref(), request).await;
+        let channel = self
+            .channel
+            .as_mut()
+            .ok_or((RefusalKind::Protocol, "no key channel".to_owned()))?;
+        let sealed = channel.seal(&response).map_err(internal)?;
+        Ok(vec![VerifierMessage::Sealed(sealed)])
     }
 
     /// Runs vouch-attest over the evidence; the matched version, the PCR digest and the clock,
@@ -807,6 +862,8 @@ fn message_name(m: &AgentMessage) -> &'static str {
         AgentMessage::ActivationProof(_) => "ActivationProof",
         AgentMessage::Evidence(_) => "Evidence",
         AgentMessage::Error(_) => "Error",
+        AgentMessage::BoundEvidence(_) => "BoundEvidence",
+        AgentMessage::Sealed(_) => "Sealed",
     }
 }
 
@@ -995,6 +1052,7 @@ mod tests {
                 metrics: Arc::new(Metrics::new()),
                 signer: Arc::new(Signer::load_or_create(&dir.join("k.p8")).unwrap()),
                 webhook: None,
+                keys: Arc::default(),
             }
         }
 

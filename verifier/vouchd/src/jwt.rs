@@ -110,6 +110,52 @@ impl Signer {
         Ok(token)
     }
 
+    /// Checks a compact JWS made by [`Self::sign`]: header `ES256` with this key's `kid`, the
+    /// signature, issuer `vouchd`, and `exp` after `now`. Returns the claims.
+    pub fn verify(&self, token: &str, now: i64) -> Result<AttestationClaims, String> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(claims), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err("not a compact JWS (three parts)".into());
+        };
+        let header: serde_json::Value = B64
+            .decode(header)
+            .ok()
+            .and_then(|h| serde_json::from_slice(&h).ok())
+            .ok_or("the token's header is not base64url JSON")?;
+        if header.get("alg").and_then(|v| v.as_str()) != Some("ES256")
+            || header.get("kid").and_then(|v| v.as_str()) != Some(self.kid.as_str())
+        {
+            return Err("the token was not signed by this vouchd (alg or kid)".into());
+        }
+        let sig = B64
+            .decode(sig)
+            .map_err(|_| "the token's signature is not base64url")?;
+        let signed_len = token
+            .len()
+            .saturating_sub(token.rsplit('.').next().map_or(0, str::len) + 1);
+        let signed = token.get(..signed_len).ok_or("bad token")?;
+        aws_lc_rs::signature::UnparsedPublicKey::new(
+            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
+            self.key.public_key().as_ref(),
+        )
+        .verify(signed.as_bytes(), &sig)
+        .map_err(|_| "the token's signature does not verify")?;
+        let claims: AttestationClaims = B64
+            .decode(claims)
+            .ok()
+            .and_then(|c| serde_json::from_slice(&c).ok())
+            .ok_or("the token's claims are not attestation claims")?;
+        if claims.iss != "vouchd" {
+            return Err(format!("the token's issuer is {}, not vouchd", claims.iss));
+        }
+        if claims.exp <= now {
+            return Err(format!("the token expired at {}", claims.exp));
+        }
+        Ok(claims)
+    }
+
     /// The JWK Set with this key.
     pub fn jwks(&self) -> serde_json::Value {
         serde_json::json!({
@@ -169,6 +215,16 @@ mod tests {
         let data = jsonwebtoken::decode::<AttestationClaims>(&token, &key, &validation).unwrap();
         assert_eq!(data.claims, claims);
 
+        assert_eq!(signer.verify(&token, now).unwrap(), claims);
+        assert!(
+            signer
+                .verify(&token, now + 300)
+                .unwrap_err()
+                .contains("expired")
+        );
+        let other = Signer::load_or_create(&dir.path().join("other.p8")).unwrap();
+        assert!(other.verify(&token, now).is_err());
+
         // A tampered token does not verify.
         let mut parts: Vec<&str> = token.split('.').collect();
         let other = B64.encode(br#"{"iss":"vouchd","sub":"x"}"#);
@@ -176,5 +232,6 @@ mod tests {
         assert!(
             jsonwebtoken::decode::<serde_json::Value>(&parts.join("."), &key, &validation).is_err()
         );
+        assert!(signer.verify(&parts.join("."), now).is_err());
     }
 }

@@ -12,10 +12,12 @@
 pub mod agent;
 pub mod api;
 pub mod auth;
+pub mod channel;
 pub mod config;
 pub mod ek;
 pub mod events;
 pub mod jwt;
+pub mod keys;
 pub mod metrics;
 pub mod scheduler;
 pub mod server;

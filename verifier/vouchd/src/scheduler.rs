@@ -116,6 +116,7 @@ mod tests {
             metrics: Arc::new(Metrics::new()),
             signer: Arc::new(Signer::load_or_create(&dir.path().join("k")).unwrap()),
             webhook: None,
+            keys: Arc::default(),
         };
         assert_eq!(sweep_once(&state, 500).await.unwrap(), 1);
         assert_eq!(sweep_once(&state, 500).await.unwrap(), 0);

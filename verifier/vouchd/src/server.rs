@@ -110,6 +110,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         metrics: Arc::new(Metrics::new()),
         signer: Arc::new(signer),
         webhook,
+        keys: Arc::default(),
     };
     let router = api::router(state.clone());
     let tasks = vec![

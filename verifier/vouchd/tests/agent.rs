@@ -92,6 +92,13 @@ async fn hello_negotiates_a_version_or_is_refused() {
     a.send(&hello(1, 7)).await;
     assert_eq!(
         a.recv().await,
+        Some(VerifierMessage::Welcome(Welcome { version: 2 }))
+    );
+    // A v1 agent keeps working (v2 only added the key channel).
+    let mut old = Agent::connect(h.running.agent_addr).await;
+    old.send(&hello(1, 1)).await;
+    assert_eq!(
+        old.recv().await,
         Some(VerifierMessage::Welcome(Welcome { version: 1 }))
     );
 

@@ -20,7 +20,8 @@ use uart::Uart;
 use vouch_agent::eventlog::EventLog;
 use vouch_agent::measure::{BootImage, digest_size};
 use vouch_agent::measured_boot;
-use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, SessionError};
+use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, KeyClient, SessionError};
+use vouch_proto::wire::{KeyRequest, KeyResponse, MAX_KEY_CIPHERTEXT};
 use vouch_tpm::{
     ALG_SHA256, AkKind, EkKind, I2cTransport, PcrBank, Startup, StartupType, Tis, Tpm,
 };
@@ -83,6 +84,9 @@ enum Mode {
     Attest,
     /// Attest once and exit with the verdict.
     AttestOnce,
+    /// Attest once, then over the channel bound to the attestation: generate a data key,
+    /// encrypt and decrypt with the key provider service, and print the result.
+    Keys,
 }
 
 fn mode() -> Mode {
@@ -97,6 +101,7 @@ fn mode() -> Mode {
     let has = |word: &[u8]| line.windows(word.len()).any(|w| w == word);
     match () {
         _ if failed => Mode::Probe,
+        _ if has(b"attest-keys") => Mode::Keys,
         _ if has(b"attest-once") => Mode::AttestOnce,
         _ if has(b"attest") => Mode::Attest,
         _ => Mode::Probe,
@@ -148,7 +153,9 @@ fn run() -> Result<(), &'static str> {
     let bus = unsafe { SbconI2c::new(TPM_I2C_BASE) };
     let i2c = I2cTransport::new(bus, clock.clone()).with_address(TPM_ADDRESS);
     let mut tis = Tis::new(i2c, clock.clone());
-    let did_vid = tis.init().map_err(|_| "no TPM answers on the I2C bus at 0x2E")?;
+    let did_vid = tis
+        .init()
+        .map_err(|_| "no TPM answers on the I2C bus at 0x2E")?;
     log!("tpm: I2C TIS up, DID_VID {did_vid:08x}");
     let mut tpm: BoardTpm = Tpm::new(tis);
 
@@ -181,15 +188,102 @@ fn run() -> Result<(), &'static str> {
         alg: ALG_SHA256,
         pcrs: 0b11,
     }];
-    let values = tpm.pcr_read(&boot_pcrs).map_err(|_| "TPM2_PCR_Read failed")?;
+    let values = tpm
+        .pcr_read(&boot_pcrs)
+        .map_err(|_| "TPM2_PCR_Read failed")?;
     for (pcr, value) in values.digests().iter().enumerate() {
         log!("boot: PCR {pcr} (sha256) {}", Hex(value));
     }
 
     match mode {
         Mode::Probe => probe(&mut tpm),
-        Mode::Attest => attest(&mut tpm, &log, clock, None),
-        Mode::AttestOnce => attest(&mut tpm, &log, clock, Some(1)),
+        Mode::Attest => attest(&mut tpm, &log, clock, None, &mut session::NoKeys),
+        Mode::AttestOnce => attest(&mut tpm, &log, clock, Some(1), &mut session::NoKeys),
+        Mode::Keys => {
+            let mut keys = KeyRoundTrip::default();
+            attest(&mut tpm, &log, clock, Some(1), &mut keys)?;
+            keys.result()
+        }
+    }
+}
+
+/// The `keys` mode's requests: a data key, then its round trip through Encrypt and Decrypt.
+#[derive(Default)]
+struct KeyRoundTrip {
+    step: u8,
+    wrapped_len: usize,
+    ciphertext: heapless::Vec<u8, MAX_KEY_CIPHERTEXT>,
+    ok: bool,
+}
+
+/// What the board encrypts (and expects back).
+const KEYS_PLAINTEXT: &[u8] = b"vouch data on mps2-an386";
+const KEYS_AAD: &[u8] = b"mps2-an386 demo";
+
+impl KeyRoundTrip {
+    fn result(&self) -> Result<(), &'static str> {
+        if self.ok {
+            Ok(())
+        } else {
+            Err("the key round trip failed")
+        }
+    }
+}
+
+impl KeyClient for KeyRoundTrip {
+    fn next_request(&mut self) -> Option<KeyRequest> {
+        self.step += 1;
+        let aad = heapless::Vec::from_slice(KEYS_AAD).ok()?;
+        match self.step {
+            1 => Some(KeyRequest::GenerateKey { aad }),
+            2 => Some(KeyRequest::Encrypt {
+                plaintext: heapless::Vec::from_slice(KEYS_PLAINTEXT).ok()?,
+                aad,
+            }),
+            3 => Some(KeyRequest::Decrypt {
+                ciphertext: self.ciphertext.clone(),
+                aad,
+            }),
+            _ => None,
+        }
+    }
+
+    fn response(&mut self, response: KeyResponse) {
+        match (self.step, response) {
+            (1, KeyResponse::DataKey { key, wrapped }) => {
+                self.wrapped_len = wrapped.len();
+                // Only a fingerprint of the key is shown: its first 4 bytes.
+                log!(
+                    "keys: data key {}.. (256 bits), wrapped in {} bytes",
+                    Hex(key.get(..4).unwrap_or_default()),
+                    self.wrapped_len
+                );
+            }
+            (2, KeyResponse::Ciphertext(ct)) => {
+                log!(
+                    "keys: encrypted {} bytes into {} bytes",
+                    KEYS_PLAINTEXT.len(),
+                    ct.len()
+                );
+                self.ciphertext = ct;
+            }
+            (3, KeyResponse::Plaintext(p)) => {
+                self.ok = p.as_slice() == KEYS_PLAINTEXT;
+                log!(
+                    "keys: decrypted {} bytes: {}",
+                    p.len(),
+                    if self.ok { "round trip OK" } else { "MISMATCH" }
+                );
+            }
+            (_, KeyResponse::Refused { reason, .. }) => {
+                log!("keys: refused: {}", reason.as_str());
+                self.step = u8::MAX;
+            }
+            _ => {
+                log!("keys: unexpected answer");
+                self.step = u8::MAX;
+            }
+        }
     }
 }
 
@@ -199,6 +293,7 @@ fn attest(
     log: &EventLog<EVENT_LOG_SIZE>,
     clock: Timer,
     stop_after_verdicts: Option<u32>,
+    keys: &mut dyn KeyClient,
 ) -> Result<(), &'static str> {
     // SAFETY: UART0 is the agent link and only this function uses it.
     let mut link = unsafe { Uart::new(UART0, clock, LINK_IDLE_TIMEOUT_US) };
@@ -211,7 +306,14 @@ fn attest(
     };
     let mut certificate = [0u8; 2048];
     log!("agent: session with the verifier on UART0");
-    let outcome = session::run(tpm, log.as_bytes(), &mut link, &config, &mut certificate);
+    let outcome = session::run_with_keys(
+        tpm,
+        log.as_bytes(),
+        &mut link,
+        &config,
+        &mut certificate,
+        keys,
+    );
     match outcome {
         Ok(outcome) => {
             log!(
@@ -225,7 +327,10 @@ fn attest(
                 }
             );
             if outcome.last_verdict == Some(true) {
-                log!("agent: attested as software version {}", outcome.software_version.as_str());
+                log!(
+                    "agent: attested as software version {}",
+                    outcome.software_version.as_str()
+                );
                 Ok(())
             } else {
                 Err("the verifier did not attest this board")
@@ -272,7 +377,8 @@ fn probe(tpm: &mut BoardTpm) -> Result<(), &'static str> {
     }
 
     let mut random = [0u8; 16];
-    tpm.get_random(&mut random).map_err(|_| "TPM2_GetRandom failed")?;
+    tpm.get_random(&mut random)
+        .map_err(|_| "TPM2_GetRandom failed")?;
     log!("tpm: GetRandom {}", Hex(&random));
 
     let mut certificate = [0u8; 2048];
@@ -292,7 +398,10 @@ fn probe(tpm: &mut BoardTpm) -> Result<(), &'static str> {
     if !matches {
         return Err("the recreated EK's public key is not the certificate's");
     }
-    log!("tpm: recreated EK matches the certificate ({} bit RSA)", modulus.len() * 8);
+    log!(
+        "tpm: recreated EK matches the certificate ({} bit RSA)",
+        modulus.len() * 8
+    );
 
     let measurement = [0x5Au8; 64];
     tpm.pcr_extend_active_banks(DEMO_PCR, |alg, out| {
@@ -305,8 +414,13 @@ fn probe(tpm: &mut BoardTpm) -> Result<(), &'static str> {
         alg: ALG_SHA256,
         pcrs: 1 << DEMO_PCR,
     }];
-    let values = tpm.pcr_read(&selection).map_err(|_| "TPM2_PCR_Read failed")?;
-    let value = values.digests().first().ok_or("PCR_Read returned no digest")?;
+    let values = tpm
+        .pcr_read(&selection)
+        .map_err(|_| "TPM2_PCR_Read failed")?;
+    let value = values
+        .digests()
+        .first()
+        .ok_or("PCR_Read returned no digest")?;
     log!("tpm: PCR {DEMO_PCR} (sha256) after extend {}", Hex(value));
     Ok(())
 }

@@ -16,7 +16,10 @@ unsafe extern "C" {
 }
 
 fn bounds() -> (usize, usize) {
-    (&raw const __sheap as usize, &raw const _stack_start as usize)
+    (
+        &raw const __sheap as usize,
+        &raw const _stack_start as usize,
+    )
 }
 
 /// Fills the free stack below the current frame with the pattern.

@@ -109,6 +109,19 @@ pub struct PyKmip {
 }
 
 impl PyKmip {
+    /// [`Self::start`], or why not when the venv is missing (for the demo, which reports
+    /// instead of panicking).
+    pub fn start_checked() -> Result<Self, String> {
+        let server = venv().join("bin/pykmip-server");
+        if !server.is_file() {
+            return Err(format!(
+                "PyKMIP not found at {}: run `cargo xtask setup` (it installs the PyKMIP virtualenv)",
+                server.display()
+            ));
+        }
+        Ok(Self::start())
+    }
+
     pub fn start() -> Self {
         let server = venv().join("bin/pykmip-server");
         assert!(

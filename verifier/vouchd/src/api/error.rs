@@ -25,6 +25,13 @@ pub enum ApiError {
     Conflict(String),
     /// 500; the reason is logged, not shown.
     Internal(String),
+    /// A key provider's failure, with its own status and code (`key_server_unreachable` 503,
+    /// `key_revoked` 409, `authentication_failed` 400, ...).
+    KeyProvider {
+        status: StatusCode,
+        code: &'static str,
+        reason: String,
+    },
 }
 
 impl ApiError {
@@ -37,6 +44,7 @@ impl ApiError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::KeyProvider { status, .. } => *status,
         }
     }
 
@@ -50,6 +58,7 @@ impl ApiError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::Internal(_) => "internal",
+            Self::KeyProvider { code, .. } => code,
         }
     }
 
@@ -60,7 +69,8 @@ impl ApiError {
             | Self::BadRequest(r)
             | Self::NotFound(r)
             | Self::NoSuchRoute(r)
-            | Self::Conflict(r) => r.clone(),
+            | Self::Conflict(r)
+            | Self::KeyProvider { reason: r, .. } => r.clone(),
             Self::MethodNotAllowed => "this route does not accept this method".into(),
             Self::Internal(_) => "internal error; see the server log".into(),
         }
@@ -72,6 +82,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => Self::NotFound(format!("{what} not found")),
             StoreError::Conflict(what) => Self::Conflict(format!("{what} already exists")),
+            StoreError::InUse(why) => Self::Conflict(why),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -3,6 +3,7 @@
 //! three together.
 
 pub mod error;
+pub mod keys;
 pub mod openapi;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub signer: Arc<Signer>,
     /// Where events are posted, if configured.
     pub webhook: Option<Arc<crate::events::Webhook>>,
+    /// The key providers in use.
+    pub keys: Arc<crate::keys::KeyService>,
 }
 
 /// Every route: method and path template. The router, the OpenAPI document and the tests agree
@@ -84,6 +87,24 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/hosts/{ek_hash}"),
     ("GET", "/v1/hosts/{ek_hash}/token"),
     ("GET", "/v1/events"),
+    ("GET", "/v1/key-servers"),
+    ("POST", "/v1/key-servers"),
+    ("GET", "/v1/key-servers/{name}"),
+    ("DELETE", "/v1/key-servers/{name}"),
+    ("POST", "/v1/key-servers/{name}/keys"),
+    ("GET", "/v1/key-providers"),
+    ("POST", "/v1/key-providers"),
+    ("GET", "/v1/key-providers/{name}"),
+    ("DELETE", "/v1/key-providers/{name}"),
+    ("PUT", "/v1/key-providers/{name}/primary-key"),
+    ("GET", "/v1/clusters/{cluster}/key-provider"),
+    ("PUT", "/v1/clusters/{cluster}/key-provider"),
+    ("DELETE", "/v1/clusters/{cluster}/key-provider"),
+    ("POST", "/v1/keys/generate"),
+    ("POST", "/v1/keys/encrypt"),
+    ("POST", "/v1/keys/decrypt"),
+    ("POST", "/v1/keys/rewrap"),
+    ("POST", "/v1/keys/batch"),
 ];
 
 /// The API router.
@@ -162,6 +183,41 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/hosts/{ek_hash}", get(get_host))
         .route("/v1/hosts/{ek_hash}/token", get(get_host_token))
         .route("/v1/events", get(list_events))
+        .route(
+            "/v1/key-servers",
+            get(keys::list_key_servers).post(keys::add_key_server),
+        )
+        .route(
+            "/v1/key-servers/{name}",
+            get(keys::get_key_server).delete(keys::delete_key_server),
+        )
+        .route(
+            "/v1/key-servers/{name}/keys",
+            axum::routing::post(keys::create_kms_key),
+        )
+        .route(
+            "/v1/key-providers",
+            get(keys::list_key_providers).post(keys::add_key_provider),
+        )
+        .route(
+            "/v1/key-providers/{name}",
+            get(keys::get_key_provider).delete(keys::delete_key_provider),
+        )
+        .route(
+            "/v1/key-providers/{name}/primary-key",
+            put(keys::rotate_primary_key),
+        )
+        .route(
+            "/v1/clusters/{cluster}/key-provider",
+            get(keys::get_cluster_key_provider)
+                .put(keys::set_cluster_key_provider)
+                .delete(keys::clear_cluster_key_provider),
+        )
+        .route("/v1/keys/generate", axum::routing::post(keys::generate_key))
+        .route("/v1/keys/encrypt", axum::routing::post(keys::encrypt))
+        .route("/v1/keys/decrypt", axum::routing::post(keys::decrypt))
+        .route("/v1/keys/rewrap", axum::routing::post(keys::rewrap))
+        .route("/v1/keys/batch", axum::routing::post(keys::batch))
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))

@@ -14,6 +14,9 @@ pub enum Access {
     Admin,
     /// A TrustedAdmins token and a management server's signature.
     HostOp,
+    /// An attested host: its attestation token (JWT) as the bearer token, the host attested
+    /// now, its cluster configured with a key provider.
+    Attested,
 }
 
 /// One operation: method, path, summary, access, request schema, success status and schema.
@@ -48,7 +51,7 @@ const fn op(
     }
 }
 
-use Access::{Admin, HostOp, Public, Token};
+use Access::{Admin, Attested, HostOp, Public, Token};
 
 /// Every operation the API offers.
 pub const OPERATIONS: &[Operation] = &[
@@ -376,6 +379,168 @@ pub const OPERATIONS: &[Operation] = &[
         200,
         Some("EventList"),
     ),
+    op(
+        "GET",
+        "/v1/key-servers",
+        "Key servers (KMIP)",
+        Admin,
+        None,
+        200,
+        Some("KeyServerList"),
+    ),
+    op(
+        "POST",
+        "/v1/key-servers",
+        "Add a key server: KMIP endpoints tried in order, client certificate and key, CA",
+        Admin,
+        Some("NewKeyServer"),
+        201,
+        Some("KeyServer"),
+    ),
+    op(
+        "GET",
+        "/v1/key-servers/{name}",
+        "A key server",
+        Admin,
+        None,
+        200,
+        Some("KeyServer"),
+    ),
+    op(
+        "DELETE",
+        "/v1/key-servers/{name}",
+        "Remove a key server no provider uses",
+        Admin,
+        None,
+        204,
+        None,
+    ),
+    op(
+        "POST",
+        "/v1/key-servers/{name}/keys",
+        "Create and activate an AES-256 key on the key server (convenience)",
+        Admin,
+        Some("NewKmsKey"),
+        201,
+        Some("CreatedKmsKey"),
+    ),
+    op(
+        "GET",
+        "/v1/key-providers",
+        "Trusted key providers",
+        Admin,
+        None,
+        200,
+        Some("KeyProviderList"),
+    ),
+    op(
+        "POST",
+        "/v1/key-providers",
+        "Add a trusted key provider; its primary key must exist, be Active, AES-256 and usable in the wrapping mode",
+        Admin,
+        Some("NewKeyProvider"),
+        201,
+        Some("KeyProvider"),
+    ),
+    op(
+        "GET",
+        "/v1/key-providers/{name}",
+        "A trusted key provider",
+        Admin,
+        None,
+        200,
+        Some("KeyProvider"),
+    ),
+    op(
+        "DELETE",
+        "/v1/key-providers/{name}",
+        "Remove a key provider no cluster uses",
+        Admin,
+        None,
+        204,
+        None,
+    ),
+    op(
+        "PUT",
+        "/v1/key-providers/{name}/primary-key",
+        "Rotate: a new primary key encrypts; the old one is retired and still decrypts (rewrap)",
+        Admin,
+        Some("NewPrimaryKey"),
+        200,
+        Some("KeyProvider"),
+    ),
+    op(
+        "GET",
+        "/v1/clusters/{cluster}/key-provider",
+        "The cluster's key provider",
+        Admin,
+        None,
+        200,
+        Some("ClusterKeyProvider"),
+    ),
+    op(
+        "PUT",
+        "/v1/clusters/{cluster}/key-provider",
+        "Configure the cluster with a key provider",
+        Admin,
+        Some("SetClusterKeyProvider"),
+        200,
+        Some("ClusterKeyProvider"),
+    ),
+    op(
+        "DELETE",
+        "/v1/clusters/{cluster}/key-provider",
+        "Remove the cluster's key provider",
+        Admin,
+        None,
+        204,
+        None,
+    ),
+    op(
+        "POST",
+        "/v1/keys/generate",
+        "A fresh 256-bit data key and its wrapped form",
+        Attested,
+        Some("GenerateKey"),
+        200,
+        Some("GeneratedKey"),
+    ),
+    op(
+        "POST",
+        "/v1/keys/encrypt",
+        "AES-256-GCM under the provider's primary key, with associated data",
+        Attested,
+        Some("Encrypt"),
+        200,
+        Some("Ciphertext"),
+    ),
+    op(
+        "POST",
+        "/v1/keys/decrypt",
+        "Decrypt a ciphertext of the cluster's provider",
+        Attested,
+        Some("CiphertextRequest"),
+        200,
+        Some("Plaintext"),
+    ),
+    op(
+        "POST",
+        "/v1/keys/rewrap",
+        "Decrypt and encrypt again under the current primary key",
+        Attested,
+        Some("CiphertextRequest"),
+        200,
+        Some("Ciphertext"),
+    ),
+    op(
+        "POST",
+        "/v1/keys/batch",
+        "Several key operations, a result per item",
+        Attested,
+        Some("Batch"),
+        200,
+        Some("BatchReply"),
+    ),
 ];
 
 fn schema_ref(name: &str) -> Value {
@@ -423,14 +588,24 @@ fn operation(o: &Operation) -> Value {
     if o.access != Public {
         responses.insert("401".into(), error_response("No valid bearer token"));
     }
-    if matches!(o.access, Admin | HostOp) {
+    if matches!(o.access, Admin | HostOp | Attested) {
         responses.insert(
             "403".into(),
-            error_response(if o.access == HostOp {
-                "Not in TrustedAdmins, or no valid management-server signature"
-            } else {
-                "Not in TrustedAdmins"
+            error_response(match o.access {
+                HostOp => "Not in TrustedAdmins, or no valid management-server signature",
+                Attested => "The host is not attested now, or its cluster has no key provider",
+                _ => "Not in TrustedAdmins",
             }),
+        );
+    }
+    if o.path.starts_with("/v1/key") || o.path.ends_with("/keys") {
+        responses.insert(
+            "503".into(),
+            error_response("key_server_unreachable: no replica of the key server answered"),
+        );
+        responses.insert(
+            "502".into(),
+            error_response("key_server_error: the key server refused or broke KMIP"),
         );
     }
     if o.request.is_some() || o.path.contains('{') {
@@ -452,6 +627,7 @@ fn operation(o: &Operation) -> Value {
             Public => json!([]),
             Token | Admin => json!([{"bearer": []}]),
             HostOp => json!([{"bearer": [], "managementSignature": []}]),
+            Attested => json!([{"attestation": []}]),
         };
         map.insert("security".into(), security);
         if let Some(req) = o.request {
@@ -470,7 +646,7 @@ fn schemas() -> Value {
     let text = json!({"type": "string"});
     let opt_int = json!({"type": ["integer", "null"]});
     let opt_text = json!({"type": ["string", "null"]});
-    json!({
+    let mut all = json!({
         "Error": s(json!({"error": text, "reason": text}), &["error", "reason"]),
         "Health": s(json!({"status": text}), &["status"]),
         "Jwks": s(json!({"keys": {"type": "array", "items": s(json!({"kty": text, "crv": text, "x": text, "y": text, "use": text, "alg": text, "kid": text}), &["kty", "crv", "x", "y", "kid"])}}), &["keys"]),
@@ -496,7 +672,30 @@ fn schemas() -> Value {
         "HostStatus": {"allOf": [schema_ref("Host"), s(json!({"recent": list_of("AttestationRecord")}), &["recent"])]},
         "HostToken": s(json!({"ek_hash": text, "token": {"type": "string", "description": "JWT signed with ES256; claims iss, sub (EK hash), cluster, software_version, pcr_digest, nonce, iat, exp, jti"}, "issued_at": int, "expires_at": int}), &["ek_hash", "token", "issued_at", "expires_at"]),
         "Event": s(json!({"id": int, "at": int, "kind": text, "subject": text, "detail": {"type": "object"}}), &["id", "at", "kind", "subject", "detail"]),
-    })
+    });
+    let keys = json!({
+        "KeyServer": s(json!({"name": text, "endpoints": {"type": "array", "items": text}, "client_certificate": text, "ca_certificates": text, "created_at": int}), &["name", "endpoints", "created_at"]),
+        "NewKeyServer": s(json!({"name": text, "endpoints": {"type": "array", "items": {"type": "string", "description": "host:port"}}, "client_certificate_pem": text, "client_key_pem": text, "ca_certificate_pem": text}), &["name", "endpoints", "client_certificate_pem", "client_key_pem", "ca_certificate_pem"]),
+        "NewKmsKey": s(json!({"name": {"type": ["string", "null"], "description": "A KMIP Name for the key"}}), &[]),
+        "CreatedKmsKey": s(json!({"key_server": text, "key_id": text}), &["key_server", "key_id"]),
+        "KeyProvider": s(json!({"name": text, "key_server": text, "primary_key_id": text, "primary_key_version": int, "retired": {"type": "array", "items": s(json!({"id": text, "version": int}), &["id", "version"])}, "wrapping": {"enum": ["local", "remote"]}, "refresh_seconds": int, "lifetime_seconds": int, "created_at": int}), &["name", "key_server", "primary_key_id", "primary_key_version", "wrapping"]),
+        "NewKeyProvider": s(json!({"name": text, "key_server": text, "primary_key_id": text, "wrapping": {"enum": ["local", "remote"]}, "refresh_seconds": {"type": "integer", "description": "Local: state checked again after this long (default 300)"}, "lifetime_seconds": {"type": "integer", "description": "Local: a cached key serves at most this long, also when the key server is unreachable (default 3600)"}}), &["name", "key_server", "primary_key_id", "wrapping"]),
+        "NewPrimaryKey": s(json!({"primary_key_id": text}), &["primary_key_id"]),
+        "ClusterKeyProvider": s(json!({"cluster": text, "provider": opt_text}), &["cluster", "provider"]),
+        "SetClusterKeyProvider": s(json!({"provider": text}), &["provider"]),
+        "GenerateKey": s(json!({"aad": {"type": "string", "description": "Associated data, base64"}}), &[]),
+        "GeneratedKey": s(json!({"provider": text, "key": {"type": "string", "description": "The 256-bit data key, base64"}, "wrapped": {"type": "string", "description": "The key wrapped under the provider's primary key (a ciphertext), base64"}}), &["provider", "key", "wrapped"]),
+        "Encrypt": s(json!({"plaintext": {"type": "string", "description": "base64"}, "aad": {"type": "string", "description": "base64"}}), &["plaintext"]),
+        "CiphertextRequest": s(json!({"ciphertext": {"type": "string", "description": "base64"}, "aad": {"type": "string", "description": "base64; the same as at encryption"}}), &["ciphertext"]),
+        "Ciphertext": s(json!({"ciphertext": {"type": "string", "description": "Self-describing (format version, provider, primary key id and version, nonce, tag), base64"}}), &["ciphertext"]),
+        "Plaintext": s(json!({"plaintext": {"type": "string", "description": "base64"}}), &["plaintext"]),
+        "Batch": s(json!({"items": {"type": "array", "maxItems": 64, "items": s(json!({"op": {"enum": ["generate", "encrypt", "decrypt", "rewrap"]}, "aad": text, "plaintext": text, "ciphertext": text}), &["op"])}}), &["items"]),
+        "BatchReply": s(json!({"results": {"type": "array", "items": s(json!({"key": text, "wrapped": text, "ciphertext": text, "plaintext": text, "error": text, "reason": text}), &[])}}), &["results"]),
+    });
+    if let (Some(all), Value::Object(keys)) = (all.as_object_mut(), keys) {
+        all.extend(keys);
+    }
+    all
 }
 
 /// The OpenAPI document.
@@ -522,6 +721,7 @@ pub fn document() -> Value {
             "schemas": schemas(),
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "description": "A vouchd token (vouch_...)"},
+                "attestation": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "The host's attestation token from this vouchd (ES256), unexpired; the host must also be attested now"},
                 "managementSignature": {
                     "type": "apiKey", "in": "header", "name": "Vouch-Signature",
                     "description": "id=<management server>; ts=<unix seconds>; nonce=<text>; sig=<base64 DER ECDSA P-256 SHA-256 signature over 'vouch-host-op-v1\\n' METHOD '\\n' path-and-query '\\n' ts '\\n' nonce '\\n' hex(SHA-256(body))>; at most 5 minutes old; each signed request is accepted once"

@@ -23,6 +23,9 @@ pub enum StoreError {
     /// The named thing exists already.
     #[error("{0} already exists")]
     Conflict(String),
+    /// The named thing is still referenced and cannot be deleted; the message says by what.
+    #[error("{0}")]
+    InUse(String),
     /// The database failed; details in the message.
     #[error("storage failure: {0}")]
     Backend(String),
@@ -245,6 +248,69 @@ pub struct Event {
     pub detail: serde_json::Value,
 }
 
+/// A key server (KMS): KMIP endpoints tried in order, the client certificate and key vouchd
+/// presents, the CA certificates that sign the key server's certificate. PEM throughout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyServerRecord {
+    pub name: String,
+    /// `host:port`, in the order tried.
+    pub endpoints: Vec<String>,
+    pub client_certificate: String,
+    /// Never shown by the API.
+    #[serde(skip)]
+    pub client_key: String,
+    pub ca_certificates: String,
+    pub created_at: i64,
+}
+
+/// How a provider wraps: see `vouch_keyprovider::Wrapping`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WrappingMode {
+    Local,
+    Remote,
+}
+
+impl WrappingMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Local => "local",
+            Self::Remote => "remote",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "local" => Some(Self::Local),
+            "remote" => Some(Self::Remote),
+            _ => None,
+        }
+    }
+}
+
+/// A primary key a provider used before a rotation: it still decrypts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetiredKey {
+    pub id: String,
+    pub version: u32,
+}
+
+/// A trusted key provider: a name and one primary key on a key server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyProviderRecord {
+    pub name: String,
+    pub key_server: String,
+    pub primary_key_id: String,
+    pub primary_key_version: u32,
+    pub retired: Vec<RetiredKey>,
+    pub wrapping: WrappingMode,
+    /// Local wrapping: the key's state is checked again after this long.
+    pub refresh_seconds: i64,
+    /// Local wrapping: a cached key serves at most this long after it was got.
+    pub lifetime_seconds: i64,
+    pub created_at: i64,
+}
+
 /// Everything vouchd keeps. Implementations are blocking; call them through [`run`].
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     // Bootstrap and metadata.
@@ -317,6 +383,23 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// before.
     fn set_host_state(&self, ek_hash: &str, state: HostState) -> StoreResult<HostState>;
     fn list_attestations(&self, ek_hash: &str, limit: u32) -> StoreResult<Vec<AttestationRecord>>;
+
+    // Key servers, key providers, and the provider of each cluster.
+    fn add_key_server(&self, server: &KeyServerRecord) -> StoreResult<()>;
+    fn get_key_server(&self, name: &str) -> StoreResult<Option<KeyServerRecord>>;
+    fn list_key_servers(&self) -> StoreResult<Vec<KeyServerRecord>>;
+    /// [`StoreError::InUse`] while a provider uses it.
+    fn delete_key_server(&self, name: &str) -> StoreResult<()>;
+    fn add_key_provider(&self, provider: &KeyProviderRecord) -> StoreResult<()>;
+    fn get_key_provider(&self, name: &str) -> StoreResult<Option<KeyProviderRecord>>;
+    fn list_key_providers(&self) -> StoreResult<Vec<KeyProviderRecord>>;
+    /// Replaces the primary key, its version and the retired keys (a rotation).
+    fn update_key_provider(&self, provider: &KeyProviderRecord) -> StoreResult<()>;
+    /// [`StoreError::InUse`] while a cluster uses it.
+    fn delete_key_provider(&self, name: &str) -> StoreResult<()>;
+    /// Sets (or, with `None`, clears) a cluster's key provider.
+    fn set_cluster_key_provider(&self, cluster: &str, provider: Option<&str>) -> StoreResult<()>;
+    fn cluster_key_provider(&self, cluster: &str) -> StoreResult<Option<String>>;
 
     // Events.
     fn add_event(

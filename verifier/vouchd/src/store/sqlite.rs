@@ -11,14 +11,15 @@ use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::{
     AttestationRecord, CaCert, Cluster, ClusterEk, EkEntryKind, Event, Host, HostState,
-    ManagementServer, Principal, PrincipalKind, SoftwareVersionRecord, Store, StoreError,
-    StoreResult, TokenInfo,
+    KeyProviderRecord, KeyServerRecord, ManagementServer, Principal, PrincipalKind,
+    SoftwareVersionRecord, Store, StoreError, StoreResult, TokenInfo, WrappingMode,
 };
 
 /// The schema, one migration per entry, applied in order; never edit a released one.
-const MIGRATIONS: &[(i64, &str)] = &[(
-    1,
-    r"
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        1,
+        r"
 CREATE TABLE meta (
     key TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -116,7 +117,36 @@ CREATE TABLE events (
     detail TEXT NOT NULL
 );
 ",
-)];
+    ),
+    (
+        2,
+        r"
+CREATE TABLE key_servers (
+    name TEXT PRIMARY KEY,
+    endpoints TEXT NOT NULL,
+    client_certificate TEXT NOT NULL,
+    client_key TEXT NOT NULL,
+    ca_certificates TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE key_providers (
+    name TEXT PRIMARY KEY,
+    key_server TEXT NOT NULL REFERENCES key_servers(name),
+    primary_key_id TEXT NOT NULL,
+    primary_key_version BIGINT NOT NULL,
+    retired_keys TEXT NOT NULL,
+    wrapping TEXT NOT NULL,
+    refresh_seconds BIGINT NOT NULL,
+    lifetime_seconds BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE cluster_key_providers (
+    cluster TEXT PRIMARY KEY REFERENCES clusters(name) ON DELETE CASCADE,
+    provider TEXT NOT NULL REFERENCES key_providers(name)
+);
+",
+    ),
+];
 
 /// The SQLite store.
 #[derive(Debug)]
@@ -152,6 +182,46 @@ fn one_changed(n: usize, what: &str) -> StoreResult<()> {
     } else {
         Ok(())
     }
+}
+
+/// Maps a foreign-key violation on delete to `Conflict`: `what` is still used by `users`.
+fn in_use(e: rusqlite::Error, what: &str, users: &str) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(f, _) = &e
+        && f.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_FOREIGNKEY
+    {
+        return StoreError::InUse(format!("{what} is used by {users}"));
+    }
+    backend(e)
+}
+
+const PROVIDER_COLUMNS: &str = "name, key_server, primary_key_id, primary_key_version, retired_keys, wrapping, refresh_seconds, lifetime_seconds, created_at";
+
+fn key_server_from(r: &Row<'_>) -> rusqlite::Result<KeyServerRecord> {
+    let endpoints: String = r.get(1)?;
+    Ok(KeyServerRecord {
+        name: r.get(0)?,
+        endpoints: serde_json::from_str(&endpoints).unwrap_or_default(),
+        client_certificate: r.get(2)?,
+        client_key: r.get(3)?,
+        ca_certificates: r.get(4)?,
+        created_at: r.get(5)?,
+    })
+}
+
+fn key_provider_from(r: &Row<'_>) -> rusqlite::Result<KeyProviderRecord> {
+    let retired: String = r.get(4)?;
+    let wrapping: String = r.get(5)?;
+    Ok(KeyProviderRecord {
+        name: r.get(0)?,
+        key_server: r.get(1)?,
+        primary_key_id: r.get(2)?,
+        primary_key_version: r.get(3)?,
+        retired: serde_json::from_str(&retired).unwrap_or_default(),
+        wrapping: WrappingMode::parse(&wrapping).unwrap_or(WrappingMode::Remote),
+        refresh_seconds: r.get(6)?,
+        lifetime_seconds: r.get(7)?,
+        created_at: r.get(8)?,
+    })
 }
 
 impl SqliteStore {
@@ -974,6 +1044,133 @@ impl Store for SqliteStore {
                 detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
             })
             .collect())
+    }
+
+    fn add_key_server(&self, k: &KeyServerRecord) -> StoreResult<()> {
+        let endpoints =
+            serde_json::to_string(&k.endpoints).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.conn()?
+            .execute(
+                "INSERT INTO key_servers (name, endpoints, client_certificate, client_key, ca_certificates, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![k.name, endpoints, k.client_certificate, k.client_key, k.ca_certificates, k.created_at],
+            )
+            .map_err(|e| insert_error(e, &format!("key server {}", k.name), ""))?;
+        Ok(())
+    }
+
+    fn get_key_server(&self, name: &str) -> StoreResult<Option<KeyServerRecord>> {
+        self.conn()?
+            .query_row(
+                "SELECT name, endpoints, client_certificate, client_key, ca_certificates, created_at FROM key_servers WHERE name = ?1",
+                [name],
+                key_server_from,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn list_key_servers(&self) -> StoreResult<Vec<KeyServerRecord>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare("SELECT name, endpoints, client_certificate, client_key, ca_certificates, created_at FROM key_servers ORDER BY name")
+            .map_err(backend)?;
+        stmt.query_map([], key_server_from)
+            .map_err(backend)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(backend)
+    }
+
+    fn delete_key_server(&self, name: &str) -> StoreResult<()> {
+        let n = self
+            .conn()?
+            .execute("DELETE FROM key_servers WHERE name = ?1", [name])
+            .map_err(|e| in_use(e, &format!("key server {name}"), "key providers"))?;
+        one_changed(n, &format!("key server {name}"))
+    }
+
+    fn add_key_provider(&self, p: &KeyProviderRecord) -> StoreResult<()> {
+        let retired =
+            serde_json::to_string(&p.retired).map_err(|e| StoreError::Backend(e.to_string()))?;
+        self.conn()?
+            .execute(
+                "INSERT INTO key_providers (name, key_server, primary_key_id, primary_key_version, retired_keys, wrapping, refresh_seconds, lifetime_seconds, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![p.name, p.key_server, p.primary_key_id, p.primary_key_version, retired, p.wrapping.as_str(), p.refresh_seconds, p.lifetime_seconds, p.created_at],
+            )
+            .map_err(|e| insert_error(e, &format!("key provider {}", p.name), &format!("key server {}", p.key_server)))?;
+        Ok(())
+    }
+
+    fn get_key_provider(&self, name: &str) -> StoreResult<Option<KeyProviderRecord>> {
+        self.conn()?
+            .query_row(
+                &format!("SELECT {PROVIDER_COLUMNS} FROM key_providers WHERE name = ?1"),
+                [name],
+                key_provider_from,
+            )
+            .optional()
+            .map_err(backend)
+    }
+
+    fn list_key_providers(&self) -> StoreResult<Vec<KeyProviderRecord>> {
+        let conn = self.conn()?;
+        let mut stmt = conn
+            .prepare(&format!(
+                "SELECT {PROVIDER_COLUMNS} FROM key_providers ORDER BY name"
+            ))
+            .map_err(backend)?;
+        stmt.query_map([], key_provider_from)
+            .map_err(backend)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(backend)
+    }
+
+    fn update_key_provider(&self, p: &KeyProviderRecord) -> StoreResult<()> {
+        let retired =
+            serde_json::to_string(&p.retired).map_err(|e| StoreError::Backend(e.to_string()))?;
+        let n = self
+            .conn()?
+            .execute(
+                "UPDATE key_providers SET primary_key_id = ?2, primary_key_version = ?3, retired_keys = ?4 WHERE name = ?1",
+                params![p.name, p.primary_key_id, p.primary_key_version, retired],
+            )
+            .map_err(backend)?;
+        one_changed(n, &format!("key provider {}", p.name))
+    }
+
+    fn delete_key_provider(&self, name: &str) -> StoreResult<()> {
+        let n = self
+            .conn()?
+            .execute("DELETE FROM key_providers WHERE name = ?1", [name])
+            .map_err(|e| in_use(e, &format!("key provider {name}"), "clusters"))?;
+        one_changed(n, &format!("key provider {name}"))
+    }
+
+    fn set_cluster_key_provider(&self, cluster: &str, provider: Option<&str>) -> StoreResult<()> {
+        let conn = self.conn()?;
+        match provider {
+            Some(p) => conn
+                .execute(
+                    "INSERT INTO cluster_key_providers (cluster, provider) VALUES (?1, ?2) ON CONFLICT (cluster) DO UPDATE SET provider = excluded.provider",
+                    params![cluster, p],
+                )
+                .map(|_| ())
+                .map_err(|e| insert_error(e, "", &format!("cluster {cluster} or key provider {p}"))),
+            None => conn
+                .execute("DELETE FROM cluster_key_providers WHERE cluster = ?1", [cluster])
+                .map(|_| ())
+                .map_err(backend),
+        }
+    }
+
+    fn cluster_key_provider(&self, cluster: &str) -> StoreResult<Option<String>> {
+        self.conn()?
+            .query_row(
+                "SELECT provider FROM cluster_key_providers WHERE cluster = ?1",
+                [cluster],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(backend)
     }
 }
 

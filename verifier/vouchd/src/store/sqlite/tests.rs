@@ -42,7 +42,7 @@ fn pragmas_and_migrations_are_in_force() {
     // synchronous: 2 = FULL.
     assert_eq!(s.pragma("synchronous").unwrap(), "2");
     assert_eq!(s.pragma("foreign_keys").unwrap(), "1");
-    assert_eq!(s.schema_version().unwrap(), 1);
+    assert_eq!(s.schema_version().unwrap(), 2);
 }
 
 #[test]
@@ -63,7 +63,7 @@ fn data_survives_close_and_reopen() {
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(
         s.schema_version().unwrap(),
-        1,
+        2,
         "migrations are not re-applied"
     );
     // Bootstrap happens once in the life of the database.
@@ -290,4 +290,81 @@ fn events_page_in_order() {
     assert_eq!(page.len(), 2);
     assert_eq!(page[0].subject, "s2");
     assert_eq!(page[1].subject, "s3");
+}
+
+#[test]
+fn key_servers_providers_and_cluster_providers() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let kms = KeyServerRecord {
+        name: "kms-1".into(),
+        endpoints: vec!["a:5696".into(), "b:5696".into()],
+        client_certificate: "cert".into(),
+        client_key: "key".into(),
+        ca_certificates: "ca".into(),
+        created_at: 1,
+    };
+    s.add_key_server(&kms).unwrap();
+    assert!(matches!(
+        s.add_key_server(&kms),
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.get_key_server("kms-1").unwrap(), Some(kms.clone()));
+    assert_eq!(s.list_key_servers().unwrap(), [kms]);
+    let provider = KeyProviderRecord {
+        name: "p1".into(),
+        key_server: "kms-1".into(),
+        primary_key_id: "7".into(),
+        primary_key_version: 2,
+        retired: vec![crate::store::RetiredKey {
+            id: "3".into(),
+            version: 1,
+        }],
+        wrapping: WrappingMode::Local,
+        refresh_seconds: 60,
+        lifetime_seconds: 600,
+        created_at: 2,
+    };
+    s.add_key_provider(&provider).unwrap();
+    assert!(matches!(
+        s.add_key_provider(&KeyProviderRecord {
+            name: "p2".into(),
+            key_server: "nope".into(),
+            ..provider.clone()
+        }),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(s.get_key_provider("p1").unwrap(), Some(provider.clone()));
+    assert_eq!(s.list_key_providers().unwrap(), [provider]);
+    assert!(matches!(
+        s.delete_key_server("kms-1"),
+        Err(StoreError::InUse(_))
+    ));
+
+    s.create_cluster(&cluster("prod")).unwrap();
+    assert_eq!(s.cluster_key_provider("prod").unwrap(), None);
+    assert!(matches!(
+        s.set_cluster_key_provider("prod", Some("nope")),
+        Err(StoreError::NotFound(_))
+    ));
+    s.set_cluster_key_provider("prod", Some("p1")).unwrap();
+    s.set_cluster_key_provider("prod", Some("p1")).unwrap();
+    assert_eq!(
+        s.cluster_key_provider("prod").unwrap().as_deref(),
+        Some("p1")
+    );
+    assert!(matches!(
+        s.delete_key_provider("p1"),
+        Err(StoreError::InUse(_))
+    ));
+    s.set_cluster_key_provider("prod", None).unwrap();
+    assert_eq!(s.cluster_key_provider("prod").unwrap(), None);
+    s.set_cluster_key_provider("prod", Some("p1")).unwrap();
+    // Deleting the cluster releases the provider.
+    s.delete_cluster("prod").unwrap();
+    s.delete_key_provider("p1").unwrap();
+    s.delete_key_server("kms-1").unwrap();
+    assert!(matches!(
+        s.delete_key_server("kms-1"),
+        Err(StoreError::NotFound(_))
+    ));
 }

@@ -1,0 +1,404 @@
+//! The key provider service through vouchd's API, against real PyKMIP servers: key servers and
+//! providers configured by TrustedAdmins (checked on add), the seed's figure (providers 1 and 2
+//! on KMS-1, provider 3 on KMS-2), and host key operations authorised by the attestation token
+//! and the host's current state.
+//!
+//! Hosts are put in the store and given tokens signed by vouchd's own signer: attestation
+//! itself is tested elsewhere (tests/agent.rs, hil-tests); here the token is the input.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::panic,
+    reason = "test helpers: a failure is a test failure"
+)]
+
+mod common;
+#[path = "../../kmip/tests/common/mod.rs"]
+mod pykmip;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use common::{Harness, config, harness};
+use pykmip::PyKmip;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use vouchd::jwt::AttestationClaims;
+use vouchd::store::{AttestationRecord, Host, HostState};
+
+async fn add_key_server(h: &Harness, name: &str, server: &PyKmip) {
+    let (s, body) = h
+        .call(
+            Method::POST,
+            "/v1/key-servers",
+            Some(&h.admin()),
+            Some(json!({
+                "name": name,
+                "endpoints": [format!("127.0.0.1:{}", server.port)],
+                "client_certificate_pem": server.pki.client_cert,
+                "client_key_pem": server.pki.client_key,
+                "ca_certificate_pem": server.pki.ca,
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    assert!(body.get("client_key").is_none(), "the key is never shown");
+}
+
+async fn create_key(h: &Harness, kms: &str) -> String {
+    let (s, body) = h
+        .call(
+            Method::POST,
+            &format!("/v1/key-servers/{kms}/keys"),
+            Some(&h.admin()),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    body["key_id"].as_str().unwrap().to_owned()
+}
+
+async fn add_provider(
+    h: &Harness,
+    name: &str,
+    kms: &str,
+    key: &str,
+    wrapping: &str,
+) -> (StatusCode, Value) {
+    h.call(
+        Method::POST,
+        "/v1/key-providers",
+        Some(&h.admin()),
+        Some(json!({"name": name, "key_server": kms, "primary_key_id": key, "wrapping": wrapping})),
+    )
+    .await
+}
+
+async fn cluster_with(h: &Harness, cluster: &str, provider: Option<&str>) {
+    let (s, body) = h
+        .call(
+            Method::POST,
+            "/v1/clusters",
+            Some(&h.admin()),
+            Some(json!({"name": cluster})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    if let Some(p) = provider {
+        let (s, body) = h
+            .call(
+                Method::PUT,
+                &format!("/v1/clusters/{cluster}/key-provider"),
+                Some(&h.admin()),
+                Some(json!({"provider": p})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{body}");
+    }
+}
+
+/// A host of `cluster` in the store, attested or not, and an attestation token for it.
+fn host(h: &Harness, n: u8, cluster: &str, attested: bool, exp_in: i64) -> String {
+    let store = &h.running.state.store;
+    let ek_hash = format!("{n:02x}").repeat(32);
+    let now = vouchd::now();
+    store
+        .add_host(&Host {
+            ek_hash: ek_hash.clone(),
+            cluster: cluster.into(),
+            name: format!("host-{n}"),
+            added_by: "test".into(),
+            ak_public: None,
+            state: HostState::Unknown,
+            attested_at: None,
+            valid_until: None,
+            software_version: None,
+            created_at: now,
+        })
+        .unwrap();
+    store
+        .record_attestation(&AttestationRecord {
+            ek_hash: ek_hash.clone(),
+            cluster: cluster.into(),
+            at: now,
+            attested,
+            software_version: Some("fw-1".into()),
+            reason: None,
+            pcr_digest: None,
+            nonce: None,
+            valid_until: Some(now + 600),
+            token: None,
+        })
+        .unwrap();
+    h.running
+        .state
+        .signer
+        .sign(&AttestationClaims {
+            iss: "vouchd".into(),
+            sub: ek_hash,
+            cluster: cluster.into(),
+            software_version: "fw-1".into(),
+            pcr_digest: "00".repeat(32),
+            nonce: "11".repeat(16),
+            iat: now,
+            exp: now + exp_in,
+            jti: format!("{n}"),
+        })
+        .unwrap()
+}
+
+async fn op(h: &Harness, token: &str, op: &str, body: Value) -> (StatusCode, Value) {
+    h.call(
+        Method::POST,
+        &format!("/v1/keys/{op}"),
+        Some(token),
+        Some(body),
+    )
+    .await
+}
+
+fn b64(b: &[u8]) -> String {
+    B64.encode(b)
+}
+
+#[tokio::test]
+async fn key_providers_for_attested_hosts_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let (kms1, kms2) = (PyKmip::start(), PyKmip::start());
+    add_key_server(&h, "kms-1", &kms1).await;
+    add_key_server(&h, "kms-2", &kms2).await;
+    let (k1, k2, k3) = (
+        create_key(&h, "kms-1").await,
+        create_key(&h, "kms-1").await,
+        create_key(&h, "kms-2").await,
+    );
+
+    // Adding checks the key: a missing key is refused with the reason.
+    let (s, body) = add_provider(&h, "bad", "kms-1", "9999", "local").await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["error"], "key_unusable");
+    let (s, _) = add_provider(&h, "bad", "nope", &k1, "local").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    for (name, kms, key, wrapping) in [
+        ("provider-1", "kms-1", &k1, "local"),
+        ("provider-2", "kms-1", &k2, "remote"),
+        ("provider-3", "kms-2", &k3, "local"),
+    ] {
+        let (s, body) = add_provider(&h, name, kms, key, wrapping).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    let (s, list) = h
+        .call(Method::GET, "/v1/key-providers", Some(&h.admin()), None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(list.as_array().unwrap().len(), 3);
+    // In use: not removable.
+    let (s, body) = h
+        .call(
+            Method::DELETE,
+            "/v1/key-servers/kms-1",
+            Some(&h.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+
+    cluster_with(&h, "prod", Some("provider-1")).await;
+    cluster_with(&h, "remote", Some("provider-2")).await;
+    cluster_with(&h, "other", Some("provider-3")).await;
+    cluster_with(&h, "bare", None).await;
+    let a = host(&h, 1, "prod", true, 300);
+    let r = host(&h, 2, "remote", true, 300);
+    let b = host(&h, 3, "other", true, 300);
+    let bare = host(&h, 4, "bare", true, 300);
+    let unattested = host(&h, 5, "prod", false, 300);
+    let expired = host(&h, 6, "prod", true, -1);
+
+    // An attested host of prod: generate, encrypt, decrypt, rewrap, batch.
+    let (s, key) = op(&h, &a, "generate", json!({"aad": b64(b"vm-1")})).await;
+    assert_eq!(s, StatusCode::OK, "{key}");
+    assert_eq!(key["provider"], "provider-1");
+    assert_eq!(B64.decode(key["key"].as_str().unwrap()).unwrap().len(), 32);
+    let (s, back) = op(
+        &h,
+        &a,
+        "decrypt",
+        json!({"ciphertext": key["wrapped"], "aad": b64(b"vm-1")}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{back}");
+    assert_eq!(back["plaintext"], key["key"]);
+    let (s, ct) = op(
+        &h,
+        &a,
+        "encrypt",
+        json!({"plaintext": b64(b"secret"), "aad": b64(b"ctx")}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{ct}");
+    let (s, pt) = op(
+        &h,
+        &a,
+        "decrypt",
+        json!({"ciphertext": ct["ciphertext"], "aad": b64(b"ctx")}),
+    )
+    .await;
+    assert_eq!(
+        (s, pt["plaintext"].clone()),
+        (StatusCode::OK, json!(b64(b"secret")))
+    );
+    let (s, rw) = op(
+        &h,
+        &a,
+        "rewrap",
+        json!({"ciphertext": ct["ciphertext"], "aad": b64(b"ctx")}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{rw}");
+    let (s, batch) = op(
+        &h,
+        &a,
+        "batch",
+        json!({"items": [
+            {"op": "generate"},
+            {"op": "decrypt", "ciphertext": ct["ciphertext"], "aad": b64(b"ctx")},
+            {"op": "decrypt", "ciphertext": ct["ciphertext"], "aad": b64(b"other")},
+        ]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{batch}");
+    assert!(batch["results"][0]["wrapped"].is_string());
+    assert_eq!(batch["results"][1]["plaintext"], b64(b"secret"));
+    assert_eq!(batch["results"][2]["error"], "authentication_failed");
+
+    // Tampered ciphertext or associated data.
+    let mut tampered = B64.decode(ct["ciphertext"].as_str().unwrap()).unwrap();
+    *tampered.last_mut().unwrap() ^= 1;
+    let (s, body) = op(
+        &h,
+        &a,
+        "decrypt",
+        json!({"ciphertext": b64(&tampered), "aad": b64(b"ctx")}),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("authentication_failed"))
+    );
+    let (s, body) = op(
+        &h,
+        &a,
+        "decrypt",
+        json!({"ciphertext": ct["ciphertext"], "aad": b64(b"xtc")}),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("authentication_failed"))
+    );
+
+    // Remote wrapping (provider 2) and KMS-2 (provider 3) serve their clusters.
+    for t in [&r, &b] {
+        let (s, ct) = op(&h, t, "encrypt", json!({"plaintext": b64(b"x")})).await;
+        assert_eq!(s, StatusCode::OK, "{ct}");
+        let (s, pt) = op(&h, t, "decrypt", json!({"ciphertext": ct["ciphertext"]})).await;
+        assert_eq!(
+            (s, pt["plaintext"].clone()),
+            (StatusCode::OK, json!(b64(b"x")))
+        );
+    }
+
+    // A host of another cluster: its provider refuses prod's ciphertext.
+    let (s, body) = op(
+        &h,
+        &b,
+        "decrypt",
+        json!({"ciphertext": ct["ciphertext"], "aad": b64(b"ctx")}),
+    )
+    .await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::BAD_REQUEST, json!("wrong_provider")),
+        "{body}"
+    );
+    // A cluster without a provider, an unattested host, an expired or foreign token.
+    let (s, body) = op(&h, &bare, "generate", json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not configured with a key provider"),
+        "{body}"
+    );
+    let (s, body) = op(&h, &unattested, "generate", json!({})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        body["reason"].as_str().unwrap().contains("not attested"),
+        "{body}"
+    );
+    let (s, body) = op(&h, &expired, "generate", json!({})).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        body["reason"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    let (s, _) = op(&h, &h.admin(), "generate", json!({})).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let (s, _) = h
+        .call(Method::POST, "/v1/keys/generate", None, Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+
+    // A host turning "not attested" loses access at once, with its token still unexpired.
+    h.running
+        .state
+        .store
+        .set_host_state(&"01".repeat(32), HostState::NotAttested)
+        .unwrap();
+    let (s, body) = op(
+        &h,
+        &a,
+        "decrypt",
+        json!({"ciphertext": ct["ciphertext"], "aad": b64(b"ctx")}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+
+    // A revoked primary key refuses new encryption (remote wrapping: at once).
+    let mut c = kms1
+        .key_server(vouch_kmip::ProtocolVersion::V1_4)
+        .connect()
+        .await
+        .unwrap();
+    c.revoke(&k2, vouch_kmip::RevocationReasonCode::KeyCompromise, None)
+        .await
+        .unwrap();
+    let (s, body) = op(&h, &r, "encrypt", json!({"plaintext": b64(b"x")})).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (StatusCode::CONFLICT, json!("key_revoked")),
+        "{body}"
+    );
+
+    // KMS-2 stopped: provider 3 (local wrapping) serves from its cached key; a remote provider
+    // there would be unreachable: provider 2's KMS-1 stopped shows it.
+    drop(kms2);
+    let (s, body) = op(&h, &b, "generate", json!({})).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    drop(kms1);
+    let (s, body) = op(&h, &r, "encrypt", json!({"plaintext": b64(b"x")})).await;
+    assert_eq!(
+        (s, body["error"].clone()),
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!("key_server_unreachable")
+        ),
+        "{body}"
+    );
+    assert!(
+        body["reason"].as_str().unwrap().contains("unreachable"),
+        "{body}"
+    );
+}
