@@ -3,7 +3,8 @@
 //!
 //! A board crate keeps only pins, clocks and HAL glue. It builds its TPM stack (a
 //! [`vouch_tpm::Tis`] over SPI or I2C), a [`TimedLink`] over its link UART and a text log, then
-//! calls [`bring_up`] once and [`serve_forever`]:
+//! calls [`bring_up`] once and [`serve_until_tpm_reset`], resetting the MCU when that returns
+//! (the TPM was reset, so the boot must be measured again):
 //!
 //! ```text
 //! vouch: <board>, <n> MHz system clock                  (the board's own line)
@@ -14,7 +15,7 @@
 //! boot: measured 94620 bytes of flash into PCR 0, configuration into PCR 1; event log 1043 bytes
 //! boot: PCR 0 (sha256) 5c1f...
 //! boot: PCR 1 (sha256) 91ab...
-//! agent: session with the verifier on UART0              serve_forever, every session
+//! agent: session with the verifier on UART0              serve_until_tpm_reset, each session
 //! agent: session ended: activated true, 1 quote(s), verdict attested as software version pico-1
 //! ```
 //!
@@ -23,14 +24,14 @@
 
 use crate::eventlog::EventLog;
 use crate::measure::BootImage;
-use crate::session::{self, AgentConfig};
+use crate::session::{self, AgentConfig, SessionError};
 use crate::{BootError, measured_boot};
 use core::fmt::{self, Write};
 use embedded_hal_nb::nb;
 use embedded_hal_nb::serial::{self, Error as _};
 use vouch_tpm::{
-    ALG_SHA256, Clock, CommandError, EkKind, PcrBank, RegisterAccess, Startup, StartupType, Tis,
-    Tpm, Transport,
+    ALG_SHA256, Clock, CommandError, EkKind, PcrBank, RegisterAccess, ResponseCode, Startup,
+    StartupType, Tis, Tpm, Transport,
 };
 
 /// One log line; a log that fails to write is not worth stopping for.
@@ -155,9 +156,15 @@ fn print_ek_certificate<T: Transport, W: Write, const N: usize>(tpm: &mut Tpm<T,
     }
 }
 
-/// Runs verifier sessions over `link` forever, logging each one's start and outcome, with
-/// `pause()` between sessions.
-pub fn serve_forever<T, L, W, const N: usize>(
+/// The TPM was reset (power loss, a TPM firmware fault): it answered TPM_RC_INITIALIZE, so its
+/// PCRs no longer hold this boot's measurements. Nothing but a restart of the board can measure
+/// the image again: the caller resets the MCU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TpmWasReset;
+
+/// Runs sessions with the verifier one after another (with `pause` between them), logging
+/// each outcome, until the TPM turns out to have been reset.
+pub fn serve_until_tpm_reset<T, L, W, const N: usize>(
     tpm: &mut Tpm<T, N>,
     event_log: &[u8],
     link: &mut L,
@@ -165,7 +172,7 @@ pub fn serve_forever<T, L, W, const N: usize>(
     info: &BoardInfo<'_>,
     log: &mut W,
     mut pause: impl FnMut(),
-) -> !
+) -> TpmWasReset
 where
     T: Transport,
     L: embedded_io::Read + embedded_io::Write,
@@ -182,6 +189,13 @@ where
                 o.quotes,
                 Verdict(o.last_verdict, o.software_version.as_str()),
             ),
+            Err(SessionError::Tpm(CommandError::Tpm(ResponseCode::INITIALIZE))) => {
+                log!(
+                    log,
+                    "agent: the TPM was reset; restarting to measure the boot again"
+                );
+                return TpmWasReset;
+            }
             Err(e) => log!(log, "agent: session failed: {e:?}"),
         }
         pause();

@@ -17,8 +17,8 @@ use embedded_io_adapters::std::FromStd;
 use tpm::{HostTpm, TpmAddress};
 use vouch_agent::eventlog::EventLog;
 use vouch_agent::measure::BootImage;
-use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, Outcome};
-use vouch_tpm::{AkKind, EkKind, Startup, StartupType, Tpm};
+use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, Outcome, SessionError};
+use vouch_tpm::{AkKind, CommandError, EkKind, ResponseCode, Startup, StartupType, Tpm};
 
 /// Attest this host's TPM to a Vouch verifier.
 #[derive(Debug, Parser)]
@@ -78,7 +78,7 @@ fn run(args: &Args) -> Result<(), String> {
     let device = HostTpm::open(&args.tpm)
         .map_err(|e| format!("cannot open the TPM at {:?}: {e}", args.tpm))?;
     let mut tpm: Tpm<HostTpm> = Tpm::new(device);
-    let event_log = event_log(args, &mut tpm)?;
+    let mut event_log = event_log(args, &mut tpm)?;
     let config = AgentConfig {
         agent: "vouch-hosted-agent",
         ek: EkKind::Rsa2048,
@@ -104,12 +104,34 @@ fn run(args: &Args) -> Result<(), String> {
                     };
                 }
             }
-            Err(e) if args.once => return Err(e),
-            Err(e) => eprintln!("vouch-hosted-agent: {e}; reconnecting in {backoff:?}"),
+            Err(Failure::TpmReset) if args.measure_image.is_some() => {
+                // The TPM's PCRs were cleared: measure the image into them again.
+                eprintln!("vouch-hosted-agent: the TPM was reset; measuring again");
+                event_log = self::event_log(args, &mut tpm)?;
+                continue;
+            }
+            Err(Failure::TpmReset) => {
+                return Err(
+                    "the TPM was reset, so its PCRs no longer hold this host's boot \
+                            measurements: restart the host"
+                        .into(),
+                );
+            }
+            Err(Failure::Other(e)) if args.once => return Err(e),
+            Err(Failure::Other(e)) => {
+                eprintln!("vouch-hosted-agent: {e}; reconnecting in {backoff:?}");
+            }
         }
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(60));
     }
+}
+
+/// Why a session did not complete.
+enum Failure {
+    /// The TPM answered TPM_RC_INITIALIZE: it was reset since it was measured.
+    TpmReset,
+    Other(String),
 }
 
 fn session_once(
@@ -117,18 +139,24 @@ fn session_once(
     tpm: &mut Tpm<HostTpm>,
     event_log: &[u8],
     config: &AgentConfig<'_>,
-) -> Result<Outcome, String> {
-    let stream = TcpStream::connect(&args.verifier)
-        .map_err(|e| format!("cannot reach the verifier at {}: {e}", args.verifier))?;
+) -> Result<Outcome, Failure> {
+    let stream = TcpStream::connect(&args.verifier).map_err(|e| {
+        Failure::Other(format!(
+            "cannot reach the verifier at {}: {e}",
+            args.verifier
+        ))
+    })?;
     stream
         .set_read_timeout(Some(Duration::from_secs(args.idle_timeout)))
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| Failure::Other(e.to_string()))?;
     let _ = stream.set_nodelay(true);
     eprintln!("vouch-hosted-agent: connected to {}", args.verifier);
     let mut link = FromStd::new(stream);
     let mut certificate = vec![0u8; 4096];
-    session::run(tpm, event_log, &mut link, config, &mut certificate)
-        .map_err(|e| format!("session failed: {e:?}"))
+    session::run(tpm, event_log, &mut link, config, &mut certificate).map_err(|e| match e {
+        SessionError::Tpm(CommandError::Tpm(ResponseCode::INITIALIZE)) => Failure::TpmReset,
+        e => Failure::Other(format!("session failed: {e:?}")),
+    })
 }
 
 fn report(outcome: &Outcome) {

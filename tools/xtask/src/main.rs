@@ -33,6 +33,7 @@ Verbs:
   demo               start swtpm and show what the TPM stack reads over each bus
   qemu               build the firmware and boot the mps2-an386 board in QEMU with swtpm
   bench              the verifier's criterion benchmarks, pinned to one core
+  fuzz [SECONDS]      run every cargo-fuzz target (fuzz/) for SECONDS each (default 60)
   help               this text
 
 Boards: mps2-an386 (QEMU), rp-pico-slb9670, nucleo-f401re-i2c (firmware/boards/<name>/README.md)
@@ -60,6 +61,7 @@ fn main() -> ExitCode {
         "demo" => test::demo(&[]),
         "qemu" => test::demo(&["--board-only"]),
         "bench" => test::bench(rest),
+        "fuzz" => test::fuzz(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -122,3 +122,41 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     .args(args);
     shell::step("bench (one core)", &mut cmd)
 }
+
+/// `cargo xtask fuzz [SECONDS]`: every target in `fuzz/` under libFuzzer for SECONDS each.
+/// Installs cargo-fuzz when it is missing; runs on the stable toolchain with
+/// `RUSTC_BOOTSTRAP=1` for the sanitizer flags cargo-fuzz passes.
+pub fn fuzz(args: &[String]) -> Result<(), String> {
+    let seconds: u32 = match args.first() {
+        Some(s) => s
+            .parse()
+            .map_err(|_| format!("`{s}` is not a number of seconds"))?,
+        None => 60,
+    };
+    let installed = shell::cargo().args(["fuzz", "--version"]).output();
+    if !installed.is_ok_and(|o| o.status.success()) {
+        shell::step(
+            "install cargo-fuzz (once)",
+            shell::cargo().args(["install", "cargo-fuzz", "--locked"]),
+        )?;
+    }
+    let fuzz_dir = shell::root().join("fuzz");
+    let targets = shell::output(
+        shell::cargo()
+            .current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "list"]),
+    )?;
+    for target in targets.lines().map(str::trim).filter(|t| !t.is_empty()) {
+        shell::step(
+            &format!("fuzz {target} for {seconds} s"),
+            shell::cargo()
+                .current_dir(&fuzz_dir)
+                .env("RUSTC_BOOTSTRAP", "1")
+                .env("CARGO_TARGET_DIR", shell::root().join("target/fuzz"))
+                .args(["fuzz", "run", target, "--"])
+                .arg(format!("-max_total_time={seconds}")),
+        )?;
+    }
+    Ok(())
+}

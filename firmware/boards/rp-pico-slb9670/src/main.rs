@@ -173,7 +173,7 @@ fn main() -> ! {
         // Continuous attestation: answer quote requests until the verifier closes the link.
         stop_after_verdicts: None,
     };
-    board::serve_forever(
+    let _reset = board::serve_until_tpm_reset(
         &mut tpm,
         event_log.as_bytes(),
         &mut link,
@@ -181,7 +181,9 @@ fn main() -> ! {
         &INFO,
         &mut out,
         || timer.delay_ms(SESSION_PAUSE_MS),
-    )
+    );
+    // The TPM lost this boot's measurements: boot again, which measures the image again.
+    cortex_m::peripheral::SCB::sys_reset()
 }
 
 /// This image as flash holds it: from the start of flash (boot2 included) to the end of
