@@ -447,3 +447,75 @@ fn the_hosted_agent_program_attests_a_host() {
     let host = verifier.host(&ek_hash).unwrap();
     assert_eq!(host["state"], "attested", "{host}");
 }
+
+#[test]
+fn the_hosted_agent_measures_again_after_a_tpm_reset() {
+    let image = vec![10u8; 2000];
+    let mut swtpm = Swtpm::start().unwrap();
+    let ek_pem = hil_tests::verifier::ek_certificate_pem(&swtpm).unwrap();
+    swtpm.restart(true).unwrap();
+    let image_file = swtpm.dir().join("image.bin");
+    std::fs::write(&image_file, &image).unwrap();
+    // The shortest interval vouchd allows: the open session is quoted again after 10 s.
+    let verifier = Verifier::start(10).unwrap();
+    verifier
+        .trust_cluster("lab", &ca_pems(&swtpm), &[0, 1])
+        .unwrap();
+    let parts: [&[u8]; 1] = [&image];
+    let version = vouch::image::software_version(
+        "linux-host-1",
+        &BootImage {
+            version: b"vouch-hosted-agent",
+            image: &parts,
+            base: 0,
+            config: b"",
+        },
+    )
+    .unwrap();
+    verifier
+        .accept("lab", &serde_json::to_value(version).unwrap())
+        .unwrap();
+    let ek_hash = verifier.add_host("lab", "linux-1", &ek_pem).unwrap();
+
+    let agent =
+        hil_tests::verifier::workspace_binary("vouch-hosted-agent", "VOUCH_HOSTED_AGENT_BIN")
+            .unwrap();
+    let log = swtpm.dir().join("agent.log");
+    let mut child = std::process::Command::new(agent)
+        .arg("--verifier")
+        .arg(verifier.agent_addr().to_string())
+        .arg("--tpm")
+        .arg(format!("unix:{}", swtpm.dir().join("data.sock").display()))
+        .arg("--measure-image")
+        .arg(&image_file)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let first = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+
+    // The TPM loses power: its PCRs are cleared and it needs TPM2_Startup again. At the next
+    // re-attestation the agent finds out, measures the image again and attests again.
+    swtpm.power_cycle().unwrap();
+    let start = std::time::Instant::now();
+    let again = loop {
+        let host = verifier.host(&ek_hash).unwrap();
+        if host["state"] == "attested" && host["attested_at"] != first["attested_at"] {
+            break Some(host);
+        }
+        if start.elapsed() > Duration::from_secs(40) {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        again.is_some(),
+        "not attested again after the TPM reset:\n{text}"
+    );
+    assert!(
+        text.contains("the TPM was reset; measuring again"),
+        "{text}"
+    );
+}
