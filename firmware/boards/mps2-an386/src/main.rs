@@ -19,8 +19,8 @@ use timer::Timer;
 use uart::Uart;
 use vouch_agent::eventlog::EventLog;
 use vouch_agent::measure::{BootImage, digest_size};
-use vouch_agent::measured_boot;
 use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, KeyClient, SessionError};
+use vouch_agent::{BootError, measured_boot};
 use vouch_proto::wire::{KeyRequest, KeyResponse, MAX_KEY_CIPHERTEXT};
 use vouch_tpm::{
     ALG_SHA256, AkKind, EkKind, I2cTransport, PcrBank, Startup, StartupType, Tis, Tpm,
@@ -175,9 +175,11 @@ fn run() -> Result<(), &'static str> {
         base: FLASH_ORIGIN as u64,
         config: &VOUCH_BOARD_CONFIG,
     };
-    let log: EventLog<EVENT_LOG_SIZE> = measured_boot(&mut tpm, &boot).map_err(|e| {
-        let _ = e;
-        "measured boot failed"
+    let log: EventLog<EVENT_LOG_SIZE> = measured_boot(&mut tpm, &boot).map_err(|e| match e {
+        BootError::Tpm(_) => "measured boot failed: a TPM command failed",
+        BootError::LogFull => "measured boot failed: the event log buffer is full",
+        BootError::NoUsableBank => "measured boot failed: no PCR bank with a known hash",
+        _ => "measured boot failed",
     })?;
     log!(
         "boot: measured {} bytes of flash into PCR 0, configuration into PCR 1; event log {} bytes",
