@@ -398,20 +398,27 @@ fn vouchd_killed_mid_attestation_loses_no_enrollment_and_no_result() {
     assert_eq!(outcome.last_verdict, Some(true));
 }
 
-#[test]
-fn the_hosted_agent_program_attests_a_host() {
-    let image = vec![9u8; 3000];
+/// A host for the `vouch-hosted-agent` program: a swtpm reset since its EK certificate was
+/// read (the program starts and measures it itself), `image` on disk, and a verifier
+/// (re-attesting every `interval` seconds) that accepts what the program measures.
+struct HostedSetup {
+    swtpm: Swtpm,
+    verifier: Verifier,
+    ek_hash: String,
+    image_file: std::path::PathBuf,
+}
+
+fn hosted_setup(image: &[u8], interval: u64) -> HostedSetup {
     let mut swtpm = Swtpm::start().unwrap();
     let ek_pem = hil_tests::verifier::ek_certificate_pem(&swtpm).unwrap();
-    swtpm.restart(true).unwrap(); // a TPM reset: the program starts and measures it itself
+    swtpm.restart(true).unwrap();
     let image_file = swtpm.dir().join("image.bin");
-    std::fs::write(&image_file, &image).unwrap();
-
-    let verifier = Verifier::start(600).unwrap();
+    std::fs::write(&image_file, image).unwrap();
+    let verifier = Verifier::start(interval).unwrap();
     verifier
         .trust_cluster("lab", &ca_pems(&swtpm), &[0, 1])
         .unwrap();
-    let parts: [&[u8]; 1] = [&image];
+    let parts: [&[u8]; 1] = [image];
     let version = vouch::image::software_version(
         "linux-host-1",
         &BootImage {
@@ -426,79 +433,62 @@ fn the_hosted_agent_program_attests_a_host() {
         .accept("lab", &serde_json::to_value(version).unwrap())
         .unwrap();
     let ek_hash = verifier.add_host("lab", "linux-1", &ek_pem).unwrap();
+    HostedSetup {
+        swtpm,
+        verifier,
+        ek_hash,
+        image_file,
+    }
+}
 
+/// `vouch-hosted-agent` pointed at `setup`'s TPM and verifier, measuring its image.
+fn hosted_agent(setup: &HostedSetup) -> std::process::Command {
     let agent =
         hil_tests::verifier::workspace_binary("vouch-hosted-agent", "VOUCH_HOSTED_AGENT_BIN")
             .unwrap();
-    let socket = swtpm.dir().join("data.sock");
-    let output = std::process::Command::new(agent)
+    let mut command = std::process::Command::new(agent);
+    command
         .arg("--verifier")
-        .arg(verifier.agent_addr().to_string())
+        .arg(setup.verifier.agent_addr().to_string())
         .arg("--tpm")
-        .arg(format!("unix:{}", socket.display()))
+        .arg(format!(
+            "unix:{}",
+            setup.swtpm.dir().join("data.sock").display()
+        ))
         .arg("--measure-image")
-        .arg(&image_file)
-        .arg("--once")
-        .output()
-        .unwrap();
+        .arg(&setup.image_file);
+    command
+}
+
+#[test]
+fn the_hosted_agent_program_attests_a_host() {
+    let setup = hosted_setup(&[9u8; 3000], 600);
+    let output = hosted_agent(&setup).arg("--once").output().unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("attested (linux-host-1)"), "{stderr}");
-    let host = verifier.host(&ek_hash).unwrap();
+    let host = setup.verifier.host(&setup.ek_hash).unwrap();
     assert_eq!(host["state"], "attested", "{host}");
 }
 
 #[test]
 fn the_hosted_agent_measures_again_after_a_tpm_reset() {
-    let image = vec![10u8; 2000];
-    let mut swtpm = Swtpm::start().unwrap();
-    let ek_pem = hil_tests::verifier::ek_certificate_pem(&swtpm).unwrap();
-    swtpm.restart(true).unwrap();
-    let image_file = swtpm.dir().join("image.bin");
-    std::fs::write(&image_file, &image).unwrap();
     // The shortest interval vouchd allows: the open session is quoted again after 10 s.
-    let verifier = Verifier::start(10).unwrap();
-    verifier
-        .trust_cluster("lab", &ca_pems(&swtpm), &[0, 1])
-        .unwrap();
-    let parts: [&[u8]; 1] = [&image];
-    let version = vouch::image::software_version(
-        "linux-host-1",
-        &BootImage {
-            version: b"vouch-hosted-agent",
-            image: &parts,
-            base: 0,
-            config: b"",
-        },
-    )
-    .unwrap();
-    verifier
-        .accept("lab", &serde_json::to_value(version).unwrap())
-        .unwrap();
-    let ek_hash = verifier.add_host("lab", "linux-1", &ek_pem).unwrap();
-
-    let agent =
-        hil_tests::verifier::workspace_binary("vouch-hosted-agent", "VOUCH_HOSTED_AGENT_BIN")
-            .unwrap();
-    let log = swtpm.dir().join("agent.log");
-    let mut child = std::process::Command::new(agent)
-        .arg("--verifier")
-        .arg(verifier.agent_addr().to_string())
-        .arg("--tpm")
-        .arg(format!("unix:{}", swtpm.dir().join("data.sock").display()))
-        .arg("--measure-image")
-        .arg(&image_file)
+    let setup = hosted_setup(&[10u8; 2000], 10);
+    let (verifier, ek_hash) = (&setup.verifier, &setup.ek_hash);
+    let log = setup.swtpm.dir().join("agent.log");
+    let mut child = hosted_agent(&setup)
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let first = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    let first = verifier.wait_for_state(ek_hash, "attested", WAIT).unwrap();
 
     // The TPM loses power: its PCRs are cleared and it needs TPM2_Startup again. At the next
     // re-attestation the agent finds out, measures the image again and attests again.
-    swtpm.power_cycle().unwrap();
+    setup.swtpm.power_cycle().unwrap();
     let start = std::time::Instant::now();
     let again = loop {
-        let host = verifier.host(&ek_hash).unwrap();
+        let host = verifier.host(ek_hash).unwrap();
         if host["state"] == "attested" && host["attested_at"] != first["attested_at"] {
             break Some(host);
         }
