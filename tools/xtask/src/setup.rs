@@ -19,6 +19,8 @@ const APT_PACKAGES: &[&str] = &[
     "swtpm",
     "swtpm-tools",
     "tpm2-tools",
+    // certtool: the hil-tests check EK certificate chains with an independent verifier.
+    "gnutls-bin",
     "rustc-web",
     "cargo-web",
     "rust-web-src",
@@ -48,10 +50,11 @@ fn missing_system() -> Vec<Missing> {
         "swtpm_setup",
         "tpm2_checkquote",
         "tpm2_makecredential",
+        "certtool",
     ] {
         if !shell::on_path(program) {
             missing.push(Missing(format!(
-                "`{program}` (swtpm, swtpm-tools, tpm2-tools)"
+                "`{program}` (swtpm, swtpm-tools, tpm2-tools, gnutls-bin)"
             )));
         }
     }
