@@ -19,7 +19,7 @@ fn vouch(args: &[&str]) -> Output {
 
 fn shared(rel: &str) -> String {
     format!(
-        "{}/../../../shared/testdata/{rel}",
+        "{}/../../testdata/{rel}",
         env!("CARGO_MANIFEST_DIR")
     )
 }

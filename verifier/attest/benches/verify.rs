@@ -28,7 +28,7 @@ fn quotes(name: &str) -> Vec<u8> {
 fn gce_log() -> Vec<u8> {
     std::fs::read(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/eventlogs/tpm2-tools/event-gce-ubuntu-2104-log.bin"
+        "/../../testdata/eventlogs/tpm2-tools/event-gce-ubuntu-2104-log.bin"
     ))
     .unwrap()
 }

@@ -19,7 +19,7 @@ use vouch_attest::tpm::{Public, attr};
 
 fn vectors(name: &str) -> Vec<Value> {
     let p = format!(
-        "{}/../../../shared/testdata/tpm-vectors/go-tpm/{name}",
+        "{}/../../testdata/tpm-vectors/go-tpm/{name}",
         env!("CARGO_MANIFEST_DIR")
     );
     serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()

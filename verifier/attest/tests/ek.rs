@@ -192,7 +192,7 @@ fn rsa_pss_signed_chain() {
 
 fn vendor_cas() -> Vec<(String, Vec<u8>)> {
     let dir = format!(
-        "{}/../../../shared/testdata/ek-ca/keylime-tpm_cert_store",
+        "{}/../../testdata/ek-ca/keylime-tpm_cert_store",
         env!("CARGO_MANIFEST_DIR")
     );
     let mut out = Vec::new();

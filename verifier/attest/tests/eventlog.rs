@@ -17,7 +17,7 @@ use vouch_attest::{HashAlg, PcrValues};
 fn logs_dir() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/testdata/eventlogs/tpm2-tools"
+        "/../../testdata/eventlogs/tpm2-tools"
     ))
 }
 

@@ -25,7 +25,7 @@ fn quotes(name: &str) -> Vec<u8> {
 }
 fn log(name: &str) -> Vec<u8> {
     std::fs::read(format!(
-        "{}/../../../shared/testdata/eventlogs/tpm2-tools/{name}",
+        "{}/../../testdata/eventlogs/tpm2-tools/{name}",
         env!("CARGO_MANIFEST_DIR")
     ))
     .unwrap()

@@ -75,8 +75,8 @@ fn random_and_mutated_inputs_never_panic() {
         file("tests/data/quotes/ecc384-sha384.ak.pub"),
         file("tests/data/quotes/rsa2048-sha256.ak.pub"),
         file("tests/data/quotes/rsapss2048-sha256.pcrs"),
-        file("../../../shared/testdata/eventlogs/tpm2-tools/event-uefiaction.bin"),
-        file("../../../shared/testdata/eventlogs/tpm2-tools/event-uefi-sha1-log.bin"),
+        file("../../testdata/eventlogs/tpm2-tools/event-uefiaction.bin"),
+        file("../../testdata/eventlogs/tpm2-tools/event-uefi-sha1-log.bin"),
     ];
     let mut rng = Rng(0x5eed_1234_abcd_0001);
     for _ in 0..2000 {

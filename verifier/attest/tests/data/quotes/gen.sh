@@ -44,7 +44,7 @@ rm -f ek.ctx ak.ctx m.txt
 # A TPM whose PCRs hold exactly the replay of a real 112-event firmware log
 # (GCE, from the shared test data): each measured event is extended into a
 # fresh swtpm, then quoted with an ECDSA P-256 and an RSA-2048 AK.
-LOG=${LOG:-$(dirname "$0")/../../../../../../shared/testdata/eventlogs/tpm2-tools/event-gce-ubuntu-2104-log.bin}
+LOG=${LOG:-$(dirname "$0")/../../../../../testdata/eventlogs/tpm2-tools/event-gce-ubuntu-2104-log.bin}
 kill $SW; sleep 1; rm -rf $D/*
 swtpm socket --tpm2 --server type=tcp,port=$P --ctrl type=tcp,port=$((P+1)) --tpmstate dir=$D --flags startup-clear &
 SW=$!
