@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use serde_json::{Value, json};
-use vouchd::auth::{SignatureHeader, signing_message};
+use vouch_api::signing::{SignatureHeader, signing_message};
 use vouchd::config::Config;
 use vouchd::server::Running;
 

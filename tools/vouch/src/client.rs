@@ -79,7 +79,7 @@ pub fn parse_fingerprint(text: &str) -> Result<[u8; 32], Failure> {
         .chars()
         .filter(|c| *c != ':' && !c.is_whitespace())
         .collect();
-    vouch::signature::unhex(&digits)
+    hex::decode(&digits).ok()
         .and_then(|v| <[u8; 32]>::try_from(v).ok())
         .ok_or_else(|| {
             Failure::Input(format!(
@@ -389,7 +389,7 @@ impl ServerCertVerifier for Pinned {
         } else {
             Err(rustls::Error::InvalidCertificate(CertificateError::Other(
                 OtherError(Arc::new(Mismatch {
-                    got: vouch::signature::hex(got.as_ref()),
+                    got: hex::encode(got.as_ref()),
                 })),
             )))
         }

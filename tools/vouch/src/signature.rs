@@ -1,5 +1,5 @@
 //! A management server's signature on host operations, the `Vouch-Signature` scheme vouchd
-//! verifies (`verifier/vouchd/src/auth.rs`):
+//! verifies; the header and the signed string are defined once, in `vouch_api::signing`:
 //!
 //! ```text
 //! Vouch-Signature: id=<server id>; ts=<unix seconds>; nonce=<1-128 chars>; sig=<base64 DER ECDSA>
@@ -12,52 +12,12 @@ use std::path::Path;
 
 use aws_lc_rs::rand::{SecureRandom as _, SystemRandom};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use rustls::pki_types::PrivateKeyDer;
 use rustls::pki_types::pem::PemObject as _;
 
 /// The header's name.
-pub const HEADER: &str = "vouch-signature";
-
-/// Lower-case hex.
-pub fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::new(), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
-}
-
-/// Bytes from hex (either case); None unless every pair is a hex byte.
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    text.as_bytes()
-        .chunks(2)
-        .map(|pair| {
-            let s = std::str::from_utf8(pair).ok()?;
-            u8::from_str_radix(s, 16).ok()
-        })
-        .collect()
-}
-
-/// The bytes a management server signs.
-pub fn signing_message(
-    method: &str,
-    path_and_query: &str,
-    ts: i64,
-    nonce: &str,
-    body: &[u8],
-) -> Vec<u8> {
-    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, body);
-    format!(
-        "vouch-host-op-v1\n{method}\n{path_and_query}\n{ts}\n{nonce}\n{}",
-        hex(digest.as_ref())
-    )
-    .into_bytes()
-}
+pub use vouch_api::signing::SIGNATURE_HEADER as HEADER;
+use vouch_api::signing::{SignatureHeader, signing_message};
 
 /// A management server's signing identity: its registered id and its ECDSA P-256 key.
 #[derive(Debug)]
@@ -109,7 +69,7 @@ impl HostSigner {
         let mut nonce = [0u8; 16];
         rng.fill(&mut nonce)
             .map_err(|_| "no randomness for the nonce".to_owned())?;
-        self.header_at(method, path_and_query, body, ts, &hex(&nonce))
+        self.header_at(method, path_and_query, body, ts, &hex::encode(nonce))
     }
 
     /// The header value for a given timestamp and nonce.
@@ -126,11 +86,13 @@ impl HostSigner {
             .key
             .sign(&SystemRandom::new(), &message)
             .map_err(|_| "signing failed".to_owned())?;
-        Ok(format!(
-            "id={}; ts={ts}; nonce={nonce}; sig={}",
-            self.id,
-            STANDARD.encode(sig.as_ref())
-        ))
+        Ok(SignatureHeader {
+            id: self.id.clone(),
+            ts,
+            nonce: nonce.to_owned(),
+            sig: sig.as_ref().to_vec(),
+        }
+        .render())
     }
 }
 
@@ -139,14 +101,6 @@ mod tests {
     #![allow(clippy::unwrap_used, reason = "tests")]
 
     use super::*;
-
-    #[test]
-    fn hex_round_trips() {
-        assert_eq!(hex(&[0, 0xab, 0xff]), "00abff");
-        assert_eq!(unhex("00ABff"), Some(vec![0, 0xab, 0xff]));
-        assert_eq!(unhex("0"), None);
-        assert_eq!(unhex("zz"), None);
-    }
 
     /// The message and header are exactly what vouchd parses and verifies.
     #[test]
@@ -159,14 +113,10 @@ mod tests {
         let signer = HostSigner::from_pem(key_pair.serialize_pem().as_bytes(), "ms-1").unwrap();
         let body = br#"{"name":"h"}"#;
         let path = "/v1/clusters/lab/hosts?x=1";
-        assert_eq!(
-            signing_message("POST", path, 17, "n", body),
-            vouchd::auth::signing_message("POST", path, 17, "n", body)
-        );
         let header = signer.header("POST", path, body).unwrap();
-        let parsed = vouchd::auth::SignatureHeader::parse(&header).unwrap();
+        let parsed = SignatureHeader::parse(&header).unwrap();
         assert_eq!(parsed.id, "ms-1");
-        let (_, public) = vouchd::auth::management_certificate(cert.der()).unwrap();
+        let (_, public) = vouchd::service::auth::management_certificate(cert.der()).unwrap();
         let message = signing_message("POST", path, parsed.ts, &parsed.nonce, body);
         aws_lc_rs::signature::UnparsedPublicKey::new(
             &aws_lc_rs::signature::ECDSA_P256_SHA256_ASN1,

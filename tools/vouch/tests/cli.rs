@@ -18,10 +18,7 @@ fn vouch(args: &[&str]) -> Output {
 }
 
 fn shared(rel: &str) -> String {
-    format!(
-        "{}/../../testdata/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    format!("{}/../../testdata/{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn quotes(rel: &str) -> String {

@@ -40,8 +40,8 @@ use vouch_proto::wire::{
     Refused, Verdict, VerifierMessage, Welcome,
 };
 
-use crate::api::AppState;
 use crate::jwt::AttestationClaims;
+use crate::service::AppState;
 use crate::store::{self, AttestationRecord, Cluster, Host, HostState};
 
 /// Largest EK certificate accepted.
@@ -822,7 +822,7 @@ impl Session {
     }
 
     async fn event(&self, kind: &str, subject: &str, detail: serde_json::Value) {
-        crate::events::record(&self.state, kind, subject, detail).await;
+        crate::service::events::record(&self.state, kind, subject, detail).await;
     }
 }
 

@@ -15,7 +15,7 @@ use vouch_proto::wire::{
 };
 use zeroize::Zeroizing;
 
-use crate::api::AppState;
+use crate::service::AppState;
 
 /// The quote's expected qualifying data for a bound quote.
 pub fn qualifying_data(nonce: &[u8], agent_public: &[u8]) -> Vec<u8> {
@@ -175,7 +175,7 @@ pub async fn answer(state: &AppState, token: Option<&str>, request: KeyRequest) 
     let Some(token) = token else {
         return refused(KeyRefusal::NotAuthorised, "this session is not attested");
     };
-    let host = match crate::api::keys::authorise_host(state, token, what).await {
+    let host = match crate::service::keys::authorise_host(state, token, what).await {
         Ok(host) => host,
         Err(e) => return refused(KeyRefusal::NotAuthorised, &e.reason()),
     };

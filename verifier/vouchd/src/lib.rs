@@ -11,16 +11,14 @@
 
 pub mod agent;
 pub mod api;
-pub mod auth;
 pub mod channel;
 pub mod config;
 pub mod ek;
-pub mod events;
 pub mod jwt;
-pub mod keys;
 pub mod metrics;
 pub mod scheduler;
 pub mod server;
+pub mod service;
 pub mod store;
 pub mod tls;
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::api::AppState;
+use crate::service::AppState;
 use crate::store::{self, HostState};
 
 /// How often the sweeper looks, given the re-attestation interval.

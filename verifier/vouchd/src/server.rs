@@ -7,13 +7,14 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, AppState};
+use crate::api;
 use crate::config::Config;
 use crate::jwt::Signer;
 use crate::metrics::Metrics;
+use crate::service::{AppState, auth};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
-use crate::{agent, auth, scheduler, tls};
+use crate::{agent, scheduler, tls};
 
 /// A running vouchd.
 #[derive(Debug)]
@@ -100,7 +101,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let agent_addr = agent_listener.local_addr()?;
     let webhook = match &config.webhook_url {
         Some(url) => Some(Arc::new(
-            crate::events::Webhook::new(url).map_err(anyhow::Error::msg)?,
+            crate::service::events::Webhook::new(url).map_err(anyhow::Error::msg)?,
         )),
         None => None,
     };

@@ -2,48 +2,36 @@
 //! [`ROUTES`] and described in the OpenAPI document ([`openapi::document`]); a test holds the
 //! three together.
 
+pub mod auth;
 pub mod error;
 pub mod keys;
 pub mod openapi;
-
-use std::sync::Arc;
+mod views;
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use vouch_attest::ek::EkKey;
 
-use crate::auth::{self, Caller, TRUSTED_ADMINS};
-use crate::config::Config;
-use crate::jwt::Signer;
-use crate::metrics::{HttpLabels, Metrics};
+use crate::metrics::HttpLabels;
+use crate::service::auth::{self as service_auth, TRUSTED_ADMINS};
+use crate::service::{AppState, Error};
 use crate::store::{
     self, CaCert, Cluster, ClusterEk, EkEntryKind, Host, HostState, ManagementServer,
-    PrincipalKind, SoftwareVersionRecord, Store,
+    SoftwareVersionRecord,
 };
-use error::ApiError;
-
-/// What every handler and agent session shares.
-#[derive(Debug, Clone)]
-pub struct AppState {
-    pub store: Arc<dyn Store>,
-    pub config: Arc<Config>,
-    pub metrics: Arc<Metrics>,
-    pub signer: Arc<Signer>,
-    /// Where events are posted, if configured.
-    pub webhook: Option<Arc<crate::events::Webhook>>,
-    /// The key providers in use.
-    pub keys: Arc<crate::keys::KeyService>,
-}
+use auth::{Caller, HostOperation, TrustedAdmin};
+use vouch_api::types::{
+    self as api, ClusterView, CreatedToken, EventQuery, Health, HostStatus, HostToken, HostView,
+    NewCaCerts, NewCluster, NewClusterEk, NewHost, NewManagementServer, NewPrincipal, NewToken,
+};
 
 /// Every route: method and path template. The router, the OpenAPI document and the tests agree
 /// on this list.
@@ -224,12 +212,20 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn no_such_route(uri: Uri) -> ApiError {
-    ApiError::NoSuchRoute(format!("no route for {}", uri.path()))
+async fn no_such_route(uri: Uri) -> Response {
+    error::answer(
+        StatusCode::NOT_FOUND,
+        "no_such_route",
+        format!("no route for {}", uri.path()),
+    )
 }
 
-async fn method_not_allowed() -> ApiError {
-    ApiError::MethodNotAllowed
+async fn method_not_allowed() -> Response {
+    error::answer(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this route does not accept this method".into(),
+    )
 }
 
 /// Counts and logs every request by its route template.
@@ -260,19 +256,14 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
 pub struct JsonBody<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
-    type Rejection = ApiError;
+    type Rejection = Error;
 
-    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+    async fn from_request(req: Request, state: &S) -> Result<Self, Error> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(Self(v)),
-            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+            Err(e) => Err(Error::BadRequest(e.body_text())),
         }
     }
-}
-
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// Records an audit event; failure to record is logged, not fatal to the request.
@@ -286,10 +277,10 @@ async fn audit(
     if let Some(map) = detail.as_object_mut() {
         map.insert("by".into(), who.into());
     }
-    crate::events::record(state, kind, subject, detail).await;
+    crate::service::events::record(state, kind, subject, detail).await;
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
+fn check_name(what: &str, name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
@@ -298,35 +289,37 @@ fn check_name(what: &str, name: &str) -> Result<(), ApiError> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::BadRequest(format!(
+        Err(Error::BadRequest(format!(
             "{what} '{name}' must be 1 to 128 characters of A-Z a-z 0-9 - _ . @"
         )))
     }
 }
 
-fn check_hash(ek_hash: &str) -> Result<String, ApiError> {
+fn check_hash(ek_hash: &str) -> Result<String, Error> {
     let lower = ek_hash.to_ascii_lowercase();
     if lower.len() == 64 && crate::unhex(&lower).is_some() {
         Ok(lower)
     } else {
-        Err(ApiError::BadRequest(
+        Err(Error::BadRequest(
             "an EK hash is 64 hex digits (SHA-256)".into(),
         ))
     }
 }
 
-async fn require_cluster(state: &AppState, name: &str) -> Result<Cluster, ApiError> {
+async fn require_cluster(state: &AppState, name: &str) -> Result<Cluster, Error> {
     let n = name.to_owned();
     store::run(&state.store, move |s| s.get_cluster(&n))
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("cluster {name} not found")))
+        .ok_or_else(|| Error::NotFound(format!("cluster {name} not found")))
 }
 
 // ---- Public routes.
 
-async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, Error> {
     store::run(&state.store, |s| s.get_cluster("")).await?;
-    Ok(Json(serde_json::json!({"status": "ok"})))
+    Ok(Json(Health {
+        status: "ok".into(),
+    }))
 }
 
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
@@ -358,28 +351,18 @@ async fn whoami(caller: Caller) -> Json<store::Principal> {
 
 async fn list_principals(
     State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<store::Principal>>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+    _admin: TrustedAdmin,
+) -> Result<Json<Vec<store::Principal>>, Error> {
     Ok(Json(
         store::run(&state.store, |s| s.list_principals()).await?,
     ))
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-pub struct NewPrincipal {
-    pub name: String,
-    pub kind: PrincipalKind,
-    #[serde(default)]
-    pub groups: Vec<String>,
-}
-
 async fn create_principal(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     JsonBody(body): JsonBody<NewPrincipal>,
-) -> Result<(StatusCode, Json<store::Principal>), ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<(StatusCode, Json<store::Principal>), Error> {
     check_name("principal", &body.name)?;
     for g in &body.groups {
         check_name("group", g)?;
@@ -395,10 +378,10 @@ async fn create_principal(
         s.get_principal(&n)
     })
     .await?
-    .ok_or_else(|| ApiError::Internal("principal vanished".into()))?;
+    .ok_or_else(|| Error::Internal("principal vanished".into()))?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "principal.created",
         &name,
         serde_json::json!({"kind": kind, "groups": groups}),
@@ -409,19 +392,18 @@ async fn create_principal(
 
 async fn get_principal(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: TrustedAdmin,
     Path(name): Path<String>,
-) -> Result<Json<store::Principal>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<store::Principal>, Error> {
     let n = name.clone();
     store::run(&state.store, move |s| s.get_principal(&n))
         .await?
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("principal {name} not found")))
+        .ok_or_else(|| Error::NotFound(format!("principal {name} not found")))
 }
 
 /// Refuses a change that would leave TrustedAdmins without members.
-async fn keep_an_admin(state: &AppState, losing: &str) -> Result<(), ApiError> {
+async fn keep_an_admin(state: &AppState, losing: &str) -> Result<(), Error> {
     let principals = store::run(&state.store, |s| s.list_principals()).await?;
     let remaining = principals
         .iter()
@@ -431,7 +413,7 @@ async fn keep_an_admin(state: &AppState, losing: &str) -> Result<(), ApiError> {
         .iter()
         .any(|p| p.name == losing && p.in_group(TRUSTED_ADMINS));
     if losing_is_admin && remaining == 0 {
-        return Err(ApiError::Conflict(format!(
+        return Err(Error::Conflict(format!(
             "{losing} is the last member of {TRUSTED_ADMINS}; add another first"
         )));
     }
@@ -440,16 +422,15 @@ async fn keep_an_admin(state: &AppState, losing: &str) -> Result<(), ApiError> {
 
 async fn delete_principal(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<StatusCode, Error> {
     keep_an_admin(&state, &name).await?;
     let n = name.clone();
     store::run(&state.store, move |s| s.delete_principal(&n)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "principal.deleted",
         &name,
         serde_json::json!({}),
@@ -460,16 +441,15 @@ async fn delete_principal(
 
 async fn add_group(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path((name, group)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<StatusCode, Error> {
     check_name("group", &group)?;
     let (n, g) = (name.clone(), group.clone());
     store::run(&state.store, move |s| s.add_to_group(&n, &g)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "group.member_added",
         &name,
         serde_json::json!({"group": group}),
@@ -480,10 +460,9 @@ async fn add_group(
 
 async fn remove_group(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path((name, group)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<StatusCode, Error> {
     if group == TRUSTED_ADMINS {
         keep_an_admin(&state, &name).await?;
     }
@@ -491,7 +470,7 @@ async fn remove_group(
     store::run(&state.store, move |s| s.remove_from_group(&n, &g)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "group.member_removed",
         &name,
         serde_json::json!({"group": group}),
@@ -502,10 +481,9 @@ async fn remove_group(
 
 async fn list_tokens(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: TrustedAdmin,
     Path(name): Path<String>,
-) -> Result<Json<Vec<store::TokenInfo>>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<Vec<store::TokenInfo>>, Error> {
     let n = name.clone();
     let tokens = store::run(&state.store, move |s| {
         s.get_principal(&n)?.map(|_| s.list_tokens(&n)).transpose()
@@ -513,43 +491,26 @@ async fn list_tokens(
     .await?;
     tokens
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("principal {name} not found")))
-}
-
-#[derive(Debug, Default, Deserialize, Serialize)]
-pub struct NewTokenRequest {
-    #[serde(default)]
-    pub description: String,
-}
-
-/// A new token; `token` is shown this once.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CreatedToken {
-    pub id: String,
-    pub principal: String,
-    pub description: String,
-    pub created_at: i64,
-    pub token: String,
+        .ok_or_else(|| Error::NotFound(format!("principal {name} not found")))
 }
 
 async fn create_token(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path(name): Path<String>,
-    JsonBody(body): JsonBody<NewTokenRequest>,
-) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    caller.require_trusted_admin(&state)?;
+    JsonBody(body): JsonBody<NewToken>,
+) -> Result<(StatusCode, Json<CreatedToken>), Error> {
     if body.description.len() > 256 {
-        return Err(ApiError::BadRequest(
+        return Err(Error::BadRequest(
             "description is longer than 256 bytes".into(),
         ));
     }
-    let token = auth::new_token(&name, &body.description, crate::now())?;
+    let token = service_auth::new_token(&name, &body.description, crate::now())?;
     let (info, hash) = (token.info.clone(), token.hash);
     store::run(&state.store, move |s| s.create_token(&info, &hash)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "token.created",
         &name,
         serde_json::json!({"id": token.info.id}),
@@ -569,15 +530,14 @@ async fn create_token(
 
 async fn delete_token(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path((name, id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<StatusCode, Error> {
     let (n, i) = (name.clone(), id.clone());
     store::run(&state.store, move |s| s.delete_token(&n, &i)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "token.deleted",
         &name,
         serde_json::json!({"id": id}),
@@ -588,33 +548,24 @@ async fn delete_token(
 
 // ---- Management servers.
 
-#[derive(Debug, Deserialize, Serialize)]
-pub struct NewManagementServer {
-    pub id: String,
-    /// The server's ECDSA P-256 signing certificate, PEM.
-    pub certificate_pem: String,
-}
-
 async fn list_management_servers(
     State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<ManagementServer>>, ApiError> {
-    caller.require_trusted_admin(&state)?;
-    Ok(Json(
+    _admin: TrustedAdmin,
+) -> Result<Json<Vec<api::ManagementServer>>, Error> {
+    Ok(Json(views::all(
         store::run(&state.store, |s| s.list_management_servers()).await?,
-    ))
+    )))
 }
 
 async fn add_management_server(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     JsonBody(body): JsonBody<NewManagementServer>,
-) -> Result<(StatusCode, Json<ManagementServer>), ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<(StatusCode, Json<api::ManagementServer>), Error> {
     check_name("management server id", &body.id)?;
     let der = CertificateDer::from_pem_slice(body.certificate_pem.as_bytes())
-        .map_err(|e| ApiError::BadRequest(format!("certificate_pem: {e}")))?;
-    let (subject, _) = auth::management_certificate(&der).map_err(ApiError::BadRequest)?;
+        .map_err(|e| Error::BadRequest(format!("certificate_pem: {e}")))?;
+    let (subject, _) = service_auth::management_certificate(&der).map_err(Error::BadRequest)?;
     let server = ManagementServer {
         id: body.id,
         fingerprint: crate::hex(&crate::sha256(&der)),
@@ -626,26 +577,25 @@ async fn add_management_server(
     store::run(&state.store, move |s| s.add_management_server(&s2)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "management_server.added",
         &server.id,
         serde_json::json!({"fingerprint": server.fingerprint}),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(server)))
+    Ok((StatusCode::CREATED, Json(server.into())))
 }
 
 async fn delete_management_server(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path(id): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<StatusCode, Error> {
     let i = id.clone();
     store::run(&state.store, move |s| s.delete_management_server(&i)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "management_server.deleted",
         &id,
         serde_json::json!({}),
@@ -656,35 +606,22 @@ async fn delete_management_server(
 
 // ---- Clusters and their trust configuration.
 
-#[derive(Debug, Deserialize, Serialize)]
-pub struct NewCluster {
-    pub name: String,
-    /// PCRs an accepted software version must match; default 0 to 7.
-    #[serde(default)]
-    pub pcrs: Option<Vec<u32>>,
-    /// The PCR bank compared; default `sha256`.
-    #[serde(default)]
-    pub bank: Option<String>,
-}
-
 async fn list_clusters(
     State(state): State<AppState>,
-    caller: Caller,
-) -> Result<Json<Vec<Cluster>>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+    _admin: TrustedAdmin,
+) -> Result<Json<Vec<Cluster>>, Error> {
     Ok(Json(store::run(&state.store, |s| s.list_clusters()).await?))
 }
 
 async fn create_cluster(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     JsonBody(body): JsonBody<NewCluster>,
-) -> Result<(StatusCode, Json<Cluster>), ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<(StatusCode, Json<Cluster>), Error> {
     check_name("cluster", &body.name)?;
     let pcrs = body.pcrs.unwrap_or_else(|| (0..8).collect());
     if pcrs.is_empty() || pcrs.iter().any(|p| *p >= vouch_attest::pcr::PCR_COUNT) {
-        return Err(ApiError::BadRequest(format!(
+        return Err(Error::BadRequest(format!(
             "pcrs must be a non-empty list of PCR indices below {}",
             vouch_attest::pcr::PCR_COUNT
         )));
@@ -692,7 +629,7 @@ async fn create_cluster(
     let bank = body.bank.unwrap_or_else(|| "sha256".into());
     serde_json::from_value::<vouch_attest::HashAlg>(serde_json::Value::String(bank.clone()))
         .map_err(|_| {
-            ApiError::BadRequest(format!(
+            Error::BadRequest(format!(
                 "bank '{bank}' is not a hash algorithm vouch-attest knows"
             ))
         })?;
@@ -706,7 +643,7 @@ async fn create_cluster(
     store::run(&state.store, move |s| s.create_cluster(&c)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "cluster.created",
         &cluster.name,
         serde_json::json!({"pcrs": cluster.pcrs, "bank": cluster.bank}),
@@ -715,23 +652,11 @@ async fn create_cluster(
     Ok((StatusCode::CREATED, Json(cluster)))
 }
 
-/// A cluster with a summary of its trust configuration.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct ClusterView {
-    #[serde(flatten)]
-    pub cluster: Cluster,
-    pub tpm_ca_certs: usize,
-    pub eks: usize,
-    pub software_versions: usize,
-    pub hosts: usize,
-}
-
 async fn get_cluster(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: TrustedAdmin,
     Path(name): Path<String>,
-) -> Result<Json<ClusterView>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<ClusterView>, Error> {
     let cluster = require_cluster(&state, &name).await?;
     let (cas, eks, versions, hosts) = store::run(&state.store, move |s| {
         Ok((
@@ -753,15 +678,14 @@ async fn get_cluster(
 
 async fn delete_cluster(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path(name): Path<String>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<StatusCode, Error> {
     let n = name.clone();
     store::run(&state.store, move |s| s.delete_cluster(&n)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "cluster.deleted",
         &name,
         serde_json::json!({}),
@@ -770,38 +694,30 @@ async fn delete_cluster(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-pub struct NewCaCerts {
-    /// One or more CA certificates, PEM.
-    pub certificate_pem: String,
-}
-
 async fn list_ca_certs(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: TrustedAdmin,
     Path(cluster): Path<String>,
-) -> Result<Json<Vec<CaCert>>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<Vec<api::CaCert>>, Error> {
     require_cluster(&state, &cluster).await?;
-    Ok(Json(
+    Ok(Json(views::all(
         store::run(&state.store, move |s| s.list_ca_certs(&cluster)).await?,
-    ))
+    )))
 }
 
 async fn add_ca_certs(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path(cluster): Path<String>,
     JsonBody(body): JsonBody<NewCaCerts>,
-) -> Result<(StatusCode, Json<Vec<CaCert>>), ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<(StatusCode, Json<Vec<api::CaCert>>), Error> {
     require_cluster(&state, &cluster).await?;
     let ders: Vec<CertificateDer<'static>> =
         CertificateDer::pem_slice_iter(body.certificate_pem.as_bytes())
             .collect::<Result<_, _>>()
-            .map_err(|e| ApiError::BadRequest(format!("certificate_pem: {e}")))?;
+            .map_err(|e| Error::BadRequest(format!("certificate_pem: {e}")))?;
     if ders.is_empty() {
-        return Err(ApiError::BadRequest(
+        return Err(Error::BadRequest(
             "certificate_pem holds no certificate".into(),
         ));
     }
@@ -809,7 +725,7 @@ async fn add_ca_certs(
     let mut certs = Vec::with_capacity(ders.len());
     for der in ders {
         let subject = vouch_attest::ek::check_ca_certificate(&der, now)
-            .map_err(|e| ApiError::BadRequest(format!("not a usable TPM CA certificate: {e}")))?;
+            .map_err(|e| Error::BadRequest(format!("not a usable TPM CA certificate: {e}")))?;
         certs.push(CaCert {
             id: crate::hex(&crate::sha256(&der)),
             cluster: cluster.clone(),
@@ -829,27 +745,26 @@ async fn add_ca_certs(
     for c in &certs {
         audit(
             &state,
-            &caller.principal.name,
+            admin.name(),
             "cluster.tpm_ca_added",
             &cluster,
             serde_json::json!({"id": c.id, "subject": c.subject}),
         )
         .await;
     }
-    Ok((StatusCode::CREATED, Json(certs)))
+    Ok((StatusCode::CREATED, Json(views::all(certs))))
 }
 
 async fn delete_ca_cert(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path((cluster, id)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<StatusCode, Error> {
     let (c, i) = (cluster.clone(), id.clone());
     store::run(&state.store, move |s| s.delete_ca_cert(&c, &i)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "cluster.tpm_ca_deleted",
         &cluster,
         serde_json::json!({"id": id}),
@@ -858,46 +773,37 @@ async fn delete_ca_cert(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize, Serialize)]
-pub struct NewClusterEk {
-    pub kind: EkEntryKind,
-    /// An EK certificate (`kind: certificate`) or a SubjectPublicKeyInfo (`PUBLIC KEY`), PEM.
-    pub pem: String,
-}
-
 async fn list_cluster_eks(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: TrustedAdmin,
     Path(cluster): Path<String>,
-) -> Result<Json<Vec<ClusterEk>>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<Vec<api::ClusterEk>>, Error> {
     require_cluster(&state, &cluster).await?;
-    Ok(Json(
+    Ok(Json(views::all(
         store::run(&state.store, move |s| s.list_cluster_eks(&cluster)).await?,
-    ))
+    )))
 }
 
 async fn add_cluster_ek(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path(cluster): Path<String>,
     JsonBody(body): JsonBody<NewClusterEk>,
-) -> Result<(StatusCode, Json<ClusterEk>), ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<(StatusCode, Json<api::ClusterEk>), Error> {
     require_cluster(&state, &cluster).await?;
     let (der, key) = match body.kind {
         EkEntryKind::Certificate => {
             let der = CertificateDer::from_pem_slice(body.pem.as_bytes())
-                .map_err(|e| ApiError::BadRequest(format!("pem: {e}")))?;
+                .map_err(|e| Error::BadRequest(format!("pem: {e}")))?;
             let key = EkKey::from_certificate(&der)
-                .map_err(|e| ApiError::BadRequest(format!("EK certificate: {e}")))?;
+                .map_err(|e| Error::BadRequest(format!("EK certificate: {e}")))?;
             (der.to_vec(), key)
         }
         EkEntryKind::PublicKey | EkEntryKind::BarePublicKey => {
             let der = SubjectPublicKeyInfoDer::from_pem_slice(body.pem.as_bytes())
-                .map_err(|e| ApiError::BadRequest(format!("pem: {e}")))?;
+                .map_err(|e| Error::BadRequest(format!("pem: {e}")))?;
             let key = EkKey::from_spki_der(&der)
-                .map_err(|e| ApiError::BadRequest(format!("EK public key: {e}")))?;
+                .map_err(|e| Error::BadRequest(format!("EK public key: {e}")))?;
             (der.to_vec(), key)
         }
     };
@@ -912,27 +818,26 @@ async fn add_cluster_ek(
     store::run(&state.store, move |s| s.add_cluster_ek(&e2)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "cluster.ek_added",
         &cluster,
         serde_json::json!({"ek_hash": entry.ek_hash, "kind": entry.kind}),
     )
     .await;
-    Ok((StatusCode::CREATED, Json(entry)))
+    Ok((StatusCode::CREATED, Json(entry.into())))
 }
 
 async fn delete_cluster_ek(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path((cluster, ek_hash)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<StatusCode, Error> {
     let ek_hash = check_hash(&ek_hash)?;
     let (c, h) = (cluster.clone(), ek_hash.clone());
     store::run(&state.store, move |s| s.delete_cluster_ek(&c, &h)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "cluster.ek_deleted",
         &cluster,
         serde_json::json!({"ek_hash": ek_hash}),
@@ -943,10 +848,9 @@ async fn delete_cluster_ek(
 
 async fn list_software_versions(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: TrustedAdmin,
     Path(cluster): Path<String>,
-) -> Result<Json<Vec<SoftwareVersionRecord>>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<Vec<SoftwareVersionRecord>>, Error> {
     require_cluster(&state, &cluster).await?;
     Ok(Json(
         store::run(&state.store, move |s| s.list_software_versions(&cluster)).await?,
@@ -955,11 +859,10 @@ async fn list_software_versions(
 
 async fn put_software_version(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path((cluster, version)): Path<(String, String)>,
     JsonBody(mut body): JsonBody<serde_json::Value>,
-) -> Result<Json<SoftwareVersionRecord>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<SoftwareVersionRecord>, Error> {
     check_name("software version", &version)?;
     require_cluster(&state, &cluster).await?;
     if let Some(map) = body.as_object_mut() {
@@ -969,30 +872,30 @@ async fn put_software_version(
             }
             Some(n) if n.as_str() == Some(version.as_str()) => {}
             Some(_) => {
-                return Err(ApiError::BadRequest(
+                return Err(Error::BadRequest(
                     "the body's name differs from the version in the path".into(),
                 ));
             }
         }
     }
     let parsed: vouch_attest::policy::SoftwareVersion = serde_json::from_value(body)
-        .map_err(|e| ApiError::BadRequest(format!("not a vouch-attest software version: {e}")))?;
+        .map_err(|e| Error::BadRequest(format!("not a vouch-attest software version: {e}")))?;
     if parsed.pcrs.is_empty() && parsed.events.is_empty() {
-        return Err(ApiError::BadRequest(
+        return Err(Error::BadRequest(
             "a software version needs reference PCR values or event digests".into(),
         ));
     }
     let record = SoftwareVersionRecord {
         cluster: cluster.clone(),
         name: version.clone(),
-        reference: serde_json::to_value(&parsed).map_err(|e| ApiError::Internal(e.to_string()))?,
+        reference: serde_json::to_value(&parsed).map_err(|e| Error::Internal(e.to_string()))?,
         created_at: crate::now(),
     };
     let r2 = record.clone();
     store::run(&state.store, move |s| s.put_software_version(&r2)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "cluster.software_version_set",
         &cluster,
         serde_json::json!({"version": version}),
@@ -1003,15 +906,14 @@ async fn put_software_version(
 
 async fn delete_software_version(
     State(state): State<AppState>,
-    caller: Caller,
+    admin: TrustedAdmin,
     Path((cluster, version)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<StatusCode, Error> {
     let (c, v) = (cluster.clone(), version.clone());
     store::run(&state.store, move |s| s.delete_software_version(&c, &v)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "cluster.software_version_deleted",
         &cluster,
         serde_json::json!({"version": version}),
@@ -1022,54 +924,11 @@ async fn delete_software_version(
 
 // ---- Hosts.
 
-/// A host as the API shows it.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HostView {
-    pub ek_hash: String,
-    pub cluster: String,
-    pub name: String,
-    pub added_by: String,
-    pub ak_bound: bool,
-    pub state: HostState,
-    pub attested_at: Option<i64>,
-    pub valid_until: Option<i64>,
-    pub software_version: Option<String>,
-    pub created_at: i64,
-}
-
-impl From<Host> for HostView {
-    fn from(h: Host) -> Self {
-        Self {
-            ak_bound: h.ak_public.is_some(),
-            ek_hash: h.ek_hash,
-            cluster: h.cluster,
-            name: h.name,
-            added_by: h.added_by,
-            state: h.state,
-            attested_at: h.attested_at,
-            valid_until: h.valid_until,
-            software_version: h.software_version,
-            created_at: h.created_at,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize, Serialize)]
-pub struct NewHost {
-    pub name: String,
-    /// The EK hash; or give `ek_certificate_pem` and it is computed.
-    #[serde(default)]
-    pub ek_hash: Option<String>,
-    #[serde(default)]
-    pub ek_certificate_pem: Option<String>,
-}
-
 async fn list_hosts(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: TrustedAdmin,
     Path(cluster): Path<String>,
-) -> Result<Json<Vec<HostView>>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<Vec<HostView>>, Error> {
     require_cluster(&state, &cluster).await?;
     let hosts = store::run(&state.store, move |s| s.list_hosts(&cluster)).await?;
     Ok(Json(hosts.into_iter().map(HostView::from).collect()))
@@ -1077,30 +936,25 @@ async fn list_hosts(
 
 async fn add_host(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Path(cluster): Path<String>,
-    body: Bytes,
-) -> Result<(StatusCode, Json<HostView>), ApiError> {
-    caller.require_trusted_admin(&state)?;
-    let server =
-        auth::check_host_permission(&state, &caller, &method, &uri, &headers, &body).await?;
-    let body: NewHost = parse_json(&body)?;
+    op: HostOperation,
+) -> Result<(StatusCode, Json<HostView>), Error> {
+    let admin = op.permission.admin();
+    let server = op.permission.server().to_owned();
+    let body: NewHost = op.json()?;
     check_name("host", &body.name)?;
     require_cluster(&state, &cluster).await?;
     let ek_hash = match (&body.ek_hash, &body.ek_certificate_pem) {
         (Some(h), None) => check_hash(h)?,
         (None, Some(pem)) => {
             let der = CertificateDer::from_pem_slice(pem.as_bytes())
-                .map_err(|e| ApiError::BadRequest(format!("ek_certificate_pem: {e}")))?;
+                .map_err(|e| Error::BadRequest(format!("ek_certificate_pem: {e}")))?;
             let key = EkKey::from_certificate(&der)
-                .map_err(|e| ApiError::BadRequest(format!("EK certificate: {e}")))?;
+                .map_err(|e| Error::BadRequest(format!("EK certificate: {e}")))?;
             crate::ek::ek_hash(&key)
         }
         _ => {
-            return Err(ApiError::BadRequest(
+            return Err(Error::BadRequest(
                 "give exactly one of ek_hash and ek_certificate_pem".into(),
             ));
         }
@@ -1121,7 +975,7 @@ async fn add_host(
     store::run(&state.store, move |s| s.add_host(&h2)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "host.added",
         &host.ek_hash,
         serde_json::json!({"cluster": cluster, "name": host.name, "management_server": server}),
@@ -1132,22 +986,17 @@ async fn add_host(
 
 async fn delete_host(
     State(state): State<AppState>,
-    caller: Caller,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
     Path((cluster, ek_hash)): Path<(String, String)>,
-    body: Bytes,
-) -> Result<StatusCode, ApiError> {
-    caller.require_trusted_admin(&state)?;
-    let server =
-        auth::check_host_permission(&state, &caller, &method, &uri, &headers, &body).await?;
+    op: HostOperation,
+) -> Result<StatusCode, Error> {
+    let admin = op.permission.admin();
+    let server = op.permission.server().to_owned();
     let ek_hash = check_hash(&ek_hash)?;
     let (c, h) = (cluster.clone(), ek_hash.clone());
     store::run(&state.store, move |s| s.delete_host(&c, &h)).await?;
     audit(
         &state,
-        &caller.principal.name,
+        admin.name(),
         "host.removed",
         &ek_hash,
         serde_json::json!({"cluster": cluster, "management_server": server}),
@@ -1156,56 +1005,35 @@ async fn delete_host(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A host's status with its latest results.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HostStatus {
-    #[serde(flatten)]
-    pub host: HostView,
-    pub recent: Vec<store::AttestationRecord>,
-}
-
 async fn get_host(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: TrustedAdmin,
     Path(ek_hash): Path<String>,
-) -> Result<Json<HostStatus>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<HostStatus>, Error> {
     let ek_hash = check_hash(&ek_hash)?;
     let h = ek_hash.clone();
     let (host, recent) = store::run(&state.store, move |s| {
         Ok((s.get_host(&h)?, s.list_attestations(&h, 10)?))
     })
     .await?;
-    let host =
-        host.ok_or_else(|| ApiError::NotFound(format!("host with EK {ek_hash} not found")))?;
+    let host = host.ok_or_else(|| Error::NotFound(format!("host with EK {ek_hash} not found")))?;
     Ok(Json(HostStatus {
         host: host.into(),
         recent,
     }))
 }
 
-/// A host's current attestation token.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct HostToken {
-    pub ek_hash: String,
-    /// The JWT (ES256); verify it with `/.well-known/jwks.json`.
-    pub token: String,
-    pub issued_at: i64,
-    pub expires_at: i64,
-}
-
 async fn get_host_token(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: TrustedAdmin,
     Path(ek_hash): Path<String>,
-) -> Result<Json<HostToken>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<HostToken>, Error> {
     let ek_hash = check_hash(&ek_hash)?;
     let h = ek_hash.clone();
     let latest = store::run(&state.store, move |s| s.list_attestations(&h, 1)).await?;
     let lifetime = i64::try_from(state.config.token_lifetime_secs).unwrap_or(i64::MAX);
     let none = || {
-        ApiError::NotFound(format!(
+        Error::NotFound(format!(
             "host with EK {ek_hash} has no current attestation token"
         ))
     };
@@ -1223,20 +1051,11 @@ async fn get_host_token(
     }))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct EventQuery {
-    #[serde(default)]
-    pub after: i64,
-    #[serde(default)]
-    pub limit: Option<u32>,
-}
-
 async fn list_events(
     State(state): State<AppState>,
-    caller: Caller,
+    _admin: TrustedAdmin,
     Query(q): Query<EventQuery>,
-) -> Result<Json<Vec<store::Event>>, ApiError> {
-    caller.require_trusted_admin(&state)?;
+) -> Result<Json<Vec<store::Event>>, Error> {
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     Ok(Json(
         store::run(&state.store, move |s| s.list_events(q.after, limit)).await?,

@@ -13,6 +13,12 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+/// Records whose stored form is exactly their API form.
+pub use vouch_api::types::{
+    AttestationRecord, Cluster, EkEntryKind, Event, HostState, KeyProvider as KeyProviderRecord,
+    Principal, PrincipalKind, RetiredKey, SoftwareVersionRecord, TokenInfo, WrappingMode,
+};
+
 /// Why a storage call failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -33,55 +39,6 @@ pub enum StoreError {
 
 pub type StoreResult<T> = Result<T, StoreError>;
 
-/// People and service accounts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PrincipalKind {
-    Person,
-    Service,
-}
-
-impl PrincipalKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Person => "person",
-            Self::Service => "service",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "person" => Some(Self::Person),
-            "service" => Some(Self::Service),
-            _ => None,
-        }
-    }
-}
-
-/// A management principal and the groups it belongs to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Principal {
-    pub name: String,
-    pub kind: PrincipalKind,
-    pub groups: Vec<String>,
-    pub created_at: i64,
-}
-
-impl Principal {
-    pub fn in_group(&self, group: &str) -> bool {
-        self.groups.iter().any(|g| g == group)
-    }
-}
-
-/// A bearer token's record; the token itself is never stored, only its SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TokenInfo {
-    pub id: String,
-    pub principal: String,
-    pub description: String,
-    pub created_at: i64,
-}
-
 /// A management server allowed to perform host operations: its ECDSA P-256 signing
 /// certificate.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,17 +54,6 @@ pub struct ManagementServer {
     pub created_at: i64,
 }
 
-/// A trusted cluster and its policy settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Cluster {
-    pub name: String,
-    /// PCRs that must match an accepted software version.
-    pub pcrs: Vec<u32>,
-    /// The PCR bank compared (vouch-attest's name, e.g. `sha256`).
-    pub bank: String,
-    pub created_at: i64,
-}
-
 /// A TPM manufacturer CA certificate trusted by a cluster.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CaCert {
@@ -118,37 +64,6 @@ pub struct CaCert {
     #[serde(skip)]
     pub der: Vec<u8>,
     pub created_at: i64,
-}
-
-/// How an individual EK is listed in a cluster.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum EkEntryKind {
-    /// Mode 2: an EK certificate; the host's certificate must also chain to a trusted CA.
-    Certificate,
-    /// Mode 2: an EK public key (SPKI); the host's certificate must also chain to a trusted CA.
-    PublicKey,
-    /// Mode 3: a bare EK public key, for TPMs without an EK certificate.
-    BarePublicKey,
-}
-
-impl EkEntryKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Certificate => "certificate",
-            Self::PublicKey => "public_key",
-            Self::BarePublicKey => "bare_public_key",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "certificate" => Some(Self::Certificate),
-            "public_key" => Some(Self::PublicKey),
-            "bare_public_key" => Some(Self::BarePublicKey),
-            _ => None,
-        }
-    }
 }
 
 /// An individual EK listed by a cluster.
@@ -162,44 +77,6 @@ pub struct ClusterEk {
     #[serde(skip)]
     pub der: Vec<u8>,
     pub created_at: i64,
-}
-
-/// An accepted software version: reference values as vouch-attest's `SoftwareVersion` JSON.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct SoftwareVersionRecord {
-    pub cluster: String,
-    pub name: String,
-    pub reference: serde_json::Value,
-    pub created_at: i64,
-}
-
-/// A host's attestation state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum HostState {
-    /// Never attested, or its last result expired without a new one.
-    Unknown,
-    Attested,
-    NotAttested,
-}
-
-impl HostState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Unknown => "unknown",
-            Self::Attested => "attested",
-            Self::NotAttested => "not_attested",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "unknown" => Some(Self::Unknown),
-            "attested" => Some(Self::Attested),
-            "not_attested" => Some(Self::NotAttested),
-            _ => None,
-        }
-    }
 }
 
 /// A host of a trusted cluster, identified by its EK hash.
@@ -220,34 +97,6 @@ pub struct Host {
     pub created_at: i64,
 }
 
-/// One attestation's outcome.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AttestationRecord {
-    pub ek_hash: String,
-    pub cluster: String,
-    pub at: i64,
-    pub attested: bool,
-    pub software_version: Option<String>,
-    pub reason: Option<String>,
-    /// Hex.
-    pub pcr_digest: Option<String>,
-    /// Hex.
-    pub nonce: Option<String>,
-    pub valid_until: Option<i64>,
-    /// The attestation token issued, when attested.
-    pub token: Option<String>,
-}
-
-/// Something that happened, for the audit trail and webhooks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Event {
-    pub id: i64,
-    pub at: i64,
-    pub kind: String,
-    pub subject: String,
-    pub detail: serde_json::Value,
-}
-
 /// A key server (KMS): KMIP endpoints tried in order, the client certificate and key vouchd
 /// presents, the CA certificates that sign the key server's certificate. PEM throughout.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -260,54 +109,6 @@ pub struct KeyServerRecord {
     #[serde(skip)]
     pub client_key: String,
     pub ca_certificates: String,
-    pub created_at: i64,
-}
-
-/// How a provider wraps: see `vouch_keyprovider::Wrapping`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum WrappingMode {
-    Local,
-    Remote,
-}
-
-impl WrappingMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Local => "local",
-            Self::Remote => "remote",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "local" => Some(Self::Local),
-            "remote" => Some(Self::Remote),
-            _ => None,
-        }
-    }
-}
-
-/// A primary key a provider used before a rotation: it still decrypts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RetiredKey {
-    pub id: String,
-    pub version: u32,
-}
-
-/// A trusted key provider: a name and one primary key on a key server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyProviderRecord {
-    pub name: String,
-    pub key_server: String,
-    pub primary_key_id: String,
-    pub primary_key_version: u32,
-    pub retired: Vec<RetiredKey>,
-    pub wrapping: WrappingMode,
-    /// Local wrapping: the key's state is checked again after this long.
-    pub refresh_seconds: i64,
-    /// Local wrapping: a cached key serves at most this long after it was got.
-    pub lifetime_seconds: i64,
     pub created_at: i64,
 }
 

@@ -15,7 +15,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, EcdsaKeyPair};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
-use vouchd::auth::{SignatureHeader, signing_message};
+use vouch_api::signing::{SignatureHeader, signing_message};
 use vouchd::config::Config;
 use vouchd::server::{Running, start};
 

@@ -9,8 +9,12 @@ use std::time::Duration;
 use vouch_keyprovider::{Clock, KeyProvider, KeyRef, ProviderConfig, SystemClock, Wrapping};
 use vouch_kmip::{Endpoint, KeyServer, ProtocolVersion};
 
-use crate::api::error::ApiError;
-use crate::store::{self, KeyProviderRecord, KeyServerRecord, Store, WrappingMode};
+use super::auth::deny;
+use super::{AppState, Error, KeyFailure};
+use crate::jwt::AttestationClaims;
+use crate::store::{
+    self, Host, HostState, KeyProviderRecord, KeyServerRecord, Store, WrappingMode,
+};
 
 /// How long vouchd waits for one key server replica.
 pub const KMIP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -41,7 +45,7 @@ impl KeyService {
         &self,
         store: &Arc<dyn Store>,
         name: &str,
-    ) -> Result<Arc<KeyProvider>, ApiError> {
+    ) -> Result<Arc<KeyProvider>, Error> {
         let mut providers = self.providers.lock().await;
         if let Some(p) = providers.get(name) {
             return Ok(Arc::clone(p));
@@ -55,7 +59,7 @@ impl KeyService {
             Ok(server.map(|k| (p, k)))
         })
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("key provider {name} not found")))?;
+        .ok_or_else(|| Error::NotFound(format!("key provider {name} not found")))?;
         let provider = Arc::new(self.build(&server, &record)?);
         providers.insert(name.to_owned(), Arc::clone(&provider));
         Ok(provider)
@@ -72,7 +76,7 @@ impl KeyService {
         &self,
         server: &KeyServerRecord,
         record: &KeyProviderRecord,
-    ) -> Result<KeyProvider, ApiError> {
+    ) -> Result<KeyProvider, Error> {
         let kms = key_server(server)?;
         let wrapping = match record.wrapping {
             WrappingMode::Remote => Wrapping::Remote,
@@ -102,7 +106,7 @@ impl KeyService {
             kms,
             Arc::clone(&self.clock),
         )
-        .map_err(|e| ApiError::BadRequest(e.to_string()))
+        .map_err(|e| Error::BadRequest(e.to_string()))
     }
 }
 
@@ -111,8 +115,8 @@ fn seconds(s: i64) -> Duration {
 }
 
 /// Parses `host:port` or `[v6]:port`.
-pub fn endpoint(s: &str) -> Result<Endpoint, ApiError> {
-    let bad = || ApiError::BadRequest(format!("endpoint '{s}' is not host:port"));
+pub fn endpoint(s: &str) -> Result<Endpoint, Error> {
+    let bad = || Error::BadRequest(format!("endpoint '{s}' is not host:port"));
     let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
     let host = host
         .strip_prefix('[')
@@ -126,7 +130,7 @@ pub fn endpoint(s: &str) -> Result<Endpoint, ApiError> {
 }
 
 /// The KMIP client of a key server record: KMIP 1.4 (AES-GCM needs its associated data and tag).
-pub fn key_server(record: &KeyServerRecord) -> Result<KeyServer, ApiError> {
+pub fn key_server(record: &KeyServerRecord) -> Result<KeyServer, Error> {
     let endpoints = record
         .endpoints
         .iter()
@@ -142,44 +146,101 @@ pub fn key_server(record: &KeyServerRecord) -> Result<KeyServer, ApiError> {
         k.with_version(ProtocolVersion::V1_4)
             .with_timeout(KMIP_TIMEOUT)
     })
-    .map_err(|e| ApiError::BadRequest(format!("key server {}: {e}", record.name)))
+    .map_err(|e| Error::BadRequest(format!("key server {}: {e}", record.name)))
 }
 
-/// A key provider failure as an API answer: the kind is the error code, so a client tells
-/// "key server unreachable" (503) from "key revoked" (409) without reading the text.
-pub fn api_error(e: &vouch_keyprovider::Error) -> ApiError {
-    use axum::http::StatusCode;
+/// A key provider failure as the service's error: the kind is the error code, so a client
+/// tells "key server unreachable" from "key revoked" without reading the text.
+pub fn provider_error(e: &vouch_keyprovider::Error) -> Error {
     use vouch_keyprovider::Error as E;
-    let status = match e {
-        E::Unreachable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-        E::KeyRevoked { .. } | E::KeyUnusable { .. } => StatusCode::CONFLICT,
-        E::KeyServer { .. } => StatusCode::BAD_GATEWAY,
+    let failure = match e {
+        E::Unreachable { .. } => KeyFailure::Unavailable,
+        E::KeyRevoked { .. } | E::KeyUnusable { .. } => KeyFailure::Conflict,
+        E::KeyServer { .. } => KeyFailure::KeyServer,
         E::UnknownKey { .. }
         | E::WrongProvider { .. }
         | E::Format(_)
         | E::Authentication
-        | E::TooLarge(_) => StatusCode::BAD_REQUEST,
-        _ => return ApiError::Internal(e.to_string()),
+        | E::TooLarge(_) => KeyFailure::BadRequest,
+        _ => return Error::Internal(e.to_string()),
     };
-    ApiError::KeyProvider {
-        status,
+    Error::KeyProvider {
+        failure,
         code: e.kind(),
         reason: e.to_string(),
     }
 }
 
-/// A KMIP failure outside a provider (creating a key): unreachable (503) or the key server's
-/// error (502).
-pub fn kmip_error(key_server: &str, e: &vouch_kmip::Error) -> ApiError {
-    use axum::http::StatusCode;
-    let (status, code) = if e.is_unavailable() {
-        (StatusCode::SERVICE_UNAVAILABLE, "key_server_unreachable")
+/// A KMIP failure outside a provider (creating a key): unreachable or the key server's error.
+pub fn kmip_error(key_server: &str, e: &vouch_kmip::Error) -> Error {
+    let (failure, code) = if e.is_unavailable() {
+        (KeyFailure::Unavailable, "key_server_unreachable")
     } else {
-        (StatusCode::BAD_GATEWAY, "key_server_error")
+        (KeyFailure::KeyServer, "key_server_error")
     };
-    ApiError::KeyProvider {
-        status,
+    Error::KeyProvider {
+        failure,
         code,
         reason: format!("key server {key_server}: {e}"),
     }
+}
+
+/// Proof that a host may use keys now: its attestation token (a JWT this vouchd signed,
+/// unexpired), the host still attested in the store, and its cluster configured with a key
+/// provider. Only [`authorise_host`] makes one.
+#[derive(Debug)]
+pub struct AttestedHost {
+    pub host: Host,
+    pub claims: AttestationClaims,
+    pub provider: String,
+}
+
+/// The checks of [`AttestedHost`], from a token; the HTTP API and the agent link share them.
+pub async fn authorise_host(
+    state: &AppState,
+    token: &str,
+    what: &str,
+) -> Result<AttestedHost, Error> {
+    let now = crate::now();
+    let claims = state.signer.verify(token, now).map_err(|why| {
+        deny(
+            state,
+            "anonymous",
+            what,
+            Error::Unauthenticated(format!("attestation token refused: {why}")),
+        )
+    })?;
+    let who = claims.sub.clone();
+    let forbidden = |why: String| deny(state, &who, what, Error::Forbidden(why));
+    let ek = claims.sub.clone();
+    let host = store::run(&state.store, move |s| s.get_host(&ek))
+        .await?
+        .ok_or_else(|| forbidden(format!("host {} is not known", claims.sub)))?;
+    if host.cluster != claims.cluster {
+        return Err(forbidden(format!(
+            "host {} is no longer in cluster {}",
+            host.ek_hash, claims.cluster
+        )));
+    }
+    if host.state != HostState::Attested || host.valid_until.is_some_and(|t| t <= now) {
+        return Err(forbidden(format!(
+            "host {} is not attested now (state {})",
+            host.ek_hash,
+            host.state.as_str()
+        )));
+    }
+    let c = host.cluster.clone();
+    let provider = store::run(&state.store, move |s| s.cluster_key_provider(&c))
+        .await?
+        .ok_or_else(|| {
+            forbidden(format!(
+                "cluster {} is not configured with a key provider",
+                host.cluster
+            ))
+        })?;
+    Ok(AttestedHost {
+        host,
+        claims,
+        provider,
+    })
 }

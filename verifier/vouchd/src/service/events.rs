@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use crate::api::AppState;
+use super::AppState;
 use crate::store::{self, Event};
 
 /// How long one webhook delivery may take.

@@ -1,0 +1,530 @@
+//! Request and response bodies of the management API (TrustedAdmins), the host API (attested
+//! hosts' key operations) and the public routes, with their exact JSON shapes.
+
+use serde::{Deserialize, Serialize};
+
+/// Derives the JSON schema of a type when the `openapi` feature is on.
+macro_rules! contract {
+    ($($item:item)*) => {
+        $(
+            #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+            $item
+        )*
+    };
+}
+
+/// Maps an enum to and from its snake_case wire name, for storage columns.
+macro_rules! wire_names {
+    ($ty:ident { $($variant:ident => $name:literal),* $(,)? }) => {
+        impl $ty {
+            /// The wire name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)*
+                }
+            }
+
+            /// The variant of a wire name.
+            pub fn parse(s: &str) -> Option<Self> {
+                match s {
+                    $($name => Some(Self::$variant),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+contract! {
+    /// `GET /healthz`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Health {
+        /// `ok` when the database answers.
+        pub status: String,
+    }
+
+    /// People and service accounts.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum PrincipalKind {
+        Person,
+        Service,
+    }
+
+    /// A management principal and the groups it belongs to.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Principal {
+        pub name: String,
+        pub kind: PrincipalKind,
+        pub groups: Vec<String>,
+        pub created_at: i64,
+    }
+
+    /// `POST /v1/principals`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewPrincipal {
+        pub name: String,
+        pub kind: PrincipalKind,
+        #[serde(default)]
+        pub groups: Vec<String>,
+    }
+
+    /// A bearer token's record; the token itself is never stored, only its SHA-256.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct TokenInfo {
+        pub id: String,
+        pub principal: String,
+        pub description: String,
+        pub created_at: i64,
+    }
+
+    /// `POST /v1/principals/{name}/tokens`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewToken {
+        #[serde(default)]
+        pub description: String,
+    }
+
+    /// A new token; `token` is shown this once.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CreatedToken {
+        pub id: String,
+        pub principal: String,
+        pub description: String,
+        pub created_at: i64,
+        pub token: String,
+    }
+
+    /// `POST /v1/management-servers`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewManagementServer {
+        pub id: String,
+        /// The server's ECDSA P-256 signing certificate, PEM.
+        pub certificate_pem: String,
+    }
+
+    /// A management server allowed to sign host operations.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ManagementServer {
+        pub id: String,
+        /// The certificate's subject, for people.
+        pub subject: String,
+        /// SHA-256 of the certificate, hex.
+        pub fingerprint: String,
+        pub created_at: i64,
+    }
+
+    /// A trusted cluster and its policy settings.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Cluster {
+        pub name: String,
+        /// PCRs that must match an accepted software version.
+        pub pcrs: Vec<u32>,
+        /// The PCR bank compared (e.g. `sha256`).
+        pub bank: String,
+        pub created_at: i64,
+    }
+
+    /// `POST /v1/clusters`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewCluster {
+        pub name: String,
+        /// PCRs an accepted software version must match; default 0 to 7.
+        #[serde(default)]
+        pub pcrs: Option<Vec<u32>>,
+        /// The PCR bank compared; default `sha256`.
+        #[serde(default)]
+        pub bank: Option<String>,
+    }
+
+    /// A cluster with a summary of its trust configuration.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ClusterView {
+        #[serde(flatten)]
+        pub cluster: Cluster,
+        pub tpm_ca_certs: usize,
+        pub eks: usize,
+        pub software_versions: usize,
+        pub hosts: usize,
+    }
+
+    /// `POST /v1/clusters/{cluster}/tpm-ca-certs`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewCaCerts {
+        /// One or more CA certificates, PEM.
+        pub certificate_pem: String,
+    }
+
+    /// A TPM manufacturer CA certificate trusted by a cluster.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CaCert {
+        /// SHA-256 of the DER certificate, hex.
+        pub id: String,
+        pub cluster: String,
+        pub subject: String,
+        pub created_at: i64,
+    }
+
+    /// How an individual EK is listed in a cluster.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum EkEntryKind {
+        /// Mode 2: an EK certificate; the host's certificate must also chain to a trusted CA.
+        Certificate,
+        /// Mode 2: an EK public key (SPKI); the host's certificate must also chain to a trusted
+        /// CA.
+        PublicKey,
+        /// Mode 3: a bare EK public key, for TPMs without an EK certificate.
+        BarePublicKey,
+    }
+
+    /// `POST /v1/clusters/{cluster}/eks`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewClusterEk {
+        pub kind: EkEntryKind,
+        /// An EK certificate (`kind: certificate`) or a SubjectPublicKeyInfo (`PUBLIC KEY`), PEM.
+        pub pem: String,
+    }
+
+    /// An individual EK listed by a cluster.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ClusterEk {
+        /// The EK hash, hex.
+        pub ek_hash: String,
+        pub cluster: String,
+        pub kind: EkEntryKind,
+        pub created_at: i64,
+    }
+
+    /// An accepted software version: reference values as vouch-attest's `SoftwareVersion`
+    /// JSON.
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    pub struct SoftwareVersionRecord {
+        pub cluster: String,
+        pub name: String,
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        pub reference: serde_json::Value,
+        pub created_at: i64,
+    }
+
+    /// A host's attestation state.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum HostState {
+        /// Never attested, or its last result expired without a new one.
+        Unknown,
+        Attested,
+        NotAttested,
+    }
+
+    /// A host as the API shows it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct HostView {
+        pub ek_hash: String,
+        pub cluster: String,
+        pub name: String,
+        /// The management server that added it.
+        pub added_by: String,
+        pub ak_bound: bool,
+        pub state: HostState,
+        pub attested_at: Option<i64>,
+        pub valid_until: Option<i64>,
+        pub software_version: Option<String>,
+        pub created_at: i64,
+    }
+
+    /// `POST /v1/clusters/{cluster}/hosts` (a host operation: signed).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewHost {
+        pub name: String,
+        /// The EK hash; or give `ek_certificate_pem` and it is computed.
+        #[serde(default)]
+        pub ek_hash: Option<String>,
+        #[serde(default)]
+        pub ek_certificate_pem: Option<String>,
+    }
+
+    /// One attestation's outcome.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct AttestationRecord {
+        pub ek_hash: String,
+        pub cluster: String,
+        pub at: i64,
+        pub attested: bool,
+        pub software_version: Option<String>,
+        pub reason: Option<String>,
+        /// Hex.
+        pub pcr_digest: Option<String>,
+        /// Hex.
+        pub nonce: Option<String>,
+        pub valid_until: Option<i64>,
+        /// The attestation token issued, when attested.
+        pub token: Option<String>,
+    }
+
+    /// A host's status with its latest results.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct HostStatus {
+        #[serde(flatten)]
+        pub host: HostView,
+        pub recent: Vec<AttestationRecord>,
+    }
+
+    /// A host's current attestation token.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct HostToken {
+        pub ek_hash: String,
+        /// The JWT (ES256); verify it with `/.well-known/jwks.json`.
+        pub token: String,
+        pub issued_at: i64,
+        pub expires_at: i64,
+    }
+
+    /// Something that happened, for the audit trail and webhooks.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Event {
+        pub id: i64,
+        pub at: i64,
+        pub kind: String,
+        pub subject: String,
+        #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+        pub detail: serde_json::Value,
+    }
+
+    /// `GET /v1/events` query.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+    #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+    pub struct EventQuery {
+        /// Only events with a larger id.
+        #[serde(default)]
+        pub after: i64,
+        /// At most this many (1 to 1000, default 100).
+        #[serde(default)]
+        pub limit: Option<u32>,
+    }
+
+    /// `POST /v1/key-servers`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewKeyServer {
+        pub name: String,
+        /// `host:port`, tried in order.
+        pub endpoints: Vec<String>,
+        pub client_certificate_pem: String,
+        pub client_key_pem: String,
+        pub ca_certificate_pem: String,
+    }
+
+    /// A key server (KMS): KMIP endpoints tried in order, the client certificate vouchd
+    /// presents and the CA certificates that sign the key server's certificate, PEM. The
+    /// client key is never shown.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct KeyServer {
+        pub name: String,
+        pub endpoints: Vec<String>,
+        pub client_certificate: String,
+        pub ca_certificates: String,
+        pub created_at: i64,
+    }
+
+    /// `POST /v1/key-servers/{name}/keys`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewKmsKey {
+        /// The key's KMIP Name attribute.
+        #[serde(default)]
+        pub name: Option<String>,
+    }
+
+    /// A key made on a key server.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CreatedKmsKey {
+        pub key_server: String,
+        pub key_id: String,
+    }
+
+    /// How a provider wraps data keys.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    pub enum WrappingMode {
+        /// vouchd caches the primary key and wraps locally.
+        Local,
+        /// Every operation is a call to the key server.
+        Remote,
+    }
+
+    /// A primary key a provider used before a rotation: it still decrypts.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RetiredKey {
+        pub id: String,
+        pub version: u32,
+    }
+
+    /// A trusted key provider: a name and one primary key on a key server.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct KeyProvider {
+        pub name: String,
+        pub key_server: String,
+        pub primary_key_id: String,
+        pub primary_key_version: u32,
+        pub retired: Vec<RetiredKey>,
+        pub wrapping: WrappingMode,
+        /// Local wrapping: the key's state is checked again after this long.
+        pub refresh_seconds: i64,
+        /// Local wrapping: a cached key serves at most this long after it was got.
+        pub lifetime_seconds: i64,
+        pub created_at: i64,
+    }
+
+    /// `POST /v1/key-providers`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewKeyProvider {
+        pub name: String,
+        pub key_server: String,
+        pub primary_key_id: String,
+        pub wrapping: WrappingMode,
+        /// Default 300.
+        #[serde(default = "default_refresh")]
+        pub refresh_seconds: i64,
+        /// Default 3600.
+        #[serde(default = "default_lifetime")]
+        pub lifetime_seconds: i64,
+    }
+
+    /// `PUT /v1/key-providers/{name}/primary-key`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct NewPrimaryKey {
+        pub primary_key_id: String,
+    }
+
+    /// A cluster's key provider, if any.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ClusterKeyProvider {
+        pub cluster: String,
+        pub provider: Option<String>,
+    }
+
+    /// `PUT /v1/clusters/{cluster}/key-provider`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SetClusterKeyProvider {
+        pub provider: String,
+    }
+
+    /// `POST /v1/keys/generate`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct GenerateKeyRequest {
+        /// Associated data, base64.
+        #[serde(default)]
+        pub aad: String,
+    }
+
+    /// A fresh data key and its wrapped form.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct GeneratedKey {
+        pub provider: String,
+        /// The data key, base64.
+        pub key: String,
+        /// The wrapped data key (a ciphertext of the key), base64.
+        pub wrapped: String,
+    }
+
+    /// `POST /v1/keys/encrypt`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct EncryptRequest {
+        /// Base64.
+        pub plaintext: String,
+        /// Associated data, base64.
+        #[serde(default)]
+        pub aad: String,
+    }
+
+    /// `POST /v1/keys/decrypt` and `/v1/keys/rewrap`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CiphertextRequest {
+        /// Base64.
+        pub ciphertext: String,
+        /// Associated data, base64.
+        #[serde(default)]
+        pub aad: String,
+    }
+
+    /// A ciphertext, base64.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CiphertextReply {
+        pub ciphertext: String,
+    }
+
+    /// A plaintext, base64.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct PlaintextReply {
+        pub plaintext: String,
+    }
+
+    /// One operation of a batch: `op` is `generate`, `encrypt`, `decrypt` or `rewrap`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct BatchItem {
+        pub op: String,
+        #[serde(default)]
+        pub aad: String,
+        #[serde(default)]
+        pub plaintext: Option<String>,
+        #[serde(default)]
+        pub ciphertext: Option<String>,
+    }
+
+    /// `POST /v1/keys/batch`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct BatchRequest {
+        pub items: Vec<BatchItem>,
+    }
+
+    /// One batch item's result: its outputs, or `error` and `reason`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct BatchResult {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub wrapped: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub ciphertext: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub plaintext: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub error: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub reason: Option<String>,
+    }
+
+    /// The results, in the order of the items.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct BatchReply {
+        pub results: Vec<BatchResult>,
+    }
+}
+
+wire_names!(PrincipalKind { Person => "person", Service => "service" });
+wire_names!(EkEntryKind {
+    Certificate => "certificate",
+    PublicKey => "public_key",
+    BarePublicKey => "bare_public_key",
+});
+wire_names!(HostState {
+    Unknown => "unknown",
+    Attested => "attested",
+    NotAttested => "not_attested",
+});
+wire_names!(WrappingMode { Local => "local", Remote => "remote" });
+
+impl Principal {
+    /// Whether the principal is a member of `group`.
+    pub fn in_group(&self, group: &str) -> bool {
+        self.groups.iter().any(|g| g == group)
+    }
+}
+
+fn default_refresh() -> i64 {
+    300
+}
+
+fn default_lifetime() -> i64 {
+    3600
+}

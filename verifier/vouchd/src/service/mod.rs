@@ -1,0 +1,31 @@
+//! The service core: the state every edge shares, the attestation and key services, the
+//! principals' authorisation, events, and their typed [`Error`]. It knows nothing of HTTP or
+//! of the agent link's framing: the two edges ([`crate::api`] and [`crate::agent`]) call into
+//! it and translate its errors into their own answers.
+
+pub mod auth;
+pub mod error;
+pub mod events;
+pub mod keys;
+
+use std::sync::Arc;
+
+pub use error::{Error, KeyFailure, Result};
+
+use crate::config::Config;
+use crate::jwt::Signer;
+use crate::metrics::Metrics;
+use crate::store::Store;
+
+/// What every request handler and agent session shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub config: Arc<Config>,
+    pub metrics: Arc<Metrics>,
+    pub signer: Arc<Signer>,
+    /// Where events are posted, if configured.
+    pub webhook: Option<Arc<events::Webhook>>,
+    /// The key providers in use.
+    pub keys: Arc<keys::KeyService>,
+}
