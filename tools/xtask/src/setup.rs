@@ -10,6 +10,8 @@
 //!   ([`PYKMIP_PINS`]): the real KMIP server `vouch-kmip`'s tests talk to. Created with Debian's
 //!   `/usr/bin/python3` (python3-venv), not whatever `python3` is first on PATH (a pyenv build,
 //!   say), so that a fresh Debian 12 machine gets the same interpreter.
+//! - openapi-spec-validator in a virtualenv at [`OPENAPI_VENV`], pinned ([`OPENAPI_PINS`]): an
+//!   independent OpenAPI 3 validator for the document vouchd serves.
 
 use crate::shell;
 use std::path::{Path, PathBuf};
@@ -38,7 +40,7 @@ struct Missing(String);
 /// Everything that is missing now.
 fn missing() -> Vec<Missing> {
     let mut missing = missing_system();
-    missing.extend(pykmip_missing());
+    missing.extend(venvs_missing());
     missing
 }
 
@@ -147,8 +149,8 @@ fn commands(codename: &str) -> Vec<String> {
 /// The PyKMIP virtualenv; `vouch-kmip`'s tests start `bin/pykmip-server` from here.
 pub const PYKMIP_VENV: &str = "/opt/vouch/pykmip-venv";
 
-/// Debian's interpreter (python3 and python3-venv), which creates the virtualenv.
-const PYKMIP_PYTHON: &str = "/usr/bin/python3";
+/// Debian's interpreter (python3 and python3-venv), which creates the virtualenvs.
+const PYTHON: &str = "/usr/bin/python3";
 
 /// Every package of the virtualenv, pinned: PyKMIP 0.11.0 (the newest on PyPI) and its
 /// dependencies, checked to work together on CPython 3.11 (SQLAlchemy must stay below 2).
@@ -168,41 +170,97 @@ pub const PYKMIP_PINS: &[&str] = &[
     "urllib3==2.8.0",
 ];
 
-/// Written last by the install, holding the pins: the venv counts as installed only when this
-/// file names exactly [`PYKMIP_PINS`], so changing a pin reinstalls.
-fn pykmip_marker() -> PathBuf {
-    Path::new(PYKMIP_VENV).join("vouch-pins.txt")
+/// The virtualenv of openapi-spec-validator, the independent OpenAPI 3 validator that checks
+/// the document vouchd serves (`verifier/vouchd/tests/api.rs`).
+pub const OPENAPI_VENV: &str = "/opt/vouch/openapi-venv";
+
+/// openapi-spec-validator 0.9.0 and its dependencies, pinned, checked on CPython 3.11.
+pub const OPENAPI_PINS: &[&str] = &[
+    "openapi-spec-validator==0.9.0",
+    "openapi-schema-validator==0.9.0",
+    "annotated-types==0.8.0",
+    "attrs==26.1.0",
+    "jsonschema==4.26.0",
+    "jsonschema-path==0.5.0",
+    "jsonschema-specifications==2025.9.1",
+    "lazy-object-proxy==1.13.0",
+    "pathable==0.6.0",
+    "pydantic==2.14.4",
+    "pydantic-settings==2.16.3",
+    "pydantic_core==2.50.5",
+    "python-dotenv==1.2.4",
+    "PyYAML==6.0.4",
+    "referencing==0.37.0",
+    "rfc3339-validator==0.1.4",
+    "rpds-py==2026.9.1",
+    "six==1.17.0",
+    "typing-inspection==0.4.5",
+    "typing_extensions==4.16.0",
+];
+
+/// A Python virtualenv of pinned packages from PyPI.
+struct Venv {
+    path: &'static str,
+    pins: &'static [&'static str],
+    /// A program the venv must hold, relative to it.
+    program: &'static str,
 }
 
-fn pykmip_marker_text() -> String {
-    let mut text = PYKMIP_PINS.join("\n");
-    text.push('\n');
-    text
-}
+const VENVS: &[Venv] = &[
+    Venv {
+        path: PYKMIP_VENV,
+        pins: PYKMIP_PINS,
+        program: "bin/pykmip-server",
+    },
+    Venv {
+        path: OPENAPI_VENV,
+        pins: OPENAPI_PINS,
+        program: "bin/openapi-spec-validator",
+    },
+];
 
-fn pykmip_missing() -> Option<Missing> {
-    let installed = std::fs::read_to_string(pykmip_marker()).ok();
-    let server = Path::new(PYKMIP_VENV).join("bin/pykmip-server");
-    if installed.as_deref() == Some(pykmip_marker_text().as_str()) && server.is_file() {
-        None
-    } else {
-        Some(Missing(format!("the PyKMIP virtualenv {PYKMIP_VENV}")))
+impl Venv {
+    /// Written last by the install, holding the pins: the venv counts as installed only when
+    /// this file names exactly the pins, so changing a pin reinstalls.
+    fn marker(&self) -> PathBuf {
+        Path::new(self.path).join("vouch-pins.txt")
+    }
+
+    fn marker_text(&self) -> String {
+        let mut text = self.pins.join("\n");
+        text.push('\n');
+        text
+    }
+
+    fn missing(&self) -> Option<Missing> {
+        let installed = std::fs::read_to_string(self.marker()).ok();
+        let program = Path::new(self.path).join(self.program);
+        if installed.as_deref() == Some(self.marker_text().as_str()) && program.is_file() {
+            None
+        } else {
+            Some(Missing(format!("the virtualenv {}", self.path)))
+        }
+    }
+
+    /// The exact commands that (re)create the virtualenv.
+    fn commands(&self) -> Vec<String> {
+        let pins = self.pins.join(" ");
+        let venv = self.path;
+        vec![
+            format!(
+                "{PYTHON} -c 'import ensurepip, venv' 2>/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv"
+            ),
+            format!("rm -rf {venv} && {PYTHON} -m venv {venv}"),
+            format!(
+                "{venv}/bin/pip install --disable-pip-version-check --no-input --no-cache-dir --only-binary=:all: {pins}"
+            ),
+            format!("printf '%s\\n' {pins} > {}", self.marker().display()),
+        ]
     }
 }
 
-/// The exact commands that (re)create the PyKMIP virtualenv.
-fn pykmip_commands() -> Vec<String> {
-    let pins = PYKMIP_PINS.join(" ");
-    vec![
-        format!(
-            "{PYKMIP_PYTHON} -c 'import ensurepip, venv' 2>/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends python3 python3-venv"
-        ),
-        format!("rm -rf {PYKMIP_VENV} && {PYKMIP_PYTHON} -m venv {PYKMIP_VENV}"),
-        format!(
-            "{PYKMIP_VENV}/bin/pip install --disable-pip-version-check --no-input --no-cache-dir --only-binary=:all: {pins}"
-        ),
-        format!("printf '%s\\n' {pins} > {}", pykmip_marker().display()),
-    ]
+fn venvs_missing() -> Vec<Missing> {
+    VENVS.iter().filter_map(Venv::missing).collect()
 }
 
 fn is_root() -> bool {
@@ -254,8 +312,10 @@ fn install(now_missing: &[Missing]) -> Result<(), String> {
     if !missing_system().is_empty() {
         commands.extend(system);
     }
-    if pykmip_missing().is_some() {
-        commands.extend(pykmip_commands());
+    for venv in VENVS {
+        if venv.missing().is_some() {
+            commands.extend(venv.commands());
+        }
     }
     if !is_root() {
         let mut text = String::from("setup needs root to install packages; run as root:\n");

@@ -43,6 +43,39 @@ contract! {
         pub status: String,
     }
 
+    /// One public key of the token-signing key set (RFC 7517).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Jwk {
+        /// `EC`.
+        pub kty: String,
+        /// `P-256`.
+        pub crv: String,
+        /// The point's x coordinate, base64url.
+        pub x: String,
+        /// The point's y coordinate, base64url.
+        pub y: String,
+        /// `sig`.
+        #[serde(rename = "use")]
+        pub use_: String,
+        /// `ES256`.
+        pub alg: String,
+        /// The key's RFC 7638 thumbprint, the `kid` of the tokens it signs.
+        pub kid: String,
+    }
+
+    /// `GET /.well-known/jwks.json`: the keys that verify attestation tokens.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Jwks {
+        pub keys: Vec<Jwk>,
+    }
+
+    /// `PUT /v1/clusters/{cluster}/software-versions/{version}`: reference values as
+    /// vouch-attest's `SoftwareVersion` JSON (`name` may be left out: the path names it).
+    #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+    #[serde(transparent)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub struct SoftwareVersionBody(pub serde_json::Value);
+
     /// People and service accounts.
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "snake_case")]

@@ -12,6 +12,7 @@ use vouch_kmip::SymmetricKeyTemplate;
 use zeroize::Zeroizing;
 
 use super::auth::TrustedAdmin;
+use vouch_api::ErrorBody;
 use vouch_api::types::{
     self as api, BatchItem, BatchReply, BatchRequest, BatchResult, CiphertextReply,
     CiphertextRequest, ClusterKeyProvider, CreatedKmsKey, EncryptRequest, GenerateKeyRequest,
@@ -28,6 +29,14 @@ use crate::store::{self, KeyProviderRecord, KeyServerRecord, RetiredKey};
 
 // ---- Key servers.
 
+#[utoipa::path(
+    get,
+    path = "/v1/key-servers",
+    tag = "key-servers",
+    summary = "Key servers (KMIP)",
+    responses((status = 200, description = "Success", body = Vec<api::KeyServer>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn list_key_servers(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -37,6 +46,15 @@ pub async fn list_key_servers(
     )))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/key-servers/{name}",
+    tag = "key-servers",
+    summary = "A key server",
+    params(("name" = String, Path, description = "The name")),
+    responses((status = 200, description = "Success", body = api::KeyServer), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn get_key_server(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -49,6 +67,15 @@ pub async fn get_key_server(
         .ok_or_else(|| Error::NotFound(format!("key server {name} not found")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/key-servers",
+    tag = "key-servers",
+    summary = "Add a key server: KMIP endpoints tried in order, client certificate and key, CA",
+    request_body = NewKeyServer,
+    responses((status = 201, description = "Created", body = api::KeyServer), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn add_key_server(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -83,6 +110,15 @@ pub async fn add_key_server(
     Ok((StatusCode::CREATED, Json(record.into())))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/key-servers/{name}",
+    tag = "key-servers",
+    summary = "Remove a key server no provider uses",
+    params(("name" = String, Path, description = "The name")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn delete_key_server(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -103,6 +139,16 @@ pub async fn delete_key_server(
 
 /// Creates and activates an AES-256 key on the key server (a convenience: provisioning the
 /// primary key is the key server administrator's step).
+#[utoipa::path(
+    post,
+    path = "/v1/key-servers/{name}/keys",
+    tag = "key-servers",
+    summary = "Create and activate an AES-256 key on the key server (convenience)",
+    params(("name" = String, Path, description = "The name")),
+    request_body = NewKmsKey,
+    responses((status = 201, description = "Created", body = CreatedKmsKey), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn create_kms_key(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -143,6 +189,14 @@ pub async fn create_kms_key(
 
 // ---- Key providers.
 
+#[utoipa::path(
+    get,
+    path = "/v1/key-providers",
+    tag = "key-providers",
+    summary = "Trusted key providers",
+    responses((status = 200, description = "Success", body = Vec<api::KeyProvider>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn list_key_providers(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -152,6 +206,15 @@ pub async fn list_key_providers(
     ))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/key-providers/{name}",
+    tag = "key-providers",
+    summary = "A trusted key provider",
+    params(("name" = String, Path, description = "The name")),
+    responses((status = 200, description = "Success", body = api::KeyProvider), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn get_key_provider(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -178,6 +241,15 @@ async fn check_provider(state: &AppState, record: &KeyProviderRecord) -> Result<
         .map_err(|e| provider_error(&e))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/key-providers",
+    tag = "key-providers",
+    summary = "Add a trusted key provider; its primary key must exist, be Active, AES-256 and usable in the wrapping mode",
+    request_body = NewKeyProvider,
+    responses((status = 201, description = "Created", body = api::KeyProvider), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn add_key_provider(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -227,6 +299,15 @@ pub async fn add_key_provider(
     Ok((StatusCode::CREATED, Json(record)))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/key-providers/{name}",
+    tag = "key-providers",
+    summary = "Remove a key provider no cluster uses",
+    params(("name" = String, Path, description = "The name")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn delete_key_provider(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -248,6 +329,16 @@ pub async fn delete_key_provider(
 
 /// Rotation: a new primary key (checked like on add) takes over encryption; the old one is
 /// retired and still decrypts, so ciphertexts can be rewrapped.
+#[utoipa::path(
+    put,
+    path = "/v1/key-providers/{name}/primary-key",
+    tag = "key-providers",
+    summary = "Rotate: a new primary key encrypts; the old one is retired and still decrypts (rewrap)",
+    params(("name" = String, Path, description = "The name")),
+    request_body = NewPrimaryKey,
+    responses((status = 200, description = "Success", body = api::KeyProvider), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn rotate_primary_key(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -288,6 +379,15 @@ pub async fn rotate_primary_key(
 
 // ---- A cluster's provider.
 
+#[utoipa::path(
+    get,
+    path = "/v1/clusters/{cluster}/key-provider",
+    tag = "key-providers",
+    summary = "The cluster's key provider",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    responses((status = 200, description = "Success", body = ClusterKeyProvider), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn get_cluster_key_provider(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -299,6 +399,16 @@ pub async fn get_cluster_key_provider(
     Ok(Json(ClusterKeyProvider { cluster, provider }))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/clusters/{cluster}/key-provider",
+    tag = "key-providers",
+    summary = "Configure the cluster with a key provider",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    request_body = SetClusterKeyProvider,
+    responses((status = 200, description = "Success", body = ClusterKeyProvider), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn set_cluster_key_provider(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -335,6 +445,15 @@ pub async fn set_cluster_key_provider(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/clusters/{cluster}/key-provider",
+    tag = "key-providers",
+    summary = "Remove the cluster's key provider",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 pub async fn clear_cluster_key_provider(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -378,6 +497,15 @@ fn refused(
     deny(state, &host.host.ek_hash, what, provider_error(e))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys/generate",
+    tag = "keys",
+    summary = "A fresh 256-bit data key and its wrapped form",
+    request_body = GenerateKeyRequest,
+    responses((status = 200, description = "Success", body = GeneratedKey), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("attestation" = [])),
+)]
 pub async fn generate_key(
     State(state): State<AppState>,
     host: AttestedHost,
@@ -396,6 +524,15 @@ pub async fn generate_key(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys/encrypt",
+    tag = "keys",
+    summary = "AES-256-GCM under the provider's primary key, with associated data",
+    request_body = EncryptRequest,
+    responses((status = 200, description = "Success", body = CiphertextReply), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("attestation" = [])),
+)]
 pub async fn encrypt(
     State(state): State<AppState>,
     host: AttestedHost,
@@ -413,6 +550,15 @@ pub async fn encrypt(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys/decrypt",
+    tag = "keys",
+    summary = "Decrypt a ciphertext of the cluster's provider",
+    request_body = CiphertextRequest,
+    responses((status = 200, description = "Success", body = PlaintextReply), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("attestation" = [])),
+)]
 pub async fn decrypt(
     State(state): State<AppState>,
     host: AttestedHost,
@@ -430,6 +576,15 @@ pub async fn decrypt(
     }))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys/rewrap",
+    tag = "keys",
+    summary = "Decrypt and encrypt again under the current primary key",
+    request_body = CiphertextRequest,
+    responses((status = 200, description = "Success", body = CiphertextReply), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("attestation" = [])),
+)]
 pub async fn rewrap(
     State(state): State<AppState>,
     host: AttestedHost,
@@ -473,6 +628,15 @@ fn batch_request(item: BatchItem) -> Result<Request, Error> {
     }
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/keys/batch",
+    tag = "keys",
+    summary = "Several key operations, a result per item",
+    request_body = BatchRequest,
+    responses((status = 200, description = "Success", body = BatchReply), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("attestation" = [])),
+)]
 pub async fn batch(
     State(state): State<AppState>,
     host: AttestedHost,

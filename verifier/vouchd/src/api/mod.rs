@@ -1,6 +1,8 @@
-//! The management API: HTTP/JSON over TLS (see [`crate::tls`]). Every route is listed in
-//! [`ROUTES`] and described in the OpenAPI document ([`openapi::document`]); a test holds the
-//! three together.
+//! The HTTP edge: the management and host APIs over TLS (see [`crate::tls`]). Handlers are
+//! thin: an extractor proves who may call ([`auth`]), the body is a `vouch_api` type, the
+//! work is the service core's, and a [`crate::service::Error`] becomes a status and a JSON
+//! body ([`error`]). Each handler carries its OpenAPI operation; [`routes`] is the one list of
+//! routes, from which the router and the document served at `/openapi.json` are both made.
 
 pub mod auth;
 pub mod error;
@@ -14,10 +16,11 @@ use axum::extract::{FromRequest, MatchedPath, Path, Query, Request, State};
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer};
 use serde::de::DeserializeOwned;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use vouch_attest::ek::EkKey;
 
 use crate::metrics::HttpLabels;
@@ -28,188 +31,74 @@ use crate::store::{
     SoftwareVersionRecord,
 };
 use auth::{Caller, HostOperation, TrustedAdmin};
+use vouch_api::ErrorBody;
 use vouch_api::types::{
     self as api, ClusterView, CreatedToken, EventQuery, Health, HostStatus, HostToken, HostView,
     NewCaCerts, NewCluster, NewClusterEk, NewHost, NewManagementServer, NewPrincipal, NewToken,
+    SoftwareVersionBody,
 };
 
-/// Every route: method and path template. The router, the OpenAPI document and the tests agree
-/// on this list.
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/healthz"),
-    ("GET", "/metrics"),
-    ("GET", "/openapi.json"),
-    ("GET", "/.well-known/jwks.json"),
-    ("GET", "/v1/whoami"),
-    ("GET", "/v1/principals"),
-    ("POST", "/v1/principals"),
-    ("GET", "/v1/principals/{name}"),
-    ("DELETE", "/v1/principals/{name}"),
-    ("PUT", "/v1/principals/{name}/groups/{group}"),
-    ("DELETE", "/v1/principals/{name}/groups/{group}"),
-    ("GET", "/v1/principals/{name}/tokens"),
-    ("POST", "/v1/principals/{name}/tokens"),
-    ("DELETE", "/v1/principals/{name}/tokens/{id}"),
-    ("GET", "/v1/management-servers"),
-    ("POST", "/v1/management-servers"),
-    ("DELETE", "/v1/management-servers/{id}"),
-    ("GET", "/v1/clusters"),
-    ("POST", "/v1/clusters"),
-    ("GET", "/v1/clusters/{cluster}"),
-    ("DELETE", "/v1/clusters/{cluster}"),
-    ("GET", "/v1/clusters/{cluster}/tpm-ca-certs"),
-    ("POST", "/v1/clusters/{cluster}/tpm-ca-certs"),
-    ("DELETE", "/v1/clusters/{cluster}/tpm-ca-certs/{id}"),
-    ("GET", "/v1/clusters/{cluster}/eks"),
-    ("POST", "/v1/clusters/{cluster}/eks"),
-    ("DELETE", "/v1/clusters/{cluster}/eks/{ek_hash}"),
-    ("GET", "/v1/clusters/{cluster}/software-versions"),
-    ("PUT", "/v1/clusters/{cluster}/software-versions/{version}"),
-    (
-        "DELETE",
-        "/v1/clusters/{cluster}/software-versions/{version}",
-    ),
-    ("GET", "/v1/clusters/{cluster}/hosts"),
-    ("POST", "/v1/clusters/{cluster}/hosts"),
-    ("DELETE", "/v1/clusters/{cluster}/hosts/{ek_hash}"),
-    ("GET", "/v1/hosts/{ek_hash}"),
-    ("GET", "/v1/hosts/{ek_hash}/token"),
-    ("GET", "/v1/events"),
-    ("GET", "/v1/key-servers"),
-    ("POST", "/v1/key-servers"),
-    ("GET", "/v1/key-servers/{name}"),
-    ("DELETE", "/v1/key-servers/{name}"),
-    ("POST", "/v1/key-servers/{name}/keys"),
-    ("GET", "/v1/key-providers"),
-    ("POST", "/v1/key-providers"),
-    ("GET", "/v1/key-providers/{name}"),
-    ("DELETE", "/v1/key-providers/{name}"),
-    ("PUT", "/v1/key-providers/{name}/primary-key"),
-    ("GET", "/v1/clusters/{cluster}/key-provider"),
-    ("PUT", "/v1/clusters/{cluster}/key-provider"),
-    ("DELETE", "/v1/clusters/{cluster}/key-provider"),
-    ("POST", "/v1/keys/generate"),
-    ("POST", "/v1/keys/encrypt"),
-    ("POST", "/v1/keys/decrypt"),
-    ("POST", "/v1/keys/rewrap"),
-    ("POST", "/v1/keys/batch"),
-];
+/// Every route with its OpenAPI operation: the one list from which both the router and the
+/// document are made, so neither can have a route the other lacks.
+fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(openapi::base())
+        .routes(routes!(healthz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(jwks))
+        .routes(routes!(whoami))
+        .routes(routes!(list_principals, create_principal))
+        .routes(routes!(get_principal, delete_principal))
+        .routes(routes!(add_group, remove_group))
+        .routes(routes!(list_tokens, create_token))
+        .routes(routes!(delete_token))
+        .routes(routes!(list_management_servers, add_management_server))
+        .routes(routes!(delete_management_server))
+        .routes(routes!(list_clusters, create_cluster))
+        .routes(routes!(get_cluster, delete_cluster))
+        .routes(routes!(list_ca_certs, add_ca_certs))
+        .routes(routes!(delete_ca_cert))
+        .routes(routes!(list_cluster_eks, add_cluster_ek))
+        .routes(routes!(delete_cluster_ek))
+        .routes(routes!(list_software_versions))
+        .routes(routes!(put_software_version, delete_software_version))
+        .routes(routes!(list_hosts, add_host))
+        .routes(routes!(delete_host))
+        .routes(routes!(get_host))
+        .routes(routes!(get_host_token))
+        .routes(routes!(list_events))
+        .routes(routes!(keys::list_key_servers, keys::add_key_server))
+        .routes(routes!(keys::get_key_server, keys::delete_key_server))
+        .routes(routes!(keys::create_kms_key))
+        .routes(routes!(keys::list_key_providers, keys::add_key_provider))
+        .routes(routes!(keys::get_key_provider, keys::delete_key_provider))
+        .routes(routes!(keys::rotate_primary_key))
+        .routes(routes!(
+            keys::get_cluster_key_provider,
+            keys::set_cluster_key_provider,
+            keys::clear_cluster_key_provider
+        ))
+        .routes(routes!(keys::generate_key))
+        .routes(routes!(keys::encrypt))
+        .routes(routes!(keys::decrypt))
+        .routes(routes!(keys::rewrap))
+        .routes(routes!(keys::batch))
+}
 
 /// The API router.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi_json))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/v1/whoami", get(whoami))
-        .route(
-            "/v1/principals",
-            get(list_principals).post(create_principal),
-        )
-        .route(
-            "/v1/principals/{name}",
-            get(get_principal).delete(delete_principal),
-        )
-        .route(
-            "/v1/principals/{name}/groups/{group}",
-            put(add_group).delete(remove_group),
-        )
-        .route(
-            "/v1/principals/{name}/tokens",
-            get(list_tokens).post(create_token),
-        )
-        .route(
-            "/v1/principals/{name}/tokens/{id}",
-            axum::routing::delete(delete_token),
-        )
-        .route(
-            "/v1/management-servers",
-            get(list_management_servers).post(add_management_server),
-        )
-        .route(
-            "/v1/management-servers/{id}",
-            axum::routing::delete(delete_management_server),
-        )
-        .route("/v1/clusters", get(list_clusters).post(create_cluster))
-        .route(
-            "/v1/clusters/{cluster}",
-            get(get_cluster).delete(delete_cluster),
-        )
-        .route(
-            "/v1/clusters/{cluster}/tpm-ca-certs",
-            get(list_ca_certs).post(add_ca_certs),
-        )
-        .route(
-            "/v1/clusters/{cluster}/tpm-ca-certs/{id}",
-            axum::routing::delete(delete_ca_cert),
-        )
-        .route(
-            "/v1/clusters/{cluster}/eks",
-            get(list_cluster_eks).post(add_cluster_ek),
-        )
-        .route(
-            "/v1/clusters/{cluster}/eks/{ek_hash}",
-            axum::routing::delete(delete_cluster_ek),
-        )
-        .route(
-            "/v1/clusters/{cluster}/software-versions",
-            get(list_software_versions),
-        )
-        .route(
-            "/v1/clusters/{cluster}/software-versions/{version}",
-            put(put_software_version).delete(delete_software_version),
-        )
-        .route(
-            "/v1/clusters/{cluster}/hosts",
-            get(list_hosts).post(add_host),
-        )
-        .route(
-            "/v1/clusters/{cluster}/hosts/{ek_hash}",
-            axum::routing::delete(delete_host),
-        )
-        .route("/v1/hosts/{ek_hash}", get(get_host))
-        .route("/v1/hosts/{ek_hash}/token", get(get_host_token))
-        .route("/v1/events", get(list_events))
-        .route(
-            "/v1/key-servers",
-            get(keys::list_key_servers).post(keys::add_key_server),
-        )
-        .route(
-            "/v1/key-servers/{name}",
-            get(keys::get_key_server).delete(keys::delete_key_server),
-        )
-        .route(
-            "/v1/key-servers/{name}/keys",
-            axum::routing::post(keys::create_kms_key),
-        )
-        .route(
-            "/v1/key-providers",
-            get(keys::list_key_providers).post(keys::add_key_provider),
-        )
-        .route(
-            "/v1/key-providers/{name}",
-            get(keys::get_key_provider).delete(keys::delete_key_provider),
-        )
-        .route(
-            "/v1/key-providers/{name}/primary-key",
-            put(keys::rotate_primary_key),
-        )
-        .route(
-            "/v1/clusters/{cluster}/key-provider",
-            get(keys::get_cluster_key_provider)
-                .put(keys::set_cluster_key_provider)
-                .delete(keys::clear_cluster_key_provider),
-        )
-        .route("/v1/keys/generate", axum::routing::post(keys::generate_key))
-        .route("/v1/keys/encrypt", axum::routing::post(keys::encrypt))
-        .route("/v1/keys/decrypt", axum::routing::post(keys::decrypt))
-        .route("/v1/keys/rewrap", axum::routing::post(keys::rewrap))
-        .route("/v1/keys/batch", axum::routing::post(keys::batch))
+    let (router, _) = routes().split_for_parts();
+    router
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
         .with_state(state)
+}
+
+/// The OpenAPI document of [`router`], made once.
+pub fn document() -> &'static utoipa::openapi::OpenApi {
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| routes().split_for_parts().1)
 }
 
 async fn no_such_route(uri: Uri) -> Response {
@@ -315,6 +204,13 @@ async fn require_cluster(state: &AppState, name: &str) -> Result<Cluster, Error>
 
 // ---- Public routes.
 
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "public",
+    summary = "Liveness and database check",
+    responses((status = 200, description = "Success", body = api::Health), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+)]
 async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, Error> {
     store::run(&state.store, |s| s.get_cluster("")).await?;
     Ok(Json(Health {
@@ -322,6 +218,13 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, Error> {
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "public",
+    summary = "Prometheus metrics (OpenMetrics text)",
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+)]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(
@@ -332,10 +235,24 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     )
 }
 
-async fn openapi_json() -> Json<serde_json::Value> {
-    Json(openapi::document())
+#[utoipa::path(
+    get,
+    path = "/openapi.json",
+    tag = "public",
+    summary = "This document",
+    responses((status = 200, description = "This document", body = Object), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+)]
+async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
+    Json(document())
 }
 
+#[utoipa::path(
+    get,
+    path = "/.well-known/jwks.json",
+    tag = "public",
+    summary = "Public keys that verify attestation tokens",
+    responses((status = 200, description = "Success", body = api::Jwks), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+)]
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CACHE_CONTROL, "public, max-age=300")],
@@ -345,10 +262,26 @@ async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
 
 // ---- Principals, groups and tokens.
 
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "whoami",
+    summary = "The caller's principal",
+    responses((status = 200, description = "Success", body = api::Principal), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn whoami(caller: Caller) -> Json<store::Principal> {
     Json(caller.principal)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/principals",
+    tag = "principals",
+    summary = "List principals",
+    responses((status = 200, description = "Success", body = Vec<api::Principal>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn list_principals(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -358,6 +291,15 @@ async fn list_principals(
     ))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/principals",
+    tag = "principals",
+    summary = "Create a principal (person or service account)",
+    request_body = NewPrincipal,
+    responses((status = 201, description = "Created", body = api::Principal), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn create_principal(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -390,6 +332,15 @@ async fn create_principal(
     Ok((StatusCode::CREATED, Json(created)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/principals/{name}",
+    tag = "principals",
+    summary = "Get a principal",
+    params(("name" = String, Path, description = "The name")),
+    responses((status = 200, description = "Success", body = api::Principal), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn get_principal(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -420,6 +371,15 @@ async fn keep_an_admin(state: &AppState, losing: &str) -> Result<(), Error> {
     Ok(())
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/principals/{name}",
+    tag = "principals",
+    summary = "Delete a principal and its tokens",
+    params(("name" = String, Path, description = "The name")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn delete_principal(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -439,6 +399,15 @@ async fn delete_principal(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/principals/{name}/groups/{group}",
+    tag = "principals",
+    summary = "Add a principal to a group",
+    params(("name" = String, Path, description = "The name"), ("group" = String, Path, description = "A group name")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn add_group(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -458,6 +427,15 @@ async fn add_group(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/principals/{name}/groups/{group}",
+    tag = "principals",
+    summary = "Remove a principal from a group",
+    params(("name" = String, Path, description = "The name"), ("group" = String, Path, description = "A group name")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn remove_group(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -479,6 +457,15 @@ async fn remove_group(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/principals/{name}/tokens",
+    tag = "principals",
+    summary = "List a principal's tokens (never the secrets)",
+    params(("name" = String, Path, description = "The name")),
+    responses((status = 200, description = "Success", body = Vec<api::TokenInfo>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn list_tokens(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -494,6 +481,16 @@ async fn list_tokens(
         .ok_or_else(|| Error::NotFound(format!("principal {name} not found")))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/principals/{name}/tokens",
+    tag = "principals",
+    summary = "Make a bearer token; the secret is shown once",
+    params(("name" = String, Path, description = "The name")),
+    request_body = NewToken,
+    responses((status = 201, description = "Created", body = CreatedToken), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn create_token(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -528,6 +525,15 @@ async fn create_token(
     ))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/principals/{name}/tokens/{id}",
+    tag = "principals",
+    summary = "Revoke a token",
+    params(("name" = String, Path, description = "The name"), ("id" = String, Path, description = "The id")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn delete_token(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -548,6 +554,14 @@ async fn delete_token(
 
 // ---- Management servers.
 
+#[utoipa::path(
+    get,
+    path = "/v1/management-servers",
+    tag = "management-servers",
+    summary = "List management servers with host permission",
+    responses((status = 200, description = "Success", body = Vec<api::ManagementServer>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn list_management_servers(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -557,6 +571,15 @@ async fn list_management_servers(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/management-servers",
+    tag = "management-servers",
+    summary = "Import a management server's ECDSA P-256 signing certificate",
+    request_body = NewManagementServer,
+    responses((status = 201, description = "Created", body = api::ManagementServer), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn add_management_server(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -586,6 +609,15 @@ async fn add_management_server(
     Ok((StatusCode::CREATED, Json(server.into())))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/management-servers/{id}",
+    tag = "management-servers",
+    summary = "Remove a management server",
+    params(("id" = String, Path, description = "The id")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn delete_management_server(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -606,6 +638,14 @@ async fn delete_management_server(
 
 // ---- Clusters and their trust configuration.
 
+#[utoipa::path(
+    get,
+    path = "/v1/clusters",
+    tag = "clusters",
+    summary = "List trusted clusters",
+    responses((status = 200, description = "Success", body = Vec<api::Cluster>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn list_clusters(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -613,6 +653,15 @@ async fn list_clusters(
     Ok(Json(store::run(&state.store, |s| s.list_clusters()).await?))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/clusters",
+    tag = "clusters",
+    summary = "Create a trusted cluster",
+    request_body = NewCluster,
+    responses((status = 201, description = "Created", body = api::Cluster), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn create_cluster(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -652,6 +701,15 @@ async fn create_cluster(
     Ok((StatusCode::CREATED, Json(cluster)))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clusters/{cluster}",
+    tag = "clusters",
+    summary = "Get a cluster with a summary of its trust configuration",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    responses((status = 200, description = "Success", body = ClusterView), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn get_cluster(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -676,6 +734,15 @@ async fn get_cluster(
     }))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/clusters/{cluster}",
+    tag = "clusters",
+    summary = "Delete a cluster, its trust configuration and hosts",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn delete_cluster(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -694,6 +761,15 @@ async fn delete_cluster(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clusters/{cluster}/tpm-ca-certs",
+    tag = "clusters",
+    summary = "List the cluster's TPM CA certificates",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    responses((status = 200, description = "Success", body = Vec<api::CaCert>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn list_ca_certs(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -705,6 +781,16 @@ async fn list_ca_certs(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/clusters/{cluster}/tpm-ca-certs",
+    tag = "clusters",
+    summary = "Trust TPM CA certificates (PEM, one per hardware type)",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    request_body = NewCaCerts,
+    responses((status = 201, description = "Created", body = Vec<api::CaCert>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn add_ca_certs(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -755,6 +841,15 @@ async fn add_ca_certs(
     Ok((StatusCode::CREATED, Json(views::all(certs))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/clusters/{cluster}/tpm-ca-certs/{id}",
+    tag = "clusters",
+    summary = "Stop trusting a TPM CA certificate",
+    params(("cluster" = String, Path, description = "The trusted cluster"), ("id" = String, Path, description = "The id")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn delete_ca_cert(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -773,6 +868,15 @@ async fn delete_ca_cert(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clusters/{cluster}/eks",
+    tag = "clusters",
+    summary = "List individually trusted EKs",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    responses((status = 200, description = "Success", body = Vec<api::ClusterEk>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn list_cluster_eks(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -784,6 +888,16 @@ async fn list_cluster_eks(
     )))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/clusters/{cluster}/eks",
+    tag = "clusters",
+    summary = "Trust an individual EK (certificate or public key) or a bare EK public key",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    request_body = NewClusterEk,
+    responses((status = 201, description = "Created", body = api::ClusterEk), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn add_cluster_ek(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -827,6 +941,15 @@ async fn add_cluster_ek(
     Ok((StatusCode::CREATED, Json(entry.into())))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/clusters/{cluster}/eks/{ek_hash}",
+    tag = "clusters",
+    summary = "Stop trusting an individual EK",
+    params(("cluster" = String, Path, description = "The trusted cluster"), ("ek_hash" = String, Path, description = "The EK hash: SHA-256 of the EK public key, 64 hex digits")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn delete_cluster_ek(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -846,6 +969,15 @@ async fn delete_cluster_ek(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/clusters/{cluster}/software-versions",
+    tag = "clusters",
+    summary = "List accepted software versions",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    responses((status = 200, description = "Success", body = Vec<api::SoftwareVersionRecord>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn list_software_versions(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -857,11 +989,21 @@ async fn list_software_versions(
     ))
 }
 
+#[utoipa::path(
+    put,
+    path = "/v1/clusters/{cluster}/software-versions/{version}",
+    tag = "clusters",
+    summary = "Accept a software version (vouch-attest reference values)",
+    params(("cluster" = String, Path, description = "The trusted cluster"), ("version" = String, Path, description = "The software version's name")),
+    request_body = SoftwareVersionBody,
+    responses((status = 200, description = "Success", body = api::SoftwareVersionRecord), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn put_software_version(
     State(state): State<AppState>,
     admin: TrustedAdmin,
     Path((cluster, version)): Path<(String, String)>,
-    JsonBody(mut body): JsonBody<serde_json::Value>,
+    JsonBody(SoftwareVersionBody(mut body)): JsonBody<SoftwareVersionBody>,
 ) -> Result<Json<SoftwareVersionRecord>, Error> {
     check_name("software version", &version)?;
     require_cluster(&state, &cluster).await?;
@@ -904,6 +1046,15 @@ async fn put_software_version(
     Ok(Json(record))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/clusters/{cluster}/software-versions/{version}",
+    tag = "clusters",
+    summary = "Stop accepting a software version",
+    params(("cluster" = String, Path, description = "The trusted cluster"), ("version" = String, Path, description = "The software version's name")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn delete_software_version(
     State(state): State<AppState>,
     admin: TrustedAdmin,
@@ -924,6 +1075,15 @@ async fn delete_software_version(
 
 // ---- Hosts.
 
+#[utoipa::path(
+    get,
+    path = "/v1/clusters/{cluster}/hosts",
+    tag = "clusters",
+    summary = "List the cluster's hosts and their states",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    responses((status = 200, description = "Success", body = Vec<HostView>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn list_hosts(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -934,6 +1094,16 @@ async fn list_hosts(
     Ok(Json(hosts.into_iter().map(HostView::from).collect()))
 }
 
+#[utoipa::path(
+    post,
+    path = "/v1/clusters/{cluster}/hosts",
+    tag = "clusters",
+    summary = "Add a host (needs host permission)",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    request_body = NewHost,
+    responses((status = 201, description = "Created", body = HostView), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [], "managementSignature" = [])),
+)]
 async fn add_host(
     State(state): State<AppState>,
     Path(cluster): Path<String>,
@@ -984,6 +1154,15 @@ async fn add_host(
     Ok((StatusCode::CREATED, Json(HostView::from(host))))
 }
 
+#[utoipa::path(
+    delete,
+    path = "/v1/clusters/{cluster}/hosts/{ek_hash}",
+    tag = "clusters",
+    summary = "Remove a host (needs host permission)",
+    params(("cluster" = String, Path, description = "The trusted cluster"), ("ek_hash" = String, Path, description = "The EK hash: SHA-256 of the EK public key, 64 hex digits")),
+    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [], "managementSignature" = [])),
+)]
 async fn delete_host(
     State(state): State<AppState>,
     Path((cluster, ek_hash)): Path<(String, String)>,
@@ -1005,6 +1184,15 @@ async fn delete_host(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/{ek_hash}",
+    tag = "hosts",
+    summary = "A host's attestation status and recent results",
+    params(("ek_hash" = String, Path, description = "The EK hash: SHA-256 of the EK public key, 64 hex digits")),
+    responses((status = 200, description = "Success", body = HostStatus), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn get_host(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -1023,6 +1211,15 @@ async fn get_host(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/hosts/{ek_hash}/token",
+    tag = "hosts",
+    summary = "The host's current attestation token (JWT, ES256)",
+    params(("ek_hash" = String, Path, description = "The EK hash: SHA-256 of the EK public key, 64 hex digits")),
+    responses((status = 200, description = "Success", body = HostToken), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn get_host_token(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
@@ -1051,6 +1248,15 @@ async fn get_host_token(
     }))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    tag = "events",
+    summary = "Events (configuration changes, host state changes), oldest first",
+    params(EventQuery),
+    responses((status = 200, description = "Success", body = Vec<api::Event>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    security(("bearer" = [])),
+)]
 async fn list_events(
     State(state): State<AppState>,
     _admin: TrustedAdmin,
