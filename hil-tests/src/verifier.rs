@@ -290,6 +290,39 @@ impl Verifier {
         Ok(())
     }
 
+    /// Asks a process-mode vouchd to stop with SIGTERM (as systemd and container runtimes do)
+    /// and waits up to `limit` for it to exit; returns its exit status.
+    pub fn terminate(&mut self, limit: Duration) -> Result<std::process::ExitStatus, HarnessError> {
+        let child = self
+            .process
+            .as_mut()
+            .and_then(|p| p.child.as_mut())
+            .ok_or_else(|| failed("terminate", "vouchd does not run as a process"))?;
+        let status = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .map_err(|e| failed("kill -TERM", e))?;
+        if !status.success() {
+            return Err(failed("kill -TERM", status));
+        }
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().map_err(|e| failed("wait", e))? {
+                if let Some(p) = self.process.as_mut() {
+                    p.child = None;
+                }
+                return Ok(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(failed(
+                    "terminate",
+                    format!("vouchd still runs after {limit:?}"),
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Stops vouchd abruptly (every task dropped, nothing flushed beyond what was committed)
     /// and starts it again on the same data directory and ports.
     pub fn restart(&mut self) -> Result<(), HarnessError> {

@@ -398,6 +398,64 @@ fn vouchd_killed_mid_attestation_loses_no_enrollment_and_no_result() {
     assert_eq!(outcome.last_verdict, Some(true));
 }
 
+/// How many results vouchd shows for a host (at most 10).
+fn recorded(verifier: &Verifier, ek_hash: &str) -> Vec<Value> {
+    verifier.host(ek_hash).unwrap()["recent"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// SIGTERM at several points of an attestation: vouchd exits 0 within its grace period, and
+/// the attestation it had begun either completed and was recorded whole (attested result,
+/// host attested), or left no trace; a verdict the agent received is always recorded.
+#[test]
+fn vouchd_stopped_with_sigterm_mid_attestation_exits_0_and_records_whole_attestations() {
+    let image = vec![9u8; 1024];
+    let host = boot(&image);
+    let mut verifier = Verifier::start_process(600).unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    session.close().unwrap();
+
+    let mut completed = 0;
+    for delay_ms in [0u64, 2, 5, 10, 20, 40, 80, 200] {
+        let before = recorded(&verifier, &ek_hash);
+        let session = Session::open(&verifier, &host, AkKind::EccP256);
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let status = verifier.terminate(Duration::from_secs(30)).unwrap();
+        assert_eq!(status.code(), Some(0), "after {delay_ms} ms: {status}");
+        // vouchd closed the link on its way out.
+        let outcome = session.join();
+        verifier.restart().unwrap();
+        let after = recorded(&verifier, &ek_hash);
+        let new = after.len() - before.len();
+        assert!(
+            new <= 1,
+            "after {delay_ms} ms: {new} results for one attestation"
+        );
+        if new == 1 {
+            completed += 1;
+            let result = after.first().unwrap();
+            assert_eq!(result["attested"], true, "a whole result: {result}");
+            let host_now = verifier.host(&ek_hash).unwrap();
+            assert_eq!(host_now["state"], "attested", "{host_now}");
+            assert_eq!(host_now["attested_at"], result["at"], "{host_now}");
+        }
+        if let Ok(outcome) = &outcome {
+            if outcome.verdicts > 0 {
+                assert_eq!(
+                    new, 1,
+                    "the verdict the agent got after {delay_ms} ms is recorded"
+                );
+            }
+        }
+    }
+    // With 200 ms the attestation had long begun: at least that one completed.
+    assert!(completed >= 1, "no attestation completed across a stop");
+}
+
 /// A host for the `vouch-hosted-agent` program: a swtpm reset since its EK certificate was
 /// read (the program starts and measures it itself), `image` on disk, and a verifier
 /// (re-attesting every `interval` seconds) that accepts what the program measures.

@@ -60,14 +60,22 @@ fn tpm2b_contents(tpm2b: &[u8]) -> &[u8] {
     }
 }
 
-/// Serves agent sessions on `listener` until the task is dropped.
+/// Serves agent sessions on `listener` until `state.shutdown` is cancelled; sessions run on
+/// `state.tasks`.
 pub async fn serve(listener: TcpListener, state: AppState) {
     let slots = Arc::new(Semaphore::new(state.config.agent_max_sessions));
     loop {
-        let Ok(permit) = Arc::clone(&slots).acquire_owned().await else {
+        let accepted = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            accepted = async {
+                let permit = Arc::clone(&slots).acquire_owned().await;
+                (permit, listener.accept().await)
+            } => accepted,
+        };
+        let (Ok(permit), accepted) = accepted else {
             return;
         };
-        let (tcp, peer) = match listener.accept().await {
+        let (tcp, peer) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 tracing::warn!(error = %e, "agent accept failed");
@@ -77,7 +85,7 @@ pub async fn serve(listener: TcpListener, state: AppState) {
         };
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
-        tokio::spawn(async move {
+        state.tasks.clone().spawn(async move {
             state.metrics.agent_sessions.inc();
             state.metrics.agent_sessions_total.inc();
             let end = run_session(tcp, &peer.to_string(), &state).await;
@@ -102,6 +110,8 @@ pub enum SessionEnd {
     AgentError(String),
     /// Reading or writing failed.
     Io(String),
+    /// vouchd is stopping; the session was between attestations.
+    Shutdown,
 }
 
 impl SessionEnd {
@@ -112,6 +122,7 @@ impl SessionEnd {
             Self::Refused(..) => "refused",
             Self::AgentError(_) => "agent_error",
             Self::Io(_) => "io_error",
+            Self::Shutdown => "shutdown",
         }
     }
 }
@@ -910,6 +921,9 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 *next_attestation.get_or_insert_with(|| tokio::time::Instant::now() + interval);
             tokio::select! {
                 r = stream.read(&mut buf) => r,
+                // Between attestations a stop ends the session; an attestation in flight
+                // (awaiting the agent, above) finishes first.
+                () = state.shutdown.cancelled() => return SessionEnd::Shutdown,
                 () = tokio::time::sleep_until(due) => {
                     next_attestation = None;
                     match session.reattest().await {

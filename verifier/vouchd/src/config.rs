@@ -36,6 +36,9 @@ pub struct Config {
     pub max_event_log: usize,
     /// Where every event is POSTed as JSON (http or https), if set.
     pub webhook_url: Option<String>,
+    /// On SIGTERM or SIGINT, how long attestations and requests in flight may take to finish
+    /// before vouchd exits anyway, in seconds.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Default for Config {
@@ -53,6 +56,7 @@ impl Default for Config {
             agent_max_sessions: 10_000,
             max_event_log: 256 * 1024,
             webhook_url: None,
+            shutdown_grace_secs: 10,
         }
     }
 }

@@ -88,12 +88,32 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     println!("management API: https://{}", running.api_addr);
     println!("agent link: {}", running.agent_addr);
+    let grace = std::time::Duration::from_secs(running.state.config.shutdown_grace_secs);
+    let signal = stop_signal()?;
+    let mut running = running;
     tokio::select! {
-        () = running.wait() => Ok(()),
-        r = tokio::signal::ctrl_c() => {
-            r?;
-            tracing::info!("interrupted; stopping");
-            Ok(())
+        () = running.wait() => {
+            anyhow::bail!("a listener stopped unexpectedly; see the log above")
+        }
+        name = signal => {
+            tracing::info!(signal = name, ?grace, "stopping: finishing the work in flight");
         }
     }
+    let cut = running.shutdown(grace).await;
+    tracing::info!(cut_off = cut, "stopped");
+    Ok(())
+}
+
+/// Resolves with the signal's name on the first SIGTERM (systemd, containers) or SIGINT
+/// (Ctrl-C).
+fn stop_signal() -> anyhow::Result<impl std::future::Future<Output = &'static str>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        }
+    })
 }

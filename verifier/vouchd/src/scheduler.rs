@@ -46,12 +46,15 @@ pub async fn sweep_once(state: &AppState, now: i64) -> Result<usize, store::Stor
     Ok(changed)
 }
 
-/// Runs the sweeper until the task is dropped.
+/// Runs the sweeper until `state.shutdown` is cancelled.
 pub async fn run(state: AppState) {
     let mut tick = tokio::time::interval(sweep_period(state.config.reattest_interval()));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.shutdown.cancelled() => return,
+        }
         if let Err(e) = sweep_once(&state, crate::now()).await {
             tracing::error!(error = %e, "attestation sweep failed");
         }
@@ -110,14 +113,12 @@ mod tests {
                 })
                 .unwrap();
         }
-        let state = AppState {
-            store: Arc::new(store),
-            config: Arc::new(Config::default()),
-            metrics: Arc::new(Metrics::new()),
-            signer: Arc::new(Signer::load_or_create(&dir.path().join("k")).unwrap()),
-            webhook: None,
-            keys: Arc::default(),
-        };
+        let state = AppState::new(
+            Arc::new(store),
+            Config::default(),
+            Signer::load_or_create(&dir.path().join("k")).unwrap(),
+            None,
+        );
         assert_eq!(sweep_once(&state, 500).await.unwrap(), 1);
         assert_eq!(sweep_once(&state, 500).await.unwrap(), 0);
         let a = state.store.get_host("a").unwrap().unwrap();

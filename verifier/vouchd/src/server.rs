@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
@@ -10,7 +11,6 @@ use tokio::task::JoinHandle;
 use crate::api;
 use crate::config::Config;
 use crate::jwt::Signer;
-use crate::metrics::Metrics;
 use crate::service::{AppState, auth};
 use crate::store::Store;
 use crate::store::sqlite::SqliteStore;
@@ -36,11 +36,33 @@ pub struct Running {
 }
 
 impl Running {
-    /// Waits until a listener task ends (they do not, short of a panic).
-    pub async fn wait(mut self) {
-        if let Some(first) = self.tasks.pop() {
-            let _ = first.await;
+    /// Waits until a listener task ends (they do not, short of a panic or a stop).
+    pub async fn wait(&mut self) {
+        if let Some(task) = self.tasks.last_mut() {
+            let _ = task.await;
         }
+    }
+
+    /// Stops gracefully: the listeners stop accepting, sessions between attestations and idle
+    /// connections end, attestations and requests in flight get `grace` to finish, then the
+    /// store is flushed. Returns how many sessions or connections were cut off at the bound.
+    pub async fn shutdown(mut self, grace: Duration) -> usize {
+        self.state.shutdown.cancel();
+        self.state.tasks.close();
+        for task in self.tasks.drain(..) {
+            let _ = task.await;
+        }
+        let cut = match tokio::time::timeout(grace, self.state.tasks.wait()).await {
+            Ok(()) => 0,
+            Err(_) => self.state.tasks.len(),
+        };
+        if cut > 0 {
+            tracing::warn!(cut, ?grace, "stopping with work still in flight");
+        }
+        if let Err(e) = crate::store::run(&self.state.store, |s| s.flush()).await {
+            tracing::error!(error = %e, "cannot flush the store");
+        }
+        cut
     }
 }
 
@@ -100,24 +122,20 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let api_addr = api_listener.local_addr()?;
     let agent_addr = agent_listener.local_addr()?;
     let webhook = match &config.webhook_url {
-        Some(url) => Some(Arc::new(
-            crate::service::events::Webhook::new(url).map_err(anyhow::Error::msg)?,
-        )),
+        Some(url) => Some(crate::service::events::Webhook::new(url).map_err(anyhow::Error::msg)?),
         None => None,
     };
-    let state = AppState {
-        store,
-        config: Arc::new(config),
-        metrics: Arc::new(Metrics::new()),
-        signer: Arc::new(signer),
-        webhook,
-        keys: Arc::default(),
-    };
+    let state = AppState::new(store, config, signer, webhook);
     let router = api::router(state.clone());
     let tasks = vec![
         tokio::spawn(agent::serve(agent_listener, state.clone())),
         tokio::spawn(scheduler::run(state.clone())),
-        tokio::spawn(tls::serve(api_listener, identity.config.clone(), router)),
+        tokio::spawn(api::https::serve(
+            api_listener,
+            identity.config.clone(),
+            router,
+            state.clone(),
+        )),
     ];
     tracing::info!(%api_addr, %agent_addr, tls_sha256 = %identity.fingerprint, "vouchd is serving");
     Ok(Running {

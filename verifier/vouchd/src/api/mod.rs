@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod https;
 pub mod keys;
 pub mod openapi;
 mod views;

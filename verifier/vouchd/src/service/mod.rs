@@ -10,6 +10,9 @@ pub mod keys;
 
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 pub use error::{Error, KeyFailure, Result};
 
 use crate::config::Config;
@@ -28,4 +31,30 @@ pub struct AppState {
     pub webhook: Option<Arc<events::Webhook>>,
     /// The key providers in use.
     pub keys: Arc<keys::KeyService>,
+    /// Cancelled when vouchd is asked to stop: listeners stop accepting, idle sessions and
+    /// connections end, work in flight finishes.
+    pub shutdown: CancellationToken,
+    /// Every session and connection task, so that a stop can wait for them.
+    pub tasks: TaskTracker,
+}
+
+impl AppState {
+    /// The state of a vouchd that has not started stopping, with no key provider in use yet.
+    pub fn new(
+        store: Arc<dyn Store>,
+        config: Config,
+        signer: Signer,
+        webhook: Option<events::Webhook>,
+    ) -> Self {
+        Self {
+            store,
+            config: Arc::new(config),
+            metrics: Arc::new(Metrics::new()),
+            signer: Arc::new(signer),
+            webhook: webhook.map(Arc::new),
+            keys: Arc::default(),
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        }
+    }
 }

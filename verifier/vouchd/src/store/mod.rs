@@ -114,6 +114,12 @@ pub struct KeyServerRecord {
 
 /// Everything vouchd keeps. Implementations are blocking; call them through [`run`].
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+    /// Makes every committed write durable in the main database file (SQLite: a WAL
+    /// checkpoint); called when vouchd stops.
+    fn flush(&self) -> StoreResult<()> {
+        Ok(())
+    }
+
     // Bootstrap and metadata.
     /// Creates the first principal, in `group`, with one token, unless bootstrap already
     /// happened. Returns whether it happened now. Runs once in the life of a database.

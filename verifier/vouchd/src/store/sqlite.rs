@@ -379,6 +379,12 @@ fn exists(conn: &Connection, sql: &str, key: &str) -> StoreResult<bool> {
 }
 
 impl Store for SqliteStore {
+    fn flush(&self) -> StoreResult<()> {
+        let conn = self.conn()?;
+        conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+            .map_err(backend)
+    }
+
     fn bootstrap(
         &self,
         principal: &str,
