@@ -22,6 +22,8 @@ use super::{
     StoreError, StoreResult, TokenInfo,
 };
 
+const STATEMENT_CACHE_CAPACITY: usize = 128;
+
 /// The SQLite store.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -209,6 +211,8 @@ impl SqliteStore {
     fn init(mut conn: Connection) -> StoreResult<Self> {
         conn.busy_timeout(std::time::Duration::from_secs(5))
             .map_err(backend)?;
+        // Room for every statement the store runs (about seventy), so none is prepared twice.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE_CAPACITY);
         // journal_mode answers with a row; the others are plain settings.
         let _mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
@@ -301,6 +305,7 @@ impl SqliteStore {
         Ok(values.into_iter().next())
     }
 
+    /// The principals `sql` selects, with their groups.
     fn principals(&self, sql: &str, params: impl Params) -> StoreResult<Vec<Principal>> {
         let conn = self.conn()?;
         let rows = all(&conn, sql, params)?;
