@@ -7,6 +7,7 @@
 //! in queries; upserts use `ON CONFLICT ... DO UPDATE`). Times are Unix seconds, passed in by the
 //! caller so that the store reads no clock.
 
+pub mod migrate;
 pub mod sqlite;
 
 use std::sync::Arc;
@@ -35,6 +36,17 @@ pub enum StoreError {
     /// The database failed; details in the message.
     #[error("storage failure: {0}")]
     Backend(String),
+    /// A stored row does not read as its record: an unknown enum text, bad JSON, a value of
+    /// the wrong type, or NULL where none is allowed.
+    #[error("corrupt row in {table}: column {column}: {reason}")]
+    Corrupt {
+        table: &'static str,
+        column: &'static str,
+        reason: String,
+    },
+    /// The database's schema is not one this build can use (see [`migrate`]).
+    #[error("database schema: {0}")]
+    Schema(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;

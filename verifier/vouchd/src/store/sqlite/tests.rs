@@ -1,5 +1,6 @@
 use super::*;
-use crate::store::Store;
+use crate::store::migrate::Migration;
+use crate::store::{EkEntryKind, RetiredKey, Store, WrappingMode};
 
 fn cluster(name: &str) -> Cluster {
     Cluster {
@@ -31,6 +32,34 @@ fn token(id: &str, principal: &str) -> TokenInfo {
         principal: principal.into(),
         description: "d".into(),
         created_at: 1,
+    }
+}
+
+fn key_server(name: &str) -> KeyServerRecord {
+    KeyServerRecord {
+        name: name.into(),
+        endpoints: vec!["a:5696".into(), "b:5696".into()],
+        client_certificate: "cert".into(),
+        client_key: "key".into(),
+        ca_certificates: "ca".into(),
+        created_at: 1,
+    }
+}
+
+fn key_provider(name: &str, key_server: &str) -> KeyProviderRecord {
+    KeyProviderRecord {
+        name: name.into(),
+        key_server: key_server.into(),
+        primary_key_id: "7".into(),
+        primary_key_version: 2,
+        retired: vec![RetiredKey {
+            id: "3".into(),
+            version: 1,
+        }],
+        wrapping: WrappingMode::Local,
+        refresh_seconds: 60,
+        lifetime_seconds: 600,
+        created_at: 2,
     }
 }
 
@@ -295,14 +324,7 @@ fn events_page_in_order() {
 #[test]
 fn key_servers_providers_and_cluster_providers() {
     let s = SqliteStore::open_in_memory().unwrap();
-    let kms = KeyServerRecord {
-        name: "kms-1".into(),
-        endpoints: vec!["a:5696".into(), "b:5696".into()],
-        client_certificate: "cert".into(),
-        client_key: "key".into(),
-        ca_certificates: "ca".into(),
-        created_at: 1,
-    };
+    let kms = key_server("kms-1");
     s.add_key_server(&kms).unwrap();
     assert!(matches!(
         s.add_key_server(&kms),
@@ -310,20 +332,7 @@ fn key_servers_providers_and_cluster_providers() {
     ));
     assert_eq!(s.get_key_server("kms-1").unwrap(), Some(kms.clone()));
     assert_eq!(s.list_key_servers().unwrap(), [kms]);
-    let provider = KeyProviderRecord {
-        name: "p1".into(),
-        key_server: "kms-1".into(),
-        primary_key_id: "7".into(),
-        primary_key_version: 2,
-        retired: vec![crate::store::RetiredKey {
-            id: "3".into(),
-            version: 1,
-        }],
-        wrapping: WrappingMode::Local,
-        refresh_seconds: 60,
-        lifetime_seconds: 600,
-        created_at: 2,
-    };
+    let provider = key_provider("p1", "kms-1");
     s.add_key_provider(&provider).unwrap();
     assert!(matches!(
         s.add_key_provider(&KeyProviderRecord {
@@ -367,4 +376,291 @@ fn key_servers_providers_and_cluster_providers() {
         s.delete_key_server("kms-1"),
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// The schema as SQLite describes it: every table and index with its SQL.
+fn schema(conn: &Connection) -> Vec<(String, String)> {
+    let mut stmt = conn
+        .prepare("SELECT name, sql FROM sqlite_master WHERE sql IS NOT NULL ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+/// Writes a database as vouchd wrote it before the migrations were files: the same SQL,
+/// recorded in `schema_migrations (version, applied_at)` only; plus `more` versions.
+fn write_unchecked_database(path: &Path, more: &[i64]) {
+    let conn = Connection::open(path).unwrap();
+    conn.execute_batch(
+        "CREATE TABLE schema_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .unwrap();
+    let versions: Vec<i64> = MIGRATIONS.iter().map(|m| m.version).collect();
+    for m in MIGRATIONS {
+        conn.execute_batch(m.sql).unwrap();
+    }
+    for v in versions.iter().chain(more) {
+        conn.execute("INSERT INTO schema_migrations VALUES (?1, 7)", [v])
+            .unwrap();
+    }
+    conn.execute(
+        "INSERT INTO clusters (name, pcrs, bank, created_at) VALUES ('prod', '[0,1,7]', 'sha256', 10)",
+        [],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_database_from_before_the_migration_files_upgrades() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite3");
+    write_unchecked_database(&path, &[]);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(s.get_cluster("prod").unwrap(), Some(cluster("prod")));
+    let applied = s.conn().unwrap().applied().unwrap();
+    let expected: Vec<AppliedMigration> = MIGRATIONS
+        .iter()
+        .map(|m| AppliedMigration {
+            version: m.version,
+            name: m.name.into(),
+            checksum: m.checksum(),
+            applied_at: 7,
+        })
+        .collect();
+    assert_eq!(
+        applied, expected,
+        "names and checksums recorded, times kept"
+    );
+    let fresh = SqliteStore::open_in_memory().unwrap();
+    assert_eq!(
+        schema(&s.conn().unwrap()),
+        schema(&fresh.conn().unwrap()),
+        "the same schema as a new database"
+    );
+    drop(s);
+    let s = SqliteStore::open(&path).unwrap();
+    assert_eq!(s.conn().unwrap().applied().unwrap(), expected);
+}
+
+#[test]
+fn an_unknown_version_in_an_old_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite3");
+    write_unchecked_database(&path, &[3]);
+    let err = SqliteStore::open(&path).unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Schema(m) if m.contains("migration 3")),
+        "{err}"
+    );
+}
+
+/// Opens a new database file, changes its record of migrations with `sql`, and opens it again.
+fn reopen_after(sql: &str) -> StoreResult<SqliteStore> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db.sqlite3");
+    SqliteStore::open(&path)
+        .unwrap()
+        .conn()
+        .unwrap()
+        .execute_batch(sql)
+        .unwrap();
+    SqliteStore::open(&path)
+}
+
+#[test]
+fn a_newer_database_is_refused() {
+    let err =
+        reopen_after("INSERT INTO schema_migrations VALUES (3, 'future', 'ff', 9)").unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Schema(m) if m.contains("migration 3 (future)") && m.contains("knows up to 2")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_changed_migration_is_refused() {
+    let err =
+        reopen_after("UPDATE schema_migrations SET checksum = 'ff' WHERE version = 1").unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Schema(m) if m.contains("migration 1 (initial) was applied with checksum ff")),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_failed_migration_leaves_nothing() {
+    let mut conn = Connection::open_in_memory().unwrap();
+    conn.applied().unwrap();
+    let broken = Migration {
+        version: 1,
+        name: "broken",
+        sql: "CREATE TABLE a (x TEXT); CREATE TABLE a (x TEXT);",
+    };
+    assert!(migrate::migrate(&mut conn, &[broken], 1).is_err());
+    assert_eq!(conn.applied().unwrap(), []);
+    assert!(
+        schema(&conn).iter().all(|(name, _)| name != "a"),
+        "the first statement was rolled back"
+    );
+}
+
+/// A store with a row in every table.
+fn populated() -> SqliteStore {
+    let s = SqliteStore::open_in_memory().unwrap();
+    s.bootstrap("admin", "TrustedAdmins", &token("t1", "admin"), b"h1", 5)
+        .unwrap();
+    s.add_management_server(&ManagementServer {
+        id: "vc-1".into(),
+        certificate: vec![1, 2],
+        subject: "CN=vc".into(),
+        fingerprint: "ff".into(),
+        created_at: 3,
+    })
+    .unwrap();
+    s.create_cluster(&cluster("prod")).unwrap();
+    s.add_ca_cert(&CaCert {
+        id: "c1".into(),
+        cluster: "prod".into(),
+        subject: "CN=TPM CA".into(),
+        der: vec![9],
+        created_at: 1,
+    })
+    .unwrap();
+    s.add_cluster_ek(&ClusterEk {
+        ek_hash: "e1".into(),
+        cluster: "prod".into(),
+        kind: EkEntryKind::Certificate,
+        der: vec![7],
+        created_at: 2,
+    })
+    .unwrap();
+    s.put_software_version(&SoftwareVersionRecord {
+        cluster: "prod".into(),
+        name: "fw-1".into(),
+        reference: serde_json::json!({"name": "fw-1"}),
+        created_at: 3,
+    })
+    .unwrap();
+    s.add_host(&host("aa", "prod")).unwrap();
+    s.set_host_clock("aa", "{}").unwrap();
+    s.record_attestation(&AttestationRecord {
+        ek_hash: "aa".into(),
+        cluster: "prod".into(),
+        at: 100,
+        attested: true,
+        software_version: Some("fw-1".into()),
+        reason: None,
+        pcr_digest: None,
+        nonce: None,
+        valid_until: Some(700),
+        token: None,
+    })
+    .unwrap();
+    s.add_event(5, "k", "s", &serde_json::json!({})).unwrap();
+    s.add_key_server(&key_server("kms-1")).unwrap();
+    s.add_key_provider(&key_provider("p1", "kms-1")).unwrap();
+    s.set_cluster_key_provider("prod", Some("p1")).unwrap();
+    s
+}
+
+type Read = fn(&SqliteStore) -> StoreResult<()>;
+
+#[test]
+fn a_corrupt_row_is_an_error_in_every_table() {
+    // The table and column corrupted and blamed, the value written there, how it is read.
+    let cases: &[(&str, &str, &str, Read)] = &[
+        ("principals", "kind", "'robot'", |s| {
+            s.get_principal("admin").map(drop)
+        }),
+        ("principals", "created_at", "'yesterday'", |s| {
+            s.list_principals().map(drop)
+        }),
+        ("group_members", "group_name", "x'00'", |s| {
+            s.principal_for_token(b"h1").map(drop)
+        }),
+        ("tokens", "description", "x'00'", |s| {
+            s.list_tokens("admin").map(drop)
+        }),
+        ("management_servers", "certificate", "'pem'", |s| {
+            s.get_management_server("vc-1").map(drop)
+        }),
+        ("clusters", "pcrs", "'[0, -1]'", |s| {
+            s.list_clusters().map(drop)
+        }),
+        ("cluster_ca_certs", "der", "'pem'", |s| {
+            s.list_ca_certs("prod").map(drop)
+        }),
+        ("cluster_eks", "kind", "'fingerprint'", |s| {
+            s.list_cluster_eks("prod").map(drop)
+        }),
+        ("software_versions", "reference", "'{'", |s| {
+            s.list_software_versions("prod").map(drop)
+        }),
+        ("hosts", "state", "'asleep'", |s| s.get_host("aa").map(drop)),
+        ("hosts", "state", "'asleep'", |s| {
+            s.set_host_state("aa", HostState::Unknown).map(drop)
+        }),
+        ("hosts", "attested_at", "'soon'", |s| {
+            s.list_all_hosts().map(drop)
+        }),
+        ("hosts", "last_clock", "x'00'", |s| {
+            s.host_clock("aa").map(drop)
+        }),
+        ("attestations", "attested", "'yes'", |s| {
+            s.list_attestations("aa", 10).map(drop)
+        }),
+        ("events", "detail", "'not json'", |s| {
+            s.list_events(0, 10).map(drop)
+        }),
+        ("key_servers", "endpoints", r#"'["a:5696", 1]'"#, |s| {
+            s.get_key_server("kms-1").map(drop)
+        }),
+        ("key_providers", "wrapping", "'cloud'", |s| {
+            s.list_key_providers().map(drop)
+        }),
+        ("key_providers", "primary_key_version", "-1", |s| {
+            s.get_key_provider("p1").map(drop)
+        }),
+        ("cluster_key_providers", "provider", "x'00'", |s| {
+            s.cluster_key_provider("prod").map(drop)
+        }),
+    ];
+    for &(table, column, value, read) in cases {
+        let sql = format!("PRAGMA foreign_keys = OFF; UPDATE {table} SET {column} = {value}");
+        let s = populated();
+        read(&s).unwrap();
+        s.conn().unwrap().execute_batch(&sql).unwrap();
+        match read(&s) {
+            Err(StoreError::Corrupt {
+                table: t,
+                column: c,
+                ..
+            }) if t == table && c == column => {}
+            other => panic!("{sql}: expected a corrupt {table}.{column}, got {other:?}"),
+        }
+    }
+}
+
+/// NULL in a column that must hold a value (the schema forbids it; a hand-edited or
+/// differently created database may not).
+#[test]
+fn null_where_a_value_is_needed_is_corrupt() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let conn = s.conn().unwrap();
+    let err = rows::all::<TokenInfo>(
+        &conn,
+        "SELECT 't1' AS id, NULL AS principal, '' AS description, 1 AS created_at",
+        [],
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&err, StoreError::Corrupt { table: "tokens", column: "principal", reason } if reason.contains("Null")),
+        "{err}"
+    );
+    // A column missing from the query is the query's fault, not the data's.
+    let err = rows::all::<TokenInfo>(&conn, "SELECT 't1' AS id", []).unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err}");
 }

@@ -1,0 +1,250 @@
+//! The schema as versioned SQL files (`verifier/vouchd/migrations/NNNN_name.sql`, embedded in
+//! the binary) and the runner that applies them, shared by every backend.
+//!
+//! A database records each migration applied in `schema_migrations` (version, name, SHA-256 of
+//! the file, when). On open, the runner compares that record with the migrations this build
+//! knows and refuses a database that has a migration it does not know (made by a newer vouchd)
+//! or one whose file has changed since it was applied; then it applies the missing ones in
+//! order, each in its own transaction. A backend only provides [`MigrationBackend`].
+
+use super::{StoreError, StoreResult};
+
+/// One schema change. Released migrations never change: a change is a new migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+impl Migration {
+    /// SHA-256 of the SQL, hex: what `schema_migrations` records.
+    pub fn checksum(&self) -> String {
+        crate::hex(&crate::sha256(self.sql.as_bytes()))
+    }
+}
+
+/// Every migration, in order; version `N` is the file `migrations/NNNN_name.sql`.
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "initial",
+        sql: include_str!("../../migrations/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "key_providers",
+        sql: include_str!("../../migrations/0002_key_providers.sql"),
+    },
+];
+
+/// The bookkeeping table, created by the backend before it reads it. Portable SQL.
+pub const SCHEMA_MIGRATIONS_TABLE: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version BIGINT PRIMARY KEY,
+    name TEXT NOT NULL,
+    checksum TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+)";
+
+/// A row of `schema_migrations`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppliedMigration {
+    pub version: i64,
+    pub name: String,
+    pub checksum: String,
+    pub applied_at: i64,
+}
+
+/// What the runner needs from a database.
+pub trait MigrationBackend {
+    /// The rows of `schema_migrations`, creating the table ([`SCHEMA_MIGRATIONS_TABLE`]) when
+    /// it does not exist.
+    fn applied(&mut self) -> StoreResult<Vec<AppliedMigration>>;
+
+    /// Runs `sql` (any number of statements) and inserts `record` into `schema_migrations`,
+    /// in one transaction: both happen or neither.
+    fn apply(&mut self, sql: &str, record: &AppliedMigration) -> StoreResult<()>;
+}
+
+/// Checks what the database has applied against `known` and applies the rest, in order;
+/// returns the versions applied now.
+pub fn migrate(
+    db: &mut impl MigrationBackend,
+    known: &[Migration],
+    now: i64,
+) -> StoreResult<Vec<i64>> {
+    let applied = db.applied()?;
+    for done in &applied {
+        check(done, known)?;
+    }
+    let mut versions = Vec::new();
+    for m in known {
+        if applied.iter().any(|done| done.version == m.version) {
+            continue;
+        }
+        let record = AppliedMigration {
+            version: m.version,
+            name: m.name.to_owned(),
+            checksum: m.checksum(),
+            applied_at: now,
+        };
+        db.apply(m.sql, &record)?;
+        tracing::info!(
+            version = m.version,
+            name = m.name,
+            "applied database migration"
+        );
+        versions.push(m.version);
+    }
+    Ok(versions)
+}
+
+/// An applied migration must be one of `known`, unchanged.
+fn check(done: &AppliedMigration, known: &[Migration]) -> StoreResult<()> {
+    let newest = known.iter().map(|m| m.version).max().unwrap_or(0);
+    let Some(m) = known.iter().find(|m| m.version == done.version) else {
+        return Err(StoreError::Schema(format!(
+            "the database has migration {} ({}), which this vouchd does not know (it knows up \
+             to {newest}): it was written by a newer vouchd; run that version or a later one",
+            done.version, done.name
+        )));
+    };
+    let checksum = m.checksum();
+    if done.checksum != checksum {
+        return Err(StoreError::Schema(format!(
+            "migration {} ({}) was applied with checksum {} but this vouchd's has checksum \
+             {checksum}: a released migration was edited; restore it and add a new migration",
+            done.version, done.name, done.checksum
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A database in memory, to test the runner alone.
+    #[derive(Default)]
+    struct Fake {
+        rows: Vec<AppliedMigration>,
+        ran: Vec<String>,
+        fail_on: Option<i64>,
+    }
+
+    impl MigrationBackend for Fake {
+        fn applied(&mut self) -> StoreResult<Vec<AppliedMigration>> {
+            Ok(self.rows.clone())
+        }
+
+        fn apply(&mut self, sql: &str, record: &AppliedMigration) -> StoreResult<()> {
+            if self.fail_on == Some(record.version) {
+                return Err(StoreError::Backend("syntax error".into()));
+            }
+            self.ran.push(sql.to_owned());
+            self.rows.push(record.clone());
+            Ok(())
+        }
+    }
+
+    const KNOWN: &[Migration] = &[
+        Migration {
+            version: 1,
+            name: "one",
+            sql: "CREATE TABLE a (x TEXT);",
+        },
+        Migration {
+            version: 2,
+            name: "two",
+            sql: "CREATE TABLE b (y TEXT);",
+        },
+    ];
+
+    fn record(m: &Migration) -> AppliedMigration {
+        AppliedMigration {
+            version: m.version,
+            name: m.name.into(),
+            checksum: m.checksum(),
+            applied_at: 1,
+        }
+    }
+
+    #[test]
+    fn applies_what_is_missing_in_order_once() {
+        let mut db = Fake::default();
+        assert_eq!(migrate(&mut db, &KNOWN[..1], 5).unwrap(), [1]);
+        assert_eq!(migrate(&mut db, KNOWN, 6).unwrap(), [2]);
+        assert_eq!(migrate(&mut db, KNOWN, 7).unwrap(), Vec::<i64>::new());
+        assert_eq!(db.ran, [KNOWN[0].sql, KNOWN[1].sql]);
+        assert_eq!(db.rows[1].applied_at, 6);
+        assert_eq!(db.rows[1].name, "two");
+    }
+
+    #[test]
+    fn refuses_a_migration_it_does_not_know() {
+        let mut db = Fake {
+            rows: KNOWN.iter().map(record).collect(),
+            ..Fake::default()
+        };
+        let err = migrate(&mut db, &KNOWN[..1], 5).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Schema(m) if m.contains("migration 2 (two)") && m.contains("newer vouchd")),
+            "{err}"
+        );
+        assert!(db.ran.is_empty());
+    }
+
+    #[test]
+    fn refuses_a_changed_migration() {
+        let mut db = Fake {
+            rows: vec![AppliedMigration {
+                checksum: "00".into(),
+                ..record(&KNOWN[0])
+            }],
+            ..Fake::default()
+        };
+        let err = migrate(&mut db, KNOWN, 5).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Schema(m) if m.contains("migration 1 (one) was applied with checksum 00")),
+            "{err}"
+        );
+        assert!(db.ran.is_empty(), "nothing runs on a database refused");
+    }
+
+    #[test]
+    fn a_failed_migration_stops_the_run() {
+        let mut db = Fake {
+            fail_on: Some(1),
+            ..Fake::default()
+        };
+        assert!(migrate(&mut db, KNOWN, 5).is_err());
+        assert!(db.rows.is_empty());
+    }
+
+    /// Every file in `migrations/` is embedded, under its version and name, in order.
+    #[test]
+    fn every_migration_file_is_embedded() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations");
+        let mut files: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .filter(|f| f.ends_with(".sql"))
+            .collect();
+        files.sort();
+        let embedded: Vec<String> = MIGRATIONS
+            .iter()
+            .map(|m| format!("{:04}_{}.sql", m.version, m.name))
+            .collect();
+        assert_eq!(files, embedded);
+        for (m, file) in MIGRATIONS.iter().zip(&files) {
+            assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap(), m.sql);
+        }
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(
+                m.version,
+                i64::try_from(i).unwrap() + 1,
+                "versions count from 1"
+            );
+        }
+    }
+}
