@@ -19,6 +19,14 @@
 //! Timeouts: while the verifier waits for an answer, an agent silent for `agent_idle_timeout`
 //! is dropped. Every length is bounded: frames by `vouch_proto::frame::MAX_FRAME`, the EK
 //! certificate and PCR values by fixed limits, the event log by `max_event_log`.
+//!
+//! The code: `states` holds the phases, each owning exactly its data (a message a phase does
+//! not expect is refused with the phase named); `session` the transitions between them, which
+//! consume a phase and do the I/O around vouch-attest's decisions; `verdict` the checks over
+//! the evidence and the verdict, which holds vouch-attest's `VerifiedEvidence` when attested;
+//! `refusal` why a session ends, typed and grouped by the `RefusalKind` sent on the wire;
+//! `blob` the reassembly of chunked payloads. This file is the I/O: the listener and the loop
+//! reading frames, with its timeouts.
 
 mod blob;
 mod refusal;
@@ -34,7 +42,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use vouch_proto::frame::{self, FrameReader, MAX_FRAME};
-use vouch_proto::wire::{AgentMessage, VerifierMessage};
+use vouch_proto::wire::{AgentFailure, AgentMessage, VerifierMessage};
 
 use crate::api::AppState;
 
@@ -50,15 +58,6 @@ pub const MAX_EK_CERTIFICATE: usize = 4096;
 pub const MAX_PCR_VALUES: usize = 4 * 24 * 64;
 /// Bytes of the nonce in a `QuoteRequest`.
 pub const NONCE_LEN: usize = 32;
-
-/// The payload of a marshalled TPM2B (its 2-byte size field dropped); the whole input when the
-/// size field does not describe it (the TPM then refuses the credential).
-fn tpm2b_contents(tpm2b: &[u8]) -> &[u8] {
-    match tpm2b.split_first_chunk::<2>() {
-        Some((size, rest)) if usize::from(u16::from_be_bytes(*size)) == rest.len() => rest,
-        _ => tpm2b,
-    }
-}
 
 /// Serves agent sessions on `listener` until the task is dropped.
 pub async fn serve(listener: TcpListener, state: AppState) {
@@ -99,7 +98,12 @@ pub enum SessionEnd {
     /// The verifier refused the agent (the `Refused` was sent).
     Refused(Refusal),
     /// The agent reported a failure.
-    AgentError(String),
+    AgentError {
+        /// What failed.
+        failure: AgentFailure,
+        /// The agent's words.
+        detail: String,
+    },
     /// Reading or writing failed.
     Io(String),
 }
@@ -110,7 +114,7 @@ impl SessionEnd {
             Self::Closed => "closed",
             Self::TimedOut => "timeout",
             Self::Refused(..) => "refused",
-            Self::AgentError(_) => "agent_error",
+            Self::AgentError { .. } => "agent_error",
             Self::Io(_) => "io_error",
         }
     }
@@ -194,7 +198,10 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
             };
             if let AgentMessage::Error(e) = &message {
                 tracing::warn!(%peer, failure = ?e.failure, detail = %e.detail, "agent reported a failure");
-                return SessionEnd::AgentError(format!("{:?}: {}", e.failure, e.detail));
+                return SessionEnd::AgentError {
+                    failure: e.failure,
+                    detail: e.detail.to_string(),
+                };
             }
             match session.on_message(message).await {
                 Ok(out) => {

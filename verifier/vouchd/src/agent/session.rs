@@ -12,6 +12,7 @@ use vouch_proto::wire::{
 };
 use zeroize::Zeroizing;
 
+use super::NONCE_LEN;
 use super::blob::Blob;
 use super::refusal::{ActivationFailure, ProtocolViolation, Refusal, UntrustedEk};
 use super::states::{
@@ -19,7 +20,6 @@ use super::states::{
     PhaseName, Secret, message_name,
 };
 use super::verdict::{self, Attested, Expected, Outcome, Submitted, Verdict};
-use super::{NONCE_LEN, tpm2b_contents};
 use crate::api::AppState;
 use crate::jwt::AttestationClaims;
 use crate::store::{self, Cluster, Host, HostState};
@@ -42,6 +42,7 @@ pub struct Session {
 }
 
 impl Session {
+    /// A new session with the agent at `peer`, awaiting its `Hello`.
     pub fn new(peer: &str, state: AppState) -> Self {
         Self {
             peer: peer.to_owned(),
@@ -522,6 +523,15 @@ impl Session {
 
     async fn event(&self, kind: &str, subject: &str, detail: serde_json::Value) {
         crate::events::record(&self.state, kind, subject, detail).await;
+    }
+}
+
+/// The payload of a marshalled TPM2B (its 2-byte size field dropped); the whole input when the
+/// size field does not describe it (the TPM then refuses the credential).
+fn tpm2b_contents(tpm2b: &[u8]) -> &[u8] {
+    match tpm2b.split_first_chunk::<2>() {
+        Some((size, rest)) if usize::from(u16::from_be_bytes(*size)) == rest.len() => rest,
+        _ => tpm2b,
     }
 }
 
