@@ -443,13 +443,13 @@ fn vouchd_stopped_with_sigterm_mid_attestation_exits_0_and_records_whole_attesta
             assert_eq!(host_now["state"], "attested", "{host_now}");
             assert_eq!(host_now["attested_at"], result["at"], "{host_now}");
         }
-        if let Ok(outcome) = &outcome {
-            if outcome.verdicts > 0 {
-                assert_eq!(
-                    new, 1,
-                    "the verdict the agent got after {delay_ms} ms is recorded"
-                );
-            }
+        if let Ok(outcome) = &outcome
+            && outcome.verdicts > 0
+        {
+            assert_eq!(
+                new, 1,
+                "the verdict the agent got after {delay_ms} ms is recorded"
+            );
         }
     }
     // With 200 ms the attestation had long begun: at least that one completed.

@@ -66,7 +66,6 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::jwt::Signer;
-    use crate::metrics::Metrics;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{AttestationRecord, Cluster, Host, Store};
     use std::sync::Arc;

@@ -1,0 +1,249 @@
+//! The agent link: a TCP listener speaking vouch-proto (postcard messages in COBS frames). One
+//! connection is one device session, served by its own task; a semaphore bounds how many run
+//! at once.
+//!
+//! A session, as `vouch_proto::wire` describes it:
+//! 1. `Hello` → `Welcome` with the negotiated version (or `Refused(Version)`).
+//! 2. `Chunk`s of the EK certificate, then `Enroll` (EK and AK public areas). The EK must be a
+//!    host of a trusted cluster and pass that cluster's trust (the three modes, decided by
+//!    vouch-attest) — otherwise `Refused(UntrustedEk)`: a fresh vouchd refuses every host.
+//!    If this AK is already bound to this EK, straight to step 4; otherwise
+//! 3. `CredentialChallenge` (MakeCredential for the AK under the EK) → `ActivationProof`; on
+//!    the right secret the AK is stored, bound to the EK.
+//! 4. `QuoteRequest` (fresh nonce, the cluster's PCR selection) → `Chunk`s of PCR values and
+//!    the event log, then `Evidence` → vouch-attest verifies quote, replay and policy →
+//!    `Verdict`; the result is recorded and, when attested, an attestation token issued.
+//! 5. The session stays open; every re-attestation interval the verifier sends a new
+//!    `QuoteRequest` (continuous attestation).
+//!
+//! Timeouts: while the verifier waits for an answer, an agent silent for `agent_idle_timeout`
+//! is dropped. Every length is bounded: frames by `vouch_proto::frame::MAX_FRAME`, the EK
+//! certificate and PCR values by fixed limits, the event log by `max_event_log`.
+//!
+//! The code: `states` holds the phases, each owning exactly its data (a message a phase does
+//! not expect is refused with the phase named); `session` the transitions between them, which
+//! consume a phase and do the I/O around vouch-attest's decisions; `verdict` the checks over
+//! the evidence and the verdict, which holds vouch-attest's `VerifiedEvidence` when attested;
+//! `refusal` why a session ends, typed and grouped by the `RefusalKind` sent on the wire;
+//! `blob` the reassembly of chunked payloads. This file is the I/O: the listener and the loop
+//! reading frames, with its timeouts.
+
+mod blob;
+mod refusal;
+mod session;
+mod states;
+mod verdict;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use heapless::String as HString;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use vouch_proto::frame::{self, FrameReader, MAX_FRAME};
+use vouch_proto::wire::{AgentFailure, AgentMessage, VerifierMessage};
+
+use crate::service::AppState;
+
+pub use blob::ChunkError;
+pub use refusal::{ActivationFailure, ProtocolViolation, Refusal, UntrustedEk};
+pub use session::{Session, Step};
+pub use states::PhaseName;
+pub use verdict::{Attested, NotAttested, Outcome, PcrValuesError, Verdict, pcr_values};
+
+/// Largest EK certificate accepted.
+pub const MAX_EK_CERTIFICATE: usize = 4096;
+/// Largest PCR-values payload accepted (four banks of 24 SHA-512 PCRs).
+pub const MAX_PCR_VALUES: usize = 4 * 24 * 64;
+/// Bytes of the nonce in a `QuoteRequest`.
+pub const NONCE_LEN: usize = 32;
+
+/// Serves agent sessions on `listener` until `state.shutdown` is cancelled; sessions run on
+/// `state.tasks`.
+pub async fn serve(listener: TcpListener, state: AppState) {
+    let slots = Arc::new(Semaphore::new(state.config.agent_max_sessions));
+    loop {
+        let accepted = tokio::select! {
+            () = state.shutdown.cancelled() => return,
+            accepted = async {
+                let permit = Arc::clone(&slots).acquire_owned().await;
+                (permit, listener.accept().await)
+            } => accepted,
+        };
+        let (Ok(permit), accepted) = accepted else {
+            return;
+        };
+        let (tcp, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "agent accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let state = state.clone();
+        state.tasks.clone().spawn(async move {
+            state.metrics.agent_sessions.inc();
+            state.metrics.agent_sessions_total.inc();
+            let end = run_session(tcp, &peer.to_string(), &state).await;
+            state.metrics.agent_sessions.dec();
+            state.metrics.session_ended(end.label());
+            tracing::info!(%peer, end = ?end, "agent session ended");
+            drop(permit);
+        });
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SessionEnd {
+    /// The agent closed the connection.
+    Closed,
+    /// The agent sent nothing in time.
+    TimedOut,
+    /// The verifier refused the agent (the `Refused` was sent).
+    Refused(Refusal),
+    /// The agent reported a failure.
+    AgentError {
+        /// What failed.
+        failure: AgentFailure,
+        /// The agent's words.
+        detail: String,
+    },
+    /// Reading or writing failed.
+    Io(String),
+    /// vouchd is stopping; the session was between attestations.
+    Shutdown,
+}
+
+impl SessionEnd {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::TimedOut => "timeout",
+            Self::Refused(..) => "refused",
+            Self::AgentError { .. } => "agent_error",
+            Self::Io(_) => "io_error",
+            Self::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// The longest prefix of `s` that fits `N` bytes, cut at a character boundary.
+fn bounded<const N: usize>(s: &str) -> HString<N> {
+    let mut out = HString::new();
+    for c in s.chars() {
+        if out.push(c).is_err() {
+            break;
+        }
+    }
+    out
+}
+
+async fn send<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    message: &VerifierMessage,
+) -> Result<(), String> {
+    let mut buf = vec![0u8; MAX_FRAME];
+    let bytes = frame::encode(message, &mut buf).map_err(|e| format!("encode: {e:?}"))?;
+    stream.write_all(bytes).await.map_err(|e| e.to_string())
+}
+
+/// Serves one session over any byte stream until it ends.
+pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: &str,
+    state: &AppState,
+) -> SessionEnd {
+    let idle = state.config.agent_idle_timeout();
+    let interval = state.config.reattest_interval();
+    let mut session = Session::new(peer, state.clone());
+    let mut reader: Box<FrameReader<MAX_FRAME>> = Box::default();
+    let mut buf = vec![0u8; 4096];
+    let mut next_attestation: Option<tokio::time::Instant> = None;
+    loop {
+        let read = if session.awaiting_agent() {
+            next_attestation = None;
+            match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+                Ok(r) => r,
+                Err(_) => return SessionEnd::TimedOut,
+            }
+        } else {
+            let due =
+                *next_attestation.get_or_insert_with(|| tokio::time::Instant::now() + interval);
+            tokio::select! {
+                r = stream.read(&mut buf) => r,
+                // Between attestations a stop ends the session; an attestation in flight
+                // (awaiting the agent, above) finishes first.
+                () = state.shutdown.cancelled() => return SessionEnd::Shutdown,
+                () = tokio::time::sleep_until(due) => {
+                    next_attestation = None;
+                    match session.reattest().await {
+                        Ok(out) => {
+                            for m in &out {
+                                if let Err(e) = send(&mut stream, m).await {
+                                    return SessionEnd::Io(e);
+                                }
+                            }
+                        }
+                        Err(refusal) => return refuse_and_end(&mut stream, refusal).await,
+                    }
+                    continue;
+                }
+            }
+        };
+        let n = match read {
+            Ok(0) => return SessionEnd::Closed,
+            Ok(n) => n,
+            Err(e) => return SessionEnd::Io(e.to_string()),
+        };
+        for &byte in buf.get(..n).unwrap_or_default() {
+            let Some(frame) = reader.push(byte) else {
+                continue;
+            };
+            let message = match frame.and_then(frame::decode::<AgentMessage>) {
+                Ok(m) => m,
+                Err(e) => {
+                    let refusal = ProtocolViolation::BadFrame(e).into();
+                    return refuse_and_end(&mut stream, refusal).await;
+                }
+            };
+            if let AgentMessage::Error(e) = &message {
+                tracing::warn!(%peer, failure = ?e.failure, detail = %e.detail, "agent reported a failure");
+                return SessionEnd::AgentError {
+                    failure: e.failure,
+                    detail: e.detail.to_string(),
+                };
+            }
+            match session.on_message(message).await {
+                Ok(out) => {
+                    for m in &out {
+                        if let Err(e) = send(&mut stream, m).await {
+                            return SessionEnd::Io(e);
+                        }
+                    }
+                }
+                Err(refusal) => return refuse_and_end(&mut stream, refusal).await,
+            }
+        }
+    }
+}
+
+async fn refuse_and_end<S: AsyncWrite + Unpin>(stream: &mut S, refusal: Refusal) -> SessionEnd {
+    let _ = send(stream, &VerifierMessage::Refused(refusal.message())).await;
+    let _ = stream.shutdown().await;
+    SessionEnd::Refused(refusal)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_text_cuts_at_a_character() {
+        let s: HString<4> = bounded("abcé");
+        assert_eq!(s.as_str(), "abc");
+    }
+}

@@ -1,0 +1,999 @@
+//! One agent session: the phase it is in, and the transitions that consume a phase, do the
+//! I/O around vouch-attest's decisions (store, tokens, events) and build the next phase.
+
+use aws_lc_rs::rand::SystemRandom;
+use heapless::Vec as HVec;
+use vouch_attest::HashAlg;
+use vouch_attest::ek::{EkEvidence, EkKey, TrustedEk};
+use vouch_attest::evidence::VerifiedEvidence;
+use vouch_attest::tpm::{ClockInfo, PcrSelection, Public};
+use vouch_proto::wire::{
+    self, AgentMessage, CredentialChallenge, Hello, PcrBank, QuoteRequest, VerifierMessage, Welcome,
+};
+use zeroize::Zeroizing;
+
+use super::NONCE_LEN;
+use super::blob::Blob;
+use super::refusal::{ActivationFailure, ProtocolViolation, Refusal, UntrustedEk};
+use super::states::{
+    AwaitingActivation, AwaitingEnroll, AwaitingQuote, Decided, Enrolled, KeyChannel, Phase,
+    PhaseName, Secret, message_name,
+};
+use super::verdict::{self, Attested, Expected, Outcome, Submitted, Verdict};
+use crate::jwt::AttestationClaims;
+use crate::service::AppState;
+use crate::store::{self, Cluster, Host, HostState};
+
+/// The answers to a message, or the refusal that ends the session.
+pub type Step = Result<Vec<VerifierMessage>, Refusal>;
+
+/// A transition: the next phase and the answers.
+type Transition = Result<(Phase, Vec<VerifierMessage>), Refusal>;
+
+/// One agent session's state.
+#[derive(Debug)]
+pub struct Session {
+    peer: String,
+    state: AppState,
+    phase: Phase,
+    /// Tests replay recorded quotes, whose nonce is fixed.
+    #[cfg(test)]
+    fixed_nonce: Option<Vec<u8>>,
+}
+
+impl Session {
+    /// A new session with the agent at `peer`, awaiting its `Hello`.
+    pub fn new(peer: &str, state: AppState) -> Self {
+        Self {
+            peer: peer.to_owned(),
+            state,
+            phase: Phase::AwaitingHello,
+            #[cfg(test)]
+            fixed_nonce: None,
+        }
+    }
+
+    /// The phase the session is in.
+    pub fn phase(&self) -> PhaseName {
+        self.phase.name()
+    }
+
+    /// The last verdict, once one was given and until the next is asked for.
+    pub fn verdict(&self) -> Option<&Verdict> {
+        match &self.phase {
+            Phase::Decided(decided) => Some(&decided.verdict),
+            _ => None,
+        }
+    }
+
+    /// Whether the verifier waits for the agent (so the idle timeout applies).
+    pub fn awaiting_agent(&self) -> bool {
+        self.phase.awaits_agent()
+    }
+
+    /// Handles one message from the agent; returns the answers, or a refusal that ends the
+    /// session.
+    pub async fn on_message(&mut self, message: AgentMessage) -> Step {
+        let phase = std::mem::replace(&mut self.phase, Phase::Ended);
+        let (next, answers) = self.step(phase, message).await?;
+        self.phase = next;
+        Ok(answers)
+    }
+
+    async fn step(&self, phase: Phase, message: AgentMessage) -> Transition {
+        match (phase, message) {
+            (_, AgentMessage::Error(e)) => Err(ProtocolViolation::AgentReported {
+                failure: e.failure,
+                detail: e.detail.to_string(),
+            }
+            .into()),
+            (Phase::AwaitingHello, AgentMessage::Hello(hello)) => self.hello(&hello),
+            (Phase::AwaitingEnroll(mut enrolling), AgentMessage::Chunk(chunk)) => {
+                enrolling.chunk(&chunk)?;
+                Ok((Phase::AwaitingEnroll(enrolling), vec![]))
+            }
+            (Phase::AwaitingEnroll(enrolling), AgentMessage::Enroll(enroll)) => {
+                self.enroll(enrolling, &enroll).await
+            }
+            (Phase::AwaitingActivation(activating), AgentMessage::ActivationProof(proof)) => {
+                self.activate(activating, &proof.secret).await
+            }
+            (Phase::AwaitingQuote(mut quoting), AgentMessage::Chunk(chunk)) => {
+                quoting.chunk(&chunk, self.state.config.max_event_log)?;
+                Ok((Phase::AwaitingQuote(quoting), vec![]))
+            }
+            (Phase::AwaitingQuote(quoting), AgentMessage::Evidence(evidence)) => {
+                self.evidence(quoting, &evidence.attest, &evidence.signature, None)
+                    .await
+            }
+            (Phase::AwaitingQuote(quoting), AgentMessage::BoundEvidence(evidence))
+                if quoting.enrolled.version >= 2 =>
+            {
+                let public = Some(evidence.session_public.as_slice());
+                self.evidence(quoting, &evidence.attest, &evidence.signature, public)
+                    .await
+            }
+            (mut phase, AgentMessage::Sealed(sealed)) => match phase.keys() {
+                Some(keys) => {
+                    let answers = self.key_request(keys, &sealed).await?;
+                    Ok((phase, answers))
+                }
+                None => Err(unexpected(&phase, "Sealed")),
+            },
+            (phase, message) => Err(unexpected(&phase, message_name(&message))),
+        }
+    }
+
+    fn hello(&self, hello: &Hello) -> Transition {
+        let version = vouch_proto::negotiate(hello.min_version, hello.max_version)
+            .map_err(Refusal::Version)?;
+        tracing::debug!(peer = %self.peer, agent = %hello.agent, version, "agent hello");
+        let next = AwaitingEnroll {
+            version,
+            chunks: Blob::default(),
+            certificate: None,
+        };
+        Ok((
+            Phase::AwaitingEnroll(next),
+            vec![VerifierMessage::Welcome(Welcome { version })],
+        ))
+    }
+
+    async fn enroll(&self, enrolling: AwaitingEnroll, enroll: &wire::Enroll) -> Transition {
+        let ek = Public::from_tpm2b(&enroll.ek_public).map_err(ProtocolViolation::EkPublic)?;
+        let certificate = match (enroll.has_ek_certificate, enrolling.certificate) {
+            (true, Some(c)) => Some(c),
+            (false, None) => None,
+            (true, None) => return Err(ProtocolViolation::EkCertificateMissing.into()),
+            (false, Some(_)) => return Err(ProtocolViolation::EkCertificateUnannounced.into()),
+        };
+        if enrolling.chunks.is_incomplete() {
+            return Err(ProtocolViolation::IncompletePayload("Enroll").into());
+        }
+        let (host, cluster, trusted) = self.check_trust(&ek, certificate.as_deref()).await?;
+
+        let ak = Public::from_tpm2b(&enroll.ak_public).map_err(ActivationFailure::AkPublic)?;
+        vouch_attest::credential::check_ak(&ak).map_err(ActivationFailure::Ak)?;
+        let enrolled = Enrolled {
+            version: enrolling.version,
+            ek_hash: host.ek_hash,
+            cluster,
+            ek,
+            trusted,
+            ek_certificate: certificate,
+            ak,
+            ak_raw: enroll.ak_public.to_vec(),
+        };
+        if host.ak_public.as_deref() == Some(enroll.ak_public.as_slice()) {
+            let hash = enrolled.ek_hash.clone();
+            let clock = store::run(&self.state.store, move |s| s.host_clock(&hash))
+                .await
+                .map_err(Refusal::internal)?;
+            let last_clock: Option<ClockInfo> = clock.and_then(|c| serde_json::from_str(&c).ok());
+            tracing::info!(peer = %self.peer, ek_hash = %enrolled.ek_hash, "AK already bound to this EK");
+            return self.quote_request(enrolled, last_clock, None);
+        }
+        let secret =
+            Zeroizing::new(crate::random::<32>().map_err(|_| Refusal::internal("RNG failure"))?);
+        let made = vouch_attest::credential::make_credential(
+            &enrolled.ek,
+            &enrolled.ak,
+            secret.as_slice(),
+            &SystemRandom::new(),
+        )
+        .map_err(ActivationFailure::MakeCredential)?;
+        // The wire carries the contents of the TPM2B structures, without their size fields.
+        let challenge = CredentialChallenge {
+            id_object: HVec::from_slice(tpm2b_contents(&made.id_object))
+                .map_err(|()| ActivationFailure::CredentialTooLarge)?,
+            encrypted_secret: HVec::from_slice(tpm2b_contents(&made.encrypted_secret))
+                .map_err(|()| ActivationFailure::EncryptedSecretTooLarge)?,
+        };
+        let next = AwaitingActivation {
+            enrolled,
+            secret: Secret(secret),
+        };
+        Ok((
+            Phase::AwaitingActivation(next),
+            vec![VerifierMessage::CredentialChallenge(challenge)],
+        ))
+    }
+
+    /// Looks the EK up: it must be a host of a trusted cluster and pass that cluster's trust
+    /// configuration now. Run at enrolment and again before every re-attestation, so a change
+    /// of configuration (a CA or EK removed, the host removed) takes effect on open sessions.
+    async fn check_trust(
+        &self,
+        ek: &Public,
+        certificate: Option<&[u8]>,
+    ) -> Result<(Host, Cluster, TrustedEk), Refusal> {
+        let ek_hash = crate::ek::ek_hash(&EkKey::from_public(ek));
+        let hash = ek_hash.clone();
+        let lookup = store::run(&self.state.store, move |s| {
+            let Some(host) = s.get_host(&hash)? else {
+                return Ok(None);
+            };
+            let Some(cluster) = s.get_cluster(&host.cluster)? else {
+                return Ok(None);
+            };
+            let cas = s.list_ca_certs(&cluster.name)?;
+            let eks = s.list_cluster_eks(&cluster.name)?;
+            Ok(Some((host, cluster, cas, eks)))
+        })
+        .await
+        .map_err(Refusal::internal)?;
+        let Some((host, cluster, cas, eks)) = lookup else {
+            tracing::warn!(peer = %self.peer, %ek_hash, "refused: the EK is not a host of any trusted cluster");
+            return Err(UntrustedEk::NotAHost { ek_hash }.into());
+        };
+        let trust = crate::ek::cluster_trust(&cas, &eks, certificate.is_some())
+            .map_err(Refusal::internal)?;
+        let Some(trust) = trust else {
+            tracing::warn!(peer = %self.peer, %ek_hash, cluster = %cluster.name, with_certificate = certificate.is_some(), "refused: the cluster trusts no such EK");
+            return Err(UntrustedEk::NoTrust {
+                cluster: cluster.name,
+            }
+            .into());
+        };
+        let evidence = EkEvidence {
+            public: Some(ek),
+            certificate,
+            intermediates: &[],
+        };
+        let trusted = vouch_attest::ek::verify_ek(&trust, &evidence, crate::now()).map_err(|e| {
+            tracing::warn!(peer = %self.peer, %ek_hash, cluster = %cluster.name, reason = %e, "refused: EK not trusted");
+            UntrustedEk::Refused(e)
+        })?;
+        tracing::info!(peer = %self.peer, %ek_hash, cluster = %cluster.name, mode = ?trusted.mode(), "EK trusted");
+        Ok((host, cluster, trusted))
+    }
+
+    async fn activate(&self, activating: AwaitingActivation, proof: &[u8]) -> Transition {
+        let AwaitingActivation { enrolled, secret } = activating;
+        if !secret.matches(proof) {
+            tracing::warn!(peer = %self.peer, ek_hash = %enrolled.ek_hash, "refused: wrong activation proof");
+            return Err(ActivationFailure::WrongProof.into());
+        }
+        let (hash, ak) = (enrolled.ek_hash.clone(), enrolled.ak_raw.clone());
+        store::run(&self.state.store, move |s| s.set_host_ak(&hash, &ak))
+            .await
+            .map_err(Refusal::internal)?;
+        self.event(
+            "host.ak_bound",
+            &enrolled.ek_hash,
+            serde_json::json!({"cluster": enrolled.cluster.name}),
+        )
+        .await;
+        tracing::info!(peer = %self.peer, ek_hash = %enrolled.ek_hash, "AK activated and bound to the EK");
+        self.quote_request(enrolled, None, None)
+    }
+
+    /// Asks for a quote with a fresh nonce over the cluster's selection.
+    fn quote_request(
+        &self,
+        enrolled: Enrolled,
+        last_clock: Option<ClockInfo>,
+        keys: Option<KeyChannel>,
+    ) -> Transition {
+        let bank: HashAlg =
+            serde_json::from_value(serde_json::Value::String(enrolled.cluster.bank.clone()))
+                .map_err(|_| {
+                    Refusal::internal(format!(
+                        "cluster {} has an unknown bank",
+                        enrolled.cluster.name
+                    ))
+                })?;
+        let bitmap = enrolled
+            .cluster
+            .pcrs
+            .iter()
+            .filter(|p| **p < 32)
+            .fold(0u32, |m, p| m | (1 << p));
+        #[allow(unused_mut, reason = "tests may replace the nonce")]
+        let mut nonce = crate::random::<NONCE_LEN>()
+            .map_err(|_| Refusal::internal("RNG failure"))?
+            .to_vec();
+        #[cfg(test)]
+        if let Some(n) = &self.fixed_nonce {
+            nonce.clone_from(n);
+        }
+        let mut selection = HVec::new();
+        selection
+            .push(PcrBank {
+                hash_alg: bank.id(),
+                pcrs: bitmap,
+            })
+            .map_err(|_| Refusal::internal("selection"))?;
+        let request = QuoteRequest {
+            nonce: HVec::from_slice(&nonce).map_err(|()| Refusal::internal("nonce"))?,
+            selection,
+        };
+        let next = AwaitingQuote {
+            selection: PcrSelection::new(vec![(bank, enrolled.cluster.pcrs.clone())]),
+            enrolled,
+            last_clock,
+            nonce,
+            chunks: Blob::default(),
+            pcr_values: None,
+            event_log: None,
+            keys,
+        };
+        Ok((
+            Phase::AwaitingQuote(next),
+            vec![VerifierMessage::QuoteRequest(request)],
+        ))
+    }
+
+    /// Time for a re-attestation: the EK's trust and the AK's binding are checked again
+    /// against the configuration as it is now, then a new quote request. Outside `Decided`,
+    /// nothing to do.
+    pub async fn reattest(&mut self) -> Step {
+        let decided = match std::mem::replace(&mut self.phase, Phase::Ended) {
+            Phase::Decided(decided) => decided,
+            other => {
+                self.phase = other;
+                return Ok(vec![]);
+            }
+        };
+        let Decided {
+            mut enrolled,
+            last_clock,
+            keys,
+            verdict: _,
+        } = decided;
+        let (host, cluster, trusted) = self
+            .check_trust(&enrolled.ek, enrolled.ek_certificate.as_deref())
+            .await?;
+        if host.ak_public.as_deref() != Some(enrolled.ak_raw.as_slice()) {
+            return Err(ActivationFailure::NoLongerBound.into());
+        }
+        enrolled.cluster = cluster;
+        enrolled.trusted = trusted;
+        let (next, answers) = self.quote_request(enrolled, last_clock, keys)?;
+        self.phase = next;
+        Ok(answers)
+    }
+
+    /// The evidence for the outstanding quote request: verified, recorded, answered with the
+    /// verdict; on an attested bound quote (v2), the key channel is opened.
+    async fn evidence(
+        &self,
+        quoting: AwaitingQuote,
+        attest: &[u8],
+        signature: &[u8],
+        session_public: Option<&[u8]>,
+    ) -> Transition {
+        if quoting.chunks.is_incomplete() {
+            return Err(ProtocolViolation::IncompletePayload("Evidence").into());
+        }
+        let now = crate::now();
+        let name = quoting.enrolled.cluster.name.clone();
+        let versions = store::run(&self.state.store, move |s| s.list_software_versions(&name))
+            .await
+            .map_err(Refusal::internal)?;
+        // v2: a bound quote's qualifying data is SHA-256(nonce || agent session key).
+        let qualifying_data = match session_public {
+            Some(public) => crate::channel::qualifying_data(&quoting.nonce, public),
+            None => quoting.nonce.clone(),
+        };
+        let expected = Expected {
+            qualifying_data: &qualifying_data,
+            selection: &quoting.selection,
+            last_clock: quoting.last_clock.as_ref(),
+        };
+        let submitted = Submitted {
+            attest,
+            signature,
+            pcr_values: quoting.pcr_values.as_deref(),
+            event_log: quoting.event_log.as_deref(),
+        };
+        let checked = verdict::verify(&quoting.enrolled, &expected, &submitted, &versions);
+        let AwaitingQuote {
+            enrolled,
+            mut last_clock,
+            nonce,
+            ..
+        } = quoting;
+        let outcome = match checked {
+            Ok(evidence) => {
+                let clock = evidence.quote().clock_info();
+                last_clock = Some(clock);
+                if let Ok(json) = serde_json::to_string(&clock) {
+                    let hash = enrolled.ek_hash.clone();
+                    store::run(&self.state.store, move |s| s.set_host_clock(&hash, &json))
+                        .await
+                        .map_err(Refusal::internal)?;
+                }
+                Outcome::Attested(Box::new(self.issue(&enrolled, &nonce, evidence, now)?))
+            }
+            Err(reason) => {
+                tracing::warn!(peer = %self.peer, ek_hash = %enrolled.ek_hash, %reason, "not attested");
+                Outcome::NotAttested(reason)
+            }
+        };
+        let verdict = Verdict {
+            at: now,
+            nonce,
+            outcome,
+        };
+        self.record(&enrolled, &verdict).await?;
+
+        let mut answers = vec![VerifierMessage::Verdict(verdict.message())];
+        let keys = match (verdict.token(), session_public) {
+            (Some(token), Some(public)) => {
+                let (channel, ours) = crate::channel::establish(public, &verdict.nonce)
+                    .map_err(ProtocolViolation::KeyChannel)?;
+                answers.push(VerifierMessage::ChannelKey(wire::ChannelKey {
+                    public: ours,
+                }));
+                Some(KeyChannel {
+                    channel,
+                    token: token.to_owned(),
+                })
+            }
+            _ => None,
+        };
+        let next = Decided {
+            enrolled,
+            last_clock,
+            verdict,
+            keys,
+        };
+        Ok((Phase::Decided(next), answers))
+    }
+
+    /// Issues the attestation token for verified evidence.
+    fn issue(
+        &self,
+        enrolled: &Enrolled,
+        nonce: &[u8],
+        evidence: VerifiedEvidence,
+        now: i64,
+    ) -> Result<Attested, Refusal> {
+        let config = &self.state.config;
+        let valid_for = config
+            .reattest_interval_secs
+            .saturating_add(config.agent_idle_timeout_secs);
+        let claims = AttestationClaims {
+            iss: "vouchd".into(),
+            sub: enrolled.ek_hash.clone(),
+            cluster: enrolled.cluster.name.clone(),
+            software_version: evidence.version().name().to_owned(),
+            pcr_digest: crate::hex(&evidence.quote().attest().pcr_digest),
+            nonce: crate::hex(nonce),
+            iat: now,
+            exp: now.saturating_add(i64::try_from(config.token_lifetime_secs).unwrap_or(i64::MAX)),
+            jti: crate::hex(&crate::random::<16>().map_err(|_| Refusal::internal("RNG failure"))?),
+        };
+        let token = self.state.signer.sign(&claims).map_err(Refusal::internal)?;
+        self.state.metrics.tokens_issued.inc();
+        Ok(Attested {
+            evidence,
+            token,
+            valid_for,
+        })
+    }
+
+    /// Records the verdict, counts it, and posts an event when the host's state changes.
+    async fn record(&self, enrolled: &Enrolled, verdict: &Verdict) -> Result<(), Refusal> {
+        let record = verdict.record(enrolled);
+        let result = if record.attested {
+            "attested"
+        } else {
+            "not_attested"
+        };
+        self.state
+            .metrics
+            .attestations
+            .get_or_create(&crate::metrics::ResultLabels {
+                result: result.into(),
+            })
+            .inc();
+        let stored = record.clone();
+        let before = store::run(&self.state.store, move |s| s.record_attestation(&stored))
+            .await
+            .map_err(Refusal::internal)?;
+        let after = if record.attested {
+            HostState::Attested
+        } else {
+            HostState::NotAttested
+        };
+        if before != after {
+            self.event(
+                "host.state_changed",
+                &record.ek_hash,
+                serde_json::json!({"cluster": record.cluster, "from": before, "to": after, "reason": record.reason}),
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// A sealed key request over the channel: opened, authorised by the verdict's token,
+    /// answered sealed.
+    async fn key_request(&self, keys: &mut KeyChannel, sealed: &wire::Sealed) -> Step {
+        let request = keys
+            .channel
+            .open(sealed)
+            .map_err(ProtocolViolation::KeyChannel)?;
+        let response = crate::channel::answer(&self.state, Some(&keys.token), request).await;
+        let sealed = keys.channel.seal(&response).map_err(Refusal::internal)?;
+        Ok(vec![VerifierMessage::Sealed(sealed)])
+    }
+
+    async fn event(&self, kind: &str, subject: &str, detail: serde_json::Value) {
+        crate::service::events::record(&self.state, kind, subject, detail).await;
+    }
+}
+
+/// The payload of a marshalled TPM2B (its 2-byte size field dropped); the whole input when the
+/// size field does not describe it (the TPM then refuses the credential).
+fn tpm2b_contents(tpm2b: &[u8]) -> &[u8] {
+    match tpm2b.split_first_chunk::<2>() {
+        Some((size, rest)) if usize::from(u16::from_be_bytes(*size)) == rest.len() => rest,
+        _ => tpm2b,
+    }
+}
+
+/// The refusal of a message `phase` does not expect.
+fn unexpected(phase: &Phase, got: &'static str) -> Refusal {
+    ProtocolViolation::Unexpected {
+        expected: phase.expects(),
+        phase: phase.name(),
+        got,
+    }
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use heapless::String as HString;
+    use vouch_attest::policy::SoftwareVersion;
+    use vouch_proto::wire::{BlobKind, RefusalKind};
+
+    use super::*;
+    use crate::config::Config;
+    use crate::jwt::Signer;
+    use crate::store::sqlite::SqliteStore;
+    use crate::store::{CaCert, Host, SoftwareVersionRecord, Store};
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    use vouch_attest::policy::HexBytes;
+    use vouch_proto::wire::{ActivationProof, Enroll, Evidence, Hello};
+
+    fn data(path: &str) -> Vec<u8> {
+        let p = format!("{}/../attest/tests/data/{path}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(&p).unwrap_or_else(|e| panic!("{p}: {e}"))
+    }
+
+    fn state(dir: &std::path::Path) -> AppState {
+        AppState::new(
+            Arc::new(SqliteStore::open_in_memory().unwrap()),
+            Config {
+                data_dir: dir.to_owned(),
+                ..Config::default()
+            },
+            Signer::load_or_create(&dir.join("k.p8")).unwrap(),
+            None,
+        )
+    }
+
+    /// The rsa2048-sha256 quote fixture: PCR values in wire layout, and the reference
+    /// values they match.
+    fn fixture_pcrs() -> (Vec<u8>, SoftwareVersion) {
+        fixture_pcrs_of("rsa2048-sha256")
+    }
+
+    fn fixture_pcrs_of(name: &str) -> (Vec<u8>, SoftwareVersion) {
+        let (sel, values) =
+            vouch_attest::tpm2_tools::parse_serialized_pcrs(&data(&format!("quotes/{name}.pcrs")))
+                .unwrap();
+        let mut wire = Vec::new();
+        let mut reference = SoftwareVersion {
+            name: "fw-1".into(),
+            ..SoftwareVersion::default()
+        };
+        for (alg, i) in sel.iter() {
+            let v = values.get(alg, i).unwrap();
+            wire.extend_from_slice(v);
+            reference
+                .pcrs
+                .entry(alg)
+                .or_default()
+                .insert(i, HexBytes(v.to_vec()));
+        }
+        (wire, reference)
+    }
+
+    /// A cluster trusting swtpm's CA (mode 1), the fixture EK as a host, and `version`
+    /// accepted; returns the EK hash.
+    fn configure(store: &dyn Store, version: &SoftwareVersion, ak_bound: bool) -> String {
+        configure_with(
+            store,
+            version,
+            ak_bound.then_some("rsa2048-sha256"),
+            vec![0, 1, 2, 3, 4, 7],
+        )
+    }
+
+    fn configure_with(
+        store: &dyn Store,
+        version: &SoftwareVersion,
+        bound_ak: Option<&str>,
+        pcrs: Vec<u32>,
+    ) -> String {
+        store
+            .create_cluster(&Cluster {
+                name: "prod".into(),
+                pcrs,
+                bank: "sha256".into(),
+                created_at: 0,
+            })
+            .unwrap();
+        for pem in ["ek/swtpm-localca-root.pem", "ek/swtpm-localca-issuer.pem"] {
+            let der = CertificateDer::from_pem_slice(&data(pem)).unwrap();
+            store
+                .add_ca_cert(&CaCert {
+                    id: crate::hex(&crate::sha256(&der)),
+                    cluster: "prod".into(),
+                    subject: pem.into(),
+                    der: der.to_vec(),
+                    created_at: 0,
+                })
+                .unwrap();
+        }
+        let ek = Public::from_tpm2b(&data("ek/ek-rsa2048.pub")).unwrap();
+        let ek_hash = crate::ek::ek_hash(&EkKey::from_public(&ek));
+        store
+            .add_host(&Host {
+                ek_hash: ek_hash.clone(),
+                cluster: "prod".into(),
+                name: "h1".into(),
+                added_by: "vc".into(),
+                ak_public: bound_ak.map(|ak| data(&format!("quotes/{ak}.ak.pub"))),
+                state: HostState::Unknown,
+                attested_at: None,
+                valid_until: None,
+                software_version: None,
+                created_at: 0,
+            })
+            .unwrap();
+        store
+            .put_software_version(&SoftwareVersionRecord {
+                cluster: "prod".into(),
+                name: version.name.clone(),
+                reference: serde_json::to_value(version).unwrap(),
+                created_at: 0,
+            })
+            .unwrap();
+        ek_hash
+    }
+
+    async fn enrol(session: &mut Session) -> Vec<VerifierMessage> {
+        enrol_with(session, "rsa2048-sha256").await
+    }
+
+    async fn enrol_with(session: &mut Session, ak: &str) -> Vec<VerifierMessage> {
+        let hello = AgentMessage::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            agent: HString::try_from("test").unwrap(),
+        });
+        assert_eq!(
+            session.on_message(hello).await.unwrap(),
+            vec![VerifierMessage::Welcome(Welcome { version: 1 })]
+        );
+        let cert = data("ek/ek-rsa2048.crt");
+        for chunk in vouch_proto::chunk::split(BlobKind::EkCertificate, &cert).unwrap() {
+            assert_eq!(
+                session
+                    .on_message(AgentMessage::Chunk(chunk))
+                    .await
+                    .unwrap(),
+                vec![]
+            );
+        }
+        let enroll = AgentMessage::Enroll(Enroll {
+            ek_public: HVec::from_slice(&data("ek/ek-rsa2048.pub")).unwrap(),
+            ak_public: HVec::from_slice(&data(&format!("quotes/{ak}.ak.pub"))).unwrap(),
+            has_ek_certificate: true,
+        });
+        session.on_message(enroll).await.unwrap()
+    }
+
+    async fn send_evidence(session: &mut Session, pcrs: &[u8]) -> wire::Verdict {
+        send_evidence_of(session, pcrs, "rsa2048-sha256").await
+    }
+
+    async fn send_evidence_of(session: &mut Session, pcrs: &[u8], name: &str) -> wire::Verdict {
+        for chunk in vouch_proto::chunk::split(BlobKind::PcrValues, pcrs).unwrap() {
+            assert_eq!(
+                session
+                    .on_message(AgentMessage::Chunk(chunk))
+                    .await
+                    .unwrap(),
+                vec![]
+            );
+        }
+        let evidence = AgentMessage::Evidence(Evidence {
+            attest: HVec::from_slice(&data(&format!("quotes/{name}.quote"))).unwrap(),
+            signature: HVec::from_slice(&data(&format!("quotes/{name}.sig"))).unwrap(),
+        });
+        match session.on_message(evidence).await.unwrap().as_slice() {
+            [VerifierMessage::Verdict(v)] => v.clone(),
+            other => panic!("expected a verdict, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn bound_ak_goes_straight_to_a_quote_and_is_attested() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (pcrs, version) = fixture_pcrs();
+        let ek_hash = configure(state.store.as_ref(), &version, true);
+        let mut session = Session::new("test", state.clone());
+        session.fixed_nonce = Some(vec![0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        let out = enrol(&mut session).await;
+        let [VerifierMessage::QuoteRequest(q)] = out.as_slice() else {
+            panic!("expected a quote request, got {out:?}");
+        };
+        assert_eq!(
+            q.selection.as_slice(),
+            &[PcrBank {
+                hash_alg: 0x000B,
+                pcrs: 0b1001_1111
+            }]
+        );
+        let verdict = send_evidence(&mut session, &pcrs).await;
+        assert!(verdict.attested, "{verdict:?}");
+        assert_eq!(verdict.software_version.as_str(), "fw-1");
+
+        let host = state.store.get_host(&ek_hash).unwrap().unwrap();
+        assert_eq!(host.state, HostState::Attested);
+        assert_eq!(host.software_version.as_deref(), Some("fw-1"));
+        let record = state
+            .store
+            .list_attestations(&ek_hash, 1)
+            .unwrap()
+            .remove(0);
+        let token = record.token.unwrap();
+        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(state.signer.jwks()).unwrap();
+        let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
+        let claims = jsonwebtoken::decode::<AttestationClaims>(
+            &token,
+            &key,
+            &jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256),
+        )
+        .unwrap()
+        .claims;
+        assert_eq!(claims.sub, ek_hash);
+        assert_eq!(claims.cluster, "prod");
+        assert_eq!(claims.software_version, "fw-1");
+        assert_eq!(claims.nonce, "0011223344556677");
+        assert_eq!(claims.exp - claims.iat, 300);
+        let events = state.store.list_events(0, 10).unwrap();
+        assert!(events.iter().any(|e| e.kind == "host.state_changed"));
+
+        // Re-attestation asks again. (The test reuses the fixed nonce, so the recorded
+        // quote passes again: same clock, same boot.)
+        let again = session.reattest().await.unwrap();
+        assert!(matches!(
+            again.as_slice(),
+            [VerifierMessage::QuoteRequest(_)]
+        ));
+        assert!(send_evidence(&mut session, &pcrs).await.attested);
+
+        // Trust is checked again before each re-attestation: without the CAs, refused.
+        for ca in state.store.list_ca_certs("prod").unwrap() {
+            state.store.delete_ca_cert("prod", &ca.id).unwrap();
+        }
+        let err = session.reattest().await.unwrap_err();
+        assert_eq!(err.kind(), RefusalKind::UntrustedEk, "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_message_out_of_phase_is_refused_with_the_phase_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let mut session = Session::new("test", state.clone());
+        let enroll = AgentMessage::Enroll(Enroll {
+            ek_public: HVec::new(),
+            ak_public: HVec::new(),
+            has_ek_certificate: false,
+        });
+        let err = session.on_message(enroll).await.unwrap_err();
+        assert_eq!(err.kind(), RefusalKind::Protocol);
+        assert_eq!(
+            err.to_string(),
+            "expected Hello in phase AwaitingHello, got Enroll"
+        );
+        // A refused session accepts nothing more.
+        assert_eq!(session.phase(), PhaseName::Ended);
+
+        // Sealed without a key channel: a v1 session awaiting a quote, then after its verdict.
+        let (pcrs, version) = fixture_pcrs();
+        configure(state.store.as_ref(), &version, true);
+        let mut session = Session::new("test", state.clone());
+        session.fixed_nonce = Some(vec![0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        enrol(&mut session).await;
+        assert_eq!(session.phase(), PhaseName::AwaitingQuote);
+        let sealed = || {
+            AgentMessage::Sealed(wire::Sealed {
+                seq: 0,
+                body: HVec::new(),
+            })
+        };
+        let err = session.on_message(sealed()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "expected Chunk or Evidence in phase AwaitingQuote, got Sealed"
+        );
+        let mut session = Session::new("test", state.clone());
+        session.fixed_nonce = Some(vec![0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        enrol(&mut session).await;
+        assert!(send_evidence(&mut session, &pcrs).await.attested);
+        let err = session.on_message(sealed()).await.unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "expected no message in phase Decided, got Sealed"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_tpm_clock_may_not_go_back_across_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        // seq1 and seq2 are one AK's consecutive quotes (nonces aa, bb), same PCRs.
+        let (pcrs, version) = fixture_pcrs_of("ecc256-seq1");
+        let ek_hash = configure_with(state.store.as_ref(), &version, Some("ecc256-seq"), vec![0]);
+        let mut session = Session::new("one", state.clone());
+        session.fixed_nonce = Some(vec![0xbb]);
+        enrol_with(&mut session, "ecc256-seq").await;
+        assert!(
+            send_evidence_of(&mut session, &pcrs, "ecc256-seq2")
+                .await
+                .attested
+        );
+        assert!(state.store.host_clock(&ek_hash).unwrap().is_some());
+        drop(session);
+
+        // A later session replaying the older quote: its clock is behind the stored one.
+        let mut session = Session::new("two", state.clone());
+        session.fixed_nonce = Some(vec![0xaa]);
+        enrol_with(&mut session, "ecc256-seq").await;
+        let verdict = send_evidence_of(&mut session, &pcrs, "ecc256-seq1").await;
+        assert!(!verdict.attested);
+        assert!(verdict.reason.contains("clock"), "{verdict:?}");
+    }
+
+    #[tokio::test]
+    async fn evidence_of_another_version_is_not_attested() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (pcrs, mut version) = fixture_pcrs();
+        if let Some(bank) = version.pcrs.values_mut().next() {
+            bank.insert(7, HexBytes(vec![0xee; 32]));
+        }
+        let ek_hash = configure(state.store.as_ref(), &version, true);
+        let mut session = Session::new("test", state.clone());
+        session.fixed_nonce = Some(vec![0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        enrol(&mut session).await;
+        let verdict = send_evidence(&mut session, &pcrs).await;
+        assert!(!verdict.attested);
+        assert!(!verdict.reason.is_empty());
+        assert_eq!(
+            state.store.get_host(&ek_hash).unwrap().unwrap().state,
+            HostState::NotAttested
+        );
+    }
+
+    #[tokio::test]
+    async fn a_fresh_nonce_refuses_a_replayed_quote() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (pcrs, version) = fixture_pcrs();
+        configure(state.store.as_ref(), &version, true);
+        let mut session = Session::new("test", state.clone());
+        enrol(&mut session).await;
+        let verdict = send_evidence(&mut session, &pcrs).await;
+        assert!(!verdict.attested);
+        assert!(verdict.reason.contains("nonce"), "{verdict:?}");
+    }
+
+    #[tokio::test]
+    async fn a_new_ak_is_challenged_and_bound_on_the_right_proof() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (_, version) = fixture_pcrs();
+        let ek_hash = configure(state.store.as_ref(), &version, false);
+
+        // The wrong proof ends the session.
+        let mut session = Session::new("test", state.clone());
+        let out = enrol(&mut session).await;
+        let [VerifierMessage::CredentialChallenge(c)] = out.as_slice() else {
+            panic!("expected a challenge, got {out:?}");
+        };
+        assert!(!c.id_object.is_empty() && !c.encrypted_secret.is_empty());
+        let wrong = AgentMessage::ActivationProof(ActivationProof {
+            secret: HVec::from_slice(&[0u8; 32]).unwrap(),
+        });
+        let err = session.on_message(wrong).await.unwrap_err();
+        assert_eq!(err.kind(), RefusalKind::Activation);
+        assert!(
+            state
+                .store
+                .get_host(&ek_hash)
+                .unwrap()
+                .unwrap()
+                .ak_public
+                .is_none()
+        );
+
+        // The right secret (what ActivateCredential recovers) binds the AK.
+        let mut session = Session::new("test", state.clone());
+        enrol(&mut session).await;
+        let Phase::AwaitingActivation(activating) = &session.phase else {
+            panic!("not activating");
+        };
+        let proof = AgentMessage::ActivationProof(ActivationProof {
+            secret: HVec::from_slice(activating.secret.0.as_slice()).unwrap(),
+        });
+        let out = session.on_message(proof).await.unwrap();
+        assert!(matches!(out.as_slice(), [VerifierMessage::QuoteRequest(_)]));
+        assert_eq!(
+            state.store.get_host(&ek_hash).unwrap().unwrap().ak_public,
+            Some(data("quotes/rsa2048-sha256.ak.pub"))
+        );
+        // Next time the bound AK skips the challenge.
+        let mut session = Session::new("test", state.clone());
+        let out = enrol(&mut session).await;
+        assert!(matches!(out.as_slice(), [VerifierMessage::QuoteRequest(_)]));
+    }
+
+    #[tokio::test]
+    async fn mode_two_needs_the_individual_ek() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (_, version) = fixture_pcrs();
+        configure(state.store.as_ref(), &version, true);
+        // List another EK individually: the fixture's EK is no longer enough.
+        let other = rcgen::KeyPair::generate().unwrap();
+        state
+            .store
+            .add_cluster_ek(&crate::store::ClusterEk {
+                ek_hash: "00".repeat(32),
+                cluster: "prod".into(),
+                kind: crate::store::EkEntryKind::PublicKey,
+                der: rustls::pki_types::SubjectPublicKeyInfoDer::from_pem_slice(
+                    other.public_key_pem().as_bytes(),
+                )
+                .unwrap()
+                .to_vec(),
+                created_at: 0,
+            })
+            .unwrap();
+        let mut session = Session::new("test", state.clone());
+        let hello = AgentMessage::Hello(Hello {
+            min_version: 1,
+            max_version: 1,
+            agent: HString::new(),
+        });
+        session.on_message(hello).await.unwrap();
+        let cert = data("ek/ek-rsa2048.crt");
+        for chunk in vouch_proto::chunk::split(BlobKind::EkCertificate, &cert).unwrap() {
+            session
+                .on_message(AgentMessage::Chunk(chunk))
+                .await
+                .unwrap();
+        }
+        let enroll = AgentMessage::Enroll(Enroll {
+            ek_public: HVec::from_slice(&data("ek/ek-rsa2048.pub")).unwrap(),
+            ak_public: HVec::from_slice(&data("quotes/rsa2048-sha256.ak.pub")).unwrap(),
+            has_ek_certificate: true,
+        });
+        let err = session.on_message(enroll).await.unwrap_err();
+        assert_eq!(err.kind(), RefusalKind::UntrustedEk, "{err:?}");
+    }
+}
