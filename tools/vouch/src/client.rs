@@ -12,7 +12,9 @@ use rustls::crypto::{WebPkiSupportedAlgorithms, verify_tls12_signature, verify_t
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
-use serde_json::Value;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use vouch_api::ErrorBody;
 
 use crate::Failure;
 use vouch::signature::HostSigner;
@@ -180,80 +182,80 @@ impl Api {
         })
     }
 
-    pub fn get(&self, path: &str) -> Result<Value, Failure> {
+    /// `GET path`, its answer read as `T`.
+    pub fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, Failure> {
         self.send(Method::GET, path, None, None)
     }
 
-    pub fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
-        self.send(Method::POST, path, Some(body), None)
+    /// `POST path` with a JSON body, its answer read as `T`.
+    pub fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
+        self.send(Method::POST, path, Some(&encode(body)?), None)
     }
 
-    pub fn put(&self, path: &str, body: &Value) -> Result<Value, Failure> {
-        self.send(Method::PUT, path, Some(body), None)
+    /// `PUT path` with a JSON body, its answer read as `T`.
+    pub fn put<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
+        self.send(Method::PUT, path, Some(&encode(body)?), None)
     }
 
-    pub fn delete(&self, path: &str) -> Result<Value, Failure> {
+    /// `DELETE path`, which answers with no body.
+    pub fn delete(&self, path: &str) -> Result<(), Failure> {
         self.send(Method::DELETE, path, None, None)
     }
 
-    /// Sends a request; `path` is the path and query, already encoded. A 2xx answer gives its
-    /// JSON (Null when empty); a refusal (401, 403, 404, 409) is [`Failure::Refused`] with the
-    /// server's reason; anything else is [`Failure::Input`].
-    pub fn send(
+    /// Sends a request; `path` is the path and query, already encoded, and `body` is JSON. A
+    /// 2xx answer is read as `T` ([`read_answer`]); a refusal (401, 403, 404, 409) is
+    /// [`Failure::Refused`] with the server's reason; anything else is [`Failure::Input`].
+    pub fn send<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
-        body: Option<&Value>,
+        body: Option<&[u8]>,
         signer: Option<&HostSigner>,
-    ) -> Result<Value, Failure> {
-        let bytes = match body {
-            Some(v) => serde_json::to_vec(v)
-                .map_err(|e| Failure::Input(format!("cannot encode the request: {e}")))?,
-            None => Vec::new(),
-        };
+    ) -> Result<T, Failure> {
         let mut req = self
             .http
             .request(method.clone(), format!("{}{path}", self.base));
         if let Some(t) = &self.token {
             req = req.bearer_auth(t);
         }
-        if body.is_some() {
+        if let Some(bytes) = body {
             req = req
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(bytes.clone());
+                .body(bytes.to_vec());
         }
         if let Some(s) = signer {
             let header = s
-                .header(method.as_str(), path, &bytes)
+                .header(method.as_str(), path, body.unwrap_or_default())
                 .map_err(Failure::Input)?;
             req = req.header(vouch::signature::HEADER, header);
         }
         let resp = req.send().map_err(|e| self.unreachable(&e))?;
         let status = resp.status();
         let answer = resp.bytes().map_err(|e| self.unreachable(&e))?;
-        let json: Option<Value> = serde_json::from_slice(&answer).ok();
         if status.is_success() {
-            return Ok(json.unwrap_or(Value::Null));
+            return read_answer(&method, path, &answer);
         }
-        let reason = json
-            .as_ref()
-            .and_then(|v| v.get("reason"))
-            .and_then(Value::as_str)
-            .map_or_else(
-                || String::from_utf8_lossy(&answer).trim().to_owned(),
-                str::to_owned,
-            );
-        let code = json
-            .as_ref()
-            .and_then(|v| v.get("error"))
-            .and_then(Value::as_str)
-            .unwrap_or_else(|| status.canonical_reason().unwrap_or("error"))
-            .to_owned();
+        let error: Option<ErrorBody> = serde_json::from_slice(&answer).ok();
         if self.json
-            && let Some(v) = &json
+            && let Some(e) = &error
         {
-            println!("{}", pretty(v));
+            println!("{}", pretty(e));
         }
+        let (code, reason) = match error {
+            Some(e) => (e.error, e.reason),
+            None => (
+                status.canonical_reason().unwrap_or("error").to_owned(),
+                String::from_utf8_lossy(&answer).trim().to_owned(),
+            ),
+        };
         let message = format!(
             "vouchd refused {method} {path}: {} {code}: {reason}",
             status.as_u16()
@@ -288,6 +290,25 @@ impl Api {
             self.base
         ))
     }
+}
+
+/// A 2xx answer to `method path` read as `T`: an empty answer is JSON `null` (which `()`
+/// reads); one that does not fit `T` is [`Failure::Input`] naming the route.
+fn read_answer<T: DeserializeOwned>(
+    method: &Method,
+    path: &str,
+    answer: &[u8],
+) -> Result<T, Failure> {
+    let json: &[u8] = if answer.trim_ascii().is_empty() {
+        b"null"
+    } else {
+        answer
+    };
+    serde_json::from_slice(json).map_err(|e| {
+        Failure::Input(format!(
+            "vouchd's answer to {method} {path} is not what this vouch expects: {e}\n(is vouch the same version as vouchd?)"
+        ))
+    })
 }
 
 /// An error and its sources, each said once.
@@ -330,8 +351,14 @@ fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
     None
 }
 
-pub fn pretty(v: &Value) -> String {
-    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+/// A request body as JSON.
+pub fn encode(body: &impl Serialize) -> Result<Vec<u8>, Failure> {
+    serde_json::to_vec(body).map_err(|e| Failure::Input(format!("cannot encode the request: {e}")))
+}
+
+/// A value as indented JSON, for `--json`.
+pub fn pretty(v: &impl Serialize) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("(cannot encode as JSON: {e})"))
 }
 
 /// One path segment, percent-encoded (everything but RFC 3986's unreserved characters).
@@ -441,6 +468,24 @@ mod tests {
         assert_eq!(base_url("h:8443").ok().as_deref(), Some("https://h:8443"));
         assert!(base_url("http://h:8443").is_err());
         assert!(base_url("https://").is_err());
+    }
+
+    #[test]
+    fn answers_are_read_as_the_contract_types() {
+        assert!(read_answer::<()>(&Method::DELETE, "/v1/clusters/lab", b"").is_ok());
+        let p: Result<vouch_api::Principal, _> = read_answer(
+            &Method::GET,
+            "/v1/whoami",
+            br#"{"name":"ops","kind":"person","groups":[],"created_at":1}"#,
+        );
+        assert_eq!(p.map(|p| p.name).ok().as_deref(), Some("ops"));
+        for bad in [&b""[..], b"not json", br#"{"name":"ops"}"#] {
+            let r = read_answer::<vouch_api::Principal>(&Method::GET, "/v1/whoami", bad);
+            assert!(
+                matches!(&r, Err(Failure::Input(m)) if m.contains("GET /v1/whoami")),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

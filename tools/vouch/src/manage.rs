@@ -4,10 +4,20 @@
 use std::path::{Path, PathBuf};
 
 use reqwest::Method;
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 use vouch::signature::HostSigner;
+use vouch_api::{
+    AttestationRecord, CaCert, Cluster, ClusterEk, ClusterKeyProvider, ClusterView, CreatedKmsKey,
+    CreatedToken, EkEntryKind, Event, Health, HostState, HostStatus, HostToken, HostView,
+    KeyProvider, KeyServer, ManagementServer, NewCaCerts, NewCluster, NewClusterEk, NewHost,
+    NewKeyProvider, NewKeyServer, NewKmsKey, NewManagementServer, NewPrimaryKey, NewPrincipal,
+    NewToken, Principal, PrincipalKind, SetClusterKeyProvider, SoftwareVersionBody,
+    SoftwareVersionRecord, TokenInfo, WrappingMode,
+};
 
-use crate::client::{Api, ServerOpts, pretty, seg};
+use crate::client::{Api, ServerOpts, encode, pretty, seg};
 use crate::{Failure, read_file};
 
 // ---- Command lines.
@@ -322,31 +332,30 @@ fn connect(opts: &ServerOpts) -> Result<Api, Failure> {
     Api::connect(opts, true)
 }
 
+/// A flag's value as its wire type (clap has already checked it is one of the names).
+fn wire<T>(flag: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T, Failure> {
+    parse(value).ok_or_else(|| Failure::Input(format!("{flag} {value}: not a value vouchd knows")))
+}
+
 /// `vouch health`: the server is up and its certificate is the one expected.
 pub fn health(opts: &ServerOpts) -> Result<(), Failure> {
     let api = Api::connect(opts, false)?;
-    let v = api.get("/healthz")?;
-    if api.json {
-        println!("{}", pretty(&v));
-    } else {
-        println!("vouchd is {}", str_of(&v, "status"));
-    }
+    let v: Health = api.get("/healthz")?;
+    done(&api, &v, || format!("vouchd is {}", v.status));
     Ok(())
 }
 
 pub fn whoami(opts: &ServerOpts) -> Result<(), Failure> {
     let api = connect(opts)?;
-    let v = api.get("/v1/whoami")?;
-    if api.json {
-        println!("{}", pretty(&v));
-    } else {
-        println!(
+    let p: Principal = api.get("/v1/whoami")?;
+    done(&api, &p, || {
+        format!(
             "{} ({}) groups: {}",
-            str_of(&v, "name"),
-            str_of(&v, "kind"),
-            groups(&v)
-        );
-    }
+            p.name,
+            p.kind.as_str(),
+            groups(&p.groups)
+        )
+    });
     Ok(())
 }
 
@@ -358,38 +367,40 @@ pub fn principal(opts: &ServerOpts, cmd: &PrincipalCmd) -> Result<(), Failure> {
             groups: g,
             kind,
         } => {
-            let v = api.post(
-                "/v1/principals",
-                &json!({"name": name, "kind": kind, "groups": g}),
-            )?;
-            done(&api, &v, || {
+            let body = NewPrincipal {
+                name: name.clone(),
+                kind: wire("--kind", kind, PrincipalKind::parse)?,
+                groups: g.clone(),
+            };
+            let p: Principal = api.post("/v1/principals", &body)?;
+            done(&api, &p, || {
                 format!(
                     "principal {} created; groups: {}",
-                    str_of(&v, "name"),
-                    groups(&v)
+                    p.name,
+                    groups(&p.groups)
                 )
             });
         }
         PrincipalCmd::List => {
-            let v = api.get("/v1/principals")?;
+            let v: Vec<Principal> = api.get("/v1/principals")?;
             list(&api, &v, &["NAME", "KIND", "GROUPS", "CREATED"], |p| {
                 vec![
-                    str_of(p, "name"),
-                    str_of(p, "kind"),
-                    groups(p),
-                    time_of(p, "created_at"),
+                    p.name.clone(),
+                    p.kind.as_str().into(),
+                    groups(&p.groups),
+                    utc(p.created_at),
                 ]
             });
         }
         PrincipalCmd::Show { name } => {
-            let v = api.get(&format!("/v1/principals/{}", seg(name)))?;
-            done(&api, &v, || {
+            let p: Principal = api.get(&format!("/v1/principals/{}", seg(name)))?;
+            done(&api, &p, || {
                 format!(
                     "{} ({})\n  groups   {}\n  created  {}",
-                    str_of(&v, "name"),
-                    str_of(&v, "kind"),
-                    groups(&v),
-                    time_of(&v, "created_at")
+                    p.name,
+                    p.kind.as_str(),
+                    groups(&p.groups),
+                    utc(p.created_at)
                 )
             });
         }
@@ -398,7 +409,7 @@ pub fn principal(opts: &ServerOpts, cmd: &PrincipalCmd) -> Result<(), Failure> {
             ok(&api, &format!("principal {name} deleted, with its tokens"));
         }
         PrincipalCmd::AddGroup { name, group } => {
-            api.send(
+            api.send::<()>(
                 Method::PUT,
                 &format!("/v1/principals/{}/groups/{}", seg(name), seg(group)),
                 None,
@@ -418,6 +429,10 @@ pub fn principal(opts: &ServerOpts, cmd: &PrincipalCmd) -> Result<(), Failure> {
     Ok(())
 }
 
+fn tokens_of(api: &Api, principal: &str) -> Result<Vec<TokenInfo>, Failure> {
+    api.get(&format!("/v1/principals/{}/tokens", seg(principal)))
+}
+
 pub fn token(opts: &ServerOpts, cmd: &TokenCmd) -> Result<(), Failure> {
     let api = connect(opts)?;
     match cmd {
@@ -425,34 +440,34 @@ pub fn token(opts: &ServerOpts, cmd: &TokenCmd) -> Result<(), Failure> {
             principal,
             description,
         } => {
-            let v = api.post(
-                &format!("/v1/principals/{}/tokens", seg(principal)),
-                &json!({"description": description}),
-            )?;
+            let body = NewToken {
+                description: description.clone(),
+            };
+            let t: CreatedToken =
+                api.post(&format!("/v1/principals/{}/tokens", seg(principal)), &body)?;
             if api.json {
-                println!("{}", pretty(&v));
+                println!("{}", pretty(&t));
             } else {
                 // The secret alone on stdout, so `VOUCH_TOKEN=$(vouch token create p)` works.
                 eprintln!(
                     "token {} for {} (shown this once; keep it secret):",
-                    str_of(&v, "id"),
-                    str_of(&v, "principal")
+                    t.id, t.principal
                 );
-                println!("{}", str_of(&v, "token"));
+                println!("{}", t.token);
             }
         }
         TokenCmd::List { principal } => {
-            let v = api.get(&format!("/v1/principals/{}/tokens", seg(principal)))?;
+            let v = tokens_of(&api, principal)?;
             list(
                 &api,
                 &v,
                 &["ID", "PRINCIPAL", "DESCRIPTION", "CREATED"],
                 |t| {
                     vec![
-                        str_of(t, "id"),
-                        str_of(t, "principal"),
-                        str_of(t, "description"),
-                        time_of(t, "created_at"),
+                        t.id.clone(),
+                        t.principal.clone(),
+                        t.description.clone(),
+                        utc(t.created_at),
                     ]
                 },
             );
@@ -474,12 +489,10 @@ pub fn token(opts: &ServerOpts, cmd: &TokenCmd) -> Result<(), Failure> {
 }
 
 fn find_token_owner(api: &Api, id: &str) -> Result<String, Failure> {
-    let principals = api.get("/v1/principals")?;
-    for p in array(&principals) {
-        let name = str_of(p, "name");
-        let tokens = api.get(&format!("/v1/principals/{}/tokens", seg(&name)))?;
-        if array(&tokens).iter().any(|t| str_of(t, "id") == id) {
-            return Ok(name);
+    let principals: Vec<Principal> = api.get("/v1/principals")?;
+    for p in principals {
+        if tokens_of(api, &p.name)?.iter().any(|t| t.id == id) {
+            return Ok(p.name);
         }
     }
     Err(Failure::Refused(format!(
@@ -494,32 +507,30 @@ pub fn management_server(opts: &ServerOpts, cmd: &ManagementServerCmd) -> Result
     let api = connect(opts)?;
     match cmd {
         ManagementServerCmd::Add { id, certificate } => {
-            let pem = read_text(certificate, "certificate")?;
-            let v = api.post(
-                "/v1/management-servers",
-                &json!({"id": id, "certificate_pem": pem}),
-            )?;
-            done(&api, &v, || {
+            let body = NewManagementServer {
+                id: id.clone(),
+                certificate_pem: read_text(certificate, "certificate")?,
+            };
+            let m: ManagementServer = api.post("/v1/management-servers", &body)?;
+            done(&api, &m, || {
                 format!(
                     "management server {} registered ({}, certificate SHA-256 {})",
-                    str_of(&v, "id"),
-                    str_of(&v, "subject"),
-                    str_of(&v, "fingerprint")
+                    m.id, m.subject, m.fingerprint
                 )
             });
         }
         ManagementServerCmd::List => {
-            let v = api.get("/v1/management-servers")?;
+            let v: Vec<ManagementServer> = api.get("/v1/management-servers")?;
             list(
                 &api,
                 &v,
                 &["ID", "SUBJECT", "FINGERPRINT", "CREATED"],
                 |m| {
                     vec![
-                        str_of(m, "id"),
-                        str_of(m, "subject"),
-                        str_of(m, "fingerprint"),
-                        time_of(m, "created_at"),
+                        m.id.clone(),
+                        m.subject.clone(),
+                        m.fingerprint.clone(),
+                        utc(m.created_at),
                     ]
                 },
             );
@@ -572,41 +583,46 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
     match cmd {
         ClusterCmd::Add { name, pcrs, bank } => {
             // Unset options are null, which vouchd reads as its defaults.
-            let body = json!({"name": name, "pcrs": pcrs, "bank": bank});
-            let v = api.post("/v1/clusters", &body)?;
-            done(&api, &v, || {
+            let body = NewCluster {
+                name: name.clone(),
+                pcrs: pcrs.clone(),
+                bank: bank.clone(),
+            };
+            let c: Cluster = api.post("/v1/clusters", &body)?;
+            done(&api, &c, || {
                 format!(
                     "cluster {} created: PCRs {} of bank {}",
-                    str_of(&v, "name"),
-                    pcr_list(&v),
-                    str_of(&v, "bank")
+                    c.name,
+                    pcr_list(&c.pcrs),
+                    c.bank
                 )
             });
         }
         ClusterCmd::List => {
-            let v = api.get("/v1/clusters")?;
+            let v: Vec<Cluster> = api.get("/v1/clusters")?;
             list(&api, &v, &["NAME", "PCRS", "BANK", "CREATED"], |c| {
                 vec![
-                    str_of(c, "name"),
-                    pcr_list(c),
-                    str_of(c, "bank"),
-                    time_of(c, "created_at"),
+                    c.name.clone(),
+                    pcr_list(&c.pcrs),
+                    c.bank.clone(),
+                    utc(c.created_at),
                 ]
             });
         }
         ClusterCmd::Show { name } => {
-            let v = api.get(&format!("/v1/clusters/{}", seg(name)))?;
+            let v: ClusterView = api.get(&format!("/v1/clusters/{}", seg(name)))?;
             done(&api, &v, || {
+                let c = &v.cluster;
                 format!(
                     "cluster {}\n  PCRs                 {} ({})\n  TPM CA certificates  {}\n  individual EKs       {}\n  software versions    {}\n  hosts                {}\n  created              {}",
-                    str_of(&v, "name"),
-                    pcr_list(&v),
-                    str_of(&v, "bank"),
-                    str_of(&v, "tpm_ca_certs"),
-                    str_of(&v, "eks"),
-                    str_of(&v, "software_versions"),
-                    str_of(&v, "hosts"),
-                    time_of(&v, "created_at")
+                    c.name,
+                    pcr_list(&c.pcrs),
+                    c.bank,
+                    v.tpm_ca_certs,
+                    v.eks,
+                    v.software_versions,
+                    v.hosts,
+                    utc(c.created_at)
                 )
             });
         }
@@ -615,10 +631,11 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
             ok(&api, &format!("cluster {name} deleted"));
         }
         ClusterCmd::SetProvider { name, provider } => {
-            let v = api.put(
-                &format!("/v1/clusters/{}/key-provider", seg(name)),
-                &json!({"provider": provider}),
-            )?;
+            let body = SetClusterKeyProvider {
+                provider: provider.clone(),
+            };
+            let v: ClusterKeyProvider =
+                api.put(&format!("/v1/clusters/{}/key-provider", seg(name)), &body)?;
             done(&api, &v, || {
                 format!("cluster {name} uses key provider {provider}")
             });
@@ -642,30 +659,22 @@ pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
             client_key,
             kms_ca,
         } => {
-            let body = json!({
-                "name": name,
-                "endpoints": endpoints,
-                "client_certificate_pem": read_text(client_cert, "client certificate")?,
-                "client_key_pem": read_text(client_key, "client key")?,
-                "ca_certificate_pem": read_text(kms_ca, "key server CA certificate")?,
-            });
-            let v = api.post("/v1/key-servers", &body)?;
+            let body = NewKeyServer {
+                name: name.clone(),
+                endpoints: endpoints.clone(),
+                client_certificate_pem: read_text(client_cert, "client certificate")?,
+                client_key_pem: read_text(client_key, "client key")?,
+                ca_certificate_pem: read_text(kms_ca, "key server CA certificate")?,
+            };
+            let v: KeyServer = api.post("/v1/key-servers", &body)?;
             done(&api, &v, || {
                 format!("key server {name} added: {}", endpoints.join(", "))
             });
         }
         KmsCmd::List => {
-            let v = api.get("/v1/key-servers")?;
+            let v: Vec<KeyServer> = api.get("/v1/key-servers")?;
             list(&api, &v, &["NAME", "ENDPOINTS", "CREATED"], |k| {
-                vec![
-                    str_of(k, "name"),
-                    array(&k["endpoints"])
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(","),
-                    time_of(k, "created_at"),
-                ]
+                vec![k.name.clone(), k.endpoints.join(","), utc(k.created_at)]
             });
         }
         KmsCmd::Remove { name } => {
@@ -688,18 +697,15 @@ pub fn provider(opts: &ServerOpts, cmd: &ProviderCmd) -> Result<(), Failure> {
             refresh,
             lifetime,
         } => {
-            let mut body = json!({
-                "name": name, "key_server": kms, "primary_key_id": key_id, "wrapping": wrapping,
-            });
-            if let Some(map) = body.as_object_mut() {
-                if let Some(r) = refresh {
-                    map.insert("refresh_seconds".into(), json!(r));
-                }
-                if let Some(l) = lifetime {
-                    map.insert("lifetime_seconds".into(), json!(l));
-                }
-            }
-            let v = api.post("/v1/key-providers", &body)?;
+            let body = NewKeyProvider {
+                name: name.clone(),
+                key_server: kms.clone(),
+                primary_key_id: key_id.clone(),
+                wrapping: wire("--wrapping", wrapping, WrappingMode::parse)?,
+                refresh_seconds: refresh.unwrap_or(NewKeyProvider::DEFAULT_REFRESH_SECONDS),
+                lifetime_seconds: lifetime.unwrap_or(NewKeyProvider::DEFAULT_LIFETIME_SECONDS),
+            };
+            let v: KeyProvider = api.post("/v1/key-providers", &body)?;
             done(&api, &v, || {
                 format!(
                     "key provider {name} added: key {key_id} on {kms}, {wrapping} wrapping; checked active AES-256"
@@ -707,7 +713,7 @@ pub fn provider(opts: &ServerOpts, cmd: &ProviderCmd) -> Result<(), Failure> {
             });
         }
         ProviderCmd::List => {
-            let v = api.get("/v1/key-providers")?;
+            let v: Vec<KeyProvider> = api.get("/v1/key-providers")?;
             list(
                 &api,
                 &v,
@@ -721,12 +727,12 @@ pub fn provider(opts: &ServerOpts, cmd: &ProviderCmd) -> Result<(), Failure> {
                 ],
                 |p| {
                     vec![
-                        str_of(p, "name"),
-                        str_of(p, "key_server"),
-                        str_of(p, "primary_key_id"),
-                        str_of(p, "primary_key_version"),
-                        str_of(p, "wrapping"),
-                        time_of(p, "created_at"),
+                        p.name.clone(),
+                        p.key_server.clone(),
+                        p.primary_key_id.clone(),
+                        p.primary_key_version.to_string(),
+                        p.wrapping.as_str().into(),
+                        utc(p.created_at),
                     ]
                 },
             );
@@ -736,26 +742,25 @@ pub fn provider(opts: &ServerOpts, cmd: &ProviderCmd) -> Result<(), Failure> {
             ok(&api, &format!("key provider {name} removed"));
         }
         ProviderCmd::CreateKey { kms, name } => {
-            let v = api.post(
-                &format!("/v1/key-servers/{}/keys", seg(kms)),
-                &json!({"name": name}),
-            )?;
+            let body = NewKmsKey { name: name.clone() };
+            let v: CreatedKmsKey =
+                api.post(&format!("/v1/key-servers/{}/keys", seg(kms)), &body)?;
             done(&api, &v, || {
-                format!(
-                    "created and activated AES-256 key {} on {kms}",
-                    str_of(&v, "key_id")
-                )
+                format!("created and activated AES-256 key {} on {kms}", v.key_id)
             });
         }
         ProviderCmd::Rotate { name, key_id } => {
-            let v = api.put(
+            let body = NewPrimaryKey {
+                primary_key_id: key_id.clone(),
+            };
+            let v: KeyProvider = api.put(
                 &format!("/v1/key-providers/{}/primary-key", seg(name)),
-                &json!({"primary_key_id": key_id}),
+                &body,
             )?;
             done(&api, &v, || {
                 format!(
                     "key provider {name}: primary key {key_id} (version {}); earlier keys still decrypt",
-                    str_of(&v, "primary_key_version")
+                    v.primary_key_version
                 )
             });
         }
@@ -767,34 +772,25 @@ pub fn tpm_ca(opts: &ServerOpts, cmd: &TpmCaCmd) -> Result<(), Failure> {
     let api = connect(opts)?;
     match cmd {
         TpmCaCmd::Add { c, file } => {
-            let pem = read_text(file, "CA certificate file")?;
-            let v = api.post(
+            let body = NewCaCerts {
+                certificate_pem: read_text(file, "CA certificate file")?,
+            };
+            let v: Vec<CaCert> = api.post(
                 &format!("/v1/clusters/{}/tpm-ca-certs", seg(&c.cluster)),
-                &json!({"certificate_pem": pem}),
+                &body,
             )?;
             done(&api, &v, || {
-                array(&v)
-                    .iter()
-                    .map(|ca| {
-                        format!(
-                            "trusted in {}: {} (id {})",
-                            c.cluster,
-                            str_of(ca, "subject"),
-                            str_of(ca, "id")
-                        )
-                    })
+                v.iter()
+                    .map(|ca| format!("trusted in {}: {} (id {})", c.cluster, ca.subject, ca.id))
                     .collect::<Vec<_>>()
                     .join("\n")
             });
         }
         TpmCaCmd::List { c } => {
-            let v = api.get(&format!("/v1/clusters/{}/tpm-ca-certs", seg(&c.cluster)))?;
+            let v: Vec<CaCert> =
+                api.get(&format!("/v1/clusters/{}/tpm-ca-certs", seg(&c.cluster)))?;
             list(&api, &v, &["ID", "SUBJECT", "ADDED"], |ca| {
-                vec![
-                    str_of(ca, "id"),
-                    str_of(ca, "subject"),
-                    time_of(ca, "created_at"),
-                ]
+                vec![ca.id.clone(), ca.subject.clone(), utc(ca.created_at)]
             });
         }
         TpmCaCmd::Remove { c, id } => {
@@ -812,22 +808,22 @@ pub fn tpm_ca(opts: &ServerOpts, cmd: &TpmCaCmd) -> Result<(), Failure> {
 pub fn ek_add(opts: &ServerOpts, args: &EkAddArgs) -> Result<(), Failure> {
     let api = connect(opts)?;
     let kind = if args.kind.certificate {
-        "certificate"
+        EkEntryKind::Certificate
     } else if args.kind.public_key {
-        "public_key"
+        EkEntryKind::PublicKey
     } else {
-        "bare_public_key"
+        EkEntryKind::BarePublicKey
     };
-    let pem = read_text(&args.file, "EK file")?;
-    let v = api.post(
-        &format!("/v1/clusters/{}/eks", seg(&args.c.cluster)),
-        &json!({"kind": kind, "pem": pem}),
-    )?;
+    let body = NewClusterEk {
+        kind,
+        pem: read_text(&args.file, "EK file")?,
+    };
+    let v: ClusterEk = api.post(&format!("/v1/clusters/{}/eks", seg(&args.c.cluster)), &body)?;
     done(&api, &v, || {
         format!(
             "EK {} ({}) listed in {}",
-            str_of(&v, "ek_hash"),
-            str_of(&v, "kind"),
+            v.ek_hash,
+            v.kind.as_str(),
             args.c.cluster
         )
     });
@@ -836,13 +832,9 @@ pub fn ek_add(opts: &ServerOpts, args: &EkAddArgs) -> Result<(), Failure> {
 
 pub fn ek_list(opts: &ServerOpts, c: &ClusterArg) -> Result<(), Failure> {
     let api = connect(opts)?;
-    let v = api.get(&format!("/v1/clusters/{}/eks", seg(&c.cluster)))?;
+    let v: Vec<ClusterEk> = api.get(&format!("/v1/clusters/{}/eks", seg(&c.cluster)))?;
     list(&api, &v, &["EK HASH", "KIND", "ADDED"], |e| {
-        vec![
-            str_of(e, "ek_hash"),
-            str_of(e, "kind"),
-            time_of(e, "created_at"),
-        ]
+        vec![e.ek_hash.clone(), e.kind.as_str().into(), utc(e.created_at)]
     });
     Ok(())
 }
@@ -872,30 +864,16 @@ pub fn software(opts: &ServerOpts, cmd: &SoftwareCmd) -> Result<(), Failure> {
             upload_software(&api, &c.cluster, body, version.as_deref())?;
         }
         SoftwareCmd::List { c } => {
-            let v = api.get(&format!(
+            let v: Vec<SoftwareVersionRecord> = api.get(&format!(
                 "/v1/clusters/{}/software-versions",
                 seg(&c.cluster)
             ))?;
             list(&api, &v, &["VERSION", "PCRS", "ADDED"], |s| {
-                let pcrs = s
-                    .get("reference")
-                    .and_then(|r| r.get("pcrs"))
-                    .and_then(Value::as_object)
-                    .map(|banks| {
-                        banks
-                            .iter()
-                            .map(|(bank, p)| {
-                                let idx: Vec<&str> = p
-                                    .as_object()
-                                    .map(|m| m.keys().map(String::as_str).collect())
-                                    .unwrap_or_default();
-                                format!("{bank}:{}", idx.join(","))
-                            })
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default();
-                vec![str_of(s, "name"), pcrs, time_of(s, "created_at")]
+                vec![
+                    s.name.clone(),
+                    reference_pcrs(&s.reference),
+                    utc(s.created_at),
+                ]
             });
         }
         SoftwareCmd::Remove { c, version } => {
@@ -914,6 +892,26 @@ pub fn software(opts: &ServerOpts, cmd: &SoftwareCmd) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// The banks and PCR indices of a software version's reference values (vouch-attest's
+/// `SoftwareVersion` JSON, whose `pcrs` maps a bank to a map of index to digest), e.g.
+/// `sha256:0,1,2`.
+fn reference_pcrs(reference: &Value) -> String {
+    let Some(banks) = reference.get("pcrs").and_then(Value::as_object) else {
+        return String::new();
+    };
+    banks
+        .iter()
+        .map(|(bank, pcrs)| {
+            let indices: Vec<&str> = pcrs
+                .as_object()
+                .map(|m| m.keys().map(String::as_str).collect())
+                .unwrap_or_default();
+            format!("{bank}:{}", indices.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// PUTs a software version (vouch-attest JSON) into a cluster.
@@ -938,13 +936,13 @@ pub fn upload_software(
                 Failure::Input("the software version has no name; pass --version".into())
             })?,
     };
-    let v = api.put(
+    let v: SoftwareVersionRecord = api.put(
         &format!(
             "/v1/clusters/{}/software-versions/{}",
             seg(cluster),
             seg(&name)
         ),
-        &body,
+        &SoftwareVersionBody(body),
     )?;
     done(api, &v, || {
         format!("software version {name} accepted in cluster {cluster}")
@@ -967,13 +965,13 @@ fn signer(args: &SigningArgs) -> Result<Option<HostSigner>, Failure> {
 }
 
 /// Sends a host operation, signed when a key is given; explains a refusal for want of one.
-fn host_op(
+fn host_op<T: DeserializeOwned>(
     api: &Api,
     method: Method,
     path: &str,
-    body: Option<&Value>,
+    body: Option<&[u8]>,
     signing: &SigningArgs,
-) -> Result<Value, Failure> {
+) -> Result<T, Failure> {
     let signer = signer(signing)?;
     let unsigned = signer.is_none();
     api.send(method, path, body, signer.as_ref()).map_err(|e| match e {
@@ -982,6 +980,10 @@ fn host_op(
         )),
         other => other,
     })
+}
+
+fn hosts_of(api: &Api, cluster: &str) -> Result<Vec<HostView>, Failure> {
+    api.get(&format!("/v1/clusters/{}/hosts", seg(cluster)))
 }
 
 pub fn host(opts: &ServerOpts, cmd: &HostCmd) -> Result<(), Failure> {
@@ -993,36 +995,32 @@ pub fn host(opts: &ServerOpts, cmd: &HostCmd) -> Result<(), Failure> {
             ek,
             signing,
         } => {
-            let certificate = ek
-                .ek_certificate
-                .as_deref()
-                .map(|f| read_text(f, "EK certificate"))
-                .transpose()?;
-            let name = name.clone().unwrap_or_else(|| default_host_name(ek));
-            let body = json!({
-                "name": name,
-                "ek_hash": ek.ek_hash,
-                "ek_certificate_pem": certificate,
-            });
-            let v = host_op(
+            let body = NewHost {
+                name: name.clone().unwrap_or_else(|| default_host_name(ek)),
+                ek_hash: ek.ek_hash.clone(),
+                ek_certificate_pem: ek
+                    .ek_certificate
+                    .as_deref()
+                    .map(|f| read_text(f, "EK certificate"))
+                    .transpose()?,
+            };
+            let v: HostView = host_op(
                 &api,
                 Method::POST,
                 &format!("/v1/clusters/{}/hosts", seg(&c.cluster)),
-                Some(&body),
+                Some(&encode(&body)?),
                 signing,
             )?;
             done(&api, &v, || {
                 format!(
                     "host {} added to {} (EK hash {}); it is attested when its agent connects",
-                    str_of(&v, "name"),
-                    str_of(&v, "cluster"),
-                    str_of(&v, "ek_hash")
+                    v.name, v.cluster, v.ek_hash
                 )
             });
         }
         HostCmd::Remove { host, c, signing } => {
             let ek_hash = resolve_host(&api, host, Some(&c.cluster))?;
-            host_op(
+            host_op::<()>(
                 &api,
                 Method::DELETE,
                 &format!("/v1/clusters/{}/hosts/{}", seg(&c.cluster), seg(&ek_hash)),
@@ -1032,7 +1030,7 @@ pub fn host(opts: &ServerOpts, cmd: &HostCmd) -> Result<(), Failure> {
             ok(&api, &format!("host {host} removed from {}", c.cluster));
         }
         HostCmd::List { c } => {
-            let v = api.get(&format!("/v1/clusters/{}/hosts", seg(&c.cluster)))?;
+            let v = hosts_of(&api, &c.cluster)?;
             list(
                 &api,
                 &v,
@@ -1046,24 +1044,24 @@ pub fn host(opts: &ServerOpts, cmd: &HostCmd) -> Result<(), Failure> {
                 ],
                 |h| {
                     vec![
-                        str_of(h, "name"),
-                        short_hash(&str_of(h, "ek_hash")),
-                        state_word(h),
-                        time_of(h, "valid_until"),
-                        str_of(h, "software_version"),
-                        str_of(h, "added_by"),
+                        h.name.clone(),
+                        short_hash(&h.ek_hash),
+                        state_word(h.state).into(),
+                        time(h.valid_until),
+                        dash(h.software_version.as_deref()),
+                        h.added_by.clone(),
                     ]
                 },
             );
         }
         HostCmd::Token { host } => {
             let ek_hash = resolve_host(&api, host, None)?;
-            let v = api.get(&format!("/v1/hosts/{}/token", seg(&ek_hash)))?;
+            let t: HostToken = api.get(&format!("/v1/hosts/{}/token", seg(&ek_hash)))?;
             if api.json {
-                println!("{}", pretty(&v));
+                println!("{}", pretty(&t));
             } else {
-                eprintln!("expires {}", time_of(&v, "expires_at"));
-                println!("{}", str_of(&v, "token"));
+                eprintln!("expires {}", utc(t.expires_at));
+                println!("{}", t.token);
             }
         }
     }
@@ -1097,12 +1095,11 @@ fn default_host_name(ek: &HostEk) -> String {
 }
 
 /// Every host of every cluster.
-fn all_hosts(api: &Api) -> Result<Vec<Value>, Failure> {
-    let clusters = api.get("/v1/clusters")?;
+fn all_hosts(api: &Api) -> Result<Vec<HostView>, Failure> {
+    let clusters: Vec<Cluster> = api.get("/v1/clusters")?;
     let mut hosts = Vec::new();
-    for c in array(&clusters) {
-        let v = api.get(&format!("/v1/clusters/{}/hosts", seg(&str_of(c, "name"))))?;
-        hosts.extend(array(&v).iter().cloned());
+    for c in clusters {
+        hosts.extend(hosts_of(api, &c.name)?);
     }
     Ok(hosts)
 }
@@ -1117,12 +1114,12 @@ fn resolve_host(api: &Api, host: &str, cluster: Option<&str>) -> Result<String, 
         return Ok(host.to_ascii_lowercase());
     }
     let hosts = match cluster {
-        Some(c) => array(&api.get(&format!("/v1/clusters/{}/hosts", seg(c)))?).to_vec(),
+        Some(c) => hosts_of(api, c)?,
         None => all_hosts(api)?,
     };
-    let found: Vec<&Value> = hosts.iter().filter(|h| str_of(h, "name") == host).collect();
+    let found: Vec<&HostView> = hosts.iter().filter(|h| h.name == host).collect();
     match found.as_slice() {
-        [one] => Ok(str_of(one, "ek_hash")),
+        [one] => Ok(one.ek_hash.clone()),
         [] => Err(Failure::Refused(format!(
             "no host named {host}{}; give its EK hash, or see `vouch status`",
             cluster
@@ -1133,11 +1130,15 @@ fn resolve_host(api: &Api, host: &str, cluster: Option<&str>) -> Result<String, 
             "{} hosts are named {host} (in clusters {}); give the EK hash instead",
             many.len(),
             many.iter()
-                .map(|h| str_of(h, "cluster"))
+                .map(|h| h.cluster.as_str())
                 .collect::<Vec<_>>()
                 .join(", ")
         ))),
     }
+}
+
+fn host_status_of(api: &Api, ek_hash: &str) -> Result<HostStatus, Failure> {
+    api.get(&format!("/v1/hosts/{}", seg(ek_hash)))
 }
 
 /// `vouch status [HOST]`.
@@ -1146,21 +1147,16 @@ pub fn status(opts: &ServerOpts, host: Option<&str>) -> Result<(), Failure> {
     let now = now();
     match host {
         Some(h) => {
-            let ek_hash = resolve_host(&api, h, None)?;
-            let v = api.get(&format!("/v1/hosts/{}", seg(&ek_hash)))?;
-            if api.json {
-                println!("{}", pretty(&v));
-            } else {
-                println!("{}", host_status(&v, now));
-            }
+            let s = host_status_of(&api, &resolve_host(&api, h, None)?)?;
+            done(&api, &s, || host_status(&s, now));
         }
         None => {
-            let mut statuses = Vec::new();
-            for h in all_hosts(&api)? {
-                statuses.push(api.get(&format!("/v1/hosts/{}", seg(&str_of(&h, "ek_hash"))))?);
-            }
+            let statuses = all_hosts(&api)?
+                .iter()
+                .map(|h| host_status_of(&api, &h.ek_hash))
+                .collect::<Result<Vec<_>, _>>()?;
             if api.json {
-                println!("{}", pretty(&Value::Array(statuses)));
+                println!("{}", pretty(&statuses));
             } else if statuses.is_empty() {
                 println!("no hosts; add one with `vouch host add`");
             } else {
@@ -1168,11 +1164,11 @@ pub fn status(opts: &ServerOpts, host: Option<&str>) -> Result<(), Failure> {
                     .iter()
                     .map(|s| {
                         vec![
-                            str_of(s, "name"),
-                            str_of(s, "cluster"),
-                            state_word(s),
-                            ago(s.get("attested_at").and_then(Value::as_i64), now),
-                            ago(s.get("valid_until").and_then(Value::as_i64), now),
+                            s.host.name.clone(),
+                            s.host.cluster.clone(),
+                            state_word(s.host.state).into(),
+                            ago(s.host.attested_at, now),
+                            ago(s.host.valid_until, now),
                             last_result(s),
                         ]
                     })
@@ -1197,70 +1193,44 @@ pub fn status(opts: &ServerOpts, host: Option<&str>) -> Result<(), Failure> {
     Ok(())
 }
 
-fn state_word(s: &Value) -> String {
-    match s.get("state").and_then(Value::as_str) {
-        Some("attested") => "ATTESTED".into(),
-        Some("not_attested") => "NOT ATTESTED".into(),
-        Some("unknown") => "unknown".into(),
-        Some(other) => other.into(),
-        None => "-".into(),
+fn state_word(state: HostState) -> &'static str {
+    match state {
+        HostState::Attested => "ATTESTED",
+        HostState::NotAttested => "NOT ATTESTED",
+        HostState::Unknown => "unknown",
     }
 }
 
-fn last_result(s: &Value) -> String {
-    let Some(r) = s
-        .get("recent")
-        .and_then(Value::as_array)
-        .and_then(|r| r.first())
-    else {
-        return "none yet".into();
-    };
-    if r.get("attested").and_then(Value::as_bool) == Some(true) {
-        format!("attested: {}", str_of(r, "software_version"))
+/// One attestation's outcome, in a few words.
+fn outcome(r: &AttestationRecord) -> String {
+    if r.attested {
+        format!("attested: {}", dash(r.software_version.as_deref()))
     } else {
-        format!("refused: {}", str_of(r, "reason"))
+        format!("refused: {}", dash(r.reason.as_deref()))
     }
+}
+
+fn last_result(s: &HostStatus) -> String {
+    s.recent.first().map_or_else(|| "none yet".into(), outcome)
 }
 
 /// A host's status for a person.
-fn host_status(s: &Value, now: i64) -> String {
-    let mut out = format!("{}  {}\n", str_of(s, "name"), state_word(s));
+fn host_status(s: &HostStatus, now: i64) -> String {
+    let h = &s.host;
+    let mut out = format!("{}  {}\n", h.name, state_word(h.state));
     let mut line = |k: &str, v: String| out.push_str(&format!("  {k:<13}{v}\n"));
-    line("cluster", str_of(s, "cluster"));
-    line("EK hash", str_of(s, "ek_hash"));
-    line(
-        "attested at",
-        with_ago(s.get("attested_at").and_then(Value::as_i64), now),
-    );
-    line(
-        "valid until",
-        with_ago(s.get("valid_until").and_then(Value::as_i64), now),
-    );
-    line("software", str_of(s, "software_version"));
-    line(
-        "AK bound",
-        if s.get("ak_bound").and_then(Value::as_bool) == Some(true) {
-            "yes".into()
-        } else {
-            "no".into()
-        },
-    );
+    line("cluster", h.cluster.clone());
+    line("EK hash", h.ek_hash.clone());
+    line("attested at", with_ago(h.attested_at, now));
+    line("valid until", with_ago(h.valid_until, now));
+    line("software", dash(h.software_version.as_deref()));
+    line("AK bound", if h.ak_bound { "yes" } else { "no" }.into());
     line("last result", last_result(s));
-    line("added by", str_of(s, "added_by"));
-    if let Some(recent) = s.get("recent").and_then(Value::as_array)
-        && recent.len() > 1
-    {
+    line("added by", h.added_by.clone());
+    if s.recent.len() > 1 {
         out.push_str("  recent:\n");
-        for r in recent {
-            let what = if r.get("attested").and_then(Value::as_bool) == Some(true) {
-                format!("attested: {}", str_of(r, "software_version"))
-            } else {
-                format!("refused: {}", str_of(r, "reason"))
-            };
-            out.push_str(&format!(
-                "    {}  {what}\n",
-                utc(r.get("at").and_then(Value::as_i64).unwrap_or(0))
-            ));
+        for r in &s.recent {
+            out.push_str(&format!("    {}  {}\n", utc(r.at), outcome(r)));
         }
     }
     out.trim_end().to_owned()
@@ -1269,31 +1239,32 @@ fn host_status(s: &Value, now: i64) -> String {
 pub fn events(opts: &ServerOpts, args: &EventsArgs) -> Result<(), Failure> {
     let api = connect(opts)?;
     let headers = ["ID", "TIME", "KIND", "SUBJECT", "DETAIL"];
-    let row = |e: &Value| {
+    let row = |e: &Event| {
         vec![
-            str_of(e, "id"),
-            time_of(e, "at"),
-            str_of(e, "kind"),
-            str_of(e, "subject"),
-            e.get("detail").map(Value::to_string).unwrap_or_default(),
+            e.id.to_string(),
+            utc(e.at),
+            e.kind.clone(),
+            e.subject.clone(),
+            e.detail.to_string(),
         ]
     };
-    let page = |after: i64| api.get(&format!("/v1/events?after={after}&limit={}", args.limit));
-    let v = page(args.after)?;
+    let page = |after: i64| -> Result<Vec<Event>, Failure> {
+        api.get(&format!("/v1/events?after={after}&limit={}", args.limit))
+    };
+    let mut v = page(args.after)?;
     if !args.follow {
         list(&api, &v, &headers, row);
         return Ok(());
     }
     let mut after = args.after;
-    let mut v = v;
     loop {
-        for e in array(&v) {
+        for e in &v {
             if api.json {
-                println!("{e}");
+                println!("{}", compact(e));
             } else {
                 println!("{}", row(e).join("  "));
             }
-            after = after.max(e.get("id").and_then(Value::as_i64).unwrap_or(after));
+            after = after.max(e.id);
         }
         std::thread::sleep(std::time::Duration::from_secs(2));
         v = page(after)?;
@@ -1302,15 +1273,21 @@ pub fn events(opts: &ServerOpts, args: &EventsArgs) -> Result<(), Failure> {
 
 // ---- Output.
 
+/// What a command that changes something prints with `--json`.
+#[derive(Serialize)]
+struct Done {
+    ok: bool,
+}
+
 fn ok(api: &Api, message: &str) {
     if api.json {
-        println!("{}", json!({"ok": true}));
+        println!("{}", compact(&Done { ok: true }));
     } else {
         println!("{message}");
     }
 }
 
-fn done(api: &Api, v: &Value, human: impl FnOnce() -> String) {
+fn done(api: &Api, v: &impl Serialize, human: impl FnOnce() -> String) {
     if api.json {
         println!("{}", pretty(v));
     } else {
@@ -1318,49 +1295,32 @@ fn done(api: &Api, v: &Value, human: impl FnOnce() -> String) {
     }
 }
 
-fn list(api: &Api, v: &Value, headers: &[&str], row: impl Fn(&Value) -> Vec<String>) {
+fn list<T: Serialize>(api: &Api, items: &[T], headers: &[&str], row: impl Fn(&T) -> Vec<String>) {
     if api.json {
-        println!("{}", pretty(v));
-        return;
-    }
-    let items = array(v);
-    if items.is_empty() {
+        println!("{}", pretty(&items));
+    } else if items.is_empty() {
         println!("(none)");
     } else {
         print!("{}", table(headers, items.iter().map(row).collect()));
     }
 }
 
-fn array(v: &Value) -> &[Value] {
-    v.as_array().map_or(&[], Vec::as_slice)
+/// A value as one line of JSON.
+fn compact(v: &impl Serialize) -> String {
+    serde_json::to_string(v).unwrap_or_else(|e| format!("(cannot encode as JSON: {e})"))
 }
 
-/// A field as text: strings bare, null or missing as `-`.
-fn str_of(v: &Value, key: &str) -> String {
-    match v.get(key) {
-        None | Some(Value::Null) => "-".into(),
-        Some(Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    }
+/// Text, or `-` for none.
+fn dash(v: Option<&str>) -> String {
+    v.unwrap_or("-").to_owned()
 }
 
-fn time_of(v: &Value, key: &str) -> String {
-    v.get(key)
-        .and_then(Value::as_i64)
-        .map_or_else(|| "-".into(), utc)
+/// A time, or `-` for none.
+fn time(ts: Option<i64>) -> String {
+    ts.map_or_else(|| "-".into(), utc)
 }
 
-fn groups(v: &Value) -> String {
-    let g: Vec<String> = v
-        .get("groups")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_owned)
-                .collect()
-        })
-        .unwrap_or_default();
+fn groups(g: &[String]) -> String {
     if g.is_empty() {
         "-".into()
     } else {
@@ -1368,11 +1328,11 @@ fn groups(v: &Value) -> String {
     }
 }
 
-fn pcr_list(v: &Value) -> String {
-    v.get("pcrs")
-        .and_then(Value::as_array)
-        .map(|a| a.iter().map(Value::to_string).collect::<Vec<_>>().join(","))
-        .unwrap_or_else(|| "-".into())
+fn pcr_list(pcrs: &[u32]) -> String {
+    pcrs.iter()
+        .map(u32::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 fn short_hash(h: &str) -> String {
@@ -1499,12 +1459,14 @@ mod tests {
 
     #[test]
     fn status_reads_at_a_glance() {
-        let s = json!({
+        let s: HostStatus = serde_json::from_value(serde_json::json!({
             "ek_hash": "ab".repeat(32), "cluster": "lab", "name": "board-1", "added_by": "ms-1",
             "ak_bound": true, "state": "not_attested", "attested_at": 1000, "valid_until": null,
             "software_version": null, "created_at": 1,
-            "recent": [{"attested": false, "reason": "PCR 0 differs", "at": 1000}]
-        });
+            "recent": [{"ek_hash": "ab".repeat(32), "cluster": "lab", "attested": false,
+                        "reason": "PCR 0 differs", "at": 1000}]
+        }))
+        .expect("a host status");
         let text = host_status(&s, 1060);
         assert!(text.starts_with("board-1  NOT ATTESTED\n"), "{text}");
         assert!(

@@ -554,10 +554,17 @@ impl Principal {
     }
 }
 
+impl NewKeyProvider {
+    /// `refresh_seconds` when a request leaves it out.
+    pub const DEFAULT_REFRESH_SECONDS: i64 = 300;
+    /// `lifetime_seconds` when a request leaves it out.
+    pub const DEFAULT_LIFETIME_SECONDS: i64 = 3600;
+}
+
 fn default_refresh() -> i64 {
-    300
+    NewKeyProvider::DEFAULT_REFRESH_SECONDS
 }
 
 fn default_lifetime() -> i64 {
-    3600
+    NewKeyProvider::DEFAULT_LIFETIME_SECONDS
 }
