@@ -1,5 +1,6 @@
 //! Attestation tokens: JWTs signed with ES256 (ECDSA P-256, SHA-256, the signature as
-//! `r ‖ s`), and the JWKS that publishes the public key at `/.well-known/jwks.json`.
+//! `r ‖ s`) by `jsonwebtoken`, and the JWKS that publishes the public key at
+//! `/.well-known/jwks.json`.
 //!
 //! The signing key is generated on first start and kept (PKCS#8 DER, mode 0600) in the data
 //! directory. Its `kid` is the key's RFC 7638 JWK thumbprint.
@@ -10,7 +11,10 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use vouch_api::types::{Jwk, Jwks};
 
 /// The claims of an attestation token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,13 +48,22 @@ pub enum JwtError {
     Claims(String),
 }
 
-/// The token signer.
-#[derive(Debug)]
+/// The token signer: ES256 through `jsonwebtoken`, with the P-256 key kept in the data
+/// directory.
 pub struct Signer {
-    key: EcdsaKeyPair,
+    encoding: EncodingKey,
+    decoding: DecodingKey,
     kid: String,
     x: String,
     y: String,
+}
+
+impl std::fmt::Debug for Signer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Signer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Signer {
@@ -89,67 +102,51 @@ impl Signer {
         // RFC 7638: the required members in lexicographic order, no whitespace.
         let thumbprint_input = format!(r#"{{"crv":"P-256","kty":"EC","x":"{x}","y":"{y}"}}"#);
         let kid = B64.encode(crate::sha256(thumbprint_input.as_bytes()));
-        Ok(Self { key, kid, x, y })
+        let decoding = DecodingKey::from_ec_components(&x, &y)
+            .map_err(|e| format!("the public key is not usable: {e}"))?;
+        Ok(Self {
+            encoding: EncodingKey::from_ec_der(pkcs8),
+            decoding,
+            kid,
+            x,
+            y,
+        })
     }
 
     pub fn kid(&self) -> &str {
         &self.kid
     }
 
-    /// A compact JWS over `claims`.
+    /// A compact JWS (ES256, this key's `kid`) over `claims`.
     pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, JwtError> {
-        let header = serde_json::json!({"alg": "ES256", "typ": "JWT", "kid": self.kid});
-        let claims = serde_json::to_vec(claims).map_err(|e| JwtError::Claims(e.to_string()))?;
-        let mut token = format!("{}.{}", B64.encode(header.to_string()), B64.encode(claims));
-        let sig = self
-            .key
-            .sign(&SystemRandom::new(), token.as_bytes())
-            .map_err(|_| JwtError::Sign)?;
-        token.push('.');
-        token.push_str(&B64.encode(sig.as_ref()));
-        Ok(token)
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::Json(j) => JwtError::Claims(j.to_string()),
+            _ => JwtError::Sign,
+        })
     }
 
-    /// Checks a compact JWS made by [`Self::sign`]: header `ES256` with this key's `kid`, the
-    /// signature, issuer `vouchd`, and `exp` after `now`. Returns the claims.
+    /// Checks a token made by [`Self::sign`]: header `ES256` with this key's `kid`, the
+    /// signature, issuer `vouchd`, and `exp` after `now` (vouchd's clock, not the library's,
+    /// so that tests and the sweeper agree). Returns the claims.
     pub fn verify(&self, token: &str, now: i64) -> Result<AttestationClaims, String> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(claims), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err("not a compact JWS (three parts)".into());
-        };
-        let header: serde_json::Value = B64
-            .decode(header)
-            .ok()
-            .and_then(|h| serde_json::from_slice(&h).ok())
-            .ok_or("the token's header is not base64url JSON")?;
-        if header.get("alg").and_then(|v| v.as_str()) != Some("ES256")
-            || header.get("kid").and_then(|v| v.as_str()) != Some(self.kid.as_str())
-        {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|e| format!("not a JWS this vouchd made: {e}"))?;
+        if header.alg != Algorithm::ES256 || header.kid.as_deref() != Some(self.kid.as_str()) {
             return Err("the token was not signed by this vouchd (alg or kid)".into());
         }
-        let sig = B64
-            .decode(sig)
-            .map_err(|_| "the token's signature is not base64url")?;
-        let signed_len = token
-            .len()
-            .saturating_sub(token.rsplit('.').next().map_or(0, str::len) + 1);
-        let signed = token.get(..signed_len).ok_or("bad token")?;
-        aws_lc_rs::signature::UnparsedPublicKey::new(
-            &aws_lc_rs::signature::ECDSA_P256_SHA256_FIXED,
-            self.key.public_key().as_ref(),
-        )
-        .verify(signed.as_bytes(), &sig)
-        .map_err(|_| "the token's signature does not verify")?;
-        let claims: AttestationClaims = B64
-            .decode(claims)
-            .ok()
-            .and_then(|c| serde_json::from_slice(&c).ok())
-            .ok_or("the token's claims are not attestation claims")?;
-        if claims.iss != "vouchd" {
-            return Err(format!("the token's issuer is {}, not vouchd", claims.iss));
-        }
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.set_issuer(&["vouchd"]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.validate_exp = false;
+        let claims = jsonwebtoken::decode::<AttestationClaims>(token, &self.decoding, &validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => "the token's signature does not verify".to_owned(),
+                ErrorKind::InvalidIssuer => "the token's issuer is not vouchd".to_owned(),
+                other => format!("the token is not a valid attestation token: {other:?}"),
+            })?
+            .claims;
         if claims.exp <= now {
             return Err(format!("the token expired at {}", claims.exp));
         }
@@ -157,18 +154,18 @@ impl Signer {
     }
 
     /// The JWK Set with this key.
-    pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({
-            "keys": [{
-                "kty": "EC",
-                "crv": "P-256",
-                "x": self.x,
-                "y": self.y,
-                "use": "sig",
-                "alg": "ES256",
-                "kid": self.kid,
-            }]
-        })
+    pub fn jwks(&self) -> Jwks {
+        Jwks {
+            keys: vec![Jwk {
+                kty: "EC".into(),
+                crv: "P-256".into(),
+                x: self.x.clone(),
+                y: self.y.clone(),
+                use_: "sig".into(),
+                alg: "ES256".into(),
+                kid: self.kid.clone(),
+            }],
+        }
     }
 }
 
@@ -205,7 +202,8 @@ mod tests {
         let token = signer.sign(&claims).unwrap();
 
         // Verify with an independent implementation, from the published JWKS alone.
-        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(signer.jwks()).unwrap();
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_value(serde_json::to_value(signer.jwks()).unwrap()).unwrap();
         let header = jsonwebtoken::decode_header(&token).unwrap();
         assert_eq!(header.alg, jsonwebtoken::Algorithm::ES256);
         let jwk = jwks.find(header.kid.as_deref().unwrap()).unwrap();

@@ -759,7 +759,8 @@ mod tests {
             .unwrap()
             .remove(0);
         let token = record.token.unwrap();
-        let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_value(state.signer.jwks()).unwrap();
+        let jwks: jsonwebtoken::jwk::JwkSet =
+            serde_json::from_value(serde_json::to_value(state.signer.jwks()).unwrap()).unwrap();
         let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();
         let claims = jsonwebtoken::decode::<AttestationClaims>(
             &token,
