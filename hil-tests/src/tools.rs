@@ -45,7 +45,7 @@ pub fn pem(label: &str, der: &[u8]) -> String {
 
 /// Lower-case hex.
 pub fn hex(data: &[u8]) -> String {
-    data.iter().map(|b| format!("{b:02x}")).collect()
+    vouch_attest::codec::to_hex(data)
 }
 
 /// A tool's exit status and output.

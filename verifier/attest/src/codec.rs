@@ -201,14 +201,9 @@ impl<'a> Reader<'a> {
     }
 }
 
-/// Lowercase hex.
+/// Lowercase hex (the `hex` crate; the one hex helper of the host crates).
 pub fn to_hex(bytes: &[u8]) -> String {
-    use core::fmt::Write as _;
-    let mut s = String::with_capacity(bytes.len().saturating_mul(2));
-    for b in bytes {
-        let _ = write!(s, "{b:02x}");
-    }
-    s
+    hex::encode(bytes)
 }
 
 /// Parses hex (either case, optional `0x` prefix); `None` if it is not hex.
@@ -218,24 +213,7 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let val = |c: u8| -> Option<u8> {
-        match c {
-            b'0'..=b'9' => Some(c - b'0'),
-            b'a'..=b'f' => Some(c - b'a' + 10),
-            b'A'..=b'F' => Some(c - b'A' + 10),
-            _ => None,
-        }
-    };
-    s.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| match pair {
-            [hi, lo] => Some((val(*hi)? << 4) | val(*lo)?),
-            _ => None,
-        })
-        .collect()
+    hex::decode(s).ok()
 }
 
 #[cfg(test)]
