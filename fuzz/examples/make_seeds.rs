@@ -72,6 +72,27 @@ fn main() -> std::io::Result<()> {
         fs::copy(root.join(path), dir.join(name))?;
         written += 1;
     }
+    // PyKMIP's encodings, pinned in vouch-kmip's golden tests.
+    let golden = fs::read_to_string(root.join("verifier/kmip/tests/ttlv_golden.rs"))?;
+    for line in golden.lines() {
+        let Some((name, hex)) = line
+            .strip_prefix("const PYKMIP_")
+            .and_then(|rest| rest.split_once(": &str = \""))
+        else {
+            continue;
+        };
+        let hex = hex.trim_end_matches("\";");
+        let bytes: Vec<u8> = (0..hex.len() / 2)
+            .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
+            .collect();
+        let name = format!("pykmip-{}", name.to_lowercase().replace('_', "-"));
+        for target in ["kmip_ttlv", "kmip_responses"] {
+            let dir = fuzz.join("corpus").join(target);
+            fs::create_dir_all(&dir)?;
+            fs::write(dir.join(&name), &bytes)?;
+            written += 1;
+        }
+    }
     for (target, name, bytes) in vouch_fuzz::seeds::generated() {
         let dir = fuzz.join("corpus").join(target);
         fs::create_dir_all(&dir)?;
