@@ -61,7 +61,7 @@ fn repo(rel: &str) -> String {
 
 fn shared(rel: &str) -> String {
     format!(
-        "{}/../../../shared/testdata/{rel}",
+        "{}/../../testdata/{rel}",
         env!("CARGO_MANIFEST_DIR")
     )
 }
