@@ -60,10 +60,7 @@ fn repo(rel: &str) -> String {
 }
 
 fn shared(rel: &str) -> String {
-    format!(
-        "{}/../../testdata/{rel}",
-        env!("CARGO_MANIFEST_DIR")
-    )
+    format!("{}/../../testdata/{rel}", env!("CARGO_MANIFEST_DIR"))
 }
 
 fn quotes(rel: &str) -> String {
