@@ -123,6 +123,8 @@ impl Verifier {
             data_dir: dir.path().join("data"),
             reattest_interval_secs,
             agent_idle_timeout_secs: 20,
+            // A board in QEMU drives its TPM over a bit-banged bus: give its handshake time.
+            agent_handshake_timeout_secs: 120,
             ..Config::default()
         };
         let key_pair = rcgen::KeyPair::generate().map_err(|e| failed("key", e))?;
@@ -208,12 +210,13 @@ impl Verifier {
             .to_path_buf();
         let config_file = dir.join("vouchd.toml");
         let toml = format!(
-            "api_listen = \"{}\"\nagent_listen = \"{}\"\ndata_dir = \"{}\"\nreattest_interval_secs = {}\nagent_idle_timeout_secs = {}\n",
+            "api_listen = \"{}\"\nagent_listen = \"{}\"\ndata_dir = \"{}\"\nreattest_interval_secs = {}\nagent_idle_timeout_secs = {}\nagent_handshake_timeout_secs = {}\n",
             self.config.api_listen,
             self.config.agent_listen,
             self.config.data_dir.display(),
             self.config.reattest_interval_secs,
             self.config.agent_idle_timeout_secs,
+            self.config.agent_handshake_timeout_secs,
         );
         std::fs::write(&config_file, toml).map_err(|e| failed("config", e))?;
         let stdout_path = dir.join("vouchd.stdout");
@@ -262,7 +265,19 @@ impl Verifier {
         if let Some(fp) = after("SHA-256 fingerprint: ") {
             process.fingerprint = fp;
         }
-        let token = after("shown once: ");
+        let token = match after("written to ") {
+            Some(_) => Some(
+                std::fs::read_to_string(
+                    self.config
+                        .data_dir
+                        .join(vouchd::server::BOOTSTRAP_TOKEN_FILE),
+                )
+                .map_err(|e| failed("bootstrap token file", e))?
+                .trim()
+                .to_owned(),
+            ),
+            None => None,
+        };
         let pem = std::fs::read(self.config.data_dir.join("api-cert.pem"))
             .map_err(|e| failed("api-cert.pem", e))?;
         let certificate =

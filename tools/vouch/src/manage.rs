@@ -102,8 +102,16 @@ pub enum ClusterCmd {
     List,
     /// Show a cluster and a count of its trust configuration.
     Show { name: String },
-    /// Delete a cluster.
-    Remove { name: String },
+    /// Delete a cluster. One with hosts is removed only with --force, signed by a management
+    /// server (every host removed is a `host.removed` event).
+    Remove {
+        name: String,
+        /// Remove the cluster's hosts with it.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        signing: SigningArgs,
+    },
     /// Configure the cluster with a trusted key provider: its attested hosts may then use it.
     SetProvider { name: String, provider: String },
     /// Remove the cluster's key provider.
@@ -626,8 +634,23 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
                 )
             });
         }
-        ClusterCmd::Remove { name } => {
-            api.delete(&format!("/v1/clusters/{}", seg(name)))?;
+        ClusterCmd::Remove {
+            name,
+            force,
+            signing,
+        } => {
+            let path = format!("/v1/clusters/{}", seg(name));
+            if *force {
+                host_op::<()>(
+                    &api,
+                    Method::DELETE,
+                    &format!("{path}?force=true"),
+                    None,
+                    signing,
+                )?;
+            } else {
+                api.delete(&path)?;
+            }
             ok(&api, &format!("cluster {name} deleted"));
         }
         ClusterCmd::SetProvider { name, provider } => {

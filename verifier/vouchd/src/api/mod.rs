@@ -36,7 +36,7 @@ use vouch_api::ErrorBody;
 use vouch_api::types::{
     self as api, ClusterView, CreatedToken, EventQuery, Health, HostStatus, HostToken, HostView,
     NewCaCerts, NewCluster, NewClusterEk, NewHost, NewManagementServer, NewPrincipal, NewToken,
-    SoftwareVersionBody,
+    RemoveCluster, SoftwareVersionBody,
 };
 
 /// Every route with its OpenAPI operation: the one list from which both the router and the
@@ -93,7 +93,29 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .with_state(state)
+}
+
+/// Bounds a request, its body included, by `api_request_timeout`: past it the answer is 408
+/// and the connection is closed, so a client sending its body slowly holds nothing for long.
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.api_request_timeout();
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = error::answer(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request took longer than {} s", limit.as_secs()),
+            );
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 /// The OpenAPI document of [`router`], made once.
@@ -739,24 +761,74 @@ async fn get_cluster(
     delete,
     path = "/v1/clusters/{cluster}",
     tag = "clusters",
-    summary = "Delete a cluster, its trust configuration and hosts",
-    params(("cluster" = String, Path, description = "The trusted cluster")),
+    summary = "Delete a cluster and its trust configuration; one with hosts only with force and a management server's signature",
+    params(("cluster" = String, Path, description = "The trusted cluster"), RemoveCluster),
     responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
     security(("bearer" = [])),
 )]
 async fn delete_cluster(
     State(state): State<AppState>,
-    admin: TrustedAdmin,
+    TrustedAdmin(admin): TrustedAdmin,
     Path(name): Path<String>,
+    Query(q): Query<RemoveCluster>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
 ) -> Result<StatusCode, Error> {
     let n = name.clone();
+    let hosts = store::run(&state.store, move |s| s.list_hosts(&n)).await?;
+    // Removing hosts is a host operation: with hosts, the request must say so (force) and
+    // carry a management server's signature.
+    let (admin, server) = if hosts.is_empty() {
+        (admin.name().to_owned(), None)
+    } else if !q.force {
+        return Err(service_auth::deny(
+            &state,
+            admin.name(),
+            admin.what(),
+            Error::Conflict(format!(
+                "cluster {name} has {} hosts: remove them first, or remove it with force and a management server's signature",
+                hosts.len()
+            )),
+        ));
+    } else {
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        let signature = headers
+            .get(vouch_api::signing::SIGNATURE_HEADER)
+            .map(|v| v.to_str().unwrap_or(""));
+        let permission = service_auth::check_host_permission(
+            &state,
+            admin,
+            service_auth::SignedRequest {
+                method: "DELETE",
+                path_and_query: path,
+                signature,
+                body: b"",
+            },
+        )
+        .await?;
+        (
+            permission.admin().name().to_owned(),
+            Some(permission.server().to_owned()),
+        )
+    };
+    let n = name.clone();
     store::run(&state.store, move |s| s.delete_cluster(&n)).await?;
+    for host in &hosts {
+        audit(
+            &state,
+            &admin,
+            "host.removed",
+            &host.ek_hash,
+            serde_json::json!({"cluster": name, "management_server": server, "with_cluster": true}),
+        )
+        .await;
+    }
     audit(
         &state,
-        admin.name(),
+        &admin,
         "cluster.deleted",
         &name,
-        serde_json::json!({}),
+        serde_json::json!({"hosts": hosts.len(), "management_server": server}),
     )
     .await;
     Ok(StatusCode::NO_CONTENT)
