@@ -53,6 +53,13 @@ pub struct Config {
     pub api_idle_timeout_secs: u64,
     /// The largest event log an agent may send, in bytes.
     pub max_event_log: usize,
+    /// The key-encryption key (64 hex digits, mode 0600) that seals the secrets the database
+    /// keeps (key servers' client keys). Unset: `key-encryption-key` in the data directory,
+    /// made on first start. `VOUCHD_KEY_ENCRYPTION_KEY` in the environment takes precedence.
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// During a rotation, the previous key-encryption key: what it sealed is sealed again
+    /// under the current one on start.
+    pub previous_key_encryption_key_file: Option<PathBuf>,
     /// Where every event is POSTed as JSON (http or https), if set.
     pub webhook_url: Option<String>,
     /// On SIGTERM or SIGINT, how long attestations and requests in flight may take to finish
@@ -81,6 +88,8 @@ impl Default for Config {
             api_request_timeout_secs: 20,
             api_idle_timeout_secs: 20,
             max_event_log: 256 * 1024,
+            key_encryption_key_file: None,
+            previous_key_encryption_key_file: None,
             webhook_url: None,
             shutdown_grace_secs: 10,
         }

@@ -14,6 +14,7 @@ use crate::config::Config;
 use crate::jwt::Signer;
 use crate::service::{AppState, auth};
 use crate::store::Store;
+use crate::store::sealing::SealingKey;
 use crate::store::sqlite::SqliteStore;
 use crate::{agent, scheduler, tls};
 
@@ -81,6 +82,35 @@ impl Drop for Running {
 pub const DATABASE_FILE: &str = "vouchd.sqlite3";
 /// The attestation-token signing key in the data directory.
 pub const SIGNING_KEY_FILE: &str = "token-signing-key.p8";
+/// The default key-encryption key file in the data directory.
+pub const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
+/// The environment variable that gives the key-encryption key (64 hex digits).
+pub const KEY_ENCRYPTION_KEY_ENV: &str = "VOUCHD_KEY_ENCRYPTION_KEY";
+
+/// The key-encryption keys: from the environment, or the configured file, or the data
+/// directory's (made on first start); and the previous one during a rotation.
+fn sealing_keys(config: &Config) -> anyhow::Result<(SealingKey, Option<SealingKey>)> {
+    let current = match std::env::var(KEY_ENCRYPTION_KEY_ENV) {
+        Ok(text) => SealingKey::from_hex(&text)
+            .with_context(|| format!("{KEY_ENCRYPTION_KEY_ENV} is not 64 hex digits"))?,
+        Err(_) => {
+            let path = config
+                .key_encryption_key_file
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join(KEY_ENCRYPTION_KEY_FILE));
+            let key = SealingKey::load(&path, true)?;
+            owner_only(&path, false)?;
+            key
+        }
+    };
+    let previous = config
+        .previous_key_encryption_key_file
+        .as_deref()
+        .map(|p| SealingKey::load(p, false))
+        .transpose()?;
+    Ok((current, previous))
+}
+
 /// Where the first start writes the bootstrap token (mode 0600), never to stdout or the log.
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
 
@@ -140,13 +170,23 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // The database, its WAL and shared memory: the owner only (SQLite gives the WAL and
     // shared-memory files the database file's mode).
     owner_only(&db, true)?;
+    let (current, previous) = sealing_keys(&config)?;
     let store: Arc<dyn Store> = {
         let path = db.clone();
-        Arc::new(
-            tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-                .await?
-                .with_context(|| format!("cannot open {}", db.display()))?,
-        )
+        let store = tokio::task::spawn_blocking(move || {
+            let store = SqliteStore::open(&path)?.with_sealing(current, previous);
+            let resealed = store.reseal_secrets()?;
+            if resealed > 0 {
+                tracing::info!(
+                    resealed,
+                    "sealed secrets under the current key-encryption key"
+                );
+            }
+            Ok::<_, crate::store::StoreError>(store)
+        })
+        .await?
+        .with_context(|| format!("cannot open {}", db.display()))?;
+        Arc::new(store)
     };
     for suffix in ["-wal", "-shm"] {
         owner_only(

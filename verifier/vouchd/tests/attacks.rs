@@ -893,14 +893,49 @@ async fn cluster_remove_without_signature() {
     );
 }
 
-/// Item 7: the database and the bootstrap token are readable by their owner only, and the
-/// token is in a file, not on stdout.
+/// Item 7: the database, the key-encryption key and the bootstrap token are readable by their
+/// owner only; the token is in a file, not on stdout; a key server's client key is sealed.
 #[tokio::test]
 async fn secrets_at_rest_readable_by_others() {
     use std::os::unix::fs::PermissionsExt as _;
     let dir = tempfile::tempdir().unwrap();
     let h = harness(config(dir.path())).await;
     victim(&h);
+    // A key server's client private key is sealed in the database and its WAL.
+    h.running
+        .state
+        .store
+        .add_key_server(&KeyServerRecord {
+            name: "kms-secret".into(),
+            endpoints: vec!["127.0.0.1:1".into()],
+            client_certificate: String::new(),
+            client_key: "-----BEGIN PRIVATE KEY----- the-client-key".into(),
+            ca_certificates: String::new(),
+            created_at: 0,
+        })
+        .unwrap();
+    for name in ["", "-wal"] {
+        let path = dir
+            .path()
+            .join(format!("{}{name}", vouchd::server::DATABASE_FILE));
+        let bytes = std::fs::read(&path).unwrap_or_default();
+        assert!(
+            !bytes.windows(14).any(|w| w == b"the-client-key"),
+            "{} holds the client key in clear",
+            path.display()
+        );
+    }
+    let back = h
+        .running
+        .state
+        .store
+        .get_key_server("kms-secret")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        back.client_key,
+        "-----BEGIN PRIVATE KEY----- the-client-key"
+    );
     let token_file = h.running.bootstrap_token_file.clone().unwrap();
     assert_eq!(
         std::fs::read_to_string(&token_file).unwrap().trim(),
@@ -911,6 +946,7 @@ async fn secrets_at_rest_readable_by_others() {
         format!("{}-wal", vouchd::server::DATABASE_FILE),
         format!("{}-shm", vouchd::server::DATABASE_FILE),
         vouchd::server::BOOTSTRAP_TOKEN_FILE.to_owned(),
+        vouchd::server::KEY_ENCRYPTION_KEY_FILE.to_owned(),
     ] {
         let path = dir.path().join(&name);
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
