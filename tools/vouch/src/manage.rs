@@ -69,7 +69,13 @@ pub enum TokenCmd {
 #[derive(Debug, clap::Subcommand)]
 pub enum ManagementServerCmd {
     /// Register a management server: its id and its ECDSA P-256 signing certificate (PEM).
-    Add { id: String, certificate: PathBuf },
+    Add {
+        id: String,
+        certificate: PathBuf,
+        /// Once a management server is registered, another needs a registered one's signature.
+        #[command(flatten)]
+        signing: SigningArgs,
+    },
     /// List the registered management servers.
     List,
     /// Unregister a management server.
@@ -514,12 +520,22 @@ pub fn management_server(opts: &ServerOpts, cmd: &ManagementServerCmd) -> Result
     }
     let api = connect(opts)?;
     match cmd {
-        ManagementServerCmd::Add { id, certificate } => {
+        ManagementServerCmd::Add {
+            id,
+            certificate,
+            signing,
+        } => {
             let body = NewManagementServer {
                 id: id.clone(),
                 certificate_pem: read_text(certificate, "certificate")?,
             };
-            let m: ManagementServer = api.post("/v1/management-servers", &body)?;
+            let m: ManagementServer = host_op(
+                &api,
+                Method::POST,
+                "/v1/management-servers",
+                Some(&encode(&body)?),
+                signing,
+            )?;
             done(&api, &m, || {
                 format!(
                     "management server {} registered ({}, certificate SHA-256 {})",

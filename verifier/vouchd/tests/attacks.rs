@@ -893,6 +893,96 @@ async fn cluster_remove_without_signature() {
     );
 }
 
+/// Item 6: a TrustedAdmin alone cannot register a management server of their own once one is
+/// registered (and so cannot sign host operations alone): it needs a registered one's
+/// signature, as a host operation does.
+#[tokio::test]
+async fn rogue_management_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let victim = victim(&h);
+    let admin = h.admin();
+    let vc = common::ManagementKey::new("vc-1");
+    let (s, _) = h
+        .call(
+            Method::POST,
+            "/v1/management-servers",
+            Some(&admin),
+            Some(serde_json::json!({"id": vc.id, "certificate_pem": vc.certificate_pem})),
+        )
+        .await;
+    assert_eq!(
+        s,
+        StatusCode::CREATED,
+        "the first is registered by a TrustedAdmin"
+    );
+    let before = snapshot(&h, &victim).await;
+    let rogue = common::ManagementKey::new("rogue");
+    let body = serde_json::json!({"id": rogue.id, "certificate_pem": rogue.certificate_pem});
+    let (s, _) = h
+        .call(
+            Method::POST,
+            "/v1/management-servers",
+            Some(&admin),
+            Some(body.clone()),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    // Signed by itself: not registered, refused.
+    let bytes = serde_json::to_vec(&body).unwrap();
+    let sig = rogue.sign(
+        "POST",
+        "/v1/management-servers",
+        vouchd::now(),
+        "r-1",
+        &bytes,
+    );
+    let (s, _) = h
+        .send(
+            Method::POST,
+            "/v1/management-servers",
+            Some(&admin),
+            Some(body.clone()),
+            Some(sig),
+        )
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert!(
+        h.running
+            .state
+            .store
+            .get_management_server("rogue")
+            .unwrap()
+            .is_none()
+    );
+    // The rogue server cannot remove the victim.
+    let path = format!("/v1/clusters/{CLUSTER}/hosts/{}", victim.ek_hash);
+    let sig = rogue.sign("DELETE", &path, vouchd::now(), "r-2", b"");
+    let (s, _) = h
+        .send(Method::DELETE, &path, Some(&admin), None, Some(sig))
+        .await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    assert_untouched(&h, &victim, &before).await;
+    // Signed by the registered server: accepted.
+    let sig = vc.sign(
+        "POST",
+        "/v1/management-servers",
+        vouchd::now(),
+        "r-3",
+        &bytes,
+    );
+    let (s, reply) = h
+        .send(
+            Method::POST,
+            "/v1/management-servers",
+            Some(&admin),
+            Some(body),
+            Some(sig),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{reply}");
+}
+
 /// Item 7: the database, the key-encryption key and the bootstrap token are readable by their
 /// owner only; the token is in a file, not on stdout; a key server's client key is sealed.
 #[tokio::test]

@@ -598,16 +598,47 @@ async fn list_management_servers(
     post,
     path = "/v1/management-servers",
     tag = "management-servers",
-    summary = "Import a management server's ECDSA P-256 signing certificate",
+    summary = "Import a management server's ECDSA P-256 signing certificate (after the first, signed by a registered one)",
     request_body = NewManagementServer,
     responses((status = 201, description = "Created", body = api::ManagementServer), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
     security(("bearer" = [])),
 )]
 async fn add_management_server(
     State(state): State<AppState>,
-    admin: TrustedAdmin,
-    JsonBody(body): JsonBody<NewManagementServer>,
+    TrustedAdmin(admin): TrustedAdmin,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    bytes: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<api::ManagementServer>), Error> {
+    // Separation of duties: a management server may sign host operations, so registering one
+    // needs what a host operation needs — once one is registered, a signature by a registered
+    // one. The first is registered by a TrustedAdmin alone.
+    let registered = store::run(&state.store, |s| s.list_management_servers()).await?;
+    let (admin, signed_by) = if registered.is_empty() {
+        (admin.name().to_owned(), None)
+    } else {
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        let signature = headers
+            .get(vouch_api::signing::SIGNATURE_HEADER)
+            .map(|v| v.to_str().unwrap_or(""));
+        let permission = service_auth::check_host_permission(
+            &state,
+            admin,
+            service_auth::SignedRequest {
+                method: "POST",
+                path_and_query: path,
+                signature,
+                body: &bytes,
+            },
+        )
+        .await?;
+        (
+            permission.admin().name().to_owned(),
+            Some(permission.server().to_owned()),
+        )
+    };
+    let body: NewManagementServer = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
     check_name("management server id", &body.id)?;
     let der = CertificateDer::from_pem_slice(body.certificate_pem.as_bytes())
         .map_err(|e| Error::BadRequest(format!("certificate_pem: {e}")))?;
@@ -623,10 +654,10 @@ async fn add_management_server(
     store::run(&state.store, move |s| s.add_management_server(&s2)).await?;
     audit(
         &state,
-        admin.name(),
+        &admin,
         "management_server.added",
         &server.id,
-        serde_json::json!({"fingerprint": server.fingerprint}),
+        serde_json::json!({"fingerprint": server.fingerprint, "signed_by": signed_by}),
     )
     .await;
     Ok((StatusCode::CREATED, Json(server.into())))
