@@ -94,7 +94,15 @@ impl Verifier {
     /// Starts vouchd in a new temporary data directory, re-attesting every
     /// `reattest_interval_secs`, and registers a management server for host operations.
     pub fn start(reattest_interval_secs: u64) -> Result<Self, HarnessError> {
-        Self::start_inner(reattest_interval_secs, None)
+        Self::start_inner(reattest_interval_secs, None, |_| {})
+    }
+
+    /// As [`Verifier::start`], with `tune` applied to vouchd's configuration.
+    pub fn start_with(
+        reattest_interval_secs: u64,
+        tune: impl FnOnce(&mut Config),
+    ) -> Result<Self, HarnessError> {
+        Self::start_inner(reattest_interval_secs, None, tune)
     }
 
     /// As [`Verifier::start`], with vouchd as its own process (the `vouchd` binary), which
@@ -105,19 +113,20 @@ impl Verifier {
             child: None,
             fingerprint: String::new(),
         };
-        Self::start_inner(reattest_interval_secs, Some(process))
+        Self::start_inner(reattest_interval_secs, Some(process), |_| {})
     }
 
     fn start_inner(
         reattest_interval_secs: u64,
         process: Option<Process>,
+        tune: impl FnOnce(&mut Config),
     ) -> Result<Self, HarnessError> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::Builder::new()
             .prefix("vouchd-")
             .tempdir()
             .map_err(|e| failed("temporary directory", e))?;
-        let config = Config {
+        let mut config = Config {
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.path().join("data"),
@@ -127,6 +136,7 @@ impl Verifier {
             agent_handshake_timeout_secs: 120,
             ..Config::default()
         };
+        tune(&mut config);
         let key_pair = rcgen::KeyPair::generate().map_err(|e| failed("key", e))?;
         let signing_key =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key_pair.serialize_der())
