@@ -480,10 +480,11 @@ fn clusters_trust_software_hosts_and_status() {
         attested,
         software_version: attested.then(|| "v1".to_owned()),
         reason: reason.map(str::to_owned),
-        pcr_digest: None,
-        nonce: None,
+        pcr_digest: attested.then(|| "cd".repeat(32)),
+        nonce: attested.then(|| "ab".repeat(16)),
         valid_until: attested.then_some(now + 240),
-        token: attested.then(|| "eyJ.test.token".to_owned()),
+        // The database keeps a token's SHA-256 only.
+        token: attested.then(|| "ef".repeat(32)),
     };
     v.server
         .vouchd
@@ -503,7 +504,20 @@ fn clusters_trust_software_hosts_and_status() {
         "{one}"
     );
     assert!(one.contains("last result  attested: v1"), "{one}");
-    assert_eq!(v.ok(&["host", "token", "board-1"]).trim(), "eyJ.test.token");
+    // The token is issued for the current result, signed by this vouchd.
+    let token = v.ok(&["host", "token", "board-1"]);
+    let claims = v
+        .server
+        .vouchd
+        .running
+        .state
+        .signer
+        .verify(token.trim(), now)
+        .unwrap();
+    assert_eq!(claims.sub, h);
+    assert_eq!(claims.attestation, "ab".repeat(16));
+    assert_eq!(claims.software_version, "v1");
+    assert_eq!(claims.exp, now - 60 + 300);
     v.server
         .vouchd
         .running

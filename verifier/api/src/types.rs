@@ -291,7 +291,8 @@ contract! {
         /// Hex.
         pub nonce: Option<String>,
         pub valid_until: Option<i64>,
-        /// The attestation token issued, when attested.
+        /// SHA-256 (hex) of the attestation token issued, when attested: tokens are stored
+        /// as hashes only (`GET /v1/hosts/{ek_hash}/token` issues one for the current result).
         pub token: Option<String>,
     }
 

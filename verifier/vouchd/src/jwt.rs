@@ -14,7 +14,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use vouch_api::types::{Jwk, Jwks};
+use vouch_api::types::{AttestationRecord, Jwk, Jwks};
 
 /// The claims of an attestation token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +40,40 @@ pub struct AttestationClaims {
     pub exp: i64,
     /// A unique id for this token, hex.
     pub jti: String,
+}
+
+impl AttestationClaims {
+    /// The claims of a token for an attested result: the host, its cluster, the software
+    /// version, the PCR digest and the attestation (the nonce of its quote request), valid from
+    /// `iat` for `lifetime` seconds. `None` for a result that is not attested.
+    pub fn for_result(
+        record: &AttestationRecord,
+        iat: i64,
+        lifetime: u64,
+        jti: &[u8],
+    ) -> Option<Self> {
+        if !record.attested {
+            return None;
+        }
+        let nonce = record.nonce.clone()?;
+        Some(Self {
+            iss: "vouchd".into(),
+            sub: record.ek_hash.clone(),
+            cluster: record.cluster.clone(),
+            software_version: record.software_version.clone()?,
+            pcr_digest: record.pcr_digest.clone()?,
+            attestation: nonce.clone(),
+            nonce,
+            iat,
+            exp: iat.saturating_add(i64::try_from(lifetime).unwrap_or(i64::MAX)),
+            jti: crate::hex(jti),
+        })
+    }
+}
+
+/// What the database keeps of an issued token: its SHA-256, hex (never the token).
+pub fn token_digest(token: &str) -> String {
+    crate::hex(&crate::sha256(token.as_bytes()))
 }
 
 /// Why the signing key could not be loaded or used.

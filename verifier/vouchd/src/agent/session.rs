@@ -802,7 +802,12 @@ mod tests {
             .list_attestations(&ek_hash, 1)
             .unwrap()
             .remove(0);
-        let token = record.token.unwrap();
+        // The database keeps the token's SHA-256 only; the token is the verdict's.
+        let token = session.verdict().unwrap().token().unwrap().to_owned();
+        assert_eq!(
+            record.token.as_deref(),
+            Some(crate::jwt::token_digest(&token).as_str())
+        );
         let jwks: jsonwebtoken::jwk::JwkSet =
             serde_json::from_value(serde_json::to_value(state.signer.jwks()).unwrap()).unwrap();
         let key = jsonwebtoken::DecodingKey::from_jwk(&jwks.keys[0]).unwrap();

@@ -263,7 +263,7 @@ impl Verdict {
                     self.at
                         .saturating_add(i64::try_from(a.valid_for).unwrap_or(i64::MAX)),
                 ),
-                Some(a.token.clone()),
+                Some(crate::jwt::token_digest(&a.token)),
             ),
             Outcome::NotAttested(reason) => (None, Some(reason.to_string()), None, None, None),
         };

@@ -24,6 +24,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use vouch_attest::ek::EkKey;
 
+use crate::jwt::AttestationClaims;
 use crate::metrics::HttpLabels;
 use crate::service::auth::{self as service_auth, TRUSTED_ADMINS};
 use crate::service::{AppState, Error};
@@ -1335,18 +1336,27 @@ async fn get_host_token(
     let ek_hash = check_hash(&ek_hash)?;
     let h = ek_hash.clone();
     let latest = store::run(&state.store, move |s| s.list_attestations(&h, 1)).await?;
-    let lifetime = i64::try_from(state.config.token_lifetime_secs).unwrap_or(i64::MAX);
     let none = || {
         Error::NotFound(format!(
             "host with EK {ek_hash} has no current attestation token"
         ))
     };
     let record = latest.into_iter().next().ok_or_else(none)?;
-    let token = record.token.filter(|_| record.attested).ok_or_else(none)?;
-    let expires_at = record.at.saturating_add(lifetime);
+    // Tokens are stored as hashes only: issue one for the current result, valid as long as
+    // the one issued with it.
+    let jti = crate::random::<16>().map_err(|_| Error::Internal("RNG failure".into()))?;
+    let claims =
+        AttestationClaims::for_result(&record, record.at, state.config.token_lifetime_secs, &jti)
+            .ok_or_else(none)?;
+    let expires_at = claims.exp;
     if expires_at <= crate::now() {
         return Err(none());
     }
+    let token = state
+        .signer
+        .sign(&claims)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    state.metrics.tokens_issued.inc();
     Ok(Json(HostToken {
         ek_hash,
         token,
