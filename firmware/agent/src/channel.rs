@@ -82,35 +82,48 @@ impl SessionKey {
     }
 
     /// The channel with the verifier's ephemeral key (uncompressed SEC1); `salt` is the nonce
-    /// of the attested quote. `None` for a key that is not a point on the curve (the TPM
-    /// checks) or a TPM failure.
-    #[must_use]
+    /// of the attested quote. `Ok(None)` for a key that is not a point on the curve (the TPM
+    /// checks: TPM_RC_ECC_POINT).
+    ///
+    /// # Errors
+    /// Any other TPM failure.
     pub fn agree<T: Transport, const N: usize>(
         &self,
         tpm: &mut Tpm<T, N>,
         verifier_public: &[u8],
         salt: &[u8],
-    ) -> Option<Channel> {
-        let verifier: &[u8; P256_PUBLIC] = verifier_public.try_into().ok()?;
-        let (&tag, xy) = verifier.split_first()?;
-        if tag != UNCOMPRESSED {
-            return None;
-        }
-        let (x, y) = xy.split_at(COORDINATE);
+    ) -> CommandResult<Option<Channel>, T> {
+        let Ok(verifier) = <&[u8; P256_PUBLIC]>::try_from(verifier_public) else {
+            return Ok(None);
+        };
+        let Some((x, y)) = verifier
+            .split_first()
+            .filter(|(tag, _)| **tag == UNCOMPRESSED)
+            .map(|(_, xy)| xy.split_at(COORDINATE))
+        else {
+            return Ok(None);
+        };
         let mut shared = [0u8; COORDINATE];
-        tpm.ecdh_zgen(self.handle, x, y, &mut shared).ok()?;
+        match tpm.ecdh_zgen(self.handle, x, y, &mut shared) {
+            Ok(()) => {}
+            // TPM_RC_ECC_POINT, any parameter: the verifier's key is not on the curve.
+            Err(CommandError::Tpm(rc)) if rc.base() == 0x0A7 => return Ok(None),
+            Err(e) => return Err(e),
+        }
         let hk = Hkdf::<Sha256>::new(Some(salt), &shared);
         shared.zeroize();
         let mut key = [0u8; 32];
-        hk.expand(&channel::info(&self.public, verifier), &mut key)
-            .ok()?;
-        let cipher = Aes256Gcm::new_from_slice(&key).ok();
+        let info = channel::info(&self.public, verifier);
+        let cipher = hk
+            .expand(&info, &mut key)
+            .ok()
+            .and_then(|()| Aes256Gcm::new_from_slice(&key).ok());
         key.zeroize();
-        Some(Channel {
-            cipher: cipher?,
+        Ok(cipher.map(|cipher| Channel {
+            cipher,
             send_seq: 0,
             recv_seq: 0,
-        })
+        }))
     }
 }
 

@@ -34,13 +34,16 @@ impl SessionKey {
         match *self {}
     }
 
-    #[must_use]
+    /// Never called: there is no key in this build.
+    ///
+    /// # Errors
+    /// None.
     pub fn agree<T: Transport, const N: usize>(
         &self,
         _tpm: &mut Tpm<T, N>,
         _verifier_public: &[u8],
         _salt: &[u8],
-    ) -> Option<Channel> {
+    ) -> CommandResult<Option<Channel>, T> {
         match *self {}
     }
 

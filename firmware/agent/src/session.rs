@@ -12,8 +12,8 @@ use vouch_proto::chunk;
 use vouch_proto::frame::{self, FrameError, FrameReader, MAX_FRAME};
 use vouch_proto::wire::{
     ActivationProof, AgentError, AgentFailure, AgentMessage, BlobKind, BoundEvidence, CHUNK_DATA,
-    Chunk, CredentialChallenge, Enroll, Evidence, Hello, KeyRequest, KeyResponse, MAX_DIGEST,
-    MAX_TEXT, QuoteRequest, RefusalKind, VerifierMessage,
+    Chunk, CredentialChallenge, Enroll, Evidence, Hello, KeyRequest, KeyResponse, MAX_ATTEST,
+    MAX_DIGEST, MAX_PUBLIC, MAX_SIGNATURE, MAX_TEXT, QuoteRequest, RefusalKind, VerifierMessage,
 };
 use vouch_proto::{CURRENT_VERSION, MIN_VERSION};
 use vouch_tpm::{
@@ -264,7 +264,21 @@ fn enrolled_session<T: Transport, L: Read + Write, const N: usize>(
 ) -> Result<Outcome, T, L> {
     let has_ek_certificate = send_ek_certificate(tpm, conn, config.ek)?;
     enroll(tpm, conn, config, ek, ek_public, has_ek_certificate)?;
+    attest(tpm, event_log, conn, config, ek, version, keys)
+}
 
+/// After enrollment: the credential challenge, quotes and the key channel, with the session's
+/// state in this frame (not under enrollment's).
+#[inline(never)]
+fn attest<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    event_log: &[u8],
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    ek: u32,
+    version: u16,
+    keys: &mut dyn KeyClient,
+) -> Result<Outcome, T, L> {
     let mut state = State {
         outcome: Outcome {
             version,
@@ -356,11 +370,7 @@ fn step<T: Transport, L: Read + Write, const N: usize>(
 ) -> Result<Step, T, L> {
     match message {
         VerifierMessage::CredentialChallenge(challenge) => {
-            let secret = match activate(tpm, ek, config.ak_handle, challenge) {
-                Ok(secret) => secret,
-                Err(e) => return Err(tpm_failure(conn, e)),
-            };
-            conn.send(&AgentMessage::ActivationProof(ActivationProof { secret }))?;
+            answer_challenge(tpm, conn, config, ek, challenge)?;
             state.outcome.activated = true;
         }
         VerifierMessage::QuoteRequest(request) => {
@@ -390,41 +400,84 @@ fn step<T: Transport, L: Read + Write, const N: usize>(
             }
         }
         VerifierMessage::ChannelKey(key) => {
-            let Some(ours) = state.session_key.as_ref() else {
-                return Err(protocol_failure(conn, "ChannelKey on a v1 link"));
-            };
-            state.channel = ours.agree(tpm, &key.public, &state.last_nonce);
-            let Some(channel) = state.channel.as_mut() else {
-                return Err(protocol_failure(conn, "bad channel key"));
-            };
-            state.outcome.channel = true;
-            if !send_next_key_request(conn, channel, keys, &mut state.keys_done)?
-                && state.stop(config)
-            {
-                return Ok(Step::Done);
-            }
+            return on_channel_key(tpm, conn, config, state, keys, key);
         }
-        VerifierMessage::Sealed(sealed) => {
-            let Some(channel) = state.channel.as_mut() else {
-                return Err(protocol_failure(conn, "Sealed without a channel"));
-            };
-            let Some(response) = channel.open_response(sealed) else {
-                return Err(protocol_failure(conn, "sealed response refused"));
-            };
-            state.outcome.key_responses += 1;
-            keys.response(response);
-            if !send_next_key_request(conn, channel, keys, &mut state.keys_done)?
-                && state.stop(config)
-            {
-                return Ok(Step::Done);
-            }
-        }
+        VerifierMessage::Sealed(sealed) => return on_sealed(conn, config, state, keys, sealed),
         VerifierMessage::Refused(r) => {
             return Err(SessionError::Refused(r.kind, r.reason.clone()));
         }
         VerifierMessage::Welcome(_) => {
             return Err(protocol_failure(conn, "Welcome after the handshake"));
         }
+    }
+    Ok(Step::Continue)
+}
+
+// The steps below hold the larger values (an AES-GCM key schedule, a sealed message, an
+// activation proof) in frames of their own, so a quote's path never carries them.
+
+/// TPM2_ActivateCredential on the verifier's challenge, and the proof.
+#[inline(never)]
+fn answer_challenge<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    ek: u32,
+    challenge: &CredentialChallenge,
+) -> Result<(), T, L> {
+    let secret = match activate(tpm, ek, config.ak_handle, challenge) {
+        Ok(secret) => secret,
+        Err(e) => return Err(tpm_failure(conn, e)),
+    };
+    conn.send(&AgentMessage::ActivationProof(ActivationProof { secret }))
+}
+
+/// The verifier's channel key: the channel, and the first key request over it.
+#[inline(never)]
+fn on_channel_key<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    state: &mut State,
+    keys: &mut dyn KeyClient,
+    key: &vouch_proto::wire::ChannelKey,
+) -> Result<Step, T, L> {
+    let Some(ours) = state.session_key.as_ref() else {
+        return Err(protocol_failure(conn, "ChannelKey on a v1 link"));
+    };
+    state.channel = match ours.agree(tpm, &key.public, &state.last_nonce) {
+        Ok(channel) => channel,
+        Err(e) => return Err(tpm_failure(conn, e)),
+    };
+    let Some(channel) = state.channel.as_mut() else {
+        return Err(protocol_failure(conn, "bad channel key"));
+    };
+    state.outcome.channel = true;
+    if !send_next_key_request(conn, channel, keys, &mut state.keys_done)? && state.stop(config) {
+        return Ok(Step::Done);
+    }
+    Ok(Step::Continue)
+}
+
+/// A sealed key response: opened, handed to `keys`, and the next request.
+#[inline(never)]
+fn on_sealed<TE, L: Read + Write>(
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    state: &mut State,
+    keys: &mut dyn KeyClient,
+    sealed: &vouch_proto::wire::Sealed,
+) -> core::result::Result<Step, SessionError<TE, L::Error>> {
+    let Some(channel) = state.channel.as_mut() else {
+        return Err(protocol_failure(conn, "Sealed without a channel"));
+    };
+    let Some(response) = channel.open_response(sealed) else {
+        return Err(protocol_failure(conn, "sealed response refused"));
+    };
+    state.outcome.key_responses += 1;
+    keys.response(response);
+    if !send_next_key_request(conn, channel, keys, &mut state.keys_done)? && state.stop(config) {
+        return Ok(Step::Done);
     }
     Ok(Step::Continue)
 }
@@ -492,17 +545,21 @@ fn enroll<T: Transport, L: Read + Write, const N: usize>(
     ek_public: &Public,
     has_ek_certificate: bool,
 ) -> Result<(), T, L> {
-    let mut ak_public = Public::default();
-    if let Err(e) = ensure_ak(tpm, ek, config, &mut ak_public) {
-        return Err(tpm_failure(conn, e));
-    }
-    conn.send(&AgentMessage::Enroll(Enroll {
+    // The message is built in place: the AK's public area goes straight into it.
+    let mut message = AgentMessage::Enroll(Enroll {
         ek_public: Vec::from_slice(ek_public.as_tpm2b())
             .map_err(|_| SessionError::TooLarge("EK public area"))?,
-        ak_public: Vec::from_slice(ak_public.as_tpm2b())
-            .map_err(|_| SessionError::TooLarge("AK public area"))?,
+        ak_public: Vec::new(),
         has_ek_certificate,
-    }))
+    });
+    if let AgentMessage::Enroll(enroll) = &mut message {
+        match ensure_ak(tpm, ek, config, &mut enroll.ak_public) {
+            Ok(true) => {}
+            Ok(false) => return Err(SessionError::TooLarge("AK public area")),
+            Err(e) => return Err(tpm_failure(conn, e)),
+        }
+    }
+    conn.send(&message)
 }
 
 /// Reports a TPM failure to the verifier and returns it as the session's error.
@@ -530,19 +587,32 @@ fn is_our_ak(public: &Public, kind: AkKind) -> bool {
     area.attributes == AK_ATTRIBUTES && kind_matches
 }
 
-/// The persistent AK's public area into `public`: created under the EK and made persistent on
-/// first use, reused after.
+/// The persistent AK's TPM2B_PUBLIC into `public`: created under the EK and made persistent on
+/// first use, reused after. `Ok(false)` if it does not fit `public`.
 #[inline(never)]
 fn ensure_ak<T: Transport, const N: usize>(
     tpm: &mut Tpm<T, N>,
     ek: u32,
     config: &AgentConfig<'_>,
-    public: &mut Public,
-) -> core::result::Result<(), CommandError<T::Error>> {
+    public: &mut Vec<u8, MAX_PUBLIC>,
+) -> core::result::Result<bool, CommandError<T::Error>> {
+    if reuse_ak(tpm, config, public)? {
+        return Ok(true);
+    }
+    create_ak(tpm, ek, config, public)
+}
+
+/// The AK already persisted at our handle, if it is ours (its public area into `public`);
+/// something else at the handle is evicted.
+#[inline(never)]
+fn reuse_ak<T: Transport, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    config: &AgentConfig<'_>,
+    public: &mut Vec<u8, MAX_PUBLIC>,
+) -> core::result::Result<bool, CommandError<T::Error>> {
     match tpm.read_public(config.ak_handle) {
         Ok(existing) if is_our_ak(&existing.public, config.ak) => {
-            *public = existing.public;
-            return Ok(());
+            return Ok(public.extend_from_slice(existing.public.as_tpm2b()).is_ok());
         }
         // Something else sits at our handle: evict it and start over.
         Ok(_) => tpm.evict_control(config.ak_handle, config.ak_handle)?,
@@ -550,13 +620,23 @@ fn ensure_ak<T: Transport, const N: usize>(
         Err(CommandError::Tpm(rc)) if rc.is_format_one() && rc.base() == 0x08B => {}
         Err(e) => return Err(e),
     }
+    Ok(false)
+}
+
+/// A new AK under the EK, made persistent at our handle (its public area into `public`).
+#[inline(never)]
+fn create_ak<T: Transport, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    ek: u32,
+    config: &AgentConfig<'_>,
+    public: &mut Vec<u8, MAX_PUBLIC>,
+) -> core::result::Result<bool, CommandError<T::Error>> {
     let created = tpm.create_ak(ek, config.ak)?;
     let loaded = tpm.load(ek, Auth::EkPolicy, &created)?;
     let persisted = tpm.evict_control(loaded.handle, config.ak_handle);
     let _ = tpm.flush_context(loaded.handle);
     persisted?;
-    *public = created.public;
-    Ok(())
+    Ok(public.extend_from_slice(created.public.as_tpm2b()).is_ok())
 }
 
 #[inline(never)]
@@ -595,10 +675,29 @@ fn send_evidence<T: Transport, L: Read + Write, const N: usize>(
         Some(q) => q,
         None => &request.nonce,
     };
-    let quote = match tpm.quote(ak, qualifying, selection) {
-        Ok(quote) => quote,
-        Err(e) => return Err(tpm_failure(conn, e)),
+    // The message is built first and the quote's bytes go straight into it.
+    let mut message = match session_key {
+        Some(key) => AgentMessage::BoundEvidence(BoundEvidence {
+            attest: Vec::new(),
+            signature: Vec::new(),
+            session_public: Vec::from_slice(key.public())
+                .map_err(|_| SessionError::TooLarge("session key"))?,
+        }),
+        None => AgentMessage::Evidence(Evidence {
+            attest: Vec::new(),
+            signature: Vec::new(),
+        }),
     };
+    let (attest, signature) = match &mut message {
+        AgentMessage::BoundEvidence(e) => (&mut e.attest, &mut e.signature),
+        AgentMessage::Evidence(e) => (&mut e.attest, &mut e.signature),
+        _ => return Err(SessionError::Protocol("evidence message")),
+    };
+    match quote_into(tpm, ak, qualifying, selection, attest, signature) {
+        Ok(true) => {}
+        Ok(false) => return Err(SessionError::TooLarge("TPMS_ATTEST or TPMT_SIGNATURE")),
+        Err(e) => return Err(tpm_failure(conn, e)),
+    }
     if let Err(e) = send_pcr_values(tpm, conn, selection) {
         return Err(match e {
             PcrSendError::Tpm(e) => tpm_failure(conn, e),
@@ -606,19 +705,25 @@ fn send_evidence<T: Transport, L: Read + Write, const N: usize>(
         });
     }
     conn.send_blob(BlobKind::EventLog, event_log)?;
-    let attest = Vec::from_slice(quote.attest.as_slice())
-        .map_err(|_| SessionError::TooLarge("TPMS_ATTEST"))?;
-    let signature = Vec::from_slice(quote.signature.as_slice())
-        .map_err(|_| SessionError::TooLarge("TPMT_SIGNATURE"))?;
-    match session_key {
-        Some(key) => conn.send(&AgentMessage::BoundEvidence(BoundEvidence {
-            attest,
-            signature,
-            session_public: Vec::from_slice(key.public())
-                .map_err(|_| SessionError::TooLarge("session key"))?,
-        })),
-        None => conn.send(&AgentMessage::Evidence(Evidence { attest, signature })),
-    }
+    conn.send(&message)
+}
+
+/// TPM2_Quote, its TPMS_ATTEST and TPMT_SIGNATURE into `attest` and `signature`; `Ok(false)`
+/// if they do not fit.
+#[inline(never)]
+fn quote_into<T: Transport, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    ak: u32,
+    qualifying: &[u8],
+    selection: &[PcrBank],
+    attest: &mut Vec<u8, MAX_ATTEST>,
+    signature: &mut Vec<u8, MAX_SIGNATURE>,
+) -> core::result::Result<bool, CommandError<T::Error>> {
+    let quote = tpm.quote(ak, qualifying, selection)?;
+    Ok(attest.extend_from_slice(quote.attest.as_slice()).is_ok()
+        && signature
+            .extend_from_slice(quote.signature.as_slice())
+            .is_ok())
 }
 
 /// Sends the next key request sealed; `Ok(false)` when there is none (and marks the work done).
