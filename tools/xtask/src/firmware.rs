@@ -262,7 +262,8 @@ fn stack_bound(board: &Board) -> Result<stack::StackBound, String> {
 
 /// Builds `boards`, prints each one's use (one JSON object per line with `json`), and fails
 /// when any is over its budget. RAM is the static data plus the stack measured in QEMU;
-/// `stack_bound` is the static bound from the call graph (null when it found recursion).
+/// `stack_bound` is the static bound from the call graph (null when it found recursion), and
+/// the static data plus it must fit the RAM budget too.
 pub fn sizes_of(boards: &[&'static Board], json: bool) -> Result<(), String> {
     let all = build(boards)?;
     let stack = measured_stack()?;
@@ -295,6 +296,20 @@ pub fn sizes_of(boards: &[&'static Board], json: bool) -> Result<(), String> {
                 "{} RAM {ram} (static {} + stack {stack}) > {}",
                 board.name, sizes.ram_static, board.ram_budget
             ));
+        }
+        // The static bound is held to the same budget: a path the QEMU run did not take must
+        // fit too.
+        match bound.bytes {
+            Some(b) if sizes.ram_static + b > board.ram_budget => over.push(format!(
+                "{} static RAM {} + stack bound {b} > {}",
+                board.name, sizes.ram_static, board.ram_budget
+            )),
+            None => over.push(format!(
+                "{}: no stack bound (recursion: {})",
+                board.name,
+                bound.cycle.join(" > ")
+            )),
+            Some(_) => {}
         }
     }
     if over.is_empty() {
