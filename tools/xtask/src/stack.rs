@@ -3,9 +3,12 @@
 //! Each function's frame size comes from the `.stack_sizes` section that rustc writes with
 //! `-Zemit-stack-sizes` (LLVM's figure for every function it compiled). The call graph comes
 //! from the code itself: every `bl` and every `b`/`b.w` that lands on another function's first
-//! instruction is an edge. Indirect calls (`blx rN`: function pointers and trait objects) may
-//! reach any function whose address appears in the image's data or literal pools; each such
-//! call site gets an edge to every one of them, which over-approximates.
+//! instruction is an edge, and so is a `blx rN` whose register is loaded from a literal pool
+//! holding a function's address. Other indirect calls (function pointers, trait objects) may
+//! reach any function whose address appears in the image's data; each such call site gets an
+//! edge to every one of them. A callee whose address never sits in data (a register spilled and
+//! reloaded, an address passed in) is not seen: [`StackBound::indirect_calls`] counts those
+//! sites.
 //!
 //! The bound is the deepest path from the reset handler, plus the deepest exception handler
 //! with the frame the hardware stacks on entry (the extended, floating-point frame on the
