@@ -143,13 +143,11 @@ fn run_agent(verifier: &Verifier, host: &Host, keys: &mut dyn KeyClient) -> Outc
         ak_handle: DEFAULT_AK_HANDLE,
         stop_after_verdicts: Some(1),
     };
-    let mut cert = vec![0u8; 4096];
     session::run_with_keys(
         &mut tpm,
         &host.event_log,
         &mut FromStd::new(stream),
         &config,
-        &mut cert,
         keys,
     )
     .unwrap()

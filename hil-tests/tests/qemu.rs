@@ -76,3 +76,26 @@ fn firmware_on_qemu_reads_the_tpm_over_i2c() {
         );
     }
 }
+
+#[test]
+fn a_panic_on_the_board_reports_its_address_and_fails_the_run() {
+    let swtpm = Swtpm::start_with(&SwtpmOptions {
+        data_socket: false,
+        ..SwtpmOptions::default()
+    })
+    .unwrap_or_else(|e| panic!("{e}"));
+    let options = qemu::RunOptions {
+        mode: Some("fault".into()),
+        agent_link: None,
+        firmware: None,
+    };
+    let outcome = qemu::run_with(&MPS2_AN386, &swtpm, Duration::from_secs(60), &options)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let log = &outcome.log;
+    assert!(log.contains("board: panicking on purpose"), "{log}");
+    // The panic aborts at once (an undefined instruction): the HardFault handler reports the
+    // faulting address and exits with failure.
+    assert!(log.contains("board: HardFault at pc 0x"), "{log}");
+    assert!(!log.contains("board: all steps passed"), "{log}");
+    assert_eq!(outcome.exit_code, Some(1), "{log}");
+}

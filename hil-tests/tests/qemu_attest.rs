@@ -145,6 +145,9 @@ fn a_tpm_lost_mid_session_ends_cleanly_and_the_next_boot_attests() {
         verifier
             .wait_for_state(&ek_hash, "attested", Duration::from_secs(30))
             .unwrap();
+        // Right after the verdict the board sets up the key channel, with TPM2_ECDH_ZGen; give
+        // it that moment (quotes are 10 s apart), so the TPM is lost between two quotes.
+        std::thread::sleep(Duration::from_secs(2));
         // The TPM loses power between two quotes.
         let killed = std::process::Command::new("kill")
             .args(["-9", &pid])

@@ -149,15 +149,8 @@ impl Session {
                 ak_handle: DEFAULT_AK_HANDLE,
                 stop_after_verdicts,
             };
-            let mut cert = vec![0u8; 4096];
-            session::run(
-                &mut tpm,
-                &log,
-                &mut FromStd::new(theirs),
-                &config,
-                &mut cert,
-            )
-            .map_err(|e| format!("{e:?}"))
+            session::run(&mut tpm, &log, &mut FromStd::new(theirs), &config)
+                .map_err(|e| format!("{e:?}"))
         });
         Self { stream, thread }
     }

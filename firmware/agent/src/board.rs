@@ -23,21 +23,19 @@
 //! halt or report.
 
 use crate::eventlog::EventLog;
+use crate::log::{
+    BootFailure, Hex, Hex32, Log, Pem, SessionFailure, TisCommandFailure, TisFailure, Verdict,
+};
+use crate::logln;
 use crate::measure::BootImage;
-use crate::session::{self, AgentConfig, SessionError};
-use crate::{BootError, measured_boot};
-use core::fmt::{self, Write};
+use crate::measured_boot_into;
+use crate::session::{self, AgentConfig, KeyClient, SessionError};
 use embedded_hal_nb::nb;
 use embedded_hal_nb::serial::{self, Error as _};
 use vouch_tpm::{
     ALG_SHA256, Clock, CommandError, EkKind, PcrBank, RegisterAccess, ResponseCode, Startup,
     StartupType, Tis, Tpm, Transport,
 };
-
-/// One log line; a log that fails to write is not worth stopping for.
-macro_rules! log {
-    ($out:expr, $($arg:tt)*) => {{ let _ = writeln!($out, $($arg)*); }};
-}
 
 /// Room for the EK certificate: real ones are 1–1.5 KiB.
 pub const CERT_BUF: usize = 2048;
@@ -65,17 +63,17 @@ pub enum BringUpError<E> {
     /// TPM2_SelfTest failed.
     SelfTest(CommandError<vouch_tpm::Error<E>>),
     /// Measured boot failed.
-    MeasuredBoot(BootError<vouch_tpm::Error<E>>),
+    MeasuredBoot(crate::BootError<vouch_tpm::Error<E>>),
 }
 
 /// Brings the TPM up and measures the boot: TIS initialisation, TPM2_Startup(CLEAR) (a TPM that
 /// is already started is fine), TPM2_SelfTest, the RSA EK certificate printed as PEM for
-/// enrolment, [`measured_boot`] of `boot`, and PCRs 0 and 1 (SHA-256) printed. Returns the
-/// event log the sessions send.
+/// enrolment, [`measured_boot_into`] `event_log` (which the sessions then send), and PCRs 0 and
+/// 1 (SHA-256) printed.
 ///
 /// # Errors
-/// See [`BringUpError`]; the failure is also logged as `board: FAILED: ...`. An unreadable EK
-/// certificate is only logged (the verifier may trust the EK itself).
+/// See [`BringUpError`]; the failure is also logged as `board: FAILED: ...` with its code. An
+/// unreadable EK certificate is only logged (the verifier may trust the EK itself).
 // Never inlined: its temporaries (the certificate buffer, measured boot's) would otherwise stay
 // in the caller's stack frame under every session.
 #[inline(never)]
@@ -83,76 +81,103 @@ pub fn bring_up<R, C, W, const N: usize, const M: usize>(
     tpm: &mut Tpm<Tis<R, C>, N>,
     info: &BoardInfo<'_>,
     boot: &BootImage<'_>,
+    event_log: &mut EventLog<M>,
     log: &mut W,
-) -> Result<EventLog<M>, BringUpError<R::BusError>>
+) -> Result<(), BringUpError<R::BusError>>
 where
     R: RegisterAccess,
     C: Clock,
-    W: Write,
+    W: Log,
 {
     let did_vid = match tpm.transport_mut().init() {
         Ok(id) => id,
         Err(e) => {
-            log!(
+            logln!(
                 log,
-                "board: FAILED: no TPM answers on {}: {e:?}",
-                info.tpm_at
+                "board: FAILED: no TPM answers on ",
+                info.tpm_at,
+                ": ",
+                TisFailure(&e)
             );
             return Err(BringUpError::NoTpm(e));
         }
     };
-    log!(log, "tpm: {} TIS up, DID_VID {did_vid:08x}", info.bus);
+    logln!(log, "tpm: ", info.bus, " TIS up, DID_VID ", Hex32(did_vid));
     match tpm.startup(StartupType::Clear) {
-        Ok(Startup::Started) => log!(log, "tpm: Startup(CLEAR) done"),
-        Ok(_) => log!(log, "tpm: already started"),
+        Ok(Startup::Started) => logln!(log, "tpm: Startup(CLEAR) done"),
+        Ok(_) => logln!(log, "tpm: already started"),
         Err(e) => {
-            log!(log, "board: FAILED: TPM2_Startup failed: {e:?}");
+            logln!(
+                log,
+                "board: FAILED: TPM2_Startup failed: ",
+                TisCommandFailure(&e)
+            );
             return Err(BringUpError::Startup(e));
         }
     }
     if let Err(e) = tpm.self_test(false) {
-        log!(log, "board: FAILED: TPM2_SelfTest failed: {e:?}");
+        logln!(
+            log,
+            "board: FAILED: TPM2_SelfTest failed: ",
+            TisCommandFailure(&e)
+        );
         return Err(BringUpError::SelfTest(e));
     }
     print_ek_certificate(tpm, log);
 
-    let event_log: EventLog<M> = match measured_boot(tpm, boot) {
-        Ok(event_log) => event_log,
-        Err(e) => {
-            log!(log, "board: FAILED: measured boot failed: {e:?}");
-            return Err(BringUpError::MeasuredBoot(e));
-        }
-    };
-    log!(
+    if let Err(e) = measured_boot_into(tpm, boot, event_log) {
+        logln!(
+            log,
+            "board: FAILED: measured boot failed: ",
+            BootFailure(&e)
+        );
+        return Err(BringUpError::MeasuredBoot(e));
+    }
+    logln!(
         log,
-        "boot: measured {} bytes of flash into PCR 0, configuration into PCR 1; event log {} bytes",
+        "boot: measured ",
         boot.image.iter().map(|s| s.len()).sum::<usize>(),
-        event_log.as_bytes().len()
+        " bytes of flash into PCR 0, configuration into PCR 1; event log ",
+        event_log.as_bytes().len(),
+        " bytes"
     );
+    log_boot_pcrs(tpm, log);
+    Ok(())
+}
+
+/// PCRs 0 and 1 of the SHA-256 bank, as `boot: PCR <n> (sha256) <hex>`.
+pub fn log_boot_pcrs<T: Transport, const N: usize>(tpm: &mut Tpm<T, N>, log: &mut dyn Log) {
     let boot_pcrs = [PcrBank {
         alg: ALG_SHA256,
         pcrs: 0b11,
     }];
     if let Ok(values) = tpm.pcr_read(&boot_pcrs) {
-        for (pcr, value) in values.digests().iter().enumerate() {
-            log!(log, "boot: PCR {pcr} (sha256) {}", Hex(value));
+        for (pcr, value) in (0u32..).zip(values.digests()) {
+            logln!(log, "boot: PCR ", pcr, " (sha256) ", Hex(value));
         }
     }
-    Ok(event_log)
 }
 
 /// The RSA EK certificate as PEM, for `vouch ek verify` and the cluster's trust.
-fn print_ek_certificate<T: Transport, W: Write, const N: usize>(tpm: &mut Tpm<T, N>, log: &mut W) {
+#[inline(never)]
+fn print_ek_certificate<T: Transport, const N: usize>(tpm: &mut Tpm<T, N>, log: &mut dyn Log) {
     let mut certificate = [0u8; CERT_BUF];
     let kind = EkKind::Rsa2048;
     match tpm.read_ek_certificate(kind, &mut certificate) {
-        Ok(len) => log!(
+        Ok(len) => logln!(
             log,
-            "tpm: RSA EK certificate (NV {:#010x}), {len} bytes:\n{}",
-            kind.certificate_index(),
+            "tpm: RSA EK certificate (NV 0x",
+            Hex32(kind.certificate_index()),
+            "), ",
+            len,
+            " bytes:\n",
             Pem(certificate.get(..len).unwrap_or_default()),
         ),
-        Err(e) => log!(log, "tpm: the RSA EK certificate is not readable: {e:?}"),
+        Err(e) => logln!(
+            log,
+            "tpm: the RSA EK certificate is not readable: ",
+            crate::log::CommandFailure(&e)
+        ),
     }
 }
 
@@ -163,40 +188,47 @@ fn print_ek_certificate<T: Transport, W: Write, const N: usize>(tpm: &mut Tpm<T,
 pub struct TpmWasReset;
 
 /// Runs sessions with the verifier one after another (with `pause` between them), logging
-/// each outcome, until the TPM turns out to have been reset.
+/// each outcome, until the TPM turns out to have been reset. Once attested over a v2 link,
+/// each session asks `keys`'s requests over the key channel.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the board's parts, each passed through once"
+)]
 pub fn serve_until_tpm_reset<T, L, W, const N: usize>(
     tpm: &mut Tpm<T, N>,
     event_log: &[u8],
     link: &mut L,
     config: &AgentConfig<'_>,
     info: &BoardInfo<'_>,
+    keys: &mut dyn KeyClient,
     log: &mut W,
     mut pause: impl FnMut(),
 ) -> TpmWasReset
 where
     T: Transport,
     L: embedded_io::Read + embedded_io::Write,
-    W: Write,
+    W: Log,
 {
-    let mut certificate = [0u8; CERT_BUF];
     loop {
-        log!(log, "agent: session with the verifier on {}", info.link);
-        match session::run(tpm, event_log, link, config, &mut certificate) {
-            Ok(o) => log!(
+        logln!(log, "agent: session with the verifier on ", info.link);
+        match session::run_with_keys(tpm, event_log, link, config, keys) {
+            Ok(o) => logln!(
                 log,
-                "agent: session ended: activated {}, {} quote(s), verdict {}",
+                "agent: session ended: activated ",
                 o.activated,
+                ", ",
                 o.quotes,
+                " quote(s), verdict ",
                 Verdict(o.last_verdict, o.software_version.as_str()),
             ),
             Err(SessionError::Tpm(CommandError::Tpm(ResponseCode::INITIALIZE))) => {
-                log!(
+                logln!(
                     log,
                     "agent: the TPM was reset; restarting to measure the boot again"
                 );
                 return TpmWasReset;
             }
-            Err(e) => log!(log, "agent: session failed: {e:?}"),
+            Err(e) => logln!(log, "agent: session failed: ", SessionFailure(&e)),
         }
         pause();
     }
@@ -309,77 +341,22 @@ impl<U: serial::Write<u8>, C> embedded_io::Write for TimedLink<U, C> {
     }
 }
 
-/// A text log for serial terminals: `\n` is sent as `\r\n`.
+/// A text log for serial terminals over any `core::fmt::Write` (a HAL's UART): `\n` is sent
+/// as `\r\n`. Only `write_str` is used, never the formatting machinery.
 #[derive(Debug)]
 pub struct CrLf<W>(pub W);
 
-impl<W: Write> Write for CrLf<W> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
+impl<W: core::fmt::Write> Log for CrLf<W> {
+    fn text(&mut self, s: &str) {
         let mut start = 0;
         for (i, byte) in s.bytes().enumerate() {
             if byte == b'\n' {
-                self.0.write_str(s.get(start..i).unwrap_or_default())?;
-                self.0.write_str("\r\n")?;
+                let _ = self.0.write_str(s.get(start..i).unwrap_or_default());
+                let _ = self.0.write_str("\r\n");
                 start = i + 1;
             }
         }
-        self.0.write_str(s.get(start..).unwrap_or_default())
-    }
-}
-
-/// `attested as software version <v>`, `NOT attested` or `none`, from the last verdict and
-/// the software version it named.
-#[derive(Debug, Clone, Copy)]
-pub struct Verdict<'a>(pub Option<bool>, pub &'a str);
-
-impl fmt::Display for Verdict<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(true) => write!(f, "attested as software version {}", self.1),
-            Some(false) => f.write_str("NOT attested"),
-            None => f.write_str("none"),
-        }
-    }
-}
-
-/// Lowercase hex for the log.
-#[derive(Debug, Clone, Copy)]
-pub struct Hex<'a>(pub &'a [u8]);
-
-impl fmt::Display for Hex<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
-/// A DER certificate as PEM (64-character lines, no trailing newline), for copying from the
-/// log into `vouch ek verify`.
-#[derive(Debug, Clone, Copy)]
-pub struct Pem<'a>(pub &'a [u8]);
-
-impl fmt::Display for Pem<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const ALPHABET: &[u8; 64] =
-            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-        let digit = |v: u32| {
-            ALPHABET
-                .get(usize::try_from(v & 63).unwrap_or_default())
-                .map_or('=', |&d| char::from(d))
-        };
-        f.write_str("-----BEGIN CERTIFICATE-----\n")?;
-        // 48 bytes make one 64-character line.
-        for chunk in self.0.chunks(48) {
-            for group in chunk.chunks(3) {
-                let [a, b, c] = [0, 1, 2].map(|i| group.get(i).copied().map_or(0, u32::from));
-                let v = a << 16 | b << 8 | c;
-                let (d0, d1) = (digit(v >> 18), digit(v >> 12));
-                let d2 = if group.len() > 1 { digit(v >> 6) } else { '=' };
-                let d3 = if group.len() > 2 { digit(v) } else { '=' };
-                write!(f, "{d0}{d1}{d2}{d3}")?;
-            }
-            f.write_str("\n")?;
-        }
-        f.write_str("-----END CERTIFICATE-----")
+        let _ = self.0.write_str(s.get(start..).unwrap_or_default());
     }
 }
 
@@ -534,67 +511,10 @@ mod tests {
     }
 
     #[test]
-    fn hex_is_lowercase_and_padded() {
-        assert_eq!(Hex(&[0x00, 0x0f, 0xab, 0xff]).to_string(), "000fabff");
-        assert_eq!(Hex(&[]).to_string(), "");
-    }
-
-    #[test]
-    fn verdicts_read_as_the_logs_say() {
-        assert_eq!(
-            Verdict(Some(true), "pico-1").to_string(),
-            "attested as software version pico-1"
-        );
-        assert_eq!(Verdict(Some(false), "pico-1").to_string(), "NOT attested");
-        assert_eq!(Verdict(None, "").to_string(), "none");
-    }
-
-    fn pem_body(der: &[u8]) -> String {
-        let pem = Pem(der).to_string();
-        let body = pem
-            .strip_prefix("-----BEGIN CERTIFICATE-----\n")
-            .and_then(|p| p.strip_suffix("-----END CERTIFICATE-----"))
-            .unwrap();
-        body.to_string()
-    }
-
-    #[test]
-    fn pem_pads_the_last_group() {
-        // RFC 4648's test vectors.
-        assert_eq!(pem_body(b""), "");
-        assert_eq!(pem_body(b"f"), "Zg==\n");
-        assert_eq!(pem_body(b"fo"), "Zm8=\n");
-        assert_eq!(pem_body(b"foo"), "Zm9v\n");
-        assert_eq!(pem_body(b"foob"), "Zm9vYg==\n");
-        assert_eq!(pem_body(b"fooba"), "Zm9vYmE=\n");
-        assert_eq!(pem_body(b"foobar"), "Zm9vYmFy\n");
-    }
-
-    #[test]
-    fn pem_lines_hold_64_characters() {
-        let der: Vec<u8> = (0..=255).collect();
-        let body = pem_body(&der);
-        let lines: Vec<&str> = body.lines().collect();
-        // 256 bytes: five full 48-byte lines and 16 bytes (22 characters and "==").
-        assert_eq!(lines.len(), 6);
-        assert!(lines[..5].iter().all(|l| l.len() == 64));
-        assert_eq!(lines[5].len(), 24);
-        assert!(lines[5].ends_with("=="));
-        assert_eq!(
-            lines[0],
-            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8gISIjJCUmJygpKissLS4v"
-        );
-        assert!(
-            body.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"+/=\n".contains(&b))
-        );
-    }
-
-    #[test]
     fn crlf_ends_lines_for_serial_terminals() {
         let mut out = CrLf(String::new());
-        write!(out, "a\nb\n\nc").unwrap();
-        writeln!(out, "{}", Hex(&[1])).unwrap();
+        out.text("a\nb\n\nc");
+        logln!(&mut out, Hex(&[1]));
         assert_eq!(out.0, "a\r\nb\r\n\r\nc01\r\n");
     }
 }

@@ -1,14 +1,13 @@
 //! The agent's side of the key channel bound to the attestation (protocol v2; the layout is
-//! `vouch_proto::channel`): an ephemeral P-256 key per session from the TPM's random generator,
-//! hashed into every quote's qualifying data; ECDH with the verifier's ephemeral key and
-//! HKDF-SHA256 to an AES-256-GCM key; sealed key requests and responses with per-direction
-//! counters. No heap; the secrets are wiped on drop.
+//! `vouch_proto::channel`): an ephemeral P-256 key per session, created in the TPM (its
+//! private key never leaves it) and hashed into every quote's qualifying data; ECDH with the
+//! verifier's ephemeral key by TPM2_ECDH_ZGen and HKDF-SHA256 to an AES-256-GCM key; sealed
+//! key requests and responses with per-direction counters. No heap, and no elliptic-curve code
+//! on the MCU; the secrets are wiped on drop.
 
 use aes_gcm::aead::AeadInPlace as _;
 use aes_gcm::{Aes256Gcm, KeyInit as _, Nonce, Tag};
 use hkdf::Hkdf;
-use p256::elliptic_curve::sec1::ToEncodedPoint as _;
-use p256::{PublicKey, SecretKey};
 use sha2::{Digest as _, Sha256};
 use vouch_proto::channel::{self, Direction};
 use vouch_proto::wire::{KeyRequest, KeyResponse, MAX_SEALED, P256_PUBLIC, SEALED_TAG, Sealed};
@@ -18,42 +17,53 @@ use zeroize::Zeroize as _;
 /// Whether this build has the key channel (feature `key-channel`).
 pub const ENABLED: bool = true;
 
-/// The agent's ephemeral key for one session.
+/// The agent's ephemeral key for one session: a transient ECDH key in the TPM.
+#[derive(Debug)]
 pub struct SessionKey {
-    secret: SecretKey,
+    handle: u32,
     public: [u8; P256_PUBLIC],
 }
 
-impl core::fmt::Debug for SessionKey {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("SessionKey").finish_non_exhaustive()
-    }
-}
+/// SEC1's tag of an uncompressed point.
+const UNCOMPRESSED: u8 = 0x04;
+/// A P-256 coordinate's length.
+const COORDINATE: usize = 32;
 
 impl SessionKey {
-    /// A fresh key from TPM2_GetRandom.
+    /// A fresh key in the TPM (TPM2_CreatePrimary in the NULL hierarchy, made unique with
+    /// TPM2_GetRandom). [`SessionKey::flush`] removes it.
     ///
     /// # Errors
-    /// The TPM's failure; [`CommandError::Capacity`] if eight draws are all out of range
-    /// (probability about 2^-256).
+    /// The TPM's failure; [`CommandError::Capacity`] if the TPM returned a public key that is
+    /// not a P-256 point.
     pub fn generate<T: Transport, const N: usize>(tpm: &mut Tpm<T, N>) -> CommandResult<Self, T> {
-        let mut bytes = [0u8; 32];
-        for _ in 0..8 {
-            tpm.get_random(&mut bytes)?;
-            let secret = SecretKey::from_bytes(&bytes.into());
-            bytes.zeroize();
-            if let Ok(secret) = secret {
-                let point = secret.public_key().to_encoded_point(false);
-                let mut public = [0u8; P256_PUBLIC];
-                let encoded = point.as_bytes();
-                if encoded.len() != P256_PUBLIC {
-                    return Err(CommandError::Capacity);
-                }
-                public.copy_from_slice(encoded);
-                return Ok(Self { secret, public });
-            }
+        let mut unique = [0u8; 32];
+        tpm.get_random(&mut unique)?;
+        let key = tpm.create_ecdh_key(&unique)?;
+        let mut public = [0u8; P256_PUBLIC];
+        let encoded = key.public.ecc_point().and_then(|(x, y)| {
+            let (tag, xy) = public.split_first_mut()?;
+            *tag = UNCOMPRESSED;
+            let (px, py) = xy.split_at_mut(COORDINATE);
+            left_pad(px, x)?;
+            left_pad(py, y)
+        });
+        if encoded.is_none() {
+            let _ = tpm.flush_context(key.handle);
+            return Err(CommandError::Capacity);
         }
-        Err(CommandError::Capacity)
+        Ok(Self {
+            handle: key.handle,
+            public,
+        })
+    }
+
+    /// Removes the key from the TPM.
+    ///
+    /// # Errors
+    /// The TPM's failure.
+    pub fn flush<T: Transport, const N: usize>(&self, tpm: &mut Tpm<T, N>) -> CommandResult<(), T> {
+        tpm.flush_context(self.handle)
     }
 
     /// The public key, uncompressed SEC1.
@@ -71,25 +81,59 @@ impl SessionKey {
         h.finalize().into()
     }
 
-    /// The channel with the verifier's ephemeral key; `salt` is the nonce of the attested quote.
-    /// `None` for a public key that is not on the curve.
-    #[must_use]
-    pub fn agree(&self, verifier_public: &[u8], salt: &[u8]) -> Option<Channel> {
-        let peer = PublicKey::from_sec1_bytes(verifier_public).ok()?;
-        let verifier: [u8; P256_PUBLIC] = verifier_public.try_into().ok()?;
-        let shared = p256::ecdh::diffie_hellman(self.secret.to_nonzero_scalar(), peer.as_affine());
-        let hk = Hkdf::<Sha256>::new(Some(salt), shared.raw_secret_bytes());
+    /// The channel with the verifier's ephemeral key (uncompressed SEC1); `salt` is the nonce
+    /// of the attested quote. `Ok(None)` for a key that is not a point on the curve (the TPM
+    /// checks: TPM_RC_ECC_POINT).
+    ///
+    /// # Errors
+    /// Any other TPM failure.
+    pub fn agree<T: Transport, const N: usize>(
+        &self,
+        tpm: &mut Tpm<T, N>,
+        verifier_public: &[u8],
+        salt: &[u8],
+    ) -> CommandResult<Option<Channel>, T> {
+        let Ok(verifier) = <&[u8; P256_PUBLIC]>::try_from(verifier_public) else {
+            return Ok(None);
+        };
+        let Some((x, y)) = verifier
+            .split_first()
+            .filter(|(tag, _)| **tag == UNCOMPRESSED)
+            .map(|(_, xy)| xy.split_at(COORDINATE))
+        else {
+            return Ok(None);
+        };
+        let mut shared = [0u8; COORDINATE];
+        match tpm.ecdh_zgen(self.handle, x, y, &mut shared) {
+            Ok(()) => {}
+            // TPM_RC_ECC_POINT, any parameter: the verifier's key is not on the curve.
+            Err(CommandError::Tpm(rc)) if rc.base() == 0x0A7 => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let hk = Hkdf::<Sha256>::new(Some(salt), &shared);
+        shared.zeroize();
         let mut key = [0u8; 32];
-        hk.expand(&channel::info(&self.public, &verifier), &mut key)
-            .ok()?;
-        let cipher = Aes256Gcm::new_from_slice(&key).ok();
+        let info = channel::info(&self.public, verifier);
+        let cipher = hk
+            .expand(&info, &mut key)
+            .ok()
+            .and_then(|()| Aes256Gcm::new_from_slice(&key).ok());
         key.zeroize();
-        Some(Channel {
-            cipher: cipher?,
+        Ok(cipher.map(|cipher| Channel {
+            cipher,
             send_seq: 0,
             recv_seq: 0,
-        })
+        }))
     }
+}
+
+/// Copies big-endian `value` into `out`, left-padded with zeros; `None` if it is longer.
+fn left_pad(out: &mut [u8], value: &[u8]) -> Option<()> {
+    let pad = out.len().checked_sub(value.len())?;
+    let (zeros, rest) = out.split_at_mut(pad);
+    zeros.fill(0);
+    rest.copy_from_slice(value);
+    Some(())
 }
 
 /// An established channel: the AES-256-GCM key and the two counters.

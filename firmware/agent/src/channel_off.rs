@@ -34,8 +34,27 @@ impl SessionKey {
         match *self {}
     }
 
-    #[must_use]
-    pub fn agree(&self, _verifier_public: &[u8], _salt: &[u8]) -> Option<Channel> {
+    /// Never called: there is no key in this build.
+    ///
+    /// # Errors
+    /// None.
+    pub fn agree<T: Transport, const N: usize>(
+        &self,
+        _tpm: &mut Tpm<T, N>,
+        _verifier_public: &[u8],
+        _salt: &[u8],
+    ) -> CommandResult<Option<Channel>, T> {
+        match *self {}
+    }
+
+    /// Never called: there is no key in this build.
+    ///
+    /// # Errors
+    /// None.
+    pub fn flush<T: Transport, const N: usize>(
+        &self,
+        _tpm: &mut Tpm<T, N>,
+    ) -> CommandResult<(), T> {
         match *self {}
     }
 }

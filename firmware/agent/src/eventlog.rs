@@ -35,19 +35,34 @@ impl<const N: usize> EventLog<N> {
     /// # Errors
     /// [`LogFull`] if `N` cannot hold the Spec ID event.
     pub fn new(banks: &[(u16, u16)]) -> Result<Self, LogFull> {
-        let mut log = Self {
+        let mut log = Self::empty();
+        log.start(banks)?;
+        Ok(log)
+    }
+
+    /// A log with nothing in it, not even the Spec ID event: [`EventLog::start`] begins it.
+    #[must_use]
+    pub const fn empty() -> Self {
+        Self {
             buf: [0; N],
             len: 0,
-        };
+        }
+    }
+
+    /// Empties the log and writes the Spec ID event declaring `banks`, in place.
+    ///
+    /// # Errors
+    /// [`LogFull`] if `N` cannot hold the Spec ID event.
+    pub fn start(&mut self, banks: &[(u16, u16)]) -> Result<(), LogFull> {
+        self.len = 0;
         let mut spec_id = [0u8; 128];
         let spec_len = spec_id_event(banks, &mut spec_id).ok_or(LogFull)?;
         let spec_id = spec_id.get(..spec_len).ok_or(LogFull)?;
-        log.put(&0u32.to_le_bytes())?; // PCR 0
-        log.put(&EV_NO_ACTION.to_le_bytes())?;
-        log.put(&[0u8; 20])?; // SHA-1 digest field, zero
-        log.put(&len_u32(spec_id.len())?.to_le_bytes())?;
-        log.put(spec_id)?;
-        Ok(log)
+        self.put(&0u32.to_le_bytes())?; // PCR 0
+        self.put(&EV_NO_ACTION.to_le_bytes())?;
+        self.put(&[0u8; 20])?; // SHA-1 digest field, zero
+        self.put(&len_u32(spec_id.len())?.to_le_bytes())?;
+        self.put(spec_id)
     }
 
     /// Appends a `TCG_PCR_EVENT2` record. Nothing is written unless all of it fits.

@@ -18,6 +18,7 @@ pub mod channel;
 #[path = "channel_off.rs"]
 pub mod channel;
 pub mod eventlog;
+pub mod log;
 pub mod measure;
 pub mod session;
 
@@ -46,6 +47,22 @@ pub fn measured_boot<T: Transport, const N: usize, const M: usize>(
     tpm: &mut Tpm<T, N>,
     boot: &BootImage<'_>,
 ) -> Result<EventLog<M>, BootError<T::Error>> {
+    let mut log = EventLog::empty();
+    measured_boot_into(tpm, boot, &mut log)?;
+    Ok(log)
+}
+
+/// [`measured_boot`] into a log the caller holds (started afresh), so that the log is never
+/// moved: on a small MCU each move of a kilobyte-sized value is one more copy on the stack.
+///
+/// # Errors
+/// See [`BootError`]; the TPM and the log agree up to the failing measurement.
+#[inline(never)]
+pub fn measured_boot_into<T: Transport, const N: usize, const M: usize>(
+    tpm: &mut Tpm<T, N>,
+    boot: &BootImage<'_>,
+    log: &mut EventLog<M>,
+) -> Result<(), BootError<T::Error>> {
     let active = tpm.pcr_banks().map_err(BootError::Tpm)?;
     let mut algs = [0u16; MAX_BANKS];
     let mut sizes = [(0u16, 0u16); MAX_BANKS];
@@ -65,7 +82,7 @@ pub fn measured_boot<T: Transport, const N: usize, const M: usize>(
     }
     let algs = algs.get(..count).unwrap_or_default();
     let banks = sizes.get(..count).unwrap_or_default();
-    let mut log = EventLog::new(banks).map_err(|LogFull| BootError::LogFull)?;
+    log.start(banks).map_err(|LogFull| BootError::LogFull)?;
     for m in boot_measurements(boot, algs) {
         log.record(m.pcr, m.event_type, &m.digests, m.event_data())
             .map_err(|LogFull| BootError::LogFull)?;
@@ -76,5 +93,5 @@ pub fn measured_boot<T: Transport, const N: usize, const M: usize>(
         tpm.pcr_extend(m.pcr, digests.get(..m.digests.len()).unwrap_or_default())
             .map_err(BootError::Tpm)?;
     }
-    Ok(log)
+    Ok(())
 }

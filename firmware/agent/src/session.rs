@@ -11,9 +11,9 @@ use heapless::{String, Vec};
 use vouch_proto::chunk;
 use vouch_proto::frame::{self, FrameError, FrameReader, MAX_FRAME};
 use vouch_proto::wire::{
-    ActivationProof, AgentError, AgentFailure, AgentMessage, BlobKind, BoundEvidence, Chunk,
-    CredentialChallenge, Enroll, Evidence, Hello, KeyRequest, KeyResponse, MAX_DIGEST, MAX_TEXT,
-    QuoteRequest, RefusalKind, VerifierMessage,
+    ActivationProof, AgentError, AgentFailure, AgentMessage, BlobKind, BoundEvidence, CHUNK_DATA,
+    Chunk, CredentialChallenge, Enroll, Evidence, Hello, KeyRequest, KeyResponse, MAX_ATTEST,
+    MAX_DIGEST, MAX_PUBLIC, MAX_SIGNATURE, MAX_TEXT, QuoteRequest, RefusalKind, VerifierMessage,
 };
 use vouch_proto::{CURRENT_VERSION, MIN_VERSION};
 use vouch_tpm::{
@@ -180,8 +180,8 @@ impl<L: Read + Write> Conn<'_, L> {
 /// and every quote request, until the verifier closes the link.
 ///
 /// `event_log` is the TCG event log sent with every quote (the one [`crate::measured_boot`]
-/// kept, or a platform's). `cert_buf` receives the EK certificate (2 KiB is plenty for real
-/// ones).
+/// kept, or a platform's). The EK certificate goes from the TPM's NV to the link chunk by
+/// chunk, never whole in memory.
 ///
 /// # Errors
 /// See [`SessionError`]. A TPM failure is also reported to the verifier before returning.
@@ -190,9 +190,8 @@ pub fn run<T: Transport, L: Read + Write, const N: usize>(
     event_log: &[u8],
     link: &mut L,
     config: &AgentConfig<'_>,
-    cert_buf: &mut [u8],
 ) -> Result<Outcome, T, L> {
-    run_with_keys(tpm, event_log, link, config, cert_buf, &mut NoKeys)
+    run_with_keys(tpm, event_log, link, config, &mut NoKeys)
 }
 
 /// [`run`], and once attested over a v2 link, the key requests of `keys` over the channel bound
@@ -206,7 +205,6 @@ pub fn run_with_keys<T: Transport, L: Read + Write, const N: usize>(
     event_log: &[u8],
     link: &mut L,
     config: &AgentConfig<'_>,
-    cert_buf: &mut [u8],
     keys: &mut dyn KeyClient,
 ) -> Result<Outcome, T, L> {
     let mut conn = Conn {
@@ -240,16 +238,20 @@ pub fn run_with_keys<T: Transport, L: Read + Write, const N: usize>(
         Err(e) => return Err(tpm_failure(&mut conn, e)),
     };
     let result = enrolled_session(
-        tpm, event_log, &mut conn, config, ek.handle, &ek.public, cert_buf, version, keys,
+        tpm, event_log, &mut conn, config, ek.handle, &ek.public, version, keys,
     );
     let _ = tpm.flush_context(ek.handle);
     result
 }
 
+// Each step of the session is its own frame, never inlined into its caller: the values one
+// step holds (a created object, a quote, a message being encoded) are then on the stack only
+// while that step runs, instead of all at once in one merged frame.
 #[allow(
     clippy::too_many_arguments,
     reason = "one private step of run_with_keys, which holds them all"
 )]
+#[inline(never)]
 fn enrolled_session<T: Transport, L: Read + Write, const N: usize>(
     tpm: &mut Tpm<T, N>,
     event_log: &[u8],
@@ -257,123 +259,307 @@ fn enrolled_session<T: Transport, L: Read + Write, const N: usize>(
     config: &AgentConfig<'_>,
     ek: u32,
     ek_public: &Public,
-    cert_buf: &mut [u8],
     version: u16,
     keys: &mut dyn KeyClient,
 ) -> Result<Outcome, T, L> {
-    // An EK certificate is optional (trust mode 3); a TPM error reading it means there is none.
-    let cert_len = tpm.read_ek_certificate(config.ek, cert_buf).unwrap_or(0);
-    let certificate = cert_buf.get(..cert_len).unwrap_or_default();
-    if !certificate.is_empty() {
-        conn.send_blob(BlobKind::EkCertificate, certificate)?;
-    }
-    let ak_public = match ensure_ak(tpm, ek, config) {
-        Ok(public) => public,
-        Err(e) => return Err(tpm_failure(conn, e)),
-    };
-    conn.send(&AgentMessage::Enroll(Enroll {
-        ek_public: Vec::from_slice(ek_public.as_tpm2b())
-            .map_err(|_| SessionError::TooLarge("EK public area"))?,
-        ak_public: Vec::from_slice(ak_public.as_tpm2b())
-            .map_err(|_| SessionError::TooLarge("AK public area"))?,
-        has_ek_certificate: !certificate.is_empty(),
-    }))?;
+    let has_ek_certificate = send_ek_certificate(tpm, conn, config.ek)?;
+    enroll(tpm, conn, config, ek, ek_public, has_ek_certificate)?;
+    attest(tpm, event_log, conn, config, ek, version, keys)
+}
 
-    let mut outcome = Outcome {
-        version,
-        ..Outcome::default()
+/// After enrollment: the credential challenge, quotes and the key channel, with the session's
+/// state in this frame (not under enrollment's).
+#[inline(never)]
+fn attest<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    event_log: &[u8],
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    ek: u32,
+    version: u16,
+    keys: &mut dyn KeyClient,
+) -> Result<Outcome, T, L> {
+    let mut state = State {
+        outcome: Outcome {
+            version,
+            ..Outcome::default()
+        },
+        session_key: None,
+        last_nonce: Vec::new(),
+        channel: None,
+        keys_done: false,
     };
     // v2: an ephemeral key bound into every quote of this session.
-    let session_key = if version >= 2 && crate::channel::ENABLED {
+    if version >= 2 && crate::channel::ENABLED {
         match crate::channel::SessionKey::generate(tpm) {
-            Ok(key) => Some(key),
+            Ok(key) => state.session_key = Some(key),
             Err(e) => return Err(tpm_failure(conn, e)),
         }
-    } else {
-        None
-    };
-    let mut last_nonce: Vec<u8, MAX_DIGEST> = Vec::new();
-    let mut channel: Option<crate::channel::Channel> = None;
-    let mut keys_done = false;
-    let stop = |outcome: &Outcome| {
-        config
-            .stop_after_verdicts
-            .is_some_and(|n| outcome.verdicts >= n)
-    };
+    }
+    let result = serve(tpm, event_log, conn, config, ek, &mut state, keys);
+    if let Some(key) = &state.session_key {
+        let _ = key.flush(tpm);
+    }
+    result.map(|()| state.outcome)
+}
+
+/// Answers the verifier's messages until it closes the link or the session is complete.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one private step of run_with_keys, which holds them all"
+)]
+fn serve<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    event_log: &[u8],
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    ek: u32,
+    state: &mut State,
+    keys: &mut dyn KeyClient,
+) -> Result<(), T, L> {
     loop {
         let Some(message) = conn.recv()? else {
-            return Ok(outcome);
+            return Ok(());
         };
-        match message {
-            VerifierMessage::CredentialChallenge(challenge) => {
-                let proof = activate(tpm, ek, config.ak_handle, &challenge);
-                let secret = match proof {
-                    Ok(secret) => secret,
-                    Err(e) => return Err(tpm_failure(conn, e)),
-                };
-                conn.send(&AgentMessage::ActivationProof(ActivationProof { secret }))?;
-                outcome.activated = true;
-            }
-            VerifierMessage::QuoteRequest(request) => {
-                send_evidence(
-                    tpm,
-                    event_log,
-                    conn,
-                    config.ak_handle,
-                    &request,
-                    session_key.as_ref(),
-                )?;
-                last_nonce.clone_from(&request.nonce);
-                outcome.quotes += 1;
-            }
-            VerifierMessage::Verdict(verdict) => {
-                outcome.verdicts += 1;
-                outcome.last_verdict = Some(verdict.attested);
-                outcome.software_version = verdict.software_version;
-                // Attested on a v2 link: a ChannelKey follows; wait for it unless done.
-                let channel_follows = verdict.attested && session_key.is_some() && !keys_done;
-                if stop(&outcome) && !channel_follows {
-                    return Ok(outcome);
-                }
-            }
-            VerifierMessage::ChannelKey(key) => {
-                let Some(ours) = session_key.as_ref() else {
-                    conn.report::<T::Error>(AgentFailure::Protocol, "ChannelKey on a v1 link");
-                    return Err(SessionError::Protocol("ChannelKey on a v1 link"));
-                };
-                let Some(new) = ours.agree(&key.public, &last_nonce) else {
-                    conn.report::<T::Error>(AgentFailure::Protocol, "bad channel key");
-                    return Err(SessionError::Protocol("bad channel key"));
-                };
-                outcome.channel = true;
-                let mut c = new;
-                if !send_next_key_request(conn, &mut c, keys, &mut keys_done)? && stop(&outcome) {
-                    return Ok(outcome);
-                }
-                channel = Some(c);
-            }
-            VerifierMessage::Sealed(sealed) => {
-                let Some(c) = channel.as_mut() else {
-                    conn.report::<T::Error>(AgentFailure::Protocol, "Sealed without a channel");
-                    return Err(SessionError::Protocol("Sealed without a channel"));
-                };
-                let Some(response) = c.open_response(&sealed) else {
-                    conn.report::<T::Error>(AgentFailure::Protocol, "sealed response refused");
-                    return Err(SessionError::Protocol("sealed response refused"));
-                };
-                outcome.key_responses += 1;
-                keys.response(response);
-                if !send_next_key_request(conn, c, keys, &mut keys_done)? && stop(&outcome) {
-                    return Ok(outcome);
-                }
-            }
-            VerifierMessage::Refused(r) => return Err(SessionError::Refused(r.kind, r.reason)),
-            VerifierMessage::Welcome(_) => {
-                conn.report::<T::Error>(AgentFailure::Protocol, "Welcome after the handshake");
-                return Err(SessionError::Protocol("Welcome after the handshake"));
-            }
+        if let Step::Done = step(tpm, event_log, conn, config, ek, state, keys, &message)? {
+            return Ok(());
         }
     }
+}
+
+/// What a session holds between messages.
+struct State {
+    outcome: Outcome,
+    /// v2: the ephemeral key bound into every quote of this session.
+    session_key: Option<crate::channel::SessionKey>,
+    /// The nonce of the last quote: the salt of the channel key.
+    last_nonce: Vec<u8, MAX_DIGEST>,
+    channel: Option<crate::channel::Channel>,
+    keys_done: bool,
+}
+
+impl State {
+    fn stop(&self, config: &AgentConfig<'_>) -> bool {
+        config
+            .stop_after_verdicts
+            .is_some_and(|n| self.outcome.verdicts >= n)
+    }
+}
+
+/// Whether the session goes on after a message.
+enum Step {
+    Continue,
+    Done,
+}
+
+/// Answers one message from the verifier.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one private step of run_with_keys, which holds them all"
+)]
+#[inline(never)]
+fn step<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    event_log: &[u8],
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    ek: u32,
+    state: &mut State,
+    keys: &mut dyn KeyClient,
+    message: &VerifierMessage,
+) -> Result<Step, T, L> {
+    match message {
+        VerifierMessage::CredentialChallenge(challenge) => {
+            answer_challenge(tpm, conn, config, ek, challenge)?;
+            state.outcome.activated = true;
+        }
+        VerifierMessage::QuoteRequest(request) => {
+            send_evidence(
+                tpm,
+                event_log,
+                conn,
+                config.ak_handle,
+                request,
+                state.session_key.as_ref(),
+            )?;
+            state.last_nonce.clone_from(&request.nonce);
+            state.outcome.quotes += 1;
+        }
+        VerifierMessage::Verdict(verdict) => {
+            let outcome = &mut state.outcome;
+            outcome.verdicts += 1;
+            outcome.last_verdict = Some(verdict.attested);
+            outcome
+                .software_version
+                .clone_from(&verdict.software_version);
+            // Attested on a v2 link: a ChannelKey follows; wait for it unless done.
+            let channel_follows =
+                verdict.attested && state.session_key.is_some() && !state.keys_done;
+            if state.stop(config) && !channel_follows {
+                return Ok(Step::Done);
+            }
+        }
+        VerifierMessage::ChannelKey(key) => {
+            return on_channel_key(tpm, conn, config, state, keys, key);
+        }
+        VerifierMessage::Sealed(sealed) => return on_sealed(conn, config, state, keys, sealed),
+        VerifierMessage::Refused(r) => {
+            return Err(SessionError::Refused(r.kind, r.reason.clone()));
+        }
+        VerifierMessage::Welcome(_) => {
+            return Err(protocol_failure(conn, "Welcome after the handshake"));
+        }
+    }
+    Ok(Step::Continue)
+}
+
+// The steps below hold the larger values (an AES-GCM key schedule, a sealed message, an
+// activation proof) in frames of their own, so a quote's path never carries them.
+
+/// TPM2_ActivateCredential on the verifier's challenge, and the proof.
+#[inline(never)]
+fn answer_challenge<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    ek: u32,
+    challenge: &CredentialChallenge,
+) -> Result<(), T, L> {
+    let secret = match activate(tpm, ek, config.ak_handle, challenge) {
+        Ok(secret) => secret,
+        Err(e) => return Err(tpm_failure(conn, e)),
+    };
+    conn.send(&AgentMessage::ActivationProof(ActivationProof { secret }))
+}
+
+/// The verifier's channel key: the channel, and the first key request over it.
+#[inline(never)]
+fn on_channel_key<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    state: &mut State,
+    keys: &mut dyn KeyClient,
+    key: &vouch_proto::wire::ChannelKey,
+) -> Result<Step, T, L> {
+    let Some(ours) = state.session_key.as_ref() else {
+        return Err(protocol_failure(conn, "ChannelKey on a v1 link"));
+    };
+    state.channel = match ours.agree(tpm, &key.public, &state.last_nonce) {
+        Ok(channel) => channel,
+        Err(e) => return Err(tpm_failure(conn, e)),
+    };
+    let Some(channel) = state.channel.as_mut() else {
+        return Err(protocol_failure(conn, "bad channel key"));
+    };
+    state.outcome.channel = true;
+    if !send_next_key_request(conn, channel, keys, &mut state.keys_done)? && state.stop(config) {
+        return Ok(Step::Done);
+    }
+    Ok(Step::Continue)
+}
+
+/// A sealed key response: opened, handed to `keys`, and the next request.
+#[inline(never)]
+fn on_sealed<TE, L: Read + Write>(
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    state: &mut State,
+    keys: &mut dyn KeyClient,
+    sealed: &vouch_proto::wire::Sealed,
+) -> core::result::Result<Step, SessionError<TE, L::Error>> {
+    let Some(channel) = state.channel.as_mut() else {
+        return Err(protocol_failure(conn, "Sealed without a channel"));
+    };
+    let Some(response) = channel.open_response(sealed) else {
+        return Err(protocol_failure(conn, "sealed response refused"));
+    };
+    state.outcome.key_responses += 1;
+    keys.response(response);
+    if !send_next_key_request(conn, channel, keys, &mut state.keys_done)? && state.stop(config) {
+        return Ok(Step::Done);
+    }
+    Ok(Step::Continue)
+}
+
+/// Reports the verifier's protocol violation to it and returns it as the session's error.
+fn protocol_failure<TE, L: Read + Write>(
+    conn: &mut Conn<'_, L>,
+    what: &'static str,
+) -> SessionError<TE, L::Error> {
+    conn.report::<TE>(AgentFailure::Protocol, what);
+    SessionError::Protocol(what)
+}
+
+/// Sends the EK certificate from the TPM's NV index in chunks as it is read; `Ok(false)` when
+/// the TPM has none (trust mode 3: an EK certificate is optional).
+///
+/// # Errors
+/// A TPM failure once part of the certificate was sent; a link failure.
+#[inline(never)]
+fn send_ek_certificate<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    conn: &mut Conn<'_, L>,
+    kind: EkKind,
+) -> Result<bool, T, L> {
+    let mut sent = Ok(0usize);
+    let read = tpm.nv_read_with(
+        kind.certificate_index(),
+        vouch_tpm::RH_OWNER,
+        CHUNK_DATA,
+        |offset, total, data| {
+            let chunk = (|| {
+                Some(Chunk {
+                    blob: BlobKind::EkCertificate,
+                    total: u32::try_from(total).ok()?,
+                    offset: u32::try_from(offset).ok()?,
+                    data: Vec::from_slice(data).ok()?,
+                })
+            })();
+            sent = match chunk {
+                Some(chunk) => conn
+                    .send(&AgentMessage::Chunk(chunk))
+                    .map(|()| offset.saturating_add(data.len())),
+                None => Err(SessionError::TooLarge("EK certificate")),
+            };
+            sent.is_ok()
+        },
+    );
+    let sent = sent?;
+    match read {
+        Ok(size) if size > 0 && sent == size => Ok(true),
+        Ok(_) => Ok(false),
+        // Nothing sent yet: the TPM has no certificate (or cannot read it).
+        Err(_) if sent == 0 => Ok(false),
+        Err(e) => Err(tpm_failure(conn, e)),
+    }
+}
+
+/// The AK (created and made persistent on first use) and the Enroll message.
+#[inline(never)]
+fn enroll<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    conn: &mut Conn<'_, L>,
+    config: &AgentConfig<'_>,
+    ek: u32,
+    ek_public: &Public,
+    has_ek_certificate: bool,
+) -> Result<(), T, L> {
+    // The message is built in place: the AK's public area goes straight into it.
+    let mut message = AgentMessage::Enroll(Enroll {
+        ek_public: Vec::from_slice(ek_public.as_tpm2b())
+            .map_err(|_| SessionError::TooLarge("EK public area"))?,
+        ak_public: Vec::new(),
+        has_ek_certificate,
+    });
+    if let AgentMessage::Enroll(enroll) = &mut message {
+        match ensure_ak(tpm, ek, config, &mut enroll.ak_public) {
+            Ok(true) => {}
+            Ok(false) => return Err(SessionError::TooLarge("AK public area")),
+            Err(e) => return Err(tpm_failure(conn, e)),
+        }
+    }
+    conn.send(&message)
 }
 
 /// Reports a TPM failure to the verifier and returns it as the session's error.
@@ -401,28 +587,59 @@ fn is_our_ak(public: &Public, kind: AkKind) -> bool {
     area.attributes == AK_ATTRIBUTES && kind_matches
 }
 
-/// The persistent AK, created under the EK and made persistent on first use, reused after.
+/// The persistent AK's TPM2B_PUBLIC into `public`: created under the EK and made persistent on
+/// first use, reused after. `Ok(false)` if it does not fit `public`.
+#[inline(never)]
 fn ensure_ak<T: Transport, const N: usize>(
     tpm: &mut Tpm<T, N>,
     ek: u32,
     config: &AgentConfig<'_>,
-) -> core::result::Result<Public, CommandError<T::Error>> {
+    public: &mut Vec<u8, MAX_PUBLIC>,
+) -> core::result::Result<bool, CommandError<T::Error>> {
+    if reuse_ak(tpm, config, public)? {
+        return Ok(true);
+    }
+    create_ak(tpm, ek, config, public)
+}
+
+/// The AK already persisted at our handle, if it is ours (its public area into `public`);
+/// something else at the handle is evicted.
+#[inline(never)]
+fn reuse_ak<T: Transport, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    config: &AgentConfig<'_>,
+    public: &mut Vec<u8, MAX_PUBLIC>,
+) -> core::result::Result<bool, CommandError<T::Error>> {
     match tpm.read_public(config.ak_handle) {
-        Ok(existing) if is_our_ak(&existing.public, config.ak) => return Ok(existing.public),
+        Ok(existing) if is_our_ak(&existing.public, config.ak) => {
+            return Ok(public.extend_from_slice(existing.public.as_tpm2b()).is_ok());
+        }
         // Something else sits at our handle: evict it and start over.
         Ok(_) => tpm.evict_control(config.ak_handle, config.ak_handle)?,
         // TPM_RC_HANDLE (format-one, any parameter number): nothing persisted yet.
         Err(CommandError::Tpm(rc)) if rc.is_format_one() && rc.base() == 0x08B => {}
         Err(e) => return Err(e),
     }
+    Ok(false)
+}
+
+/// A new AK under the EK, made persistent at our handle (its public area into `public`).
+#[inline(never)]
+fn create_ak<T: Transport, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    ek: u32,
+    config: &AgentConfig<'_>,
+    public: &mut Vec<u8, MAX_PUBLIC>,
+) -> core::result::Result<bool, CommandError<T::Error>> {
     let created = tpm.create_ak(ek, config.ak)?;
     let loaded = tpm.load(ek, Auth::EkPolicy, &created)?;
     let persisted = tpm.evict_control(loaded.handle, config.ak_handle);
     let _ = tpm.flush_context(loaded.handle);
     persisted?;
-    Ok(created.public)
+    Ok(public.extend_from_slice(created.public.as_tpm2b()).is_ok())
 }
 
+#[inline(never)]
 fn activate<T: Transport, const N: usize>(
     tpm: &mut Tpm<T, N>,
     ek: u32,
@@ -435,6 +652,7 @@ fn activate<T: Transport, const N: usize>(
 }
 
 /// Quotes, then sends the PCR values and the event log as chunks, then the quote itself.
+#[inline(never)]
 fn send_evidence<T: Transport, L: Read + Write, const N: usize>(
     tpm: &mut Tpm<T, N>,
     event_log: &[u8],
@@ -457,10 +675,29 @@ fn send_evidence<T: Transport, L: Read + Write, const N: usize>(
         Some(q) => q,
         None => &request.nonce,
     };
-    let quote = match tpm.quote(ak, qualifying, selection) {
-        Ok(quote) => quote,
-        Err(e) => return Err(tpm_failure(conn, e)),
+    // The message is built first and the quote's bytes go straight into it.
+    let mut message = match session_key {
+        Some(key) => AgentMessage::BoundEvidence(BoundEvidence {
+            attest: Vec::new(),
+            signature: Vec::new(),
+            session_public: Vec::from_slice(key.public())
+                .map_err(|_| SessionError::TooLarge("session key"))?,
+        }),
+        None => AgentMessage::Evidence(Evidence {
+            attest: Vec::new(),
+            signature: Vec::new(),
+        }),
     };
+    let (attest, signature) = match &mut message {
+        AgentMessage::BoundEvidence(e) => (&mut e.attest, &mut e.signature),
+        AgentMessage::Evidence(e) => (&mut e.attest, &mut e.signature),
+        _ => return Err(SessionError::Protocol("evidence message")),
+    };
+    match quote_into(tpm, ak, qualifying, selection, attest, signature) {
+        Ok(true) => {}
+        Ok(false) => return Err(SessionError::TooLarge("TPMS_ATTEST or TPMT_SIGNATURE")),
+        Err(e) => return Err(tpm_failure(conn, e)),
+    }
     if let Err(e) = send_pcr_values(tpm, conn, selection) {
         return Err(match e {
             PcrSendError::Tpm(e) => tpm_failure(conn, e),
@@ -468,19 +705,25 @@ fn send_evidence<T: Transport, L: Read + Write, const N: usize>(
         });
     }
     conn.send_blob(BlobKind::EventLog, event_log)?;
-    let attest = Vec::from_slice(quote.attest.as_slice())
-        .map_err(|_| SessionError::TooLarge("TPMS_ATTEST"))?;
-    let signature = Vec::from_slice(quote.signature.as_slice())
-        .map_err(|_| SessionError::TooLarge("TPMT_SIGNATURE"))?;
-    match session_key {
-        Some(key) => conn.send(&AgentMessage::BoundEvidence(BoundEvidence {
-            attest,
-            signature,
-            session_public: Vec::from_slice(key.public())
-                .map_err(|_| SessionError::TooLarge("session key"))?,
-        })),
-        None => conn.send(&AgentMessage::Evidence(Evidence { attest, signature })),
-    }
+    conn.send(&message)
+}
+
+/// TPM2_Quote, its TPMS_ATTEST and TPMT_SIGNATURE into `attest` and `signature`; `Ok(false)`
+/// if they do not fit.
+#[inline(never)]
+fn quote_into<T: Transport, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    ak: u32,
+    qualifying: &[u8],
+    selection: &[PcrBank],
+    attest: &mut Vec<u8, MAX_ATTEST>,
+    signature: &mut Vec<u8, MAX_SIGNATURE>,
+) -> core::result::Result<bool, CommandError<T::Error>> {
+    let quote = tpm.quote(ak, qualifying, selection)?;
+    Ok(attest.extend_from_slice(quote.attest.as_slice()).is_ok()
+        && signature
+            .extend_from_slice(quote.signature.as_slice())
+            .is_ok())
 }
 
 /// Sends the next key request sealed; `Ok(false)` when there is none (and marks the work done).
@@ -508,6 +751,7 @@ enum PcrSendError<TE, LE> {
 
 /// Streams the selected PCR values (bank by bank, PCRs ascending) as one chunked payload,
 /// reading at most eight PCRs per TPM2_PCR_Read.
+#[inline(never)]
 fn send_pcr_values<T: Transport, L: Read + Write, const N: usize>(
     tpm: &mut Tpm<T, N>,
     conn: &mut Conn<'_, L>,

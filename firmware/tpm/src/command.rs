@@ -1,16 +1,16 @@
 //! The command layer: typed TPM 2.0 commands over any [`Transport`].
 //!
-//! Commands are marshalled by tpm2-protocol: this layer writes the parameter area, has
-//! tpm2-protocol decode it into its owned command struct (which checks every field against the
-//! TPM 2.0 types), then `tpm_marshal_command` writes the frame with the authorization area.
+//! This layer writes every command frame itself (header, handles, password or policy
+//! authorization, parameters). Builds with debug assertions, which every host test is, also
+//! have tpm2-protocol check each frame before it is sent: its `TpmCommand` view and, where the
+//! owned struct is cheap enough, the command's owned struct decoding the handle and parameter
+//! areas. Release firmware leaves the checks (and tpm2-protocol's command code) out.
 //! Responses are checked and decoded by the pure functions in [`response`](crate::response).
 //!
 //! [`Tpm`] owns a command and a response buffer of `N` bytes each (default 4096, the usual
 //! TPM_PT_MAX_COMMAND_SIZE), so it needs no heap; put it in a `static` or on a big enough stack.
 
-use tpm2_protocol::data::{TpmSt, TpmsAuthCommand};
 use tpm2_protocol::frame::{self, TpmFrame, TpmUnmarshalBody};
-use tpm2_protocol::{TpmUnmarshal, TpmWriter};
 
 use crate::Transport;
 use crate::response::{self, ResponseCode, ResponseError};
@@ -46,6 +46,10 @@ pub const EK_ATTRIBUTES: u32 = 0x0003_00B2;
 /// TPMA_OBJECT of the AK templates: fixedTPM | fixedParent | sensitiveDataOrigin |
 /// userWithAuth | restricted | sign.
 pub const AK_ATTRIBUTES: u32 = 0x0005_0072;
+
+/// TPMA_OBJECT of the ephemeral ECDH key: fixedTPM | fixedParent | sensitiveDataOrigin |
+/// userWithAuth | decrypt (not restricted: TPM2_ECDH_ZGen takes any point).
+pub const ECDH_ATTRIBUTES: u32 = 0x0002_0072;
 
 /// Why a command did not yield a value. Says who is at fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,19 +165,6 @@ impl Session<'_> {
         handle: RS_PW,
         hmac: &[],
     };
-
-    fn to_tpm(self) -> Result<TpmsAuthCommand, Overflow> {
-        let mut bytes = [0u8; 4 + 2 + 1 + 2 + 64];
-        let mut w = Writer::new(&mut bytes);
-        w.u32(self.handle)?;
-        w.tpm2b(&[])?; // nonceCaller: none needed without HMAC sessions
-        w.u8(0)?; // sessionAttributes: continueSession clear
-        w.tpm2b(self.hmac)?;
-        let len = w.len();
-        let (auth, _) = TpmsAuthCommand::unmarshal(bytes.get(..len).unwrap_or_default())
-            .map_err(|_| Overflow)?;
-        Ok(auth)
-    }
 }
 
 /// A started policy session.
@@ -305,60 +296,38 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         &mut self.transport
     }
 
-    /// Marshals command `C` with tpm2-protocol from `handles`, the authorization `sessions`
-    /// and the parameter area written by `params`; runs it; returns the response length in
-    /// `self.rsp`. tpm2-protocol decodes the parameter area into its owned command struct
-    /// (checking every field against the TPM 2.0 types) and writes the frame.
-    /// Not inlined, so the owned command struct's stack frame is not merged into callers'.
-    #[inline(never)]
+    /// Writes and sends command `C` (code `cc`) with this crate's writer. In builds with debug
+    /// assertions (every host test) the frame is also checked by tpm2-protocol before it is
+    /// sent: its zero-copy `TpmCommand` view (tag, size, handle count for `cc`, authorization
+    /// area) and `C`'s owned struct decoding the handle and parameter areas (every field
+    /// against the TPM 2.0 types). Release firmware carries neither: the checks hold for
+    /// every command these writers can produce, and the host tests run them all.
     fn run<C: TpmFrame + TpmUnmarshalBody>(
         &mut self,
+        cc: u32,
         handles: &[u32],
         sessions: &[Session<'_>],
         params: impl FnOnce(&mut Writer<'_>) -> Result<(), Overflow>,
     ) -> CommandResult<usize, T> {
-        // The response buffer is free until the command is sent: use it as scratch for the
-        // parameter area.
-        let mut w = Writer::new(&mut self.rsp);
-        params(&mut w)?;
-        let plen = w.len();
-        let mut hbytes = [0u8; 12];
-        let mut hw = Writer::new(&mut hbytes);
-        for h in handles {
-            hw.u32(*h)?;
+        let (len, params_at) = self.write_command(cc, handles, sessions, params)?;
+        #[cfg(debug_assertions)]
+        {
+            let handles_at = 10;
+            let handles_end = handles_at + 4 * handles.len();
+            C::unmarshal_body(
+                self.cmd.get(handles_at..handles_end).unwrap_or_default(),
+                self.cmd.get(params_at..len).unwrap_or_default(),
+            )
+            .map_err(|_| CommandError::Marshal)?;
         }
-        let hlen = hw.len();
-        let command = C::unmarshal_body(
-            hbytes.get(..hlen).unwrap_or_default(),
-            self.rsp.get(..plen).unwrap_or_default(),
-        )
-        .map_err(|_| CommandError::Marshal)?;
-        let mut auths = [TpmsAuthCommand::default(); 2];
-        if sessions.len() > auths.len() {
-            return Err(CommandError::Marshal);
-        }
-        for (slot, s) in auths.iter_mut().zip(sessions) {
-            *slot = s.to_tpm().map_err(|_| CommandError::Marshal)?;
-        }
-        let auths = auths.get(..sessions.len()).unwrap_or_default();
-        let tag = if sessions.is_empty() {
-            TpmSt::NoSessions
-        } else {
-            TpmSt::Sessions
-        };
-        let mut writer = TpmWriter::new(&mut self.cmd);
-        frame::tpm_marshal_command(&command, tag, auths, &mut writer).map_err(|e| match e {
-            tpm2_protocol::TpmError::BufferOverflow { .. } => CommandError::Capacity,
-            _ => CommandError::Marshal,
-        })?;
-        let len = writer.len();
+        #[cfg(not(debug_assertions))]
+        let _ = params_at;
         self.exchange(len)
     }
 
-    /// Writes the frame of command `cc` with this crate's writer, for the commands whose
-    /// tpm2-protocol owned structs cost too much stack (see the crate docs, "Memory"); then has
-    /// tpm2-protocol's zero-copy `TpmCommand` view check the frame (tag, size, handle count
-    /// for `cc`, authorization area) before sending it.
+    /// Writes and sends the frame of command `cc`, for the commands without a `C` to check the
+    /// parameters against (the crate docs, "Memory", say why); checked like [`Tpm::run`]'s
+    /// frames by the `TpmCommand` view in builds with debug assertions.
     #[inline(never)]
     fn run_direct(
         &mut self,
@@ -367,6 +336,19 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         sessions: &[Session<'_>],
         params: impl FnOnce(&mut Writer<'_>) -> Result<(), Overflow>,
     ) -> CommandResult<usize, T> {
+        let (len, _) = self.write_command(cc, handles, sessions, params)?;
+        self.exchange(len)
+    }
+
+    /// Writes the frame of command `cc` into `self.cmd`; returns its length and where the
+    /// parameter area starts.
+    fn write_command(
+        &mut self,
+        cc: u32,
+        handles: &[u32],
+        sessions: &[Session<'_>],
+        params: impl FnOnce(&mut Writer<'_>) -> Result<(), Overflow>,
+    ) -> CommandResult<(usize, usize), T> {
         let mut w = Writer::new(&mut self.cmd);
         w.u16(if sessions.is_empty() { 0x8001 } else { 0x8002 })?;
         w.u32(0)?; // size, patched below
@@ -380,21 +362,22 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
             for s in sessions {
                 w.u32(s.handle)?;
                 w.tpm2b(&[])?; // nonceCaller
-                w.u8(0)?; // sessionAttributes
+                w.u8(0)?; // sessionAttributes: continueSession clear
                 w.tpm2b(s.hmac)?;
             }
-            let auth_size = w.len() - auth_size_at - 4;
+            let auth_size = w.len().saturating_sub(auth_size_at + 4);
             let auth_size = u32::try_from(auth_size).map_err(|_| Overflow)?;
             w.patch_u32(auth_size_at, auth_size)?;
         }
+        let params_at = w.len();
         params(&mut w)?;
         let len = w.len();
         w.patch_u32(2, u32::try_from(len).map_err(|_| Overflow)?)?;
-        let frame = self.cmd.get(..len).unwrap_or_default();
-        frame::TpmCommand::cast(frame)
+        #[cfg(debug_assertions)]
+        frame::TpmCommand::cast(self.cmd.get(..len).unwrap_or_default())
             .and_then(|c| c.validate())
             .map_err(|_| CommandError::Marshal)?;
-        self.exchange(len)
+        Ok((len, params_at))
     }
 
     /// Sends the `len`-byte command in `self.cmd`; returns the response length in `self.rsp`.
@@ -476,7 +459,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
             StartupType::Clear => 0,
             StartupType::State => 1,
         };
-        let n = self.run::<frame::TpmStartupCommand>(&[], &[], |w| w.u16(su))?;
+        let n = self.run::<frame::TpmStartupCommand>(0x144, &[], &[], |w| w.u16(su))?;
         match response::parse_empty(self.response(n), 0x144) {
             Ok(()) => Ok(Startup::Started),
             Err(ResponseError::Tpm(ResponseCode::INITIALIZE)) => Ok(Startup::AlreadyStarted),
@@ -489,7 +472,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     /// # Errors
     /// A response code, a transport failure or a malformed response.
     pub fn self_test(&mut self, full: bool) -> CommandResult<(), T> {
-        let n = self.run::<frame::TpmSelfTestCommand>(&[], &[], |w| w.u8(u8::from(full)))?;
+        let n = self.run::<frame::TpmSelfTestCommand>(0x143, &[], &[], |w| w.u8(u8::from(full)))?;
         Ok(response::parse_empty(self.response(n), 0x143)?)
     }
 
@@ -501,7 +484,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         let mut done = 0;
         while done < out.len() {
             let want = u16::try_from((out.len() - done).min(48)).unwrap_or(48);
-            let n = self.run::<frame::TpmGetRandomCommand>(&[], &[], |w| w.u16(want))?;
+            let n = self.run::<frame::TpmGetRandomCommand>(0x17B, &[], &[], |w| w.u16(want))?;
             let bytes = response::parse_get_random(self.rsp.get(..n).unwrap_or_default())?;
             if bytes.is_empty() || bytes.len() > usize::from(want) {
                 return Err(CommandError::Malformed(Malformed::new(
@@ -519,7 +502,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     }
 
     fn get_capability(&mut self, cap: u32, property: u32, count: u32) -> CommandResult<usize, T> {
-        self.run::<frame::TpmGetCapabilityCommand>(&[], &[], |w| {
+        self.run::<frame::TpmGetCapabilityCommand>(0x17A, &[], &[], |w| {
             w.u32(cap)?;
             w.u32(property)?;
             w.u32(count)
@@ -561,8 +544,10 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     ///
     /// # Errors
     /// A response code, a transport failure or a malformed response.
+    #[inline(never)]
     pub fn pcr_read(&mut self, selection: &[crate::types::PcrBank]) -> CommandResult<PcrValues, T> {
-        let n = self.run::<frame::TpmPcrReadCommand>(&[], &[], |w| pcr_selection(w, selection))?;
+        let n =
+            self.run::<frame::TpmPcrReadCommand>(0x17E, &[], &[], |w| pcr_selection(w, selection))?;
         Ok(response::parse_pcr_read(self.response(n))?)
     }
 
@@ -620,6 +605,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     ///
     /// # Errors
     /// A response code, a transport failure or a malformed response.
+    #[inline(never)]
     pub fn create_primary(
         &mut self,
         hierarchy: u32,
@@ -639,6 +625,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     ///
     /// # Errors
     /// A response code, a transport failure or a malformed response.
+    #[inline(never)]
     pub fn create_ek(&mut self, kind: EkKind) -> CommandResult<CreatedPrimary, T> {
         let mut t = [0u8; 512];
         let mut w = Writer::new(&mut t);
@@ -647,12 +634,71 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         self.create_primary(RH_ENDORSEMENT, t.get(..len).unwrap_or_default())
     }
 
+    /// An ephemeral NIST P-256 key for ECDH ([`Tpm::ecdh_zgen`]): TPM2_CreatePrimary in the
+    /// NULL hierarchy, so the private key never leaves the TPM and is gone at its next reset at
+    /// the latest; flush it when done. `unique` (fresh random bytes) makes the key new: a
+    /// primary key is derived from the hierarchy's seed and its template.
+    ///
+    /// # Errors
+    /// A response code, a transport failure or a malformed response.
+    #[inline(never)]
+    pub fn create_ecdh_key(&mut self, unique: &[u8; 32]) -> CommandResult<CreatedPrimary, T> {
+        let mut template = [0u8; 64];
+        let mut w = Writer::new(&mut template);
+        w.u16(ALG_ECC)?;
+        w.u16(ALG_SHA256)?; // nameAlg
+        w.u32(ECDH_ATTRIBUTES)?;
+        w.tpm2b(&[])?; // authPolicy
+        w.u16(ALG_NULL)?; // symmetric
+        w.u16(ALG_NULL)?; // scheme: any use the attributes allow
+        w.u16(0x0003)?; // curveID: NIST P-256
+        w.u16(ALG_NULL)?; // kdf
+        w.tpm2b(unique)?; // unique.x
+        w.tpm2b(&[])?; // unique.y
+        let len = w.len();
+        self.create_primary(RH_NULL, template.get(..len).unwrap_or_default())
+    }
+
+    /// TPM2_ECDH_ZGen: the x coordinate of `key`'s private scalar times the point (`x`, `y`)
+    /// (big-endian coordinates), into `z`, left-padded to its length. The TPM checks that the
+    /// point is on the key's curve (TPM_RC_ECC_POINT otherwise).
+    ///
+    /// # Errors
+    /// A response code, a transport failure or a malformed response;
+    /// [`CommandError::Capacity`] if the coordinate is longer than `z`.
+    #[inline(never)]
+    pub fn ecdh_zgen(
+        &mut self,
+        key: u32,
+        x: &[u8],
+        y: &[u8],
+        z: &mut [u8],
+    ) -> CommandResult<(), T> {
+        let n =
+            self.run::<frame::TpmEcdhZGenCommand>(0x154, &[key], &[Session::PASSWORD], |w| {
+                let size = x.len().saturating_add(y.len()).saturating_add(4);
+                w.u16(u16::try_from(size).map_err(|_| Overflow)?)?;
+                w.tpm2b(x)?;
+                w.tpm2b(y)
+            })?;
+        let shared = response::parse_ecdh_zgen(self.response(n))?;
+        let pad = z
+            .len()
+            .checked_sub(shared.len())
+            .ok_or(CommandError::Capacity)?;
+        let (zeros, rest) = z.split_at_mut(pad);
+        zeros.fill(0);
+        rest.copy_from_slice(shared);
+        Ok(())
+    }
+
     /// TPM2_ReadPublic.
     ///
     /// # Errors
     /// A response code, a transport failure or a malformed response.
+    #[inline(never)]
     pub fn read_public(&mut self, handle: u32) -> CommandResult<ReadPublic, T> {
-        let n = self.run::<frame::TpmReadPublicCommand>(&[handle], &[], |_| Ok(()))?;
+        let n = self.run::<frame::TpmReadPublicCommand>(0x173, &[handle], &[], |_| Ok(()))?;
         Ok(response::parse_read_public(self.response(n))?)
     }
 
@@ -661,7 +707,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     /// # Errors
     /// A response code, a transport failure or a malformed response.
     pub fn nv_read_public(&mut self, index: u32) -> CommandResult<NvPublic, T> {
-        let n = self.run::<frame::TpmNvReadPublicCommand>(&[index], &[], |_| Ok(()))?;
+        let n = self.run::<frame::TpmNvReadPublicCommand>(0x169, &[index], &[], |_| Ok(()))?;
         Ok(response::parse_nv_read_public(self.response(n))?)
     }
 
@@ -678,8 +724,41 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         auth_handle: u32,
         out: &mut [u8],
     ) -> CommandResult<usize, T> {
+        let mut fits = true;
+        let capacity = out.len();
+        let size = self.nv_read_with(index, auth_handle, usize::MAX, |offset, total, data| {
+            let dst = out
+                .get_mut(offset..offset.saturating_add(data.len()))
+                .filter(|_| total <= capacity);
+            match dst {
+                Some(dst) => dst.copy_from_slice(data),
+                None => fits = false,
+            }
+            fits
+        })?;
+        if fits {
+            Ok(size)
+        } else {
+            Err(CommandError::Capacity)
+        }
+    }
+
+    /// Reads the whole NV index `index` in pieces of at most `max_piece` bytes (and
+    /// TPM_PT_NV_BUFFER_MAX), handing each to `sink` as `(offset, total size, bytes)` in order,
+    /// so no buffer holds all of it; `sink` returns `false` to stop. Authorized like
+    /// [`Tpm::nv_read`]. Returns the index's size.
+    ///
+    /// # Errors
+    /// A response code, a transport failure or a malformed response. A stop by `sink` is not
+    /// an error: the caller knows why it stopped.
+    pub fn nv_read_with(
+        &mut self,
+        index: u32,
+        auth_handle: u32,
+        max_piece: usize,
+        mut sink: impl FnMut(usize, usize, &[u8]) -> bool,
+    ) -> CommandResult<usize, T> {
         let size = usize::from(self.nv_read_public(index)?.data_size);
-        let dst = out.get_mut(..size).ok_or(CommandError::Capacity)?;
         let max = match self.nv_buffer_max {
             Some(m) => m,
             None => {
@@ -691,12 +770,16 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         };
         // Leave room for the response header and TPM2B size in our buffer.
         let limit = u16::try_from(N.saturating_sub(32)).unwrap_or(u16::MAX);
-        let chunk = max.min(1024).min(limit).max(1);
+        let piece = u16::try_from(max_piece).unwrap_or(u16::MAX);
+        let chunk = max.min(1024).min(limit).min(piece).max(1);
         let mut done = 0usize;
         while done < size {
-            let want = u16::try_from(size - done).unwrap_or(u16::MAX).min(chunk);
+            let want = u16::try_from(size.saturating_sub(done))
+                .unwrap_or(u16::MAX)
+                .min(chunk);
             let offset = u16::try_from(done).map_err(|_| CommandError::Capacity)?;
             let n = self.run::<frame::TpmNvReadCommand>(
+                0x14E,
                 &[auth_handle, index],
                 &[Session::PASSWORD],
                 |w| {
@@ -711,10 +794,10 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
                     crate::wire::MalformedKind::Unexpected,
                 )));
             }
-            dst.get_mut(done..done + data.len())
-                .ok_or(CommandError::Capacity)?
-                .copy_from_slice(data);
-            done += data.len();
+            if !sink(done, size, data) {
+                break;
+            }
+            done = done.saturating_add(data.len());
         }
         Ok(size)
     }
@@ -752,6 +835,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     /// A response code, a transport failure or a malformed response.
     pub fn policy_secret(&mut self, session: u32, auth_handle: u32) -> CommandResult<(), T> {
         let n = self.run::<frame::TpmPolicySecretCommand>(
+            0x151,
             &[auth_handle, session],
             &[Session::PASSWORD],
             |w| {
@@ -783,6 +867,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     ///
     /// # Errors
     /// A response code, a transport failure or a malformed response.
+    #[inline(never)]
     pub fn create(
         &mut self,
         parent: u32,
@@ -806,6 +891,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     ///
     /// # Errors
     /// A response code, a transport failure or a malformed response.
+    #[inline(never)]
     pub fn create_ak(&mut self, ek: u32, kind: AkKind) -> CommandResult<CreatedObject, T> {
         let mut t = [0u8; 128];
         let mut w = Writer::new(&mut t);
@@ -818,6 +904,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     ///
     /// # Errors
     /// A response code, a transport failure or a malformed response.
+    #[inline(never)]
     pub fn load(
         &mut self,
         parent: u32,
@@ -843,6 +930,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     /// # Errors
     /// A response code (e.g. TPM_RC_INTEGRITY if the credential was made for another Name), a
     /// transport failure or a malformed response.
+    #[inline(never)]
     pub fn activate_credential(
         &mut self,
         ak: u32,
@@ -865,13 +953,14 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     ///
     /// # Errors
     /// A response code, a transport failure or a malformed response.
+    #[inline(never)]
     pub fn quote(
         &mut self,
         ak: u32,
         qualifying_data: &[u8],
         selection: &[crate::types::PcrBank],
     ) -> CommandResult<Attestation, T> {
-        let n = self.run::<frame::TpmQuoteCommand>(&[ak], &[Session::PASSWORD], |w| {
+        let n = self.run::<frame::TpmQuoteCommand>(0x158, &[ak], &[Session::PASSWORD], |w| {
             w.tpm2b(qualifying_data)?;
             w.u16(ALG_NULL)?;
             pcr_selection(w, selection)
@@ -883,6 +972,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     ///
     /// # Errors
     /// A response code, a transport failure or a malformed response.
+    #[inline(never)]
     pub fn certify(
         &mut self,
         object: u32,
@@ -893,6 +983,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         let (session, started) = self.session(object_auth)?;
         let r = self
             .run::<frame::TpmCertifyCommand>(
+                0x148,
                 &[object, signer],
                 &[session, Session::PASSWORD],
                 |w| {
@@ -911,6 +1002,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     /// A response code, a transport failure or a malformed response.
     pub fn evict_control(&mut self, object: u32, persistent: u32) -> CommandResult<(), T> {
         let n = self.run::<frame::TpmEvictControlCommand>(
+            0x120,
             &[RH_OWNER, object],
             &[Session::PASSWORD],
             |w| w.u32(persistent),
@@ -923,7 +1015,7 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     /// # Errors
     /// A response code, a transport failure or a malformed response.
     pub fn flush_context(&mut self, handle: u32) -> CommandResult<(), T> {
-        let n = self.run::<frame::TpmFlushContextCommand>(&[], &[], |w| w.u32(handle))?;
+        let n = self.run::<frame::TpmFlushContextCommand>(0x165, &[], &[], |w| w.u32(handle))?;
         Ok(response::parse_empty(self.response(n), 0x165)?)
     }
 

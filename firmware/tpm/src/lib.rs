@@ -93,9 +93,9 @@ mod tests_bus;
 mod tests_cmd;
 
 pub use command::{
-    AK_ATTRIBUTES, AkKind, Auth, COMMAND_RETRIES, CommandError, CommandResult, EK_ATTRIBUTES,
-    EK_AUTH_POLICY, EkKind, PT_NV_BUFFER_MAX, PolicySession, RH_ENDORSEMENT, RH_NULL, RH_OWNER,
-    RH_PLATFORM, RS_PW, Startup, StartupType, Tpm,
+    AK_ATTRIBUTES, AkKind, Auth, COMMAND_RETRIES, CommandError, CommandResult, ECDH_ATTRIBUTES,
+    EK_ATTRIBUTES, EK_AUTH_POLICY, EkKind, PT_NV_BUFFER_MAX, PolicySession, RH_ENDORSEMENT,
+    RH_NULL, RH_OWNER, RH_PLATFORM, RS_PW, Startup, StartupType, Tpm,
 };
 pub use crc::crc16_kermit;
 pub use error::{Error, ProtocolError, TimeoutKind, UsageError};
@@ -153,6 +153,7 @@ pub fn fuzz_all_parsers(bytes: &[u8]) {
     let _ = parse_activate_credential(bytes);
     let _ = parse_quote(bytes);
     let _ = parse_certify(bytes);
+    let _ = parse_ecdh_zgen(bytes);
     let _ = parse_tpm2_tools_credential(bytes);
     if let Ok(p) = Public::from_tpm2b(bytes) {
         let _ = (p.parsed(), p.rsa_modulus(), p.ecc_point());

@@ -1,13 +1,11 @@
 //! Response parsing: pure functions from a complete response frame to typed values.
 //!
 //! The envelope (tag, size, response code, handle and authorization areas) is checked by
-//! [`envelope`], which defers to tpm2-protocol's `TpmResponse::cast` + `validate`; the
+//! [`envelope`] (and, in builds with debug assertions such as every host test and fuzz run,
+//! also by tpm2-protocol's `TpmResponse::cast` + `validate`, which must agree); the
 //! parameters are then decoded with this crate's bounds-checked cursor, which keeps the exact
 //! wire bytes of TPM2B_PUBLIC, TPMS_ATTEST and TPMT_SIGNATURE (see the crate docs for why).
 //! Every parser accepts arbitrary bytes without panicking.
-
-use tpm2_protocol::data::TpmCc;
-use tpm2_protocol::frame::TpmResponse;
 
 use crate::types::{
     Attestation, CreatedObject, CreatedPrimary, Digest, Loaded, Name, NvPublic, PcrBank, PcrBanks,
@@ -81,9 +79,15 @@ pub struct Envelope<'a> {
 const TPM_ST_NO_SESSIONS: u16 = 0x8001;
 const TPM_ST_SESSIONS: u16 = 0x8002;
 
-fn frame_error(e: tpm2_protocol::TpmError) -> ResponseError {
-    let _ = e;
-    ResponseError::Malformed(Malformed::new(0, MalformedKind::Frame))
+/// tpm2-protocol's view of a successful response frame, where debug assertions are on.
+#[cfg(debug_assertions)]
+fn tpm2_protocol_check(frame: &[u8], cc: u32) -> Result<(), Malformed> {
+    use tpm2_protocol::data::TpmCc;
+    use tpm2_protocol::frame::TpmResponse;
+    let cc = TpmCc::try_from(cc).map_err(|_| Malformed::new(6, MalformedKind::Unsupported))?;
+    TpmResponse::cast(frame)
+        .and_then(|resp| resp.validate(cc))
+        .map_err(|_| Malformed::new(0, MalformedKind::Frame))
 }
 
 /// Checks a response frame to the command with code `cc`, which returns `handles` handles,
@@ -110,17 +114,28 @@ pub fn envelope(frame: &[u8], cc: u32, handles: usize) -> Result<Envelope<'_>, R
     if tag != TPM_ST_NO_SESSIONS && tag != TPM_ST_SESSIONS {
         return Err(Malformed::new(0, MalformedKind::BadTag).into());
     }
-    let cc = TpmCc::try_from(cc).map_err(|_| Malformed::new(6, MalformedKind::Unsupported))?;
-    TpmResponse::cast(frame)
-        .and_then(|resp| resp.validate(cc))
-        .map_err(frame_error)?;
+    #[cfg(debug_assertions)]
+    tpm2_protocol_check(frame, cc)?;
+    #[cfg(not(debug_assertions))]
+    let _ = cc;
     let handle_len = handles
         .checked_mul(4)
         .ok_or(Malformed::new(10, MalformedKind::Truncated))?;
     let handle_area = r.take(handle_len)?;
     let parameters = if tag == TPM_ST_SESSIONS {
         let n = r.u32()?;
-        r.take(usize::try_from(n).unwrap_or(usize::MAX))?
+        let parameters = r.take(usize::try_from(n).unwrap_or(usize::MAX))?;
+        // The authorization area: whole TPMS_AUTH_RESPONSEs (nonceTPM, sessionAttributes,
+        // hmac) up to the end of the frame, at least one.
+        loop {
+            r.tpm2b()?;
+            r.u8()?;
+            r.tpm2b()?;
+            if r.pos() >= frame.len() {
+                break;
+            }
+        }
+        parameters
     } else {
         r.take(frame.len().saturating_sub(r.pos()))?
     };
@@ -301,6 +316,23 @@ pub fn parse_create_primary(frame: &[u8]) -> Result<CreatedPrimary, ResponseErro
         public,
         name,
     })
+}
+
+/// TPM2_ECDH_ZGen: the x coordinate of the shared point (TPM2B_ECC_POINT outPoint).
+///
+/// # Errors
+/// See [`envelope`]; an undecodable point.
+pub fn parse_ecdh_zgen(frame: &[u8]) -> Result<&[u8], ResponseError> {
+    let e = envelope(frame, 0x154, 0)?;
+    let mut r = Reader::new(e.parameters);
+    let point = r.tpm2b()?;
+    r.finish()?;
+    // Offsets below are within the TPMS_ECC_POINT.
+    let mut p = Reader::new(point);
+    let x = p.tpm2b()?;
+    p.tpm2b()?;
+    p.finish()?;
+    Ok(x)
 }
 
 /// TPM2_Create: the private and public areas of the new object.

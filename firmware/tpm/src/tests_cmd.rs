@@ -544,3 +544,56 @@ mod props {
         }
     }
 }
+
+#[test]
+fn ecdh_zgen_sends_the_point_and_returns_the_shared_x_left_padded() {
+    let (x, y) = ([0x11u8; 32], [0x22u8; 32]);
+    let mut cmd = unhex("8002 0000 0000 0000 0154 8000 0001 0000 0009 4000 0009 0000 00 0000");
+    cmd.extend_from_slice(&[0x00, 0x44, 0x00, 0x20]);
+    cmd.extend_from_slice(&x);
+    cmd.extend_from_slice(&[0x00, 0x20]);
+    cmd.extend_from_slice(&y);
+    let len = cmd.len() as u32;
+    cmd[2..6].copy_from_slice(&len.to_be_bytes());
+    // outPoint: a 31-byte x (a leading zero byte dropped) and a 32-byte y.
+    let mut point = vec![0x00, 0x1F];
+    point.extend_from_slice(&[0x33; 31]);
+    point.extend_from_slice(&[0x00, 0x20]);
+    point.extend_from_slice(&[0x44; 32]);
+    let mut params = (point.len() as u16).to_be_bytes().to_vec();
+    params.extend_from_slice(&point);
+    let script = Script::default().expect(&cmd, &ok_response(&[], &params, true));
+    let mut tpm: Tpm<Script, 1024> = Tpm::new(script);
+    let mut z = [0xFFu8; 32];
+    tpm.ecdh_zgen(0x8000_0001, &x, &y, &mut z).unwrap();
+    assert_eq!(z[0], 0);
+    assert_eq!(&z[1..], &[0x33; 31]);
+    tpm.transport_mut().done();
+
+    // A point off the curve is the TPM's refusal, as data.
+    let refused = unhex("8001 0000 000a 0000 01e7");
+    let mut tpm: Tpm<Script, 1024> = Tpm::new(Script::default().reply(&refused));
+    assert_eq!(
+        tpm.ecdh_zgen(0x8000_0001, &x, &y, &mut z),
+        Err(CommandError::Tpm(ResponseCode(0x1E7)))
+    );
+}
+
+#[test]
+fn the_ecdh_key_is_an_unrestricted_p256_decryption_key_in_the_null_hierarchy() {
+    let mut tpm: Tpm<Script, 1024> =
+        Tpm::new(Script::default().reply(&unhex("8001 0000 000a 0000 0101")));
+    let _ = tpm.create_ecdh_key(&[0xAB; 32]);
+    let sent = &tpm.transport_mut().sent[0];
+    // CreatePrimary on TPM_RH_NULL.
+    assert_eq!(&sent[6..14], &unhex("0000 0131 4000 0007")[..]);
+    let template = unhex("0023 000b 00020072 0000 0010 0010 0003 0010 0020");
+    let at = sent
+        .windows(template.len())
+        .position(|w| w == template.as_slice())
+        .expect("the ECDH template");
+    assert_eq!(
+        &sent[at + template.len()..at + template.len() + 32],
+        &[0xAB; 32]
+    );
+}

@@ -3,13 +3,19 @@
 
 use crate::wire::{Buf, Malformed, MalformedKind, Reader};
 
+// Sized for what an agent handles, not for the TPM 2.0 maxima: these values are returned and
+// held on small MCUs' stacks, and none can carry more than the wire contract's bounds
+// (`vouch_proto::wire::MAX_PUBLIC`, `MAX_ATTEST`, `MAX_SIGNATURE`) anyway.
+
 /// Capacity of a TPM2B_PUBLIC (with its size prefix): an RSA-4096 key with a SHA-512 policy
-/// fits.
-pub const PUBLIC_MAX: usize = 768;
-/// Capacity of a TPM2B_PRIVATE (with its size prefix).
-pub const PRIVATE_MAX: usize = 1024;
-/// Capacity of a TPMS_ATTEST.
-pub const ATTEST_MAX: usize = 1024;
+/// (602 bytes) fits.
+pub const PUBLIC_MAX: usize = 640;
+/// Capacity of a TPM2B_PRIVATE (with its size prefix): an RSA-2048 or ECC P-256 key takes
+/// 200–300 bytes.
+pub const PRIVATE_MAX: usize = 512;
+/// Capacity of a TPMS_ATTEST: a quote over four banks with 64-byte qualifying data takes
+/// under 300 bytes.
+pub const ATTEST_MAX: usize = 512;
 /// Capacity of a TPMT_SIGNATURE: an RSA-4096 signature fits.
 pub const SIGNATURE_MAX: usize = 520;
 

@@ -152,8 +152,7 @@ fn session_once(
     let _ = stream.set_nodelay(true);
     eprintln!("vouch-hosted-agent: connected to {}", args.verifier);
     let mut link = FromStd::new(stream);
-    let mut certificate = vec![0u8; 4096];
-    session::run(tpm, event_log, &mut link, config, &mut certificate).map_err(|e| match e {
+    session::run(tpm, event_log, &mut link, config).map_err(|e| match e {
         SessionError::Tpm(CommandError::Tpm(ResponseCode::INITIALIZE)) => Failure::TpmReset,
         e => Failure::Other(format!("session failed: {e:?}")),
     })

@@ -4,7 +4,7 @@
 //! (`rustc-web`), whose library source builds `core` for any built-in target. rustup's own
 //! `rust-lld` links. Everything lands in `target/firmware`.
 
-use crate::{elf, setup, shell};
+use crate::{elf, setup, shell, stack};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -15,7 +15,7 @@ pub struct Board {
     pub target: &'static str,
     /// Flash budget in bytes.
     pub flash_budget: u64,
-    /// Static RAM budget in bytes (`.data` + `.bss`).
+    /// RAM budget in bytes: `.data` + `.bss` + the worst-case stack.
     pub ram_budget: u64,
     /// How `cargo xtask flash` programs it; `None` for boards that only run in QEMU.
     pub flash: Option<Flash>,
@@ -30,20 +30,25 @@ pub struct Flash {
     pub uf2_family: Option<u32>,
 }
 
+/// Every board's flash budget: the whole agent, key channel included.
+pub const FLASH_BUDGET: u64 = 64 * 1024;
+/// Every board's RAM budget: static data and the worst-case stack.
+pub const RAM_BUDGET: u64 = 24 * 1024;
+
 /// Every board, each a crate in `firmware/boards/<name>`.
 pub const BOARDS: &[Board] = &[
     Board {
         name: "mps2-an386",
         target: "thumbv7em-none-eabihf",
-        flash_budget: 128 * 1024,
-        ram_budget: 48 * 1024,
+        flash_budget: FLASH_BUDGET,
+        ram_budget: RAM_BUDGET,
         flash: None,
     },
     Board {
         name: "rp-pico-slb9670",
         target: "thumbv6m-none-eabi",
-        flash_budget: 128 * 1024,
-        ram_budget: 48 * 1024,
+        flash_budget: FLASH_BUDGET,
+        ram_budget: RAM_BUDGET,
         flash: Some(Flash {
             chip: "RP2040",
             uf2_family: Some(uf2::FAMILY_RP2040),
@@ -52,8 +57,8 @@ pub const BOARDS: &[Board] = &[
     Board {
         name: "nucleo-f401re-i2c",
         target: "thumbv7em-none-eabihf",
-        flash_budget: 128 * 1024,
-        ram_budget: 48 * 1024,
+        flash_budget: FLASH_BUDGET,
+        ram_budget: RAM_BUDGET,
         flash: Some(Flash {
             chip: "STM32F401RETx",
             uf2_family: None,
@@ -182,13 +187,28 @@ pub fn build(boards: &[&'static Board]) -> Result<Vec<(&'static Board, elf::Size
         let mut cmd = cross_cargo(board.target)?;
         cmd.current_dir(shell::root().join("firmware/boards").join(board.name))
             .args(["build", "--release", "--target", board.target])
-            .args(BUILD_STD);
+            .args(BUILD_STD)
+            // A panic is an undefined instruction, which the board's HardFault handler reports
+            // (unstable, so not in the boards' manifests, which stable cargo reads too).
+            .args([
+                "-Zpanic-immediate-abort",
+                "--config",
+                "profile.release.panic=\"immediate-abort\"",
+            ]);
         shell::step(&format!("firmware: board {}", board.name), &mut cmd)?;
         let sizes = board_sizes(board)?;
+        let bound = stack_bound(board)?;
         eprintln!(
-            "    {}: flash {} bytes (budget {}), static RAM {} bytes (budget {})",
-            board.name, sizes.flash, board.flash_budget, sizes.ram_static, board.ram_budget
+            "    {}: flash {} bytes (budget {}), static RAM {} bytes, static stack bound {} bytes",
+            board.name,
+            sizes.flash,
+            board.flash_budget,
+            sizes.ram_static,
+            bound
+                .bytes
+                .map_or_else(|| "none (recursion)".to_string(), |b| b.to_string())
         );
+        report_bound(board, &bound);
         all.push((*board, sizes));
     }
     Ok(all)
@@ -210,22 +230,58 @@ pub fn sizes(json: bool) -> Result<(), String> {
     sizes_of(&BOARDS.iter().collect::<Vec<_>>(), json)
 }
 
+/// What the stack bound followed and what it could not see.
+fn report_bound(board: &Board, bound: &stack::StackBound) {
+    eprintln!(
+        "    {}: deepest path {}; {} indirect call site(s), each followed to all {} address-taken function(s); frames unknown (counted as 0): {}{}",
+        board.name,
+        bound.path.join(" > "),
+        bound.indirect_calls,
+        bound.address_taken,
+        if bound.unknown_frames.is_empty() {
+            "none".to_string()
+        } else {
+            bound.unknown_frames.join(", ")
+        },
+        if bound.cycle.is_empty() {
+            String::new()
+        } else {
+            format!("; recursion, so no bound: {}", bound.cycle.join(" > "))
+        }
+    );
+}
+
+/// The static stack bound of a built board, from its call graph.
+fn stack_bound(board: &Board) -> Result<stack::StackBound, String> {
+    let path = board_elf(board);
+    let bytes = std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // The targets with an FPU stack its registers too on an exception.
+    let fpu = board.target.ends_with("eabihf");
+    stack::bound(&bytes, fpu).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Builds `boards`, prints each one's use (one JSON object per line with `json`), and fails
-/// when any is over its budget.
+/// when any is over its budget. RAM is the static data plus the stack measured in QEMU;
+/// `stack_bound` is the static bound from the call graph (null when it found recursion), and
+/// the static data plus it must fit the RAM budget too.
 pub fn sizes_of(boards: &[&'static Board], json: bool) -> Result<(), String> {
     let all = build(boards)?;
     let stack = measured_stack()?;
     let mut over = Vec::new();
     for (board, sizes) in &all {
         let ram = sizes.ram_static + stack;
+        let bound = stack_bound(board)?;
+        let bound_json = bound
+            .bytes
+            .map_or_else(|| "null".to_string(), |b| b.to_string());
         if json {
             println!(
-                "{{\"board\":\"{}\",\"flash\":{},\"ram\":{ram}}}",
+                "{{\"board\":\"{}\",\"flash\":{},\"ram\":{ram},\"stack\":{stack},\"stack_bound\":{bound_json}}}",
                 board.name, sizes.flash
             );
         } else {
             println!(
-                "{}: flash {} bytes, RAM {ram} bytes ({} static + {stack} stack)",
+                "{}: flash {} bytes, RAM {ram} bytes ({} static + {stack} stack measured in QEMU); static stack bound {bound_json} bytes",
                 board.name, sizes.flash, sizes.ram_static
             );
         }
@@ -240,6 +296,20 @@ pub fn sizes_of(boards: &[&'static Board], json: bool) -> Result<(), String> {
                 "{} RAM {ram} (static {} + stack {stack}) > {}",
                 board.name, sizes.ram_static, board.ram_budget
             ));
+        }
+        // The static bound is held to the same budget: a path the QEMU run did not take must
+        // fit too.
+        match bound.bytes {
+            Some(b) if sizes.ram_static + b > board.ram_budget => over.push(format!(
+                "{} static RAM {} + stack bound {b} > {}",
+                board.name, sizes.ram_static, board.ram_budget
+            )),
+            None => over.push(format!(
+                "{}: no stack bound (recursion: {})",
+                board.name,
+                bound.cycle.join(" > ")
+            )),
+            Some(_) => {}
         }
     }
     if over.is_empty() {

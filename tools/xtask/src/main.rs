@@ -8,6 +8,7 @@ mod elf;
 mod firmware;
 mod setup;
 mod shell;
+mod stack;
 mod test;
 
 use std::process::ExitCode;
@@ -21,8 +22,8 @@ Verbs:
                      cross-build the no_std crates and board binaries (one board with
                      --board), print sizes
   sizes [--json] [--board NAME]
-                     print each board's flash and RAM use (--json: one object per line),
-                     check the budget
+                     print each board's flash, RAM (static + measured stack) and static
+                     stack bound (--json: one object per line), check the budgets
   flash --board NAME [--no-probe]
                      build a hardware board, write its .bin (and .uf2 for the Pico) beside
                      the ELF in target/firmware, and program it through probe-rs when a

@@ -11,16 +11,18 @@ mod stack;
 mod timer;
 mod uart;
 
-use core::fmt::Write as _;
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use cortex_m_semihosting::{debug, hio};
 use sbcon::SbconI2c;
 use timer::Timer;
 use uart::Uart;
+use vouch_agent::board::log_boot_pcrs;
 use vouch_agent::eventlog::EventLog;
+use vouch_agent::log::{BootFailure, Hex, Hex32, Log, SessionFailure, Verdict};
+use vouch_agent::logln;
 use vouch_agent::measure::{BootImage, digest_size};
-use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, KeyClient, SessionError};
-use vouch_agent::{BootError, measured_boot};
+use vouch_agent::measured_boot_into;
+use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, KeyClient};
 use vouch_proto::wire::{KeyRequest, KeyResponse, MAX_KEY_CIPHERTEXT};
 use vouch_tpm::{
     ALG_SHA256, AkKind, EkKind, I2cTransport, PcrBank, Startup, StartupType, Tis, Tpm,
@@ -29,29 +31,35 @@ use vouch_tpm::{
 const TPM_I2C_BASE: usize = 0x4002_A000;
 const TPM_ADDRESS: u8 = 0x2E;
 
-fn log(args: core::fmt::Arguments<'_>) {
-    if let Ok(mut out) = hio::hstdout() {
-        let _ = out.write_fmt(args);
-        let _ = out.write_str("\n");
-    }
-}
+/// The log: QEMU's standard output through semihosting.
+struct Console;
 
-macro_rules! log {
-    ($($arg:tt)*) => { log(format_args!($($arg)*)) };
+impl Log for Console {
+    fn text(&mut self, s: &str) {
+        if let Ok(mut out) = hio::hstdout() {
+            let _ = out.write_all(s.as_bytes());
+        }
+    }
 }
 
 #[entry]
 fn main() -> ! {
     stack::paint();
-    let outcome = run();
-    log!("board: stack high-water {} bytes", stack::high_water());
+    let mut out = Console;
+    let outcome = run(&mut out);
+    logln!(
+        &mut out,
+        "board: stack high-water ",
+        stack::high_water(),
+        " bytes"
+    );
     match outcome {
         Ok(()) => {
-            log!("board: all steps passed");
+            logln!(&mut out, "board: all steps passed");
             debug::exit(debug::EXIT_SUCCESS);
         }
         Err(message) => {
-            log!("board: FAILED: {message}");
+            logln!(&mut out, "board: FAILED: ", message);
             debug::exit(debug::EXIT_FAILURE);
         }
     }
@@ -60,8 +68,9 @@ fn main() -> ! {
     }
 }
 
-/// The TPM stack over the board's I2C bus, with room for 2 KiB commands and responses.
-type BoardTpm = Tpm<Tis<I2cTransport<SbconI2c, Timer>, Timer>, 2048>;
+/// The TPM stack over the board's I2C bus, with room for 1 KiB commands and responses (the
+/// largest here, CreatePrimary's response for the RSA EK, is about 700 bytes).
+type BoardTpm = Tpm<Tis<I2cTransport<SbconI2c, Timer>, Timer>, 1024>;
 
 /// The agent's version, measured into PCR 0 as EV_S_CRTM_VERSION. `vouch image add` reads it
 /// from the image by this symbol name.
@@ -87,6 +96,9 @@ enum Mode {
     /// Attest once, then over the channel bound to the attestation: generate a data key,
     /// encrypt and decrypt with the key provider service, and print the result.
     Keys,
+    /// Panic on purpose after bring-up, to prove a failure still reports a code on the log and
+    /// a non-zero exit.
+    Fault,
 }
 
 fn mode() -> Mode {
@@ -104,6 +116,7 @@ fn mode() -> Mode {
         _ if has(b"attest-keys") => Mode::Keys,
         _ if has(b"attest-once") => Mode::AttestOnce,
         _ if has(b"attest") => Mode::Attest,
+        _ if has(b"fault") => Mode::Fault,
         _ => Mode::Probe,
     }
 }
@@ -146,7 +159,7 @@ const UART0: usize = 0x4000_4000;
 /// How long the board waits for the verifier before giving up on the session.
 const LINK_IDLE_TIMEOUT_US: u64 = 30_000_000;
 
-fn run() -> Result<(), &'static str> {
+fn run(out: &mut Console) -> Result<(), &'static str> {
     let mode = mode();
     let clock = Timer::start();
     // SAFETY: 0x4002_A000 is the SBCon controller the TPM sits on; nothing else uses it.
@@ -156,12 +169,12 @@ fn run() -> Result<(), &'static str> {
     let did_vid = tis
         .init()
         .map_err(|_| "no TPM answers on the I2C bus at 0x2E")?;
-    log!("tpm: I2C TIS up, DID_VID {did_vid:08x}");
+    logln!(out, "tpm: I2C TIS up, DID_VID ", Hex32(did_vid));
     let mut tpm: BoardTpm = Tpm::new(tis);
 
     match tpm.startup(StartupType::Clear) {
-        Ok(Startup::Started) => log!("tpm: Startup(CLEAR) done"),
-        Ok(_) => log!("tpm: already started"),
+        Ok(Startup::Started) => logln!(out, "tpm: Startup(CLEAR) done"),
+        Ok(_) => logln!(out, "tpm: already started"),
         Err(_) => return Err("TPM2_Startup failed"),
     }
     tpm.self_test(false).map_err(|_| "TPM2_SelfTest failed")?;
@@ -175,36 +188,40 @@ fn run() -> Result<(), &'static str> {
         base: FLASH_ORIGIN as u64,
         config: &VOUCH_BOARD_CONFIG,
     };
-    let log: EventLog<EVENT_LOG_SIZE> = measured_boot(&mut tpm, &boot).map_err(|e| match e {
-        BootError::Tpm(_) => "measured boot failed: a TPM command failed",
-        BootError::LogFull => "measured boot failed: the event log buffer is full",
-        BootError::NoUsableBank => "measured boot failed: no PCR bank with a known hash",
-        _ => "measured boot failed",
-    })?;
-    log!(
-        "boot: measured {} bytes of flash into PCR 0, configuration into PCR 1; event log {} bytes",
-        first_word.len() + rest.len(),
-        log.as_bytes().len()
-    );
-    let boot_pcrs = [PcrBank {
-        alg: ALG_SHA256,
-        pcrs: 0b11,
-    }];
-    let values = tpm
-        .pcr_read(&boot_pcrs)
-        .map_err(|_| "TPM2_PCR_Read failed")?;
-    for (pcr, value) in values.digests().iter().enumerate() {
-        log!("boot: PCR {pcr} (sha256) {}", Hex(value));
+    // The one event log, borrowed by everything after.
+    let mut log: EventLog<EVENT_LOG_SIZE> = EventLog::empty();
+    if let Err(e) = measured_boot_into(&mut tpm, &boot, &mut log) {
+        logln!(out, "boot: measured boot failed: ", BootFailure(&e));
+        return Err("measured boot failed");
     }
+    logln!(
+        out,
+        "boot: measured ",
+        first_word.len() + rest.len(),
+        " bytes of flash into PCR 0, configuration into PCR 1; event log ",
+        log.as_bytes().len(),
+        " bytes"
+    );
+    log_boot_pcrs(&mut tpm, out);
 
     match mode {
-        Mode::Probe => probe(&mut tpm),
-        Mode::Attest => attest(&mut tpm, &log, clock, None, &mut session::NoKeys),
-        Mode::AttestOnce => attest(&mut tpm, &log, clock, Some(1), &mut session::NoKeys),
+        Mode::Probe => probe(&mut tpm, out),
+        Mode::Attest => attest(&mut tpm, &log, clock, None, &mut session::NoKeys, out),
+        Mode::AttestOnce => attest(&mut tpm, &log, clock, Some(1), &mut session::NoKeys, out),
         Mode::Keys => {
             let mut keys = KeyRoundTrip::default();
-            attest(&mut tpm, &log, clock, Some(1), &mut keys)?;
+            attest(&mut tpm, &log, clock, Some(1), &mut keys, out)?;
             keys.result()
+        }
+        Mode::Fault => {
+            logln!(out, "board: panicking on purpose");
+            // A panic aborts at once (an undefined instruction); the HardFault handler reports
+            // where and exits with failure.
+            #[allow(clippy::panic, reason = "the panic is the point of this mode")]
+            if core::hint::black_box(true) {
+                panic!();
+            }
+            Ok(())
         }
     }
 }
@@ -255,34 +272,42 @@ impl KeyClient for KeyRoundTrip {
             (1, KeyResponse::DataKey { key, wrapped }) => {
                 self.wrapped_len = wrapped.len();
                 // Only a fingerprint of the key is shown: its first 4 bytes.
-                log!(
-                    "keys: data key {}.. (256 bits), wrapped in {} bytes",
+                logln!(
+                    &mut Console,
+                    "keys: data key ",
                     Hex(key.get(..4).unwrap_or_default()),
-                    self.wrapped_len
+                    ".. (256 bits), wrapped in ",
+                    self.wrapped_len,
+                    " bytes"
                 );
             }
             (2, KeyResponse::Ciphertext(ct)) => {
-                log!(
-                    "keys: encrypted {} bytes into {} bytes",
+                logln!(
+                    &mut Console,
+                    "keys: encrypted ",
                     KEYS_PLAINTEXT.len(),
-                    ct.len()
+                    " bytes into ",
+                    ct.len(),
+                    " bytes"
                 );
                 self.ciphertext = ct;
             }
             (3, KeyResponse::Plaintext(p)) => {
                 self.ok = p.as_slice() == KEYS_PLAINTEXT;
-                log!(
-                    "keys: decrypted {} bytes: {}",
+                logln!(
+                    &mut Console,
+                    "keys: decrypted ",
                     p.len(),
+                    " bytes: ",
                     if self.ok { "round trip OK" } else { "MISMATCH" }
                 );
             }
             (_, KeyResponse::Refused { reason, .. }) => {
-                log!("keys: refused: {}", reason.as_str());
+                logln!(&mut Console, "keys: refused: ", reason.as_str());
                 self.step = u8::MAX;
             }
             _ => {
-                log!("keys: unexpected answer");
+                logln!(&mut Console, "keys: unexpected answer");
                 self.step = u8::MAX;
             }
         }
@@ -290,12 +315,15 @@ impl KeyClient for KeyRoundTrip {
 }
 
 /// Attests over UART0 until the verifier ends the session.
+// Never inlined, like the session steps: each mode's frame stays out of the others' way.
+#[inline(never)]
 fn attest(
     tpm: &mut BoardTpm,
     log: &EventLog<EVENT_LOG_SIZE>,
     clock: Timer,
     stop_after_verdicts: Option<u32>,
     keys: &mut dyn KeyClient,
+    out: &mut Console,
 ) -> Result<(), &'static str> {
     // SAFETY: UART0 is the agent link and only this function uses it.
     let mut link = unsafe { Uart::new(UART0, clock, LINK_IDLE_TIMEOUT_US) };
@@ -306,89 +334,71 @@ fn attest(
         ak_handle: DEFAULT_AK_HANDLE,
         stop_after_verdicts,
     };
-    let mut certificate = [0u8; 2048];
-    log!("agent: session with the verifier on UART0");
-    let outcome = session::run_with_keys(
-        tpm,
-        log.as_bytes(),
-        &mut link,
-        &config,
-        &mut certificate,
-        keys,
-    );
+    logln!(out, "agent: session with the verifier on UART0");
+    let outcome = session::run_with_keys(tpm, log.as_bytes(), &mut link, &config, keys);
     match outcome {
         Ok(outcome) => {
-            log!(
-                "agent: session ended: activated {}, {} quote(s), verdict {}",
+            logln!(
+                out,
+                "agent: session ended: activated ",
                 outcome.activated,
+                ", ",
                 outcome.quotes,
-                match outcome.last_verdict {
-                    Some(true) => "attested",
-                    Some(false) => "NOT attested",
-                    None => "none",
-                }
+                " quote(s), verdict ",
+                Verdict(outcome.last_verdict, outcome.software_version.as_str())
             );
             if outcome.last_verdict == Some(true) {
-                log!(
-                    "agent: attested as software version {}",
-                    outcome.software_version.as_str()
-                );
                 Ok(())
             } else {
                 Err("the verifier did not attest this board")
             }
         }
         Err(e) => {
-            log!("agent: session failed: {}", describe(&e));
+            logln!(out, "agent: session failed: ", SessionFailure(&e));
             Err("the attestation session failed")
         }
     }
 }
 
-/// A short reason for the log (full `Debug` formatting costs 10 KiB of flash).
-fn describe<TE, LE>(e: &SessionError<TE, LE>) -> &'static str {
-    match e {
-        SessionError::Tpm(_) => "the TPM failed",
-        SessionError::Link(_) => "the link failed or went silent",
-        SessionError::Closed => "the verifier closed the link",
-        SessionError::Frame(_) => "the verifier sent a malformed frame",
-        SessionError::Protocol(what) => what,
-        SessionError::Refused(..) => "the verifier refused this board",
-        SessionError::TooLarge(what) => what,
-        _ => "unknown",
-    }
-}
-
 /// Shows what the TPM stack reads: manufacturer, banks, randomness, the EK and its
 /// certificate, and a PCR extend.
-fn probe(tpm: &mut BoardTpm) -> Result<(), &'static str> {
+#[inline(never)]
+fn probe(tpm: &mut BoardTpm, out: &mut Console) -> Result<(), &'static str> {
     let manufacturer = tpm
         .tpm_property(PT_MANUFACTURER)
         .map_err(|_| "GetCapability(TPM_PT_MANUFACTURER) failed")?
         .unwrap_or(0);
     let name = manufacturer.to_be_bytes();
     let name = name.split(|&b| b == 0).next().unwrap_or_default();
-    log!(
-        "tpm: manufacturer {}",
+    logln!(
+        out,
+        "tpm: manufacturer ",
         core::str::from_utf8(name).unwrap_or("(not ASCII)")
     );
 
     let banks = tpm.pcr_banks().map_err(|_| "GetCapability(PCRS) failed")?;
     for bank in banks.active() {
-        log!("tpm: PCR bank {} ({:#06x})", alg_name(bank.alg), bank.alg);
+        logln!(
+            out,
+            "tpm: PCR bank ",
+            alg_name(bank.alg),
+            " (0x",
+            Hex(&bank.alg.to_be_bytes()),
+            ")"
+        );
     }
 
     let mut random = [0u8; 16];
     tpm.get_random(&mut random)
         .map_err(|_| "TPM2_GetRandom failed")?;
-    log!("tpm: GetRandom {}", Hex(&random));
+    logln!(out, "tpm: GetRandom ", Hex(&random));
 
     let mut certificate = [0u8; 2048];
     let cert_len = tpm
         .read_ek_certificate(EkKind::Rsa2048, &mut certificate)
         .map_err(|_| "reading the RSA EK certificate (NV 0x01C00002) failed")?;
     let certificate = certificate.get(..cert_len).unwrap_or_default();
-    log!("tpm: EK certificate, {cert_len} bytes of DER");
+    logln!(out, "tpm: EK certificate, ", cert_len, " bytes of DER");
 
     let ek = tpm
         .create_ek(EkKind::Rsa2048)
@@ -400,9 +410,11 @@ fn probe(tpm: &mut BoardTpm) -> Result<(), &'static str> {
     if !matches {
         return Err("the recreated EK's public key is not the certificate's");
     }
-    log!(
-        "tpm: recreated EK matches the certificate ({} bit RSA)",
-        modulus.len() * 8
+    logln!(
+        out,
+        "tpm: recreated EK matches the certificate (",
+        modulus.len().saturating_mul(8),
+        " bit RSA)"
     );
 
     let measurement = [0x5Au8; 64];
@@ -423,12 +435,19 @@ fn probe(tpm: &mut BoardTpm) -> Result<(), &'static str> {
         .digests()
         .first()
         .ok_or("PCR_Read returned no digest")?;
-    log!("tpm: PCR {DEMO_PCR} (sha256) after extend {}", Hex(value));
+    logln!(
+        out,
+        "tpm: PCR ",
+        DEMO_PCR,
+        " (sha256) after extend ",
+        Hex(value)
+    );
     Ok(())
 }
 
-/// Room for the Spec ID event and the boot events in three banks.
-const EVENT_LOG_SIZE: usize = 2048;
+/// Room for the Spec ID event and the boot events in all four banks (SHA-1, SHA-256, SHA-384,
+/// SHA-512: about 1.2 KiB; two banks take about 550 bytes).
+const EVENT_LOG_SIZE: usize = 1280;
 
 /// The PCR the probe extends: 16 is the debug PCR, resettable and unused by boot.
 const DEMO_PCR: u32 = 16;
@@ -444,18 +463,12 @@ fn alg_name(alg: u16) -> &'static str {
     }
 }
 
-/// Lowercase hex for the log.
-struct Hex<'a>(&'a [u8]);
-
-impl core::fmt::Display for Hex<'_> {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
-    }
-}
-
+/// A fault or a panic (which aborts at once with an undefined instruction, so it arrives
+/// here too): the faulting address on the log, then a failed exit. `addr2line` on the ELF
+/// names the place.
 #[exception]
 unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
-    log!("board: HardFault at pc {:#010x}", frame.pc());
+    logln!(&mut Console, "board: HardFault at pc 0x", Hex32(frame.pc()));
     debug::exit(debug::EXIT_FAILURE);
     loop {
         cortex_m::asm::wfi();
@@ -463,8 +476,9 @@ unsafe fn HardFault(frame: &ExceptionFrame) -> ! {
 }
 
 #[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    log!("board: panic: {info}");
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    // Not reached with `panic = "immediate-abort"`; kept for builds without it.
+    logln!(&mut Console, "board: panic");
     debug::exit(debug::EXIT_FAILURE);
     loop {
         cortex_m::asm::wfi();

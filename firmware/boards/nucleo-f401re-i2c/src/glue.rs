@@ -62,18 +62,22 @@ impl embedded_hal::delay::DelayNs for Micros {
 
 /// Writes to USART1's registers directly, for the panic and HardFault handlers, which cannot
 /// reach the log that `main` owns. USART1 is enabled by then unless the fault came first.
-pub fn panic_log(args: core::fmt::Arguments<'_>) {
-    struct Raw;
-    impl core::fmt::Write for Raw {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            // SAFETY: the program is ending; nothing else writes USART1 any more.
-            let usart = unsafe { &*pac::USART1::ptr() };
-            for &byte in s.as_bytes() {
-                while usart.sr().read().txe().bit_is_clear() {}
-                usart.dr().write(|w| w.dr().set(u16::from(byte)));
+pub struct FaultLog;
+
+impl vouch_agent::log::Log for FaultLog {
+    fn text(&mut self, s: &str) {
+        struct Raw;
+        impl core::fmt::Write for Raw {
+            fn write_str(&mut self, s: &str) -> core::fmt::Result {
+                // SAFETY: the program is ending; nothing else writes USART1 any more.
+                let usart = unsafe { &*pac::USART1::ptr() };
+                for &byte in s.as_bytes() {
+                    while usart.sr().read().txe().bit_is_clear() {}
+                    usart.dr().write(|w| w.dr().set(u16::from(byte)));
+                }
+                Ok(())
             }
-            Ok(())
         }
+        CrLf(Raw).text(s);
     }
-    let _ = core::fmt::Write::write_fmt(&mut CrLf(Raw), format_args!("{args}\n"));
 }

@@ -28,19 +28,23 @@ impl vouch_tpm::Clock for Micros {
 
 /// Writes to UART1's registers directly, for the panic and HardFault handlers, which cannot
 /// reach the log that `main` owns. UART1 is enabled by then unless the fault came first.
-pub fn panic_log(args: core::fmt::Arguments<'_>) {
-    struct Raw;
-    impl core::fmt::Write for Raw {
-        fn write_str(&mut self, s: &str) -> core::fmt::Result {
-            // SAFETY: the program is ending; nothing else writes UART1 any more.
-            let uart = unsafe { pac::UART1::steal() };
-            for &byte in s.as_bytes() {
-                while uart.uartfr().read().txff().bit_is_set() {}
-                // SAFETY: any byte is a valid data register value.
-                uart.uartdr().write(|w| unsafe { w.data().bits(byte) });
+pub struct FaultLog;
+
+impl vouch_agent::log::Log for FaultLog {
+    fn text(&mut self, s: &str) {
+        struct Raw;
+        impl core::fmt::Write for Raw {
+            fn write_str(&mut self, s: &str) -> core::fmt::Result {
+                // SAFETY: the program is ending; nothing else writes UART1 any more.
+                let uart = unsafe { pac::UART1::steal() };
+                for &byte in s.as_bytes() {
+                    while uart.uartfr().read().txff().bit_is_set() {}
+                    // SAFETY: any byte is a valid data register value.
+                    uart.uartdr().write(|w| unsafe { w.data().bits(byte) });
+                }
+                Ok(())
             }
-            Ok(())
         }
+        CrLf(Raw).text(s);
     }
-    let _ = core::fmt::Write::write_fmt(&mut CrLf(Raw), format_args!("{args}\n"));
 }

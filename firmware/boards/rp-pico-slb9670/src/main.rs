@@ -10,7 +10,6 @@
 
 mod glue;
 
-use core::fmt::Write as _;
 use embedded_hal::delay::DelayNs;
 use embedded_hal::digital::OutputPin;
 use fugit::RateExtU32;
@@ -18,8 +17,10 @@ use glue::Micros;
 use rp2040_hal::{self as hal, Clock as _, gpio, pac, uart};
 use vouch_agent::board::{self, BoardInfo, CrLf, TimedLink};
 use vouch_agent::eventlog::EventLog;
+use vouch_agent::log::Hex32;
+use vouch_agent::logln;
 use vouch_agent::measure::BootImage;
-use vouch_agent::session::{AgentConfig, DEFAULT_AK_HANDLE};
+use vouch_agent::session::{AgentConfig, DEFAULT_AK_HANDLE, NoKeys};
 use vouch_tpm::{AkKind, EkKind, SpiTransport, Tis, Tpm};
 
 /// The Pico's W25Q16JV flash needs this second-stage bootloader in the first 256 bytes.
@@ -41,8 +42,9 @@ const TPM_RESET_SETTLE_MS: u32 = 100;
 /// Pause between verifier sessions.
 const SESSION_PAUSE_MS: u32 = 5_000;
 const FLASH_ORIGIN: usize = 0x1000_0000;
-/// Room for the Spec ID event and the boot events in three banks.
-const EVENT_LOG_SIZE: usize = 2048;
+/// Room for the Spec ID event and the boot events in all four banks (SHA-1, SHA-256, SHA-384,
+/// SHA-512: about 1.2 KiB; two banks take about 550 bytes).
+const EVENT_LOG_SIZE: usize = 1280;
 
 /// The agent's version, measured into PCR 0 (EV_S_CRTM_VERSION); `vouch image add` reads it.
 #[unsafe(no_mangle)]
@@ -65,8 +67,8 @@ type Spi = hal::Spi<
     ),
 >;
 type ChipSelect = gpio::Pin<gpio::bank0::Gpio17, gpio::FunctionSioOutput, gpio::PullDown>;
-/// The TPM stack over SPI0 with room for 2 KiB commands and responses.
-type BoardTpm = Tpm<Tis<SpiTransport<Spi, ChipSelect>, Micros>, 2048>;
+/// The TPM stack over SPI0 with room for 1 KiB commands and responses.
+type BoardTpm = Tpm<Tis<SpiTransport<Spi, ChipSelect>, Micros>, 1024>;
 
 const INFO: BoardInfo<'static> = BoardInfo {
     bus: "SPI",
@@ -110,10 +112,11 @@ fn main() -> ! {
         Ok(uart) => CrLf(uart),
         Err(_) => halt(),
     };
-    let _ = writeln!(
-        out,
-        "\nvouch: rp-pico-slb9670, {} MHz system clock",
-        clocks.system_clock.freq().to_MHz()
+    logln!(
+        &mut out,
+        "\nvouch: rp-pico-slb9670, ",
+        clocks.system_clock.freq().to_MHz(),
+        " MHz system clock"
     );
 
     // UART0 on GP0 (TX) / GP1 (RX): the agent link to the verifier.
@@ -159,11 +162,12 @@ fn main() -> ! {
         base: FLASH_ORIGIN as u64,
         config: &VOUCH_BOARD_CONFIG,
     };
-    // Logs `board: FAILED: ...` when it fails. Borrowed, not moved out: a move would cost a
-    // second copy of the event log on the stack.
-    let booted: Result<EventLog<EVENT_LOG_SIZE>, _> =
-        board::bring_up(&mut tpm, &INFO, &boot, &mut out);
-    let Ok(event_log) = &booted else { halt() };
+    // The one event log, filled in place and borrowed by every session.
+    let mut event_log: EventLog<EVENT_LOG_SIZE> = EventLog::empty();
+    // Logs `board: FAILED: ...` when it fails.
+    if board::bring_up(&mut tpm, &INFO, &boot, &mut event_log, &mut out).is_err() {
+        halt()
+    }
 
     let config = AgentConfig {
         agent: "vouch-agent 0.1 rp-pico-slb9670",
@@ -179,6 +183,9 @@ fn main() -> ! {
         &mut link,
         &config,
         &INFO,
+        // The key channel is set up with every attestation; a board application that needs
+        // keys passes its own `KeyClient` here.
+        &mut NoKeys,
         &mut out,
         || timer.delay_ms(SESSION_PAUSE_MS),
     );
@@ -212,14 +219,22 @@ fn halt() -> ! {
     }
 }
 
+/// A fault or a panic (which aborts at once with an undefined instruction, so it arrives
+/// here too): the faulting address on the log, then a halt. `addr2line` on the ELF names the
+/// place.
 #[cortex_m_rt::exception]
 unsafe fn HardFault(frame: &cortex_m_rt::ExceptionFrame) -> ! {
-    glue::panic_log(format_args!("board: HardFault at pc {:#010x}", frame.pc()));
+    logln!(
+        &mut glue::FaultLog,
+        "board: HardFault at pc 0x",
+        Hex32(frame.pc())
+    );
     halt()
 }
 
 #[panic_handler]
-fn panic(info: &core::panic::PanicInfo<'_>) -> ! {
-    glue::panic_log(format_args!("board: panic: {info}"));
+fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
+    // Not reached with `panic = "immediate-abort"`; kept for builds without it.
+    logln!(&mut glue::FaultLog, "board: panic");
     halt()
 }
