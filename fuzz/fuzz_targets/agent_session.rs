@@ -58,13 +58,11 @@ fuzz_target!(|data: &[u8]| {
         ak_handle: session::DEFAULT_AK_HANDLE,
         stop_after_verdicts: None,
     };
-    let mut cert = [0u8; 2048];
     let _ = session::run_with_keys(
         &mut tpm,
         &AGENT_EVENT_LOG,
         &mut link,
         &config,
-        &mut cert,
         &mut TwoKeys(2),
     );
 });

@@ -295,6 +295,7 @@ fn ciphertext(provider: &str, body: &[u8]) -> Vec<u8> {
     Ciphertext {
         header: Header {
             provider: provider.into(),
+            context: Some("cluster:prod".into()),
             key_id: "42".into(),
             key_version: 1,
             nonce: [3; 12],
