@@ -102,6 +102,50 @@ impl KeyClient for NoKeys {
     fn response(&mut self, _response: KeyResponse) {}
 }
 
+/// A [`KeyClient`] for a board application: once attested, it asks once for a data key bound
+/// to `aad` and keeps the key and its wrapped form for the application (the key server's
+/// answer, over the channel bound to the attestation).
+#[derive(Debug, Clone)]
+pub struct BootDataKey {
+    aad: &'static [u8],
+    asked: bool,
+    /// The data key and its wrapped form, once the verifier answered.
+    pub key: Option<(
+        [u8; 32],
+        heapless::Vec<u8, { vouch_proto::wire::MAX_KEY_CIPHERTEXT }>,
+    )>,
+}
+
+impl BootDataKey {
+    /// A client asking for one data key bound to `aad` (at most 64 bytes).
+    #[must_use]
+    pub const fn new(aad: &'static [u8]) -> Self {
+        Self {
+            aad,
+            asked: false,
+            key: None,
+        }
+    }
+}
+
+impl KeyClient for BootDataKey {
+    fn next_request(&mut self) -> Option<KeyRequest> {
+        if self.asked {
+            return None;
+        }
+        self.asked = true;
+        Some(KeyRequest::GenerateKey {
+            aad: heapless::Vec::from_slice(self.aad).ok()?,
+        })
+    }
+
+    fn response(&mut self, response: KeyResponse) {
+        if let KeyResponse::DataKey { key, wrapped } = response {
+            self.key = Some((key, wrapped));
+        }
+    }
+}
+
 type Result<V, T, L> = core::result::Result<
     V,
     SessionError<<T as Transport>::Error, <L as embedded_io::ErrorType>::Error>,

@@ -23,7 +23,7 @@ use vouch_agent::eventlog::EventLog;
 use vouch_agent::log::Hex32;
 use vouch_agent::logln;
 use vouch_agent::measure::BootImage;
-use vouch_agent::session::{AgentConfig, DEFAULT_AK_HANDLE, NoKeys};
+use vouch_agent::session::{AgentConfig, BootDataKey, DEFAULT_AK_HANDLE};
 use vouch_tpm::{AkKind, EkKind, I2cTransport, Tis, Tpm};
 
 const SYSCLK_MHZ: u32 = 84;
@@ -142,9 +142,9 @@ fn main() -> ! {
         &mut link,
         &config,
         &INFO,
-        // The key channel is set up with every attestation; a board application that needs
-        // keys passes its own `KeyClient` here.
-        &mut NoKeys,
+        // The key channel is set up with every attestation; the board's data key (bound to
+        // the board's name) comes over it for the application.
+        &mut BootDataKey::new(b"nucleo-f401re-i2c"),
         &mut out,
         || clock.delay_ms(SESSION_PAUSE_MS),
     );

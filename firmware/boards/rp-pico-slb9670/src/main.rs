@@ -20,7 +20,7 @@ use vouch_agent::eventlog::EventLog;
 use vouch_agent::log::Hex32;
 use vouch_agent::logln;
 use vouch_agent::measure::BootImage;
-use vouch_agent::session::{AgentConfig, DEFAULT_AK_HANDLE, NoKeys};
+use vouch_agent::session::{AgentConfig, BootDataKey, DEFAULT_AK_HANDLE};
 use vouch_tpm::{AkKind, EkKind, SpiTransport, Tis, Tpm};
 
 /// The Pico's W25Q16JV flash needs this second-stage bootloader in the first 256 bytes.
@@ -183,9 +183,9 @@ fn main() -> ! {
         &mut link,
         &config,
         &INFO,
-        // The key channel is set up with every attestation; a board application that needs
-        // keys passes its own `KeyClient` here.
-        &mut NoKeys,
+        // The key channel is set up with every attestation; the board's data key (bound to
+        // the board's name) comes over it for the application.
+        &mut BootDataKey::new(b"rp-pico-slb9670"),
         &mut out,
         || timer.delay_ms(SESSION_PAUSE_MS),
     );
