@@ -18,6 +18,7 @@ mod eventlog;
 mod image_cmd;
 mod manage;
 mod quote;
+mod software_cmd;
 
 use client::ServerOpts;
 use manage::{
