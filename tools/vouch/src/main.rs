@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod bridge;
 mod client;
@@ -94,6 +94,16 @@ enum Command {
     Events(EventsArgs),
     /// Copy bytes between a board's serial port and vouchd's agent port.
     Bridge(bridge::BridgeArgs),
+    /// Print vouch's completion script for a shell, e.g. `vouch completions bash`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write vouch's man pages into DIR: vouch.1 and one page per subcommand (vouch-host-add.1).
+    Manpages {
+        /// The directory (created if missing), e.g. /usr/share/man/man1.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -171,6 +181,18 @@ pub(crate) fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
     })
 }
 
+/// Writes the man pages of every command into `dir`.
+fn manpages(dir: &Path) -> Result<(), Failure> {
+    let failed = |e: std::io::Error| {
+        Failure::Input(format!(
+            "cannot write man pages into {}: {e}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    clap_mangen::generate_to(Cli::command(), dir).map_err(failed)
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let server = &cli.server;
@@ -198,6 +220,11 @@ fn main() -> ExitCode {
         Command::Status { host } => manage::status(server, host.as_deref()),
         Command::Events(args) => manage::events(server, &args),
         Command::Bridge(args) => bridge::run(&args),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vouch", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpages { dir } => manpages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
