@@ -23,6 +23,8 @@ const APT_PACKAGES: &[&str] = &[
     "tpm2-tools",
     // certtool: the hil-tests check EK certificate chains with an independent verifier.
     "gnutls-bin",
+    // systemd-analyze: the Debian package's test verifies vouchd's unit with it.
+    "systemd",
     "rustc-web",
     "cargo-web",
     "rust-web-src",
@@ -59,6 +61,9 @@ fn missing_system() -> Vec<Missing> {
                 "`{program}` (swtpm, swtpm-tools, tpm2-tools, gnutls-bin)"
             )));
         }
+    }
+    if !shell::on_path("systemd-analyze") {
+        missing.push(Missing("`systemd-analyze` (systemd)".into()));
     }
     match qemu_major() {
         Some(major) if major >= MIN_QEMU_MAJOR => {}
