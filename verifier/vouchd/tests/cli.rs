@@ -48,3 +48,15 @@ fn completions_parse_and_man_pages_are_written() {
     assert!(page.contains(".TH vouchd 1"), "{page}");
     assert!(man.join("vouchd-serve.1").is_file());
 }
+
+#[test]
+fn the_packaged_configurations_load() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    // The Debian package installs the example as /etc/vouchd/vouchd.toml.
+    let debian =
+        vouchd::config::Config::load(&root.join("verifier/vouchd/vouchd.example.toml")).unwrap();
+    assert_eq!(debian.data_dir, std::path::Path::new("/var/lib/vouchd"));
+    let container = vouchd::config::Config::load(&root.join("packaging/container.toml")).unwrap();
+    assert_eq!(container.data_dir, std::path::Path::new("/var/lib/vouchd"));
+    assert!(container.api_listen.ip().is_unspecified());
+}
