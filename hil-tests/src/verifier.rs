@@ -166,19 +166,16 @@ impl Verifier {
         if self.process.is_some() {
             return self.boot_process(runtime);
         }
-        let running = runtime
-            .block_on(vouchd::server::start(self.config.clone()))
+        // The shared harness: loopback, a client trusting the self-signed certificate.
+        let vouchd::testing::TestVouchd {
+            running,
+            client,
+            base,
+        } = runtime
+            .block_on(vouchd::testing::TestVouchd::start(self.config.clone()))
             .map_err(|e| failed("start", e))?;
-        // The API listens on loopback with a self-signed certificate for "localhost".
-        let certificate = reqwest::Certificate::from_der(&running.tls_certificate)
-            .map_err(|e| failed("certificate", e))?;
-        self.client = reqwest::Client::builder()
-            .tls_built_in_root_certs(false)
-            .add_root_certificate(certificate)
-            .resolve("localhost", running.api_addr)
-            .build()
-            .map_err(|e| failed("HTTP client", e))?;
-        self.base = format!("https://localhost:{}", running.api_addr.port());
+        self.client = client;
+        self.base = base;
         // Restarts keep the ports, so agents and QEMU can reconnect to the same address.
         self.config.api_listen = running.api_addr;
         self.config.agent_listen = running.agent_addr;

@@ -120,7 +120,22 @@ impl Session {
         Self::open_with_ek(verifier, host, ak, EkKind::Rsa2048)
     }
 
+    /// A session that ends by itself after its first verdict (and the key channel's setup).
+    fn open_once(verifier: &Verifier, host: &Host, ak: AkKind) -> Self {
+        Self::open_until(verifier, host, ak, EkKind::Rsa2048, Some(1))
+    }
+
     fn open_with_ek(verifier: &Verifier, host: &Host, ak: AkKind, ek: EkKind) -> Self {
+        Self::open_until(verifier, host, ak, ek, None)
+    }
+
+    fn open_until(
+        verifier: &Verifier,
+        host: &Host,
+        ak: AkKind,
+        ek: EkKind,
+        stop_after_verdicts: Option<u32>,
+    ) -> Self {
         let stream = TcpStream::connect(verifier.agent_addr()).unwrap();
         let theirs = stream.try_clone().unwrap();
         let tpm = host.tpm.clone();
@@ -132,7 +147,7 @@ impl Session {
                 ek,
                 ak,
                 ak_handle: DEFAULT_AK_HANDLE,
-                stop_after_verdicts: None,
+                stop_after_verdicts,
             };
             let mut cert = vec![0u8; 4096];
             session::run(
@@ -166,9 +181,10 @@ fn a_host_enrolls_attests_and_reuses_its_ak() {
     let verifier = Verifier::start(600).unwrap();
     let ek_hash = enroll(&verifier, &host, &image);
 
-    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
     let record = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
-    let outcome = session.close().unwrap();
     assert!(outcome.activated, "a new AK is activated against the EK");
     assert_eq!(outcome.quotes, 1);
     assert_eq!(outcome.last_verdict, Some(true));
@@ -179,10 +195,10 @@ fn a_host_enrolls_attests_and_reuses_its_ak() {
     );
 
     // The next session reuses the AK bound to this EK: no new credential challenge.
-    let session = Session::open(&verifier, &host, AkKind::EccP256);
-    std::thread::sleep(Duration::from_millis(300));
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
     let before = verifier.host(&ek_hash).unwrap();
-    let outcome = session.close().unwrap();
     assert!(!outcome.activated, "the bound AK is reused: {before}");
     assert_eq!(outcome.last_verdict, Some(true));
 }
@@ -228,11 +244,12 @@ fn unaccepted_software_is_refused_with_the_reason() {
     let host = boot(&image);
     let verifier = Verifier::start(600).unwrap();
     let ek_hash = enroll(&verifier, &host, &accepted);
-    let session = Session::open(&verifier, &host, AkKind::Rsa2048);
+    let outcome = Session::open_once(&verifier, &host, AkKind::Rsa2048)
+        .join()
+        .unwrap();
     let record = verifier
         .wait_for_state(&ek_hash, "not_attested", WAIT)
         .unwrap();
-    let outcome = session.close().unwrap();
     assert_eq!(outcome.last_verdict, Some(false));
     let text = record.to_string();
     assert!(text.contains("fw-1.0") && text.contains("PCR 0"), "{text}");
@@ -245,7 +262,7 @@ fn a_pcr_changed_after_enrollment_is_caught_by_reattestation() {
     // The shortest re-attestation interval vouchd allows.
     let verifier = Verifier::start(10).unwrap();
     let ek_hash = enroll(&verifier, &host, &image);
-    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    let session = Session::open_until(&verifier, &host, AkKind::EccP256, EkKind::Rsa2048, Some(2));
     verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
 
     // Something else gets measured into PCR 0 on the running host.
@@ -253,10 +270,10 @@ fn a_pcr_changed_after_enrollment_is_caught_by_reattestation() {
     tpm.pcr_extend(0, &[(0x000B, &[0x66; 32]), (0x0004, &[0x66; 20])])
         .unwrap();
     // Within one interval the open session is quoted again and the change refused.
+    let outcome = session.join().unwrap();
     verifier
         .wait_for_state(&ek_hash, "not_attested", Duration::from_secs(20))
         .unwrap();
-    let outcome = session.close().unwrap();
     assert!(outcome.quotes >= 2, "{outcome:?}");
     assert_eq!(outcome.last_verdict, Some(false));
 }
@@ -276,10 +293,10 @@ fn a_restarted_verifier_keeps_enrollments_and_results() {
     assert_eq!(after["state"], "attested", "{after}");
     assert_eq!(after["attested_at"], before["attested_at"]);
     // The AK bound before the restart is still bound: no new challenge.
-    let session = Session::open(&verifier, &host, AkKind::EccP256);
-    std::thread::sleep(Duration::from_millis(300));
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
     verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
-    let outcome = session.close().unwrap();
     assert!(!outcome.activated);
     assert_eq!(outcome.last_verdict, Some(true));
 }
@@ -307,11 +324,13 @@ fn trust_mode_2_admits_listed_tpms_only() {
         .add_host("strict", "unlisted", &unlisted.certificate_pem)
         .unwrap();
 
-    let session = Session::open(&verifier, &listed, AkKind::EccP256);
+    let outcome = Session::open_once(&verifier, &listed, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert_eq!(outcome.last_verdict, Some(true));
     verifier
         .wait_for_state(&listed_hash, "attested", WAIT)
         .unwrap();
-    assert_eq!(session.close().unwrap().last_verdict, Some(true));
     let err = Session::open(&verifier, &unlisted, AkKind::EccP256)
         .join()
         .unwrap_err();
@@ -342,9 +361,10 @@ fn trust_mode_3_admits_a_bare_ek_public_key() {
         .add_host_by_hash("bare", "no-cert", &ek_hash)
         .unwrap();
 
-    let session = Session::open_with_ek(&verifier, &host, AkKind::EccP256, EkKind::EccP256);
+    let outcome = Session::open_until(&verifier, &host, AkKind::EccP256, EkKind::EccP256, Some(1))
+        .join()
+        .unwrap();
     verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
-    let outcome = session.close().unwrap();
     assert!(
         outcome.activated,
         "the AK was activated against the ECC EK (KDFe path)"
@@ -387,10 +407,10 @@ fn vouchd_killed_mid_attestation_loses_no_enrollment_and_no_result() {
         after["recent"].as_array().is_some_and(|r| !r.is_empty()),
         "the recorded result survived: {after}"
     );
-    let session = Session::open(&verifier, &host, AkKind::EccP256);
-    std::thread::sleep(Duration::from_millis(300));
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
     verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
-    let outcome = session.close().unwrap();
     assert!(
         !outcome.activated,
         "the AK bound before the crash is reused"

@@ -98,12 +98,12 @@ pub fn run(args: &BridgeArgs) -> Result<(), Failure> {
             .spawn(move || serial_to_tcp(serial, &current))
             .map_err(|e| Failure::Input(format!("cannot start a thread: {e}")))?
     };
-    eprintln!(
+    crate::output::stderr(format_args!(
         "vouch bridge: {} at {} baud <-> {}",
         args.serial.display(),
         args.baud,
         args.to
-    );
+    ));
     let mut writer = writer;
     let retry = Duration::from_secs(args.retry.max(1));
     let mut announced_failure = false;
@@ -118,11 +118,11 @@ pub fn run(args: &BridgeArgs) -> Result<(), Failure> {
             Ok(s) => s,
             Err(e) => {
                 if !announced_failure {
-                    eprintln!(
+                    crate::output::stderr(format_args!(
                         "vouch bridge: cannot connect to {}: {e}; retrying every {} s",
                         args.to,
                         retry.as_secs()
-                    );
+                    ));
                     announced_failure = true;
                 }
                 thread::sleep(retry);
@@ -135,7 +135,7 @@ pub fn run(args: &BridgeArgs) -> Result<(), Failure> {
             thread::sleep(retry);
             continue;
         };
-        eprintln!("vouch bridge: connected to {}", args.to);
+        crate::output::stderr(format_args!("vouch bridge: connected to {}", args.to));
         *current.lock().unwrap_or_else(PoisonError::into_inner) = Some(for_serial_reader);
         let why = tcp_to_serial(&stream, &mut writer);
         if let Some(s) = current
@@ -146,14 +146,14 @@ pub fn run(args: &BridgeArgs) -> Result<(), Failure> {
             let _ = s.shutdown(Shutdown::Both);
         }
         match why {
-            Ok(()) => eprintln!(
+            Ok(()) => crate::output::stderr(format_args!(
                 "vouch bridge: {} closed the connection; reconnecting",
                 args.to
-            ),
-            Err(Side::Tcp(e)) => eprintln!(
+            )),
+            Err(Side::Tcp(e)) => crate::output::stderr(format_args!(
                 "vouch bridge: connection to {} lost: {e}; reconnecting",
                 args.to
-            ),
+            )),
             Err(Side::Serial(e)) => {
                 return Err(Failure::Input(format!(
                     "cannot write to the serial port {}: {e}; check the board's connection",
@@ -208,7 +208,9 @@ fn copy_serial(mut serial: File, current: &Current) {
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
-                eprintln!("vouch bridge: reading the serial port failed: {e}");
+                crate::output::stderr(format_args!(
+                    "vouch bridge: reading the serial port failed: {e}"
+                ));
                 return;
             }
         };
@@ -217,9 +219,9 @@ fn copy_serial(mut serial: File, current: &Current) {
         match guard.as_mut() {
             Some(stream) => {
                 if dropped > 0 {
-                    eprintln!(
+                    crate::output::stderr(format_args!(
                         "vouch bridge: dropped {dropped} bytes from the board while not connected"
-                    );
+                    ));
                     dropped = 0;
                 }
                 if stream.write_all(chunk).is_err() {

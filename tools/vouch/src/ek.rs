@@ -4,9 +4,10 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::Args;
-use vouch_attest::ek::{EkEvidence, EkTrust, certificates_from_pem_or_der, verify_ek};
+use vouch_attest::ek::{EkError, EkEvidence, EkTrust, certificates_from_pem_or_der, verify_ek};
 use vouch_attest::tpm::Public;
 
+use crate::output;
 use crate::{Failure, read_file};
 
 #[derive(Debug, Args)]
@@ -119,21 +120,20 @@ pub(crate) fn verify(args: &VerifyArgs) -> Result<(), Failure> {
                     "chain": t.chain(),
                     "ek_public_checked": public.is_some(),
                 });
-                println!("{v}");
+                output::stdout_line(v)
             } else {
-                println!("valid");
+                let mut out = String::from("valid\n");
                 for c in t.chain() {
-                    println!("  {c}");
+                    out.push_str(&format!("  {c}\n"));
                 }
+                output::stdout(&out)
             }
-            Ok(())
         }
+        // A certificate that is not X.509 at all is unreadable input, not a refusal.
+        Err(e @ EkError::Malformed { .. }) => Err(Failure::Input(e.to_string())),
         Err(e) => {
             if args.json {
-                println!(
-                    "{}",
-                    serde_json::json!({"valid": false, "reason": e.to_string()})
-                );
+                output::stdout_line(serde_json::json!({"valid": false, "reason": e.to_string()}))?;
             }
             Err(Failure::Refused(format!("EK refused: {e}")))
         }

@@ -6,6 +6,7 @@ use std::path::Path;
 use vouch_attest::codec::to_hex;
 use vouch_attest::eventlog::{self, LogFormat, event_type_name};
 
+use crate::output;
 use crate::{Failure, read_file};
 
 fn parse_failure(path: &Path, e: &vouch_attest::DecodeError) -> Failure {
@@ -31,19 +32,23 @@ pub(crate) fn replay(path: &Path, json: bool) -> Result<(), Failure> {
         }
         let mut root = serde_json::Map::new();
         root.insert("banks".to_string(), serde_json::Value::Object(banks));
-        println!("{}", serde_json::Value::Object(root));
+        output::stdout_line(serde_json::Value::Object(root))
     } else {
+        let mut out = String::new();
         for (alg, pcrs) in &replay.pcrs.banks {
-            println!("{alg}:");
+            let _ = writeln!(out, "{alg}:");
             for (i, v) in pcrs {
-                println!("  {i:>2}: {}", to_hex(v));
+                let _ = writeln!(out, "  {i:>2}: {}", to_hex(v));
             }
         }
         for alg in &replay.skipped_banks {
-            println!("{alg}: not replayed (this verifier does not compute {alg})");
+            let _ = writeln!(
+                out,
+                "{alg}: not replayed (this verifier does not compute {alg})"
+            );
         }
+        output::stdout(&out)
     }
-    Ok(())
 }
 
 pub(crate) fn show(path: &Path) -> Result<(), Failure> {
@@ -93,6 +98,5 @@ pub(crate) fn show(path: &Path) -> Result<(), Failure> {
             let _ = writeln!(out, "  data    {desc}");
         }
     }
-    print!("{out}");
-    Ok(())
+    output::stdout(&out)
 }

@@ -75,7 +75,7 @@ pub fn add(args: &AddArgs, server: &ServerOpts) -> Result<(), Failure> {
     match &args.output {
         Some(path) => std::fs::write(path, json.clone() + "\n")
             .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))?,
-        None if api.is_none() => println!("{json}"),
+        None if api.is_none() => crate::output::stdout_line(&json)?,
         None => {}
     }
     if let (Some(api), Some(cluster)) = (&api, &args.cluster) {

@@ -3,7 +3,8 @@
 //!
 //! Exit codes: 0 success; 1 the evidence was checked and refused, or vouchd refused the
 //! request (401/403/404/409, its reason printed); 2 the input could not be read or parsed,
-//! the command line is wrong, or vouchd cannot be reached.
+//! the command line is wrong, vouchd cannot be reached, or the output cannot be written
+//! (standard output closed or full; see `output`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -17,6 +18,7 @@ mod ek;
 mod eventlog;
 mod image_cmd;
 mod manage;
+mod output;
 mod quote;
 mod software_cmd;
 
@@ -181,6 +183,13 @@ pub(crate) fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
     })
 }
 
+/// Prints the completion script for `shell`.
+fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "vouch", &mut script);
+    output::stdout(&String::from_utf8_lossy(&script))
+}
+
 /// Writes the man pages of every command into `dir`.
 fn manpages(dir: &Path) -> Result<(), Failure> {
     let failed = |e: std::io::Error| {
@@ -193,8 +202,32 @@ fn manpages(dir: &Path) -> Result<(), Failure> {
     clap_mangen::generate_to(Cli::command(), dir).map_err(failed)
 }
 
+/// Parses the command line. `--help` and `--version` print to standard output (exit 0, or 2
+/// when it cannot be written); a usage error prints to standard error (exit 2).
+fn parse_args() -> Result<Cli, ExitCode> {
+    use clap::error::ErrorKind;
+    let e = match Cli::try_parse() {
+        Ok(cli) => return Ok(cli),
+        Err(e) => e,
+    };
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        return match output::stdout(&e.render().to_string()) {
+            Ok(()) => Err(ExitCode::SUCCESS),
+            Err(Failure::Input(msg) | Failure::Refused(msg)) => {
+                output::stderr(format_args!("vouch: {msg}"));
+                Err(ExitCode::from(2))
+            }
+        };
+    }
+    output::stderr(e.render().to_string().trim_end());
+    Err(ExitCode::from(2))
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match parse_args() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     let server = &cli.server;
     let result = match cli.command {
         Command::Eventlog(EventlogCmd::Replay { file, json }) => eventlog::replay(&file, json),
@@ -220,20 +253,17 @@ fn main() -> ExitCode {
         Command::Status { host } => manage::status(server, host.as_deref()),
         Command::Events(args) => manage::events(server, &args),
         Command::Bridge(args) => bridge::run(&args),
-        Command::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "vouch", &mut std::io::stdout());
-            Ok(())
-        }
+        Command::Completions { shell } => completions(shell),
         Command::Manpages { dir } => manpages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Refused(msg)) => {
-            eprintln!("vouch: {msg}");
+            output::stderr(format_args!("vouch: {msg}"));
             ExitCode::from(1)
         }
         Err(Failure::Input(msg)) => {
-            eprintln!("vouch: {msg}");
+            output::stderr(format_args!("vouch: {msg}"));
             ExitCode::from(2)
         }
     }

@@ -6,10 +6,11 @@ use clap::Args;
 use vouch_attest::HashAlg;
 use vouch_attest::codec::from_hex;
 use vouch_attest::eventlog;
-use vouch_attest::quote::{AttestationKey, QuoteExpectations, verify_quote};
+use vouch_attest::quote::{AttestationKey, QuoteError, QuoteExpectations, verify_quote};
 use vouch_attest::tpm::{Attest, Public};
 use vouch_attest::tpm2_tools::{parse_serialized_pcrs, parse_values_pcrs};
 
+use crate::output;
 use crate::{Failure, read_file};
 
 #[derive(Debug, Args)]
@@ -65,8 +66,12 @@ pub(crate) fn verify(args: &VerifyArgs) -> Result<(), Failure> {
         })?),
     };
     let ak = load_ak(&ak_bytes)?;
-    let attest = Attest::from_bytes(&quote)
-        .map_err(|e| Failure::Refused(format!("quote refused: quote-format check failed: {e}")))?;
+    let attest = Attest::from_bytes(&quote).map_err(|e| {
+        Failure::Input(format!(
+            "--quote {}: not a TPMS_ATTEST: {e}",
+            args.quote.display()
+        ))
+    })?;
     let nonce = match &args.nonce {
         Some(n) => from_hex(n).ok_or_else(|| {
             Failure::Input(format!(
@@ -74,7 +79,9 @@ pub(crate) fn verify(args: &VerifyArgs) -> Result<(), Failure> {
             ))
         })?,
         None => {
-            eprintln!("vouch: warning: no --nonce given, so the quote's freshness is not checked");
+            output::stderr(
+                "vouch: warning: no --nonce given, so the quote's freshness is not checked",
+            );
             attest.extra_data.clone()
         }
     };
@@ -99,13 +106,18 @@ pub(crate) fn verify(args: &VerifyArgs) -> Result<(), Failure> {
         last: None,
         hash,
     };
-    let verified = verify_quote(&ak, &quote, &sig, &expect)
-        .map_err(|e| Failure::Refused(format!("quote refused: {e}")))?;
+    let verified = verify_quote(&ak, &quote, &sig, &expect).map_err(|e| match e {
+        QuoteError::MalformedSignature(e) => Failure::Input(format!(
+            "--signature {}: not a TPMT_SIGNATURE: {e}",
+            args.signature.display()
+        )),
+        e => Failure::Refused(format!("quote refused: {e}")),
+    })?;
     if let Some(log_path) = &args.eventlog {
         let bytes = read_file(log_path, "event log")?;
         let log = eventlog::parse(&bytes).map_err(|e| {
-            Failure::Refused(format!(
-                "quote refused: event-log check failed: {}: {e}",
+            Failure::Input(format!(
+                "--eventlog {}: not a valid TCG event log: {e}",
                 log_path.display()
             ))
         })?;
@@ -114,6 +126,5 @@ pub(crate) fn verify(args: &VerifyArgs) -> Result<(), Failure> {
         log.check_against(&replay, verified.pcrs())
             .map_err(|e| Failure::Refused(format!("quote refused: event-log check failed: {e}")))?;
     }
-    println!("valid");
-    Ok(())
+    output::stdout("valid\n")
 }

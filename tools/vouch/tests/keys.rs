@@ -15,34 +15,21 @@ use std::process::{Command, Output};
 
 use pykmip::PyKmip;
 use serde_json::Value;
-use vouchd::config::Config;
-use vouchd::server::{Running, start};
+use vouchd::testing::{BlockingVouchd, loopback_config};
 
 struct Vouchd {
-    running: Running,
-    _runtime: tokio::runtime::Runtime,
+    server: BlockingVouchd,
     dir: tempfile::TempDir,
     url: String,
 }
 
 fn vouchd() -> Vouchd {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        api_listen: "127.0.0.1:0".parse().unwrap(),
-        agent_listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    let running = runtime.block_on(start(config)).unwrap();
+    let server = BlockingVouchd::start(loopback_config(&dir.path().join("data"))).unwrap();
+    let running = &server.vouchd.running;
     Vouchd {
         url: format!("https://127.0.0.1:{}", running.api_addr.port()),
-        running,
-        _runtime: runtime,
+        server,
         dir,
     }
 }
@@ -52,10 +39,18 @@ impl Vouchd {
         Command::new(env!("CARGO_BIN_EXE_vouch"))
             .env_clear()
             .env("VOUCH_SERVER", &self.url)
-            .env("VOUCH_FINGERPRINT", &self.running.tls_fingerprint)
+            .env(
+                "VOUCH_FINGERPRINT",
+                &self.server.vouchd.running.tls_fingerprint,
+            )
             .env(
                 "VOUCH_TOKEN",
-                self.running.bootstrap_token.as_deref().unwrap(),
+                self.server
+                    .vouchd
+                    .running
+                    .bootstrap_token
+                    .as_deref()
+                    .unwrap(),
             )
             .args(args)
             .output()

@@ -14,14 +14,12 @@ use std::process::{Command, Output};
 use base64::Engine as _;
 use serde_json::Value;
 use tempfile::TempDir;
-use vouchd::config::Config;
-use vouchd::server::{Running, start};
 use vouchd::store::AttestationRecord;
+use vouchd::testing::{BlockingVouchd, loopback_config};
 
 /// A vouchd on loopback. Fields drop in order: the server before its runtime.
 struct Vouchd {
-    running: Running,
-    _runtime: tokio::runtime::Runtime,
+    server: BlockingVouchd,
     dir: TempDir,
     url: String,
     fingerprint: String,
@@ -29,25 +27,14 @@ struct Vouchd {
 }
 
 fn vouchd() -> Vouchd {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let config = Config {
-        api_listen: "127.0.0.1:0".parse().unwrap(),
-        agent_listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.path().join("data"),
-        ..Config::default()
-    };
-    let running = runtime.block_on(start(config)).unwrap();
+    let server = BlockingVouchd::start(loopback_config(&dir.path().join("data"))).unwrap();
+    let running = &server.vouchd.running;
     Vouchd {
         url: format!("https://127.0.0.1:{}", running.api_addr.port()),
         fingerprint: running.tls_fingerprint.clone(),
         admin: running.bootstrap_token.clone().unwrap(),
-        running,
-        _runtime: runtime,
+        server,
         dir,
     }
 }
@@ -535,7 +522,9 @@ fn clusters_trust_software_hosts_and_status() {
         valid_until: attested.then_some(now + 240),
         token: attested.then(|| "eyJ.test.token".to_owned()),
     };
-    v.running
+    v.server
+        .vouchd
+        .running
         .state
         .store
         .record_attestation(&record(true, None))
@@ -552,7 +541,9 @@ fn clusters_trust_software_hosts_and_status() {
     );
     assert!(one.contains("last result  attested: v1"), "{one}");
     assert_eq!(v.ok(&["host", "token", "board-1"]).trim(), "eyJ.test.token");
-    v.running
+    v.server
+        .vouchd
+        .running
         .state
         .store
         .record_attestation(&record(
@@ -648,9 +639,12 @@ fn tls_trust_is_required_and_checked() {
     // A CA file: vouchd's self-signed certificate, for its name (localhost).
     let ca = v.file(
         "vouchd.pem",
-        pem("CERTIFICATE", &v.running.tls_certificate).as_bytes(),
+        pem("CERTIFICATE", &v.server.vouchd.running.tls_certificate).as_bytes(),
     );
-    let by_name = format!("https://localhost:{}", v.running.api_addr.port());
+    let by_name = format!(
+        "https://localhost:{}",
+        v.server.vouchd.running.api_addr.port()
+    );
     let o = bare(&["health", "--server", &by_name, "--ca", &ca])
         .output()
         .unwrap();

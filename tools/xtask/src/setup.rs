@@ -23,6 +23,8 @@ const APT_PACKAGES: &[&str] = &[
     "tpm2-tools",
     // certtool: the hil-tests check EK certificate chains with an independent verifier.
     "gnutls-bin",
+    // libFuzzer (cargo fuzz) is C++.
+    "g++",
     // systemd-analyze: the Debian package's test verifies vouchd's unit with it.
     "systemd",
     "rustc-web",
@@ -55,10 +57,11 @@ fn missing_system() -> Vec<Missing> {
         "tpm2_checkquote",
         "tpm2_makecredential",
         "certtool",
+        "g++",
     ] {
         if !shell::on_path(program) {
             missing.push(Missing(format!(
-                "`{program}` (swtpm, swtpm-tools, tpm2-tools, gnutls-bin)"
+                "`{program}` (swtpm, swtpm-tools, tpm2-tools, gnutls-bin, g++)"
             )));
         }
     }

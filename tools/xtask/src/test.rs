@@ -4,7 +4,8 @@ use crate::{firmware, setup, shell};
 use std::time::Instant;
 
 /// fmt, clippy, the firmware cross-build with its budget, then every host test including the
-/// hil-tests (swtpm, bus models, QEMU), which find the firmware through `VOUCH_FIRMWARE_DIR`.
+/// hil-tests (swtpm, bus models, QEMU), which find the firmware through `VOUCH_FIRMWARE_DIR`,
+/// then every fuzz target for a few seconds.
 pub fn run() -> Result<(), String> {
     let started = Instant::now();
     setup::ensure()?;
@@ -54,6 +55,7 @@ pub fn run() -> Result<(), String> {
             .args(["test", "--workspace", "--locked"])
             .env("VOUCH_FIRMWARE_DIR", firmware::target_dir()),
     )?;
+    fuzz_smoke()?;
     eprintln!(
         "test: all passed in {:.0} s",
         started.elapsed().as_secs_f32()
@@ -124,8 +126,6 @@ pub fn bench(args: &[String]) -> Result<(), String> {
 }
 
 /// `cargo xtask fuzz [SECONDS]`: every target in `fuzz/` under libFuzzer for SECONDS each.
-/// Installs cargo-fuzz when it is missing; runs on the stable toolchain with
-/// `RUSTC_BOOTSTRAP=1` for the sanitizer flags cargo-fuzz passes.
 pub fn fuzz(args: &[String]) -> Result<(), String> {
     let seconds: u32 = match args.first() {
         Some(s) => s
@@ -133,6 +133,24 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
             .map_err(|_| format!("`{s}` is not a number of seconds"))?,
         None => 60,
     };
+    run_fuzz_targets(seconds, false)
+}
+
+/// Seconds each fuzz target runs in `cargo xtask test`, after its seed corpus.
+const FUZZ_SMOKE_SECONDS: u32 = 5;
+
+/// Part of `cargo xtask test`: every fuzz target built, run over its committed seeds, then
+/// fuzzed for a few seconds, so that none of them rots.
+fn fuzz_smoke() -> Result<(), String> {
+    run_fuzz_targets(FUZZ_SMOKE_SECONDS, true)
+}
+
+/// Builds every target of `fuzz/` in one `cargo fuzz build` (installing cargo-fuzz when it is
+/// missing; stable toolchain with `RUSTC_BOOTSTRAP=1` for the sanitizer flags cargo-fuzz
+/// passes), then runs each binary for `seconds`: over its committed seeds in
+/// `fuzz/corpus/<target>` with its dictionary `fuzz/dict/<target>.dict` if any; new inputs go
+/// to `fuzz/target/corpus/<target>`. `quiet` keeps libFuzzer's output for failures only.
+fn run_fuzz_targets(seconds: u32, quiet: bool) -> Result<(), String> {
     let installed = shell::cargo().args(["fuzz", "--version"]).output();
     if !installed.is_ok_and(|o| o.status.success()) {
         shell::step(
@@ -141,22 +159,64 @@ pub fn fuzz(args: &[String]) -> Result<(), String> {
         )?;
     }
     let fuzz_dir = shell::root().join("fuzz");
-    let targets = shell::output(
+    let cargo_fuzz = |args: &[&str]| {
+        let mut cmd = shell::cargo();
+        cmd.current_dir(&fuzz_dir)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .arg("fuzz")
+            .args(args);
+        cmd
+    };
+    shell::step(
+        "fmt: fuzz",
         shell::cargo()
             .current_dir(&fuzz_dir)
-            .env("RUSTC_BOOTSTRAP", "1")
-            .args(["fuzz", "list"]),
-    )?;
+            .args(["fmt", "--check"]),
+    )
+    .map_err(|e| format!("{e}; `cd fuzz && cargo fmt` fixes it"))?;
+    shell::step("build the fuzz targets", &mut cargo_fuzz(&["build"]))?;
+    let host = shell::output(std::process::Command::new("rustc").arg("-vV"))?
+        .lines()
+        .find_map(|l| l.strip_prefix("host: ").map(str::to_owned))
+        .ok_or("`rustc -vV` names no host")?;
+    let bin_dir = fuzz_dir.join("target").join(host).join("release");
+    let artifacts = fuzz_dir.join("artifacts");
+    std::fs::create_dir_all(&artifacts)
+        .map_err(|e| format!("cannot create {}: {e}", artifacts.display()))?;
+    let targets = shell::output(&mut cargo_fuzz(&["list"]))?;
     for target in targets.lines().map(str::trim).filter(|t| !t.is_empty()) {
-        shell::step(
-            &format!("fuzz {target} for {seconds} s"),
-            shell::cargo()
-                .current_dir(&fuzz_dir)
-                .env("RUSTC_BOOTSTRAP", "1")
-                .env("CARGO_TARGET_DIR", shell::root().join("target/fuzz"))
-                .args(["fuzz", "run", target, "--"])
-                .arg(format!("-max_total_time={seconds}")),
-        )?;
+        let seeds = fuzz_dir.join("corpus").join(target);
+        let found = fuzz_dir.join("target/corpus").join(target);
+        std::fs::create_dir_all(&found)
+            .map_err(|e| format!("cannot create {}: {e}", found.display()))?;
+        let mut cmd = std::process::Command::new(bin_dir.join(target));
+        cmd.arg(format!("-max_total_time={seconds}"))
+            .arg("-print_final_stats=1")
+            .arg(format!("-artifact_prefix={}/", artifacts.display()))
+            .arg(&found);
+        if seeds.is_dir() {
+            cmd.arg(&seeds);
+        } else if quiet {
+            return Err(format!("{target} has no seeds in {}", seeds.display()));
+        }
+        let dict = fuzz_dir.join("dict").join(format!("{target}.dict"));
+        if dict.is_file() {
+            cmd.arg(format!("-dict={}", dict.display()));
+        }
+        let title = format!("fuzz {target} for {seconds} s");
+        if quiet {
+            let out = cmd
+                .output()
+                .map_err(|e| format!("{title}: cannot start {}: {e}", target))?;
+            let log = String::from_utf8_lossy(&out.stderr);
+            if !out.status.success() {
+                return Err(format!("{title} failed ({}):\n{log}", out.status));
+            }
+            let last = log.lines().rev().find(|l| l.contains("cov:")).unwrap_or("");
+            eprintln!("    {title}: ok {}", last.trim());
+        } else {
+            shell::step(&title, &mut cmd)?;
+        }
     }
     Ok(())
 }

@@ -20,6 +20,8 @@ pub mod scheduler;
 pub mod server;
 pub mod service;
 pub mod store;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod tls;
 
 use aws_lc_rs::digest;

@@ -12,7 +12,6 @@ use vouch_kmip::SymmetricKeyTemplate;
 use zeroize::Zeroizing;
 
 use super::auth::TrustedAdmin;
-use vouch_api::ErrorBody;
 use vouch_api::types::{
     self as api, BatchItem, BatchReply, BatchRequest, BatchResult, CiphertextReply,
     CiphertextRequest, ClusterKeyProvider, CreatedKmsKey, EncryptRequest, GenerateKeyRequest,
@@ -34,7 +33,7 @@ use crate::store::{self, KeyProviderRecord, KeyServerRecord, RetiredKey};
     path = "/v1/key-servers",
     tag = "key-servers",
     summary = "Key servers (KMIP)",
-    responses((status = 200, description = "Success", body = Vec<api::KeyServer>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<api::KeyServer>)),
     security(("bearer" = [])),
 )]
 pub async fn list_key_servers(
@@ -52,7 +51,7 @@ pub async fn list_key_servers(
     tag = "key-servers",
     summary = "A key server",
     params(("name" = String, Path, description = "The name")),
-    responses((status = 200, description = "Success", body = api::KeyServer), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = api::KeyServer)),
     security(("bearer" = [])),
 )]
 pub async fn get_key_server(
@@ -73,7 +72,7 @@ pub async fn get_key_server(
     tag = "key-servers",
     summary = "Add a key server: KMIP endpoints tried in order, client certificate and key, CA",
     request_body = NewKeyServer,
-    responses((status = 201, description = "Created", body = api::KeyServer), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 201, description = "Created", body = api::KeyServer)),
     security(("bearer" = [])),
 )]
 pub async fn add_key_server(
@@ -116,7 +115,7 @@ pub async fn add_key_server(
     tag = "key-servers",
     summary = "Remove a key server no provider uses",
     params(("name" = String, Path, description = "The name")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 pub async fn delete_key_server(
@@ -146,7 +145,7 @@ pub async fn delete_key_server(
     summary = "Create and activate an AES-256 key on the key server (convenience)",
     params(("name" = String, Path, description = "The name")),
     request_body = NewKmsKey,
-    responses((status = 201, description = "Created", body = CreatedKmsKey), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 201, description = "Created", body = CreatedKmsKey)),
     security(("bearer" = [])),
 )]
 pub async fn create_kms_key(
@@ -194,7 +193,7 @@ pub async fn create_kms_key(
     path = "/v1/key-providers",
     tag = "key-providers",
     summary = "Trusted key providers",
-    responses((status = 200, description = "Success", body = Vec<api::KeyProvider>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<api::KeyProvider>)),
     security(("bearer" = [])),
 )]
 pub async fn list_key_providers(
@@ -212,7 +211,7 @@ pub async fn list_key_providers(
     tag = "key-providers",
     summary = "A trusted key provider",
     params(("name" = String, Path, description = "The name")),
-    responses((status = 200, description = "Success", body = api::KeyProvider), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = api::KeyProvider)),
     security(("bearer" = [])),
 )]
 pub async fn get_key_provider(
@@ -247,7 +246,7 @@ async fn check_provider(state: &AppState, record: &KeyProviderRecord) -> Result<
     tag = "key-providers",
     summary = "Add a trusted key provider; its primary key must exist, be Active, AES-256 and usable in the wrapping mode",
     request_body = NewKeyProvider,
-    responses((status = 201, description = "Created", body = api::KeyProvider), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 201, description = "Created", body = api::KeyProvider)),
     security(("bearer" = [])),
 )]
 pub async fn add_key_provider(
@@ -305,7 +304,7 @@ pub async fn add_key_provider(
     tag = "key-providers",
     summary = "Remove a key provider no cluster uses",
     params(("name" = String, Path, description = "The name")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 pub async fn delete_key_provider(
@@ -336,7 +335,7 @@ pub async fn delete_key_provider(
     summary = "Rotate: a new primary key encrypts; the old one is retired and still decrypts (rewrap)",
     params(("name" = String, Path, description = "The name")),
     request_body = NewPrimaryKey,
-    responses((status = 200, description = "Success", body = api::KeyProvider), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = api::KeyProvider)),
     security(("bearer" = [])),
 )]
 pub async fn rotate_primary_key(
@@ -385,7 +384,7 @@ pub async fn rotate_primary_key(
     tag = "key-providers",
     summary = "The cluster's key provider",
     params(("cluster" = String, Path, description = "The trusted cluster")),
-    responses((status = 200, description = "Success", body = ClusterKeyProvider), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = ClusterKeyProvider)),
     security(("bearer" = [])),
 )]
 pub async fn get_cluster_key_provider(
@@ -406,7 +405,7 @@ pub async fn get_cluster_key_provider(
     summary = "Configure the cluster with a key provider",
     params(("cluster" = String, Path, description = "The trusted cluster")),
     request_body = SetClusterKeyProvider,
-    responses((status = 200, description = "Success", body = ClusterKeyProvider), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = ClusterKeyProvider)),
     security(("bearer" = [])),
 )]
 pub async fn set_cluster_key_provider(
@@ -451,7 +450,7 @@ pub async fn set_cluster_key_provider(
     tag = "key-providers",
     summary = "Remove the cluster's key provider",
     params(("cluster" = String, Path, description = "The trusted cluster")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 pub async fn clear_cluster_key_provider(
@@ -503,7 +502,7 @@ fn refused(
     tag = "keys",
     summary = "A fresh 256-bit data key and its wrapped form",
     request_body = GenerateKeyRequest,
-    responses((status = 200, description = "Success", body = GeneratedKey), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = GeneratedKey)),
     security(("attestation" = [])),
 )]
 pub async fn generate_key(
@@ -530,7 +529,7 @@ pub async fn generate_key(
     tag = "keys",
     summary = "AES-256-GCM under the provider's primary key, with associated data",
     request_body = EncryptRequest,
-    responses((status = 200, description = "Success", body = CiphertextReply), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = CiphertextReply)),
     security(("attestation" = [])),
 )]
 pub async fn encrypt(
@@ -556,7 +555,7 @@ pub async fn encrypt(
     tag = "keys",
     summary = "Decrypt a ciphertext of the cluster's provider",
     request_body = CiphertextRequest,
-    responses((status = 200, description = "Success", body = PlaintextReply), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = PlaintextReply)),
     security(("attestation" = [])),
 )]
 pub async fn decrypt(
@@ -582,7 +581,7 @@ pub async fn decrypt(
     tag = "keys",
     summary = "Decrypt and encrypt again under the current primary key",
     request_body = CiphertextRequest,
-    responses((status = 200, description = "Success", body = CiphertextReply), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = CiphertextReply)),
     security(("attestation" = [])),
 )]
 pub async fn rewrap(
@@ -634,7 +633,7 @@ fn batch_request(item: BatchItem) -> Result<Request, Error> {
     tag = "keys",
     summary = "Several key operations, a result per item",
     request_body = BatchRequest,
-    responses((status = 200, description = "Success", body = BatchReply), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = BatchReply)),
     security(("attestation" = [])),
 )]
 pub async fn batch(

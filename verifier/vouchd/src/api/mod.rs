@@ -32,7 +32,6 @@ use crate::store::{
     SoftwareVersionRecord,
 };
 use auth::{Caller, HostOperation, TrustedAdmin};
-use vouch_api::ErrorBody;
 use vouch_api::types::{
     self as api, ClusterView, CreatedToken, EventQuery, Health, HostStatus, HostToken, HostView,
     NewCaCerts, NewCluster, NewClusterEk, NewHost, NewManagementServer, NewPrincipal, NewToken,
@@ -99,7 +98,11 @@ pub fn router(state: AppState) -> Router {
 /// The OpenAPI document of [`router`], made once.
 pub fn document() -> &'static utoipa::openapi::OpenApi {
     static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
-    DOCUMENT.get_or_init(|| routes().split_for_parts().1)
+    DOCUMENT.get_or_init(|| {
+        let (_, mut document) = routes().split_for_parts();
+        openapi::finish(&mut document);
+        document
+    })
 }
 
 async fn no_such_route(uri: Uri) -> Response {
@@ -210,7 +213,7 @@ async fn require_cluster(state: &AppState, name: &str) -> Result<Cluster, Error>
     path = "/healthz",
     tag = "public",
     summary = "Liveness and database check",
-    responses((status = 200, description = "Success", body = api::Health), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = api::Health)),
 )]
 async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, Error> {
     store::run(&state.store, |s| s.get_cluster("")).await?;
@@ -224,7 +227,7 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, Error> {
     path = "/metrics",
     tag = "public",
     summary = "Prometheus metrics (OpenMetrics text)",
-    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "OpenMetrics text", content_type = "application/openmetrics-text", body = String)),
 )]
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
@@ -241,7 +244,7 @@ async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     path = "/openapi.json",
     tag = "public",
     summary = "This document",
-    responses((status = 200, description = "This document", body = Object), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "This document", body = Object)),
 )]
 async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
     Json(document())
@@ -252,7 +255,7 @@ async fn openapi_json() -> Json<&'static utoipa::openapi::OpenApi> {
     path = "/.well-known/jwks.json",
     tag = "public",
     summary = "Public keys that verify attestation tokens",
-    responses((status = 200, description = "Success", body = api::Jwks), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = api::Jwks)),
 )]
 async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     (
@@ -268,7 +271,7 @@ async fn jwks(State(state): State<AppState>) -> impl IntoResponse {
     path = "/v1/whoami",
     tag = "whoami",
     summary = "The caller's principal",
-    responses((status = 200, description = "Success", body = api::Principal), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = api::Principal)),
     security(("bearer" = [])),
 )]
 async fn whoami(caller: Caller) -> Json<store::Principal> {
@@ -280,7 +283,7 @@ async fn whoami(caller: Caller) -> Json<store::Principal> {
     path = "/v1/principals",
     tag = "principals",
     summary = "List principals",
-    responses((status = 200, description = "Success", body = Vec<api::Principal>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<api::Principal>)),
     security(("bearer" = [])),
 )]
 async fn list_principals(
@@ -298,7 +301,7 @@ async fn list_principals(
     tag = "principals",
     summary = "Create a principal (person or service account)",
     request_body = NewPrincipal,
-    responses((status = 201, description = "Created", body = api::Principal), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 201, description = "Created", body = api::Principal)),
     security(("bearer" = [])),
 )]
 async fn create_principal(
@@ -339,7 +342,7 @@ async fn create_principal(
     tag = "principals",
     summary = "Get a principal",
     params(("name" = String, Path, description = "The name")),
-    responses((status = 200, description = "Success", body = api::Principal), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = api::Principal)),
     security(("bearer" = [])),
 )]
 async fn get_principal(
@@ -378,7 +381,7 @@ async fn keep_an_admin(state: &AppState, losing: &str) -> Result<(), Error> {
     tag = "principals",
     summary = "Delete a principal and its tokens",
     params(("name" = String, Path, description = "The name")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 async fn delete_principal(
@@ -406,7 +409,7 @@ async fn delete_principal(
     tag = "principals",
     summary = "Add a principal to a group",
     params(("name" = String, Path, description = "The name"), ("group" = String, Path, description = "A group name")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 async fn add_group(
@@ -434,7 +437,7 @@ async fn add_group(
     tag = "principals",
     summary = "Remove a principal from a group",
     params(("name" = String, Path, description = "The name"), ("group" = String, Path, description = "A group name")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 async fn remove_group(
@@ -464,7 +467,7 @@ async fn remove_group(
     tag = "principals",
     summary = "List a principal's tokens (never the secrets)",
     params(("name" = String, Path, description = "The name")),
-    responses((status = 200, description = "Success", body = Vec<api::TokenInfo>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<api::TokenInfo>)),
     security(("bearer" = [])),
 )]
 async fn list_tokens(
@@ -489,7 +492,7 @@ async fn list_tokens(
     summary = "Make a bearer token; the secret is shown once",
     params(("name" = String, Path, description = "The name")),
     request_body = NewToken,
-    responses((status = 201, description = "Created", body = CreatedToken), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 201, description = "Created", body = CreatedToken)),
     security(("bearer" = [])),
 )]
 async fn create_token(
@@ -532,7 +535,7 @@ async fn create_token(
     tag = "principals",
     summary = "Revoke a token",
     params(("name" = String, Path, description = "The name"), ("id" = String, Path, description = "The id")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 async fn delete_token(
@@ -560,7 +563,7 @@ async fn delete_token(
     path = "/v1/management-servers",
     tag = "management-servers",
     summary = "List management servers with host permission",
-    responses((status = 200, description = "Success", body = Vec<api::ManagementServer>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<api::ManagementServer>)),
     security(("bearer" = [])),
 )]
 async fn list_management_servers(
@@ -578,7 +581,7 @@ async fn list_management_servers(
     tag = "management-servers",
     summary = "Import a management server's ECDSA P-256 signing certificate",
     request_body = NewManagementServer,
-    responses((status = 201, description = "Created", body = api::ManagementServer), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 201, description = "Created", body = api::ManagementServer)),
     security(("bearer" = [])),
 )]
 async fn add_management_server(
@@ -616,7 +619,7 @@ async fn add_management_server(
     tag = "management-servers",
     summary = "Remove a management server",
     params(("id" = String, Path, description = "The id")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 async fn delete_management_server(
@@ -644,7 +647,7 @@ async fn delete_management_server(
     path = "/v1/clusters",
     tag = "clusters",
     summary = "List trusted clusters",
-    responses((status = 200, description = "Success", body = Vec<api::Cluster>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<api::Cluster>)),
     security(("bearer" = [])),
 )]
 async fn list_clusters(
@@ -660,7 +663,7 @@ async fn list_clusters(
     tag = "clusters",
     summary = "Create a trusted cluster",
     request_body = NewCluster,
-    responses((status = 201, description = "Created", body = api::Cluster), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 201, description = "Created", body = api::Cluster)),
     security(("bearer" = [])),
 )]
 async fn create_cluster(
@@ -708,7 +711,7 @@ async fn create_cluster(
     tag = "clusters",
     summary = "Get a cluster with a summary of its trust configuration",
     params(("cluster" = String, Path, description = "The trusted cluster")),
-    responses((status = 200, description = "Success", body = ClusterView), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = ClusterView)),
     security(("bearer" = [])),
 )]
 async fn get_cluster(
@@ -741,7 +744,7 @@ async fn get_cluster(
     tag = "clusters",
     summary = "Delete a cluster, its trust configuration and hosts",
     params(("cluster" = String, Path, description = "The trusted cluster")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 async fn delete_cluster(
@@ -768,7 +771,7 @@ async fn delete_cluster(
     tag = "clusters",
     summary = "List the cluster's TPM CA certificates",
     params(("cluster" = String, Path, description = "The trusted cluster")),
-    responses((status = 200, description = "Success", body = Vec<api::CaCert>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<api::CaCert>)),
     security(("bearer" = [])),
 )]
 async fn list_ca_certs(
@@ -789,7 +792,7 @@ async fn list_ca_certs(
     summary = "Trust TPM CA certificates (PEM, one per hardware type)",
     params(("cluster" = String, Path, description = "The trusted cluster")),
     request_body = NewCaCerts,
-    responses((status = 201, description = "Created", body = Vec<api::CaCert>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 201, description = "Created", body = Vec<api::CaCert>)),
     security(("bearer" = [])),
 )]
 async fn add_ca_certs(
@@ -848,7 +851,7 @@ async fn add_ca_certs(
     tag = "clusters",
     summary = "Stop trusting a TPM CA certificate",
     params(("cluster" = String, Path, description = "The trusted cluster"), ("id" = String, Path, description = "The id")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 async fn delete_ca_cert(
@@ -875,7 +878,7 @@ async fn delete_ca_cert(
     tag = "clusters",
     summary = "List individually trusted EKs",
     params(("cluster" = String, Path, description = "The trusted cluster")),
-    responses((status = 200, description = "Success", body = Vec<api::ClusterEk>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<api::ClusterEk>)),
     security(("bearer" = [])),
 )]
 async fn list_cluster_eks(
@@ -896,7 +899,7 @@ async fn list_cluster_eks(
     summary = "Trust an individual EK (certificate or public key) or a bare EK public key",
     params(("cluster" = String, Path, description = "The trusted cluster")),
     request_body = NewClusterEk,
-    responses((status = 201, description = "Created", body = api::ClusterEk), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 201, description = "Created", body = api::ClusterEk)),
     security(("bearer" = [])),
 )]
 async fn add_cluster_ek(
@@ -948,7 +951,7 @@ async fn add_cluster_ek(
     tag = "clusters",
     summary = "Stop trusting an individual EK",
     params(("cluster" = String, Path, description = "The trusted cluster"), ("ek_hash" = String, Path, description = "The EK hash: SHA-256 of the EK public key, 64 hex digits")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 async fn delete_cluster_ek(
@@ -976,7 +979,7 @@ async fn delete_cluster_ek(
     tag = "clusters",
     summary = "List accepted software versions",
     params(("cluster" = String, Path, description = "The trusted cluster")),
-    responses((status = 200, description = "Success", body = Vec<api::SoftwareVersionRecord>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<api::SoftwareVersionRecord>)),
     security(("bearer" = [])),
 )]
 async fn list_software_versions(
@@ -997,7 +1000,7 @@ async fn list_software_versions(
     summary = "Accept a software version (vouch-attest reference values)",
     params(("cluster" = String, Path, description = "The trusted cluster"), ("version" = String, Path, description = "The software version's name")),
     request_body = SoftwareVersionBody,
-    responses((status = 200, description = "Success", body = api::SoftwareVersionRecord), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = api::SoftwareVersionRecord)),
     security(("bearer" = [])),
 )]
 async fn put_software_version(
@@ -1053,7 +1056,7 @@ async fn put_software_version(
     tag = "clusters",
     summary = "Stop accepting a software version",
     params(("cluster" = String, Path, description = "The trusted cluster"), ("version" = String, Path, description = "The software version's name")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 async fn delete_software_version(
@@ -1082,7 +1085,7 @@ async fn delete_software_version(
     tag = "clusters",
     summary = "List the cluster's hosts and their states",
     params(("cluster" = String, Path, description = "The trusted cluster")),
-    responses((status = 200, description = "Success", body = Vec<HostView>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<HostView>)),
     security(("bearer" = [])),
 )]
 async fn list_hosts(
@@ -1102,7 +1105,7 @@ async fn list_hosts(
     summary = "Add a host (needs host permission)",
     params(("cluster" = String, Path, description = "The trusted cluster")),
     request_body = NewHost,
-    responses((status = 201, description = "Created", body = HostView), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 201, description = "Created", body = HostView)),
     security(("bearer" = [], "managementSignature" = [])),
 )]
 async fn add_host(
@@ -1161,7 +1164,7 @@ async fn add_host(
     tag = "clusters",
     summary = "Remove a host (needs host permission)",
     params(("cluster" = String, Path, description = "The trusted cluster"), ("ek_hash" = String, Path, description = "The EK hash: SHA-256 of the EK public key, 64 hex digits")),
-    responses((status = 204, description = "Done"), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 204, description = "Done")),
     security(("bearer" = [], "managementSignature" = [])),
 )]
 async fn delete_host(
@@ -1191,7 +1194,7 @@ async fn delete_host(
     tag = "hosts",
     summary = "A host's attestation status and recent results",
     params(("ek_hash" = String, Path, description = "The EK hash: SHA-256 of the EK public key, 64 hex digits")),
-    responses((status = 200, description = "Success", body = HostStatus), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = HostStatus)),
     security(("bearer" = [])),
 )]
 async fn get_host(
@@ -1218,7 +1221,7 @@ async fn get_host(
     tag = "hosts",
     summary = "The host's current attestation token (JWT, ES256)",
     params(("ek_hash" = String, Path, description = "The EK hash: SHA-256 of the EK public key, 64 hex digits")),
-    responses((status = 200, description = "Success", body = HostToken), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = HostToken)),
     security(("bearer" = [])),
 )]
 async fn get_host_token(
@@ -1255,7 +1258,7 @@ async fn get_host_token(
     tag = "events",
     summary = "Events (configuration changes, host state changes), oldest first",
     params(EventQuery),
-    responses((status = 200, description = "Success", body = Vec<api::Event>), (status = "default", description = "An error: its code and reason", body = ErrorBody)),
+    responses((status = 200, description = "Success", body = Vec<api::Event>)),
     security(("bearer" = [])),
 )]
 async fn list_events(

@@ -10,6 +10,8 @@
 use utoipa::Modify;
 use utoipa::OpenApi;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+use vouch_api::ErrorBody;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -32,6 +34,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
         (name = "key-providers", description = "Trusted key providers and each cluster's provider"),
         (name = "keys", description = "Key operations of attested hosts"),
     ),
+    components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
 )]
 struct ApiDoc;
@@ -41,6 +44,37 @@ pub fn base() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc
+}
+
+/// Completes the document once the routes are in: every operation can answer an error, the
+/// `default` response, an `ErrorBody`.
+pub fn finish(doc: &mut utoipa::openapi::OpenApi) {
+    let error = ResponseBuilder::new()
+        .description("An error: its code and reason")
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for item in doc.paths.paths.values_mut() {
+        for operation in [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            operation
+                .responses
+                .responses
+                .insert("default".into(), error.clone().into());
+        }
+    }
 }
 
 /// `bearer`: a principal's token; `managementSignature`: the `Vouch-Signature` header of host

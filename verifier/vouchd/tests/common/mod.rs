@@ -17,7 +17,8 @@ use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use vouch_api::signing::{SignatureHeader, signing_message};
 use vouchd::config::Config;
-use vouchd::server::{Running, start};
+use vouchd::server::Running;
+use vouchd::testing::TestVouchd;
 
 pub struct Harness {
     pub running: Running,
@@ -26,24 +27,15 @@ pub struct Harness {
 }
 
 pub fn config(dir: &Path) -> Config {
-    Config {
-        api_listen: "127.0.0.1:0".parse().unwrap(),
-        agent_listen: "127.0.0.1:0".parse().unwrap(),
-        data_dir: dir.to_owned(),
-        ..Config::default()
-    }
+    vouchd::testing::loopback_config(dir)
 }
 
 pub async fn harness(config: Config) -> Harness {
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let running = start(config).await.unwrap();
-    let client = reqwest::Client::builder()
-        .tls_built_in_root_certs(false)
-        .add_root_certificate(reqwest::Certificate::from_der(&running.tls_certificate).unwrap())
-        .resolve("localhost", running.api_addr)
-        .build()
-        .unwrap();
-    let base = format!("https://localhost:{}", running.api_addr.port());
+    let TestVouchd {
+        running,
+        client,
+        base,
+    } = TestVouchd::start(config).await.unwrap();
     Harness {
         running,
         client,
