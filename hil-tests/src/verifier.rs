@@ -94,7 +94,15 @@ impl Verifier {
     /// Starts vouchd in a new temporary data directory, re-attesting every
     /// `reattest_interval_secs`, and registers a management server for host operations.
     pub fn start(reattest_interval_secs: u64) -> Result<Self, HarnessError> {
-        Self::start_inner(reattest_interval_secs, None)
+        Self::start_inner(reattest_interval_secs, None, |_| {})
+    }
+
+    /// As [`Verifier::start`], with `tune` applied to vouchd's configuration.
+    pub fn start_with(
+        reattest_interval_secs: u64,
+        tune: impl FnOnce(&mut Config),
+    ) -> Result<Self, HarnessError> {
+        Self::start_inner(reattest_interval_secs, None, tune)
     }
 
     /// As [`Verifier::start`], with vouchd as its own process (the `vouchd` binary), which
@@ -105,26 +113,30 @@ impl Verifier {
             child: None,
             fingerprint: String::new(),
         };
-        Self::start_inner(reattest_interval_secs, Some(process))
+        Self::start_inner(reattest_interval_secs, Some(process), |_| {})
     }
 
     fn start_inner(
         reattest_interval_secs: u64,
         process: Option<Process>,
+        tune: impl FnOnce(&mut Config),
     ) -> Result<Self, HarnessError> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::Builder::new()
             .prefix("vouchd-")
             .tempdir()
             .map_err(|e| failed("temporary directory", e))?;
-        let config = Config {
+        let mut config = Config {
             api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             data_dir: dir.path().join("data"),
             reattest_interval_secs,
             agent_idle_timeout_secs: 20,
+            // A board in QEMU drives its TPM over a bit-banged bus: give its handshake time.
+            agent_handshake_timeout_secs: 120,
             ..Config::default()
         };
+        tune(&mut config);
         let key_pair = rcgen::KeyPair::generate().map_err(|e| failed("key", e))?;
         let signing_key =
             EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key_pair.serialize_der())
@@ -205,12 +217,13 @@ impl Verifier {
             .to_path_buf();
         let config_file = dir.join("vouchd.toml");
         let toml = format!(
-            "api_listen = \"{}\"\nagent_listen = \"{}\"\ndata_dir = \"{}\"\nreattest_interval_secs = {}\nagent_idle_timeout_secs = {}\n",
+            "api_listen = \"{}\"\nagent_listen = \"{}\"\ndata_dir = \"{}\"\nreattest_interval_secs = {}\nagent_idle_timeout_secs = {}\nagent_handshake_timeout_secs = {}\n",
             self.config.api_listen,
             self.config.agent_listen,
             self.config.data_dir.display(),
             self.config.reattest_interval_secs,
             self.config.agent_idle_timeout_secs,
+            self.config.agent_handshake_timeout_secs,
         );
         std::fs::write(&config_file, toml).map_err(|e| failed("config", e))?;
         let stdout_path = dir.join("vouchd.stdout");
@@ -259,7 +272,19 @@ impl Verifier {
         if let Some(fp) = after("SHA-256 fingerprint: ") {
             process.fingerprint = fp;
         }
-        let token = after("shown once: ");
+        let token = match after("written to ") {
+            Some(_) => Some(
+                std::fs::read_to_string(
+                    self.config
+                        .data_dir
+                        .join(vouchd::server::BOOTSTRAP_TOKEN_FILE),
+                )
+                .map_err(|e| failed("bootstrap token file", e))?
+                .trim()
+                .to_owned(),
+            ),
+            None => None,
+        };
         let pem = std::fs::read(self.config.data_dir.join("api-cert.pem"))
             .map_err(|e| failed("api-cert.pem", e))?;
         let certificate =

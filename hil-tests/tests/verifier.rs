@@ -487,12 +487,20 @@ struct HostedSetup {
 }
 
 fn hosted_setup(image: &[u8], interval: u64) -> HostedSetup {
+    hosted_setup_with(image, interval, |_| {})
+}
+
+fn hosted_setup_with(
+    image: &[u8],
+    interval: u64,
+    tune: impl FnOnce(&mut vouchd::config::Config),
+) -> HostedSetup {
     let mut swtpm = Swtpm::start().unwrap();
     let ek_pem = hil_tests::verifier::ek_certificate_pem(&swtpm).unwrap();
     swtpm.restart(true).unwrap();
     let image_file = swtpm.dir().join("image.bin");
     std::fs::write(&image_file, image).unwrap();
-    let verifier = Verifier::start(interval).unwrap();
+    let verifier = Verifier::start_with(interval, tune).unwrap();
     verifier
         .trust_cluster("lab", &ca_pems(&swtpm), &[0, 1])
         .unwrap();
@@ -545,6 +553,56 @@ fn the_hosted_agent_program_attests_a_host() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stderr}");
     assert!(stderr.contains("attested (linux-host-1)"), "{stderr}");
+    let host = setup.verifier.host(&setup.ek_hash).unwrap();
+    assert_eq!(host["state"], "attested", "{host}");
+}
+
+/// Attack (slow agents): slow senders hold every agent slot, dribbling a byte a second to keep
+/// it; the honest hosted agent on a real TPM still attests, since an unproven session's whole
+/// handshake has a deadline (the default, 15 s).
+#[test]
+fn slow_agents_hold_every_slot_while_an_honest_agent_attests() {
+    let setup = hosted_setup_with(&[11u8; 2000], 600, |c| {
+        c.agent_max_sessions = 16;
+        c.agent_max_unproven_per_address = 64;
+        c.agent_handshake_timeout_secs =
+            vouchd::config::Config::default().agent_handshake_timeout_secs;
+    });
+    let addr = setup.verifier.agent_addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attackers: Vec<_> = (0..20)
+        .map(|_| {
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                use std::io::Write as _;
+                use std::sync::atomic::Ordering;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(mut tcp) = std::net::TcpStream::connect(addr) else {
+                        std::thread::sleep(Duration::from_millis(100));
+                        continue;
+                    };
+                    while !stop.load(Ordering::Relaxed) && tcp.write_all(&[0x01]).is_ok() {
+                        std::thread::sleep(Duration::from_secs(1));
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    let started = std::time::Instant::now();
+    let output = hosted_agent(&setup).arg("--once").output().unwrap();
+    let took = started.elapsed();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for a in attackers {
+        a.join().unwrap();
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    println!(
+        "with every agent slot held by slow senders, the honest agent attested after {took:?}"
+    );
+    assert!(output.status.success(), "{stderr}");
+    assert!(stderr.contains("attested (linux-host-1)"), "{stderr}");
+    assert!(took <= Duration::from_secs(20), "{took:?}");
     let host = setup.verifier.host(&setup.ek_hash).unwrap();
     assert_eq!(host["state"], "attested", "{host}");
 }

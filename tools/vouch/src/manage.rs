@@ -69,7 +69,13 @@ pub enum TokenCmd {
 #[derive(Debug, clap::Subcommand)]
 pub enum ManagementServerCmd {
     /// Register a management server: its id and its ECDSA P-256 signing certificate (PEM).
-    Add { id: String, certificate: PathBuf },
+    Add {
+        id: String,
+        certificate: PathBuf,
+        /// Once a management server is registered, another needs a registered one's signature.
+        #[command(flatten)]
+        signing: SigningArgs,
+    },
     /// List the registered management servers.
     List,
     /// Unregister a management server.
@@ -102,8 +108,16 @@ pub enum ClusterCmd {
     List,
     /// Show a cluster and a count of its trust configuration.
     Show { name: String },
-    /// Delete a cluster.
-    Remove { name: String },
+    /// Delete a cluster. One with hosts is removed only with --force, signed by a management
+    /// server (every host removed is a `host.removed` event).
+    Remove {
+        name: String,
+        /// Remove the cluster's hosts with it.
+        #[arg(long)]
+        force: bool,
+        #[command(flatten)]
+        signing: SigningArgs,
+    },
     /// Configure the cluster with a trusted key provider: its attested hosts may then use it.
     SetProvider { name: String, provider: String },
     /// Remove the cluster's key provider.
@@ -510,12 +524,22 @@ pub fn management_server(opts: &ServerOpts, cmd: &ManagementServerCmd) -> Result
     }
     let api = connect(opts)?;
     match cmd {
-        ManagementServerCmd::Add { id, certificate } => {
+        ManagementServerCmd::Add {
+            id,
+            certificate,
+            signing,
+        } => {
             let body = NewManagementServer {
                 id: id.clone(),
                 certificate_pem: read_text(certificate, "certificate")?,
             };
-            let m: ManagementServer = api.post("/v1/management-servers", &body)?;
+            let m: ManagementServer = host_op(
+                &api,
+                Method::POST,
+                "/v1/management-servers",
+                Some(&encode(&body)?),
+                signing,
+            )?;
             done(&api, &m, || {
                 format!(
                     "management server {} registered ({}, certificate SHA-256 {})",
@@ -630,8 +654,23 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
                 )
             });
         }
-        ClusterCmd::Remove { name } => {
-            api.delete(&format!("/v1/clusters/{}", seg(name)))?;
+        ClusterCmd::Remove {
+            name,
+            force,
+            signing,
+        } => {
+            let path = format!("/v1/clusters/{}", seg(name));
+            if *force {
+                host_op::<()>(
+                    &api,
+                    Method::DELETE,
+                    &format!("{path}?force=true"),
+                    None,
+                    signing,
+                )?;
+            } else {
+                api.delete(&path)?;
+            }
             ok(&api, &format!("cluster {name} deleted"));
         }
         ClusterCmd::SetProvider { name, provider } => {

@@ -324,6 +324,17 @@ contract! {
         pub detail: serde_json::Value,
     }
 
+    /// `DELETE /v1/clusters/{cluster}` query.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+    #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+    pub struct RemoveCluster {
+        /// Remove the cluster with its hosts: needs a management server's signature over the
+        /// request, as a host operation does. Without it, a cluster with hosts is not removed.
+        #[serde(default)]
+        pub force: bool,
+    }
+
     /// `GET /v1/events` query.
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]

@@ -1,12 +1,13 @@
 //! The self-describing ciphertext: everything decryption needs besides the primary key itself.
 //!
-//! Format version 1, all integers big-endian:
+//! Format versions 1 and 2, all integers big-endian:
 //!
 //! | bytes        | field                                                        |
 //! |--------------|--------------------------------------------------------------|
 //! | 4            | magic `VKPC`                                                 |
-//! | 1            | format version, `1`                                          |
+//! | 1            | format version, `1` or `2`                                   |
 //! | 1 + n        | provider name: length n (1..=64), UTF-8                      |
+//! | 1 + n        | version 2 only: the context (vouchd: the host's cluster), length n (1..=64), UTF-8 |
 //! | 1 + n        | primary key id on the key server: length n (1..=128), UTF-8  |
 //! | 4            | primary key version (the provider's rotation counter)        |
 //! | 12           | AES-GCM nonce                                                |
@@ -14,13 +15,18 @@
 //! | 4 + n        | encrypted body: length n (≤ [`MAX_PLAINTEXT`])               |
 //!
 //! Nothing may follow the body. The AES-256-GCM associated data is the header (magic through
-//! nonce) followed by the caller's associated data, so neither the header nor the caller's
-//! context can be changed without the tag failing.
+//! nonce) followed by the caller's associated data, so neither the header (with the context)
+//! nor the caller's context can be changed without the tag failing. Version 2 (added for the
+//! context) is written whenever a context is given; version 1, without one, still decrypts.
 
 /// `VKPC`: Vouch key provider ciphertext.
 pub const MAGIC: [u8; 4] = *b"VKPC";
-/// The only format version this crate writes and reads.
+/// The format version without a context.
 pub const FORMAT_VERSION: u8 = 1;
+/// The format version with a context (the provider's caller binds every ciphertext to it).
+pub const FORMAT_VERSION_CONTEXT: u8 = 2;
+/// The longest context.
+pub const MAX_CONTEXT: usize = 64;
 /// The longest provider name.
 pub const MAX_PROVIDER_NAME: usize = 64;
 /// The longest key identifier.
@@ -58,6 +64,8 @@ pub enum FormatError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
     pub provider: String,
+    /// Who the ciphertext is bound to (format version 2); `None` in version 1.
+    pub context: Option<String>,
     pub key_id: String,
     pub key_version: u32,
     pub nonce: [u8; NONCE_LEN],
@@ -79,11 +87,19 @@ impl Header {
     pub fn encode(&self) -> Result<Vec<u8>, FormatError> {
         let provider = short_string("provider", &self.provider, MAX_PROVIDER_NAME)?;
         let key_id = short_string("key id", &self.key_id, MAX_KEY_ID)?;
-        let mut out = Vec::with_capacity(64 + self.provider.len() + self.key_id.len());
+        let mut out = Vec::with_capacity(128 + self.provider.len() + self.key_id.len());
         out.extend_from_slice(&MAGIC);
-        out.push(FORMAT_VERSION);
+        out.push(if self.context.is_some() {
+            FORMAT_VERSION_CONTEXT
+        } else {
+            FORMAT_VERSION
+        });
         out.push(provider);
         out.extend_from_slice(self.provider.as_bytes());
+        if let Some(context) = &self.context {
+            out.push(short_string("context", context, MAX_CONTEXT)?);
+            out.extend_from_slice(context.as_bytes());
+        }
         out.push(key_id);
         out.extend_from_slice(self.key_id.as_bytes());
         out.extend_from_slice(&self.key_version.to_be_bytes());
@@ -142,10 +158,15 @@ impl Ciphertext {
             return Err(FormatError::Magic);
         }
         let [version] = r.array::<1>()?;
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_CONTEXT {
             return Err(FormatError::Version(version));
         }
         let provider = r.string("provider", MAX_PROVIDER_NAME)?;
+        let context = if version == FORMAT_VERSION_CONTEXT {
+            Some(r.string("context", MAX_CONTEXT)?)
+        } else {
+            None
+        };
         let key_id = r.string("key id", MAX_KEY_ID)?;
         let key_version = u32::from_be_bytes(r.array::<4>()?);
         let nonce = r.array::<NONCE_LEN>()?;
@@ -169,6 +190,7 @@ impl Ciphertext {
         Ok(Self {
             header: Header {
                 provider,
+                context,
                 key_id,
                 key_version,
                 nonce,
@@ -237,6 +259,7 @@ mod tests {
         Ciphertext {
             header: Header {
                 provider: "p1".into(),
+                context: None,
                 key_id: "42".into(),
                 key_version: 3,
                 nonce: [0xAA; NONCE_LEN],
@@ -271,6 +294,38 @@ mod tests {
         );
     }
 
+    /// The bytes of format version 2 (with a context), pinned.
+    #[test]
+    fn golden_bytes_with_a_context() {
+        let mut with = sample();
+        with.header.context = Some("prod".into());
+        let expected: Vec<u8> = [
+            &b"VKPC"[..],
+            &[2],
+            &[2],
+            b"p1",
+            &[4],
+            b"prod",
+            &[2],
+            b"42",
+            &[0, 0, 0, 3],
+            &[0xAA; 12],
+            &[0xBB; 16],
+            &[0, 0, 0, 3],
+            &[1, 2, 3],
+        ]
+        .concat();
+        assert_eq!(with.encode().unwrap(), expected);
+        assert_eq!(Ciphertext::decode(&expected).unwrap(), with);
+        assert_eq!(
+            with.header.associated_data(b"ctx").unwrap(),
+            [&expected[..32], b"ctx"].concat()
+        );
+        for n in 0..expected.len() {
+            assert!(Ciphertext::decode(&expected[..n]).is_err(), "{n}");
+        }
+    }
+
     #[test]
     fn every_truncation_and_trailing_byte_is_refused() {
         let bytes = sample().encode().unwrap();
@@ -295,8 +350,8 @@ mod tests {
         magic[0] = b'X';
         assert_eq!(Ciphertext::decode(&magic), Err(FormatError::Magic));
         let mut version = bytes.clone();
-        version[4] = 2;
-        assert_eq!(Ciphertext::decode(&version), Err(FormatError::Version(2)));
+        version[4] = 3;
+        assert_eq!(Ciphertext::decode(&version), Err(FormatError::Version(3)));
         let mut empty = bytes.clone();
         empty[5] = 0;
         assert!(matches!(

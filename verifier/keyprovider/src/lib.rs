@@ -5,8 +5,10 @@
 //! several providers may use different keys of one key server. It
 //! - generates 256-bit data keys and returns them with their wrapped form;
 //! - encrypts and decrypts with AES-256-GCM and caller-supplied associated data, into the
-//!   self-describing [`ciphertext`] format (format version, provider, primary key id and
-//!   version, nonce, tag), so decryption needs no other state;
+//!   self-describing [`ciphertext`] format (format version, provider, optionally a context,
+//!   primary key id and version, nonce, tag), so decryption needs no other state; the `*_in`
+//!   operations bind a ciphertext to a context (the caller's: vouchd uses the host's
+//!   cluster), which only a decryption in the same context opens;
 //! - rewraps to the current primary key after a rotation, and runs batches with a result per
 //!   item.
 //!
@@ -17,8 +19,8 @@
 //!
 //! Errors keep [`Error::Unreachable`] (no replica answered) apart from [`Error::KeyRevoked`]
 //! (revoked or destroyed on the key server); a changed ciphertext or associated data is
-//! [`Error::Authentication`]. The crate knows nothing of attestation, hosts or clusters: who
-//! may ask is the service's decision.
+//! [`Error::Authentication`]. The crate knows nothing of attestation, hosts or clusters (a
+//! context is an opaque name): who may ask is the service's decision.
 
 pub mod ciphertext;
 pub mod clock;

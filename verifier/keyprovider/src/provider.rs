@@ -148,6 +148,7 @@ impl KeyProvider {
     ) -> Result<Self, Error> {
         let probe = Header {
             provider: config.name.clone(),
+            context: None,
             key_id: config.primary.id.clone(),
             key_version: config.primary.version,
             nonce: [0; NONCE_LEN],
@@ -250,11 +251,23 @@ impl KeyProvider {
     /// # Errors
     /// As [`Self::encrypt`].
     pub async fn generate_key(&self, aad: &[u8]) -> Result<DataKey, Error> {
+        self.generate_key_in(None, aad).await
+    }
+
+    /// [`Self::generate_key`], the wrapped key bound to `context` (format version 2).
+    ///
+    /// # Errors
+    /// As [`Self::encrypt`].
+    pub async fn generate_key_in(
+        &self,
+        context: Option<&str>,
+        aad: &[u8],
+    ) -> Result<DataKey, Error> {
         let mut key = Zeroizing::new([0u8; KEY_LEN]);
         self.rng
             .fill(key.as_mut())
             .map_err(|_| Error::Crypto("random generator"))?;
-        let wrapped = self.encrypt(key.as_ref(), aad).await?;
+        let wrapped = self.encrypt_in(context, key.as_ref(), aad).await?;
         Ok(DataKey { key, wrapped })
     }
 
@@ -263,6 +276,21 @@ impl KeyProvider {
     /// # Errors
     /// [`Error::TooLarge`], [`Error::Unreachable`], [`Error::KeyRevoked`], ...
     pub async fn encrypt(&self, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, Error> {
+        self.encrypt_in(None, plaintext, aad).await
+    }
+
+    /// [`Self::encrypt`], bound to `context` when given: the context is in the ciphertext's
+    /// header (format version 2) and so in the authenticated data, and only a decryption in
+    /// the same context opens it, whatever associated data the caller passes.
+    ///
+    /// # Errors
+    /// As [`Self::encrypt`].
+    pub async fn encrypt_in(
+        &self,
+        context: Option<&str>,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, Error> {
         if plaintext.len() > MAX_PLAINTEXT {
             return Err(Error::TooLarge(format!(
                 "plaintext of {} bytes (at most {MAX_PLAINTEXT})",
@@ -277,6 +305,7 @@ impl KeyProvider {
         let primary = self.config.primary.clone();
         let header = Header {
             provider: self.config.name.clone(),
+            context: context.map(str::to_owned),
             key_id: primary.id.clone(),
             key_version: primary.version,
             nonce,
@@ -355,6 +384,21 @@ impl KeyProvider {
         ciphertext: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>, Error> {
+        self.decrypt_in(None, ciphertext, aad).await
+    }
+
+    /// [`Self::decrypt`] in `context`: a ciphertext bound to another context (or to one, when
+    /// `context` is `None`) is [`Error::Authentication`]. A format-version-1 ciphertext has no
+    /// context and decrypts in any (rewrap it to bind it).
+    ///
+    /// # Errors
+    /// As [`Self::decrypt`].
+    pub async fn decrypt_in(
+        &self,
+        context: Option<&str>,
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, Error> {
         check_aad(aad)?;
         let ct = Ciphertext::decode(ciphertext)?;
         if ct.header.provider != self.config.name {
@@ -362,6 +406,11 @@ impl KeyProvider {
                 expected: self.config.name.clone(),
                 found: ct.header.provider,
             });
+        }
+        if let Some(bound) = &ct.header.context
+            && context != Some(bound.as_str())
+        {
+            return Err(Error::Authentication);
         }
         let known = std::iter::once(&self.config.primary)
             .chain(&self.config.retired)
@@ -439,8 +488,21 @@ impl KeyProvider {
     /// # Errors
     /// As [`Self::decrypt`] and [`Self::encrypt`].
     pub async fn rewrap(&self, ciphertext: &[u8], aad: &[u8]) -> Result<Vec<u8>, Error> {
-        let plain = self.decrypt(ciphertext, aad).await?;
-        self.encrypt(&plain, aad).await
+        self.rewrap_in(None, ciphertext, aad).await
+    }
+
+    /// [`Self::rewrap`] in `context`; the new ciphertext is bound to it.
+    ///
+    /// # Errors
+    /// As [`Self::decrypt_in`] and [`Self::encrypt_in`].
+    pub async fn rewrap_in(
+        &self,
+        context: Option<&str>,
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>, Error> {
+        let plain = self.decrypt_in(context, ciphertext, aad).await?;
+        self.encrypt_in(context, &plain, aad).await
     }
 
     /// Runs each request in order; one result per item.
@@ -448,6 +510,18 @@ impl KeyProvider {
     /// # Errors
     /// [`Error::TooLarge`] for more than [`MAX_BATCH`] items.
     pub async fn batch(&self, requests: Vec<Request>) -> Result<Vec<Result<Reply, Error>>, Error> {
+        self.batch_in(None, requests).await
+    }
+
+    /// [`Self::batch`] in `context`.
+    ///
+    /// # Errors
+    /// As [`Self::batch`].
+    pub async fn batch_in(
+        &self,
+        context: Option<&str>,
+        requests: Vec<Request>,
+    ) -> Result<Vec<Result<Reply, Error>>, Error> {
         if requests.len() > MAX_BATCH {
             return Err(Error::TooLarge(format!(
                 "batch of {} items (at most {MAX_BATCH})",
@@ -457,18 +531,22 @@ impl KeyProvider {
         let mut replies = Vec::with_capacity(requests.len());
         for request in requests {
             replies.push(match request {
-                Request::GenerateKey { aad } => {
-                    self.generate_key(&aad).await.map(Reply::GenerateKey)
-                }
-                Request::Encrypt { plaintext, aad } => {
-                    self.encrypt(&plaintext, &aad).await.map(Reply::Encrypt)
-                }
-                Request::Decrypt { ciphertext, aad } => {
-                    self.decrypt(&ciphertext, &aad).await.map(Reply::Decrypt)
-                }
-                Request::Rewrap { ciphertext, aad } => {
-                    self.rewrap(&ciphertext, &aad).await.map(Reply::Rewrap)
-                }
+                Request::GenerateKey { aad } => self
+                    .generate_key_in(context, &aad)
+                    .await
+                    .map(Reply::GenerateKey),
+                Request::Encrypt { plaintext, aad } => self
+                    .encrypt_in(context, &plaintext, &aad)
+                    .await
+                    .map(Reply::Encrypt),
+                Request::Decrypt { ciphertext, aad } => self
+                    .decrypt_in(context, &ciphertext, &aad)
+                    .await
+                    .map(Reply::Decrypt),
+                Request::Rewrap { ciphertext, aad } => self
+                    .rewrap_in(context, &ciphertext, &aad)
+                    .await
+                    .map(Reply::Rewrap),
             });
         }
         Ok(replies)

@@ -401,3 +401,64 @@ async fn rotation_rewrap_and_batches() {
         ));
     }
 }
+
+/// A ciphertext bound to a context opens only in it, whatever the associated data; one
+/// without a context (format version 1) still opens.
+#[tokio::test]
+async fn a_context_binds_the_ciphertext() {
+    let server = PyKmip::start();
+    let kms = server.key_server(ProtocolVersion::V1_4);
+    let (k1, k2) = (aes_256(&kms).await, aes_256(&kms).await);
+    for p in [
+        provider("local", "kms", &kms, &k1, LOCAL, system()),
+        provider("remote", "kms", &kms, &k2, Wrapping::Remote, system()),
+    ] {
+        let ct = p
+            .encrypt_in(Some("prod"), b"the plaintext", b"vm")
+            .await
+            .unwrap();
+        let parsed = Ciphertext::decode(&ct).unwrap();
+        assert_eq!(parsed.header.context.as_deref(), Some("prod"));
+        assert_eq!(ct[4], vouch_keyprovider::ciphertext::FORMAT_VERSION_CONTEXT);
+        for (context, aad) in [
+            (Some("staging"), &b"vm"[..]),
+            (None, b"vm"),
+            (Some("staging"), b""),
+        ] {
+            assert!(matches!(
+                p.decrypt_in(context, &ct, aad).await,
+                Err(Error::Authentication)
+            ));
+        }
+        // The context in the header is authenticated: changed, the tag fails.
+        let mut bad = ct.clone();
+        let at = ct.windows(4).position(|w| w == b"prod").unwrap();
+        bad[at + 3] = b'x';
+        assert!(matches!(
+            p.decrypt_in(Some("prox"), &bad, b"vm").await,
+            Err(Error::Authentication)
+        ));
+        assert_eq!(
+            p.decrypt_in(Some("prod"), &ct, b"vm")
+                .await
+                .unwrap()
+                .as_slice(),
+            b"the plaintext"
+        );
+        // A version-1 ciphertext keeps decrypting; rewrapped in a context it is bound.
+        let old = p.encrypt(b"old", b"vm").await.unwrap();
+        assert_eq!(old[4], vouch_keyprovider::ciphertext::FORMAT_VERSION);
+        assert_eq!(
+            p.decrypt_in(Some("prod"), &old, b"vm")
+                .await
+                .unwrap()
+                .as_slice(),
+            b"old"
+        );
+        let bound = p.rewrap_in(Some("prod"), &old, b"vm").await.unwrap();
+        assert!(matches!(
+            p.decrypt_in(Some("staging"), &bound, b"vm").await,
+            Err(Error::Authentication)
+        ));
+    }
+}

@@ -183,28 +183,34 @@ pub async fn answer(state: &AppState, token: Option<&str>, request: KeyRequest) 
         Ok(p) => p,
         Err(e) => return refused(KeyRefusal::Other, &e.reason()),
     };
+    // Every ciphertext is bound to the host's cluster: another cluster's host cannot open it.
+    let cluster = Some(host.host.cluster.as_str());
     let result = match request {
-        KeyRequest::GenerateKey { aad } => match provider.generate_key(&aad).await {
+        KeyRequest::GenerateKey { aad } => match provider.generate_key_in(cluster, &aad).await {
             Ok(k) => bounded(&k.wrapped, "wrapped key").map(|wrapped| KeyResponse::DataKey {
                 key: *k.key,
                 wrapped,
             }),
             Err(e) => Err(provider_refusal(&e)),
         },
-        KeyRequest::Encrypt { plaintext, aad } => match provider.encrypt(&plaintext, &aad).await {
-            Ok(ct) => bounded(&ct, "ciphertext").map(KeyResponse::Ciphertext),
-            Err(e) => Err(provider_refusal(&e)),
-        },
+        KeyRequest::Encrypt { plaintext, aad } => {
+            match provider.encrypt_in(cluster, &plaintext, &aad).await {
+                Ok(ct) => bounded(&ct, "ciphertext").map(KeyResponse::Ciphertext),
+                Err(e) => Err(provider_refusal(&e)),
+            }
+        }
         KeyRequest::Decrypt { ciphertext, aad } => {
-            match provider.decrypt(&ciphertext, &aad).await {
+            match provider.decrypt_in(cluster, &ciphertext, &aad).await {
                 Ok(p) => bounded(&p, "plaintext").map(KeyResponse::Plaintext),
                 Err(e) => Err(provider_refusal(&e)),
             }
         }
-        KeyRequest::Rewrap { ciphertext, aad } => match provider.rewrap(&ciphertext, &aad).await {
-            Ok(ct) => bounded(&ct, "ciphertext").map(KeyResponse::Ciphertext),
-            Err(e) => Err(provider_refusal(&e)),
-        },
+        KeyRequest::Rewrap { ciphertext, aad } => {
+            match provider.rewrap_in(cluster, &ciphertext, &aad).await {
+                Ok(ct) => bounded(&ct, "ciphertext").map(KeyResponse::Ciphertext),
+                Err(e) => Err(provider_refusal(&e)),
+            }
+        }
     };
     let response = result.unwrap_or_else(|refusal| refusal);
     if let KeyResponse::Refused { kind, reason } = &response {

@@ -32,8 +32,34 @@ pub struct Config {
     pub agent_idle_timeout_secs: u64,
     /// The most agent sessions served at once; more connections wait in the kernel's backlog.
     pub agent_max_sessions: usize,
+    /// An agent must prove possession of its TPM (an attested or not-attested verdict on a quote
+    /// its bound AK signed over a fresh nonce) within this many seconds of connecting, however
+    /// busy it keeps the link; otherwise it is dropped and its slot freed.
+    pub agent_handshake_timeout_secs: u64,
+    /// The most sessions one network address may hold open before proving possession of a TPM;
+    /// further connections from it are closed at once.
+    pub agent_max_unproven_per_address: usize,
+    /// At most this many refusals of agents are recorded as events per address and minute (the
+    /// log keeps every one).
+    pub agent_refusal_events_per_minute: u32,
+    /// The most management API connections open at once; more wait in the kernel's backlog.
+    pub api_max_connections: usize,
+    /// An API client must send a request's headers within this many seconds of connecting or
+    /// of its previous response.
+    pub api_header_timeout_secs: u64,
+    /// An API request, its body included, must be read and answered within this many seconds.
+    pub api_request_timeout_secs: u64,
+    /// An API connection that sends and receives nothing for this many seconds is closed.
+    pub api_idle_timeout_secs: u64,
     /// The largest event log an agent may send, in bytes.
     pub max_event_log: usize,
+    /// The key-encryption key (64 hex digits, mode 0600) that seals the secrets the database
+    /// keeps (key servers' client keys). Unset: `key-encryption-key` in the data directory,
+    /// made on first start. `VOUCHD_KEY_ENCRYPTION_KEY` in the environment takes precedence.
+    pub key_encryption_key_file: Option<PathBuf>,
+    /// During a rotation, the previous key-encryption key: what it sealed is sealed again
+    /// under the current one on start.
+    pub previous_key_encryption_key_file: Option<PathBuf>,
     /// Where every event is POSTed as JSON (http or https), if set.
     pub webhook_url: Option<String>,
     /// On SIGTERM or SIGINT, how long attestations and requests in flight may take to finish
@@ -54,7 +80,16 @@ impl Default for Config {
             reattest_interval_secs: 600,
             agent_idle_timeout_secs: 30,
             agent_max_sessions: 10_000,
+            agent_handshake_timeout_secs: 15,
+            agent_max_unproven_per_address: 8,
+            agent_refusal_events_per_minute: 6,
+            api_max_connections: 1024,
+            api_header_timeout_secs: 10,
+            api_request_timeout_secs: 20,
+            api_idle_timeout_secs: 20,
             max_event_log: 256 * 1024,
+            key_encryption_key_file: None,
+            previous_key_encryption_key_file: None,
             webhook_url: None,
             shutdown_grace_secs: 10,
         }
@@ -127,6 +162,26 @@ impl Config {
                 "agent_idle_timeout_secs must be at least 1".into(),
             ));
         }
+        for (name, value) in [
+            (
+                "agent_handshake_timeout_secs",
+                self.agent_handshake_timeout_secs,
+            ),
+            ("api_header_timeout_secs", self.api_header_timeout_secs),
+            ("api_request_timeout_secs", self.api_request_timeout_secs),
+            ("api_idle_timeout_secs", self.api_idle_timeout_secs),
+        ] {
+            if value == 0 || value > 3600 {
+                return Err(ConfigError::Invalid(format!(
+                    "{name} must be between 1 and 3600"
+                )));
+            }
+        }
+        if self.agent_max_unproven_per_address == 0 || self.api_max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "agent_max_unproven_per_address and api_max_connections must be at least 1".into(),
+            ));
+        }
         if self.agent_max_sessions == 0 {
             return Err(ConfigError::Invalid(
                 "agent_max_sessions must be at least 1".into(),
@@ -145,6 +200,22 @@ impl Config {
 
     pub fn agent_idle_timeout(&self) -> Duration {
         Duration::from_secs(self.agent_idle_timeout_secs)
+    }
+
+    pub fn agent_handshake_timeout(&self) -> Duration {
+        Duration::from_secs(self.agent_handshake_timeout_secs)
+    }
+
+    pub fn api_header_timeout(&self) -> Duration {
+        Duration::from_secs(self.api_header_timeout_secs)
+    }
+
+    pub fn api_request_timeout(&self) -> Duration {
+        Duration::from_secs(self.api_request_timeout_secs)
+    }
+
+    pub fn api_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.api_idle_timeout_secs)
     }
 }
 

@@ -31,6 +31,11 @@ pub struct AttestationClaims {
     pub pcr_digest: String,
     /// The nonce of the challenge, hex.
     pub nonce: String,
+    /// The attestation this token came from: the id of the host's attestation record (the
+    /// nonce of its quote request, hex). Together with `sub` (the host's EK hash) and
+    /// `software_version` it binds the token to that attestation: the key API accepts it only
+    /// while it is the host's latest.
+    pub attestation: String,
     pub iat: i64,
     pub exp: i64,
     /// A unique id for this token, hex.
@@ -195,6 +200,7 @@ mod tests {
             software_version: "fw-1.0".into(),
             pcr_digest: "cd".repeat(32),
             nonce: "ef".repeat(16),
+            attestation: "ef".repeat(16),
             iat: now,
             exp: now + 300,
             jti: "01".into(),

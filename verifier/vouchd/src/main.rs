@@ -87,10 +87,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let running = vouchd::server::start(config).await?;
-    // Stdout carries only what an operator must copy: the bootstrap token (once in the life
-    // of the data directory) and the certificate fingerprint.
-    if let Some(token) = &running.bootstrap_token {
-        println!("bootstrap token for principal 'admin' (TrustedAdmins), shown once: {token}");
+    // Stdout carries only what an operator must know: where the bootstrap token was written
+    // (once in the life of the data directory; the token itself never reaches stdout or a
+    // journal) and the certificate fingerprint.
+    if let Some(path) = &running.bootstrap_token_file {
+        println!(
+            "bootstrap token for principal 'admin' (TrustedAdmins) written to {} (mode 0600); delete the file once it is kept safe",
+            path.display()
+        );
     }
     if running.tls_generated {
         println!(

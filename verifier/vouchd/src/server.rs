@@ -1,6 +1,7 @@
 //! Starting vouchd: storage, bootstrap, keys, TLS, and the two listeners.
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ use crate::config::Config;
 use crate::jwt::Signer;
 use crate::service::{AppState, auth};
 use crate::store::Store;
+use crate::store::sealing::SealingKey;
 use crate::store::sqlite::SqliteStore;
 use crate::{agent, scheduler, tls};
 
@@ -31,6 +33,8 @@ pub struct Running {
     pub tls_generated: bool,
     /// The bootstrap token, on the first start of a database only.
     pub bootstrap_token: Option<String>,
+    /// Where the bootstrap token was written (mode 0600), on the first start only.
+    pub bootstrap_token_file: Option<PathBuf>,
     pub state: AppState,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -78,6 +82,73 @@ impl Drop for Running {
 pub const DATABASE_FILE: &str = "vouchd.sqlite3";
 /// The attestation-token signing key in the data directory.
 pub const SIGNING_KEY_FILE: &str = "token-signing-key.p8";
+/// The default key-encryption key file in the data directory.
+pub const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
+/// The environment variable that gives the key-encryption key (64 hex digits).
+pub const KEY_ENCRYPTION_KEY_ENV: &str = "VOUCHD_KEY_ENCRYPTION_KEY";
+
+/// The key-encryption keys: from the environment, or the configured file, or the data
+/// directory's (made on first start); and the previous one during a rotation.
+fn sealing_keys(config: &Config) -> anyhow::Result<(SealingKey, Option<SealingKey>)> {
+    let current = match std::env::var(KEY_ENCRYPTION_KEY_ENV) {
+        Ok(text) => SealingKey::from_hex(&text)
+            .with_context(|| format!("{KEY_ENCRYPTION_KEY_ENV} is not 64 hex digits"))?,
+        Err(_) => {
+            let path = config
+                .key_encryption_key_file
+                .clone()
+                .unwrap_or_else(|| config.data_dir.join(KEY_ENCRYPTION_KEY_FILE));
+            let key = SealingKey::load(&path, true)?;
+            owner_only(&path, false)?;
+            key
+        }
+    };
+    let previous = config
+        .previous_key_encryption_key_file
+        .as_deref()
+        .map(|p| SealingKey::load(p, false))
+        .transpose()?;
+    Ok((current, previous))
+}
+
+/// Where the first start writes the bootstrap token (mode 0600), never to stdout or the log.
+pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
+
+/// Makes `path` readable and writable by its owner only (creating it empty if `create`).
+fn owner_only(path: &Path, create: bool) -> anyhow::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+    if create {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(path)
+            .with_context(|| format!("cannot create {}", path.display()))?;
+    }
+    if path.exists() {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("cannot restrict {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Writes the bootstrap token to a new file of mode 0600 in the data directory.
+fn write_bootstrap_token(data_dir: &Path, token: &str) -> anyhow::Result<PathBuf> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    owner_only(&path, false)?;
+    writeln!(file, "{token}").with_context(|| format!("cannot write {}", path.display()))?;
+    file.sync_all()?;
+    Ok(path)
+}
 
 /// Opens storage, bootstraps on first start, loads or makes keys, binds both listeners and
 /// serves them on the current tokio runtime.
@@ -96,21 +167,46 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
             .with_context(|| format!("cannot restrict {}", config.data_dir.display()))?;
     }
     let db = config.data_dir.join(DATABASE_FILE);
+    // The database, its WAL and shared memory: the owner only (SQLite gives the WAL and
+    // shared-memory files the database file's mode).
+    owner_only(&db, true)?;
+    let (current, previous) = sealing_keys(&config)?;
     let store: Arc<dyn Store> = {
         let path = db.clone();
-        Arc::new(
-            tokio::task::spawn_blocking(move || SqliteStore::open(&path))
-                .await?
-                .with_context(|| format!("cannot open {}", db.display()))?,
-        )
+        let store = tokio::task::spawn_blocking(move || {
+            let store = SqliteStore::open(&path)?.with_sealing(current, previous);
+            let resealed = store.reseal_secrets()?;
+            if resealed > 0 {
+                tracing::info!(
+                    resealed,
+                    "sealed secrets under the current key-encryption key"
+                );
+            }
+            Ok::<_, crate::store::StoreError>(store)
+        })
+        .await?
+        .with_context(|| format!("cannot open {}", db.display()))?;
+        Arc::new(store)
     };
-    let bootstrap_token = crate::store::run(&store, |s| auth::bootstrap(s, crate::now())).await?;
-    if bootstrap_token.is_some() {
-        tracing::warn!(
-            principal = auth::BOOTSTRAP_PRINCIPAL,
-            "first start: created the bootstrap principal in TrustedAdmins; its token is printed once"
-        );
+    for suffix in ["-wal", "-shm"] {
+        owner_only(
+            &config.data_dir.join(format!("{DATABASE_FILE}{suffix}")),
+            false,
+        )?;
     }
+    let bootstrap_token = crate::store::run(&store, |s| auth::bootstrap(s, crate::now())).await?;
+    let bootstrap_token_file = match &bootstrap_token {
+        Some(token) => {
+            let path = write_bootstrap_token(&config.data_dir, token)?;
+            tracing::warn!(
+                principal = auth::BOOTSTRAP_PRINCIPAL,
+                file = %path.display(),
+                "first start: created the bootstrap principal in TrustedAdmins; its token is in the file (mode 0600)"
+            );
+            Some(path)
+        }
+        None => None,
+    };
     let signer = Signer::load_or_create(&config.data_dir.join(SIGNING_KEY_FILE))?;
     let identity = tls::load_or_create(&config)?;
     let api_listener = TcpListener::bind(config.api_listen)
@@ -145,6 +241,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         tls_certificate: identity.certificate.to_vec(),
         tls_generated: identity.generated,
         bootstrap_token,
+        bootstrap_token_file,
         state,
         tasks,
     })

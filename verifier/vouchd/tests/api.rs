@@ -578,6 +578,7 @@ async fn health_metrics_and_jwks() {
         software_version: "fw-1.0".into(),
         pcr_digest: "cd".repeat(32),
         nonce: "ef".repeat(16),
+        attestation: "ef".repeat(16),
         iat: now,
         exp: now + 60,
         jti: "1".into(),

@@ -125,7 +125,7 @@ fn host(h: &Harness, n: u8, cluster: &str, attested: bool, exp_in: i64) -> Strin
             software_version: Some("fw-1".into()),
             reason: None,
             pcr_digest: None,
-            nonce: None,
+            nonce: Some("11".repeat(16)),
             valid_until: Some(now + 600),
             token: None,
         })
@@ -140,6 +140,7 @@ fn host(h: &Harness, n: u8, cluster: &str, attested: bool, exp_in: i64) -> Strin
             software_version: "fw-1".into(),
             pcr_digest: "00".repeat(32),
             nonce: "11".repeat(16),
+            attestation: "11".repeat(16),
             iat: now,
             exp: now + exp_in,
             jti: format!("{n}"),
@@ -401,4 +402,61 @@ async fn key_providers_for_attested_hosts_only() {
         body["reason"].as_str().unwrap().contains("unreachable"),
         "{body}"
     );
+}
+
+/// Attack (item 5 of the security issue): a host of another cluster that shares the key
+/// provider decrypts a ciphertext, whatever associated data it passes. Every ciphertext is
+/// bound to its host's cluster; the victim keeps decrypting its own.
+#[tokio::test]
+async fn other_cluster_decrypts_a_ciphertext() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let kms = PyKmip::start();
+    add_key_server(&h, "kms-1", &kms).await;
+    let key = create_key(&h, "kms-1").await;
+    for wrapping in ["local", "remote"] {
+        let provider = format!("shared-{wrapping}");
+        let (s, body) = add_provider(&h, &provider, "kms-1", &key, wrapping).await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    for (n, wrapping) in [(0u8, "local"), (2, "remote")] {
+        let (victim, attacker) = (format!("victim-{wrapping}"), format!("attacker-{wrapping}"));
+        cluster_with(&h, &victim, Some(&format!("shared-{wrapping}"))).await;
+        cluster_with(&h, &attacker, Some(&format!("shared-{wrapping}"))).await;
+        let v = host(&h, 0x10 + n, &victim, true, 300);
+        let a = host(&h, 0x11 + n, &attacker, true, 300);
+        let (s, ct) = op(
+            &h,
+            &v,
+            "encrypt",
+            json!({"plaintext": b64(b"victim secret"), "aad": b64(b"vm-1")}),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK, "{ct}");
+        let (s, key) = op(&h, &v, "generate", json!({"aad": b64(b"vm-1")})).await;
+        assert_eq!(s, StatusCode::OK, "{key}");
+        for (op_name, field, value) in [
+            ("decrypt", "ciphertext", &ct["ciphertext"]),
+            ("decrypt", "ciphertext", &key["wrapped"]),
+            ("rewrap", "ciphertext", &ct["ciphertext"]),
+        ] {
+            for aad in [b64(b"vm-1"), b64(b""), b64(victim.as_bytes())] {
+                let (s, body) = op(&h, &a, op_name, json!({field: value, "aad": aad})).await;
+                assert_eq!(s, StatusCode::BAD_REQUEST, "{op_name}: {body}");
+                assert_eq!(body["error"], "authentication_failed", "{body}");
+            }
+        }
+        // The victim still opens its own.
+        let (s, pt) = op(
+            &h,
+            &v,
+            "decrypt",
+            json!({"ciphertext": ct["ciphertext"], "aad": b64(b"vm-1")}),
+        )
+        .await;
+        assert_eq!(
+            (s, pt["plaintext"].clone()),
+            (StatusCode::OK, json!(b64(b"victim secret")))
+        );
+    }
 }

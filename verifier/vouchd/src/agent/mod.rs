@@ -16,9 +16,21 @@
 //! 5. The session stays open; every re-attestation interval the verifier sends a new
 //!    `QuoteRequest` (continuous attestation).
 //!
-//! Timeouts: while the verifier waits for an answer, an agent silent for `agent_idle_timeout`
-//! is dropped. Every length is bounded: frames by `vouch_proto::frame::MAX_FRAME`, the EK
-//! certificate and PCR values by fixed limits, the event log by `max_event_log`.
+//! Nothing the agent says changes what is recorded of a host until it proves possession of
+//! that host's TPM: a quote the host's bound AK signed over the nonce just issued
+//! (`verdict::prove_possession`). Evidence that fails this is refused (`evidence-unproven`)
+//! and becomes a rate-limited `agent.evidence_refused` event; only verdicts on proven quotes
+//! are recorded as the host's result. The credential challenge binds an AK to the EK once; a
+//! bound AK is not challenged again, since every session proves possession with its quote.
+//!
+//! Limits before that proof: the whole handshake, from connecting to the first verdict, must
+//! end within `agent_handshake_timeout` (a deadline, not a per-read timeout, so a slow sender
+//! cannot keep its slot); one address holds at most `agent_max_unproven_per_address` unproven
+//! sessions (more connections are closed at once). After it, an agent silent for
+//! `agent_idle_timeout` while the verifier waits for an answer is dropped. Every length is
+//! bounded: frames by `vouch_proto::frame::MAX_FRAME`, the EK certificate and PCR values by
+//! fixed limits, the event log by `max_event_log`. The agent is told a short code for a
+//! refusal; the operator gets the full reason (log and a rate-limited event).
 //!
 //! The code: `states` holds the phases, each owning exactly its data (a message a phase does
 //! not expect is refused with the phase named); `session` the transitions between them, which
@@ -34,7 +46,9 @@ mod session;
 mod states;
 mod verdict;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use heapless::String as HString;
@@ -63,6 +77,8 @@ pub const NONCE_LEN: usize = 32;
 /// `state.tasks`.
 pub async fn serve(listener: TcpListener, state: AppState) {
     let slots = Arc::new(Semaphore::new(state.config.agent_max_sessions));
+    let per_address = Arc::new(UnprovenSessions::default());
+    let max_unproven = state.config.agent_max_unproven_per_address;
     loop {
         let accepted = tokio::select! {
             () = state.shutdown.cancelled() => return,
@@ -82,17 +98,63 @@ pub async fn serve(listener: TcpListener, state: AppState) {
                 continue;
             }
         };
+        let Some(unproven) = UnprovenSlot::take(&per_address, peer.ip(), max_unproven) else {
+            tracing::warn!(%peer, "agent refused: too many unproven sessions from this address");
+            drop(tcp);
+            continue;
+        };
         let _ = tcp.set_nodelay(true);
         let state = state.clone();
         state.tasks.clone().spawn(async move {
             state.metrics.agent_sessions.inc();
             state.metrics.agent_sessions_total.inc();
-            let end = run_session(tcp, &peer.to_string(), &state).await;
+            let end = run(tcp, &peer.to_string(), &state, Some(unproven)).await;
             state.metrics.agent_sessions.dec();
             state.metrics.session_ended(end.label());
             tracing::info!(%peer, end = ?end, "agent session ended");
             drop(permit);
         });
+    }
+}
+
+/// How many sessions each address holds open before proving possession of a TPM.
+#[derive(Debug, Default)]
+struct UnprovenSessions(Mutex<HashMap<IpAddr, usize>>);
+
+/// One unproven session of an address; dropping it (on proof, or when the session ends)
+/// frees its place.
+#[derive(Debug)]
+pub struct UnprovenSlot {
+    table: Arc<UnprovenSessions>,
+    ip: IpAddr,
+}
+
+impl UnprovenSlot {
+    /// A place for one more unproven session of `ip`, unless it holds `max` already.
+    fn take(table: &Arc<UnprovenSessions>, ip: IpAddr, max: usize) -> Option<Self> {
+        let mut held = table.0.lock().ok()?;
+        let count = held.entry(ip).or_insert(0);
+        if *count >= max {
+            return None;
+        }
+        *count = count.saturating_add(1);
+        Some(Self {
+            table: Arc::clone(table),
+            ip,
+        })
+    }
+}
+
+impl Drop for UnprovenSlot {
+    fn drop(&mut self) {
+        if let Ok(mut held) = self.table.0.lock()
+            && let Some(count) = held.get_mut(&self.ip)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                held.remove(&self.ip);
+            }
+        }
     }
 }
 
@@ -153,11 +215,22 @@ async fn send<S: AsyncWrite + Unpin>(
 
 /// Serves one session over any byte stream until it ends.
 pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
-    mut stream: S,
+    stream: S,
     peer: &str,
     state: &AppState,
 ) -> SessionEnd {
+    run(stream, peer, state, None).await
+}
+
+/// Serves one session; `unproven` is released once the agent proves possession of its TPM.
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    peer: &str,
+    state: &AppState,
+    mut unproven: Option<UnprovenSlot>,
+) -> SessionEnd {
     let idle = state.config.agent_idle_timeout();
+    let handshake_deadline = tokio::time::Instant::now() + state.config.agent_handshake_timeout();
     let interval = state.config.reattest_interval();
     let mut session = Session::new(peer, state.clone());
     let mut reader: Box<FrameReader<MAX_FRAME>> = Box::default();
@@ -166,7 +239,11 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     loop {
         let read = if session.awaiting_agent() {
             next_attestation = None;
-            match tokio::time::timeout(idle, stream.read(&mut buf)).await {
+            let mut until = tokio::time::Instant::now() + idle;
+            if !session.proven() {
+                until = until.min(handshake_deadline);
+            }
+            match tokio::time::timeout_at(until, stream.read(&mut buf)).await {
                 Ok(r) => r,
                 Err(_) => return SessionEnd::TimedOut,
             }
@@ -188,7 +265,7 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                                 }
                             }
                         }
-                        Err(refusal) => return refuse_and_end(&mut stream, refusal).await,
+                        Err(refusal) => return refuse_and_end(&mut stream, &session, refusal).await,
                     }
                     continue;
                 }
@@ -207,7 +284,7 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(m) => m,
                 Err(e) => {
                     let refusal = ProtocolViolation::BadFrame(e).into();
-                    return refuse_and_end(&mut stream, refusal).await;
+                    return refuse_and_end(&mut stream, &session, refusal).await;
                 }
             };
             if let AgentMessage::Error(e) = &message {
@@ -219,20 +296,51 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
             }
             match session.on_message(message).await {
                 Ok(out) => {
+                    if session.proven() {
+                        // Proven: the address's place for unproven sessions is free again.
+                        drop(unproven.take());
+                    }
                     for m in &out {
                         if let Err(e) = send(&mut stream, m).await {
                             return SessionEnd::Io(e);
                         }
                     }
                 }
-                Err(refusal) => return refuse_and_end(&mut stream, refusal).await,
+                Err(refusal) => return refuse_and_end(&mut stream, &session, refusal).await,
             }
         }
     }
 }
 
-async fn refuse_and_end<S: AsyncWrite + Unpin>(stream: &mut S, refusal: Refusal) -> SessionEnd {
+/// Sends the refusal's short code, tells the operator the full reason (a rate-limited event
+/// per address), and ends the session.
+async fn refuse_and_end<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    session: &Session,
+    refusal: Refusal,
+) -> SessionEnd {
     let _ = send(stream, &VerifierMessage::Refused(refusal.message())).await;
+    if refusal != Refusal::Unavailable {
+        let state = session.state();
+        let peer = session.peer();
+        let address = peer
+            .parse::<std::net::SocketAddr>()
+            .map_or_else(|_| peer.to_owned(), |a| a.ip().to_string());
+        let per_minute = state.config.agent_refusal_events_per_minute;
+        if state
+            .refusal_events
+            .allow(&address, per_minute, crate::now())
+        {
+            let subject = session.ek_hash().unwrap_or("agent");
+            let detail = serde_json::json!({
+                "peer": peer,
+                "code": refusal.code(),
+                "reason": refusal.to_string(),
+                "proven": session.proven(),
+            });
+            crate::service::events::record(state, refusal.event_kind(), subject, detail).await;
+        }
+    }
     let _ = stream.shutdown().await;
     SessionEnd::Refused(refusal)
 }

@@ -1,10 +1,14 @@
 //! Why the verifier ends a session: one typed reason per refusal, grouped by the `RefusalKind`
-//! sent on the wire, so the kind and the text cannot disagree. The text (`Display`) is what the
-//! `Refused` message carries.
+//! sent on the wire, so the kind and the code cannot disagree. The agent link is not
+//! authenticated before the agent proves possession of its TPM, so the `Refused` message
+//! carries only the kind and a short code ([`Refusal::code`]); the full reason (`Display`),
+//! which may name clusters, EK hashes or PCRs, goes to the operator: the log and an
+//! `agent.refused` or `agent.evidence_refused` event.
 
 use vouch_attest::DecodeError;
 use vouch_attest::credential::CredentialError;
 use vouch_attest::ek::EkError;
+use vouch_attest::quote::QuoteError;
 use vouch_proto::VersionError;
 use vouch_proto::frame::FrameError;
 use vouch_proto::wire::{AgentFailure, MAX_TEXT, RefusalKind};
@@ -28,6 +32,10 @@ pub enum Refusal {
     /// The AK is not acceptable, or not beside the EK.
     #[error(transparent)]
     Activation(#[from] ActivationFailure),
+    /// Evidence that does not prove possession of the host's TPM: not a quote signed by the
+    /// bound AK over the nonce just issued. It changes nothing recorded of the host.
+    #[error("the evidence does not prove possession of the host's TPM: {0}")]
+    Unproven(QuoteError),
     /// The verifier failed on its side (logged where it happened); the agent may retry.
     #[error("the verifier cannot serve now")]
     Unavailable,
@@ -40,8 +48,39 @@ impl Refusal {
             Self::Version(_) => RefusalKind::Version,
             Self::Protocol(_) => RefusalKind::Protocol,
             Self::UntrustedEk(_) => RefusalKind::UntrustedEk,
-            Self::Activation(_) => RefusalKind::Activation,
+            Self::Activation(_) | Self::Unproven(_) => RefusalKind::Activation,
             Self::Unavailable => RefusalKind::Unavailable,
+        }
+    }
+
+    /// The short code the agent is told: enough to act on, nothing about the configuration.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Version(_) => "version",
+            Self::Protocol(p) => match p {
+                ProtocolViolation::BadFrame(_) => "bad-frame",
+                ProtocolViolation::Unexpected { .. } => "unexpected-message",
+                ProtocolViolation::AgentReported { .. } => "agent-failure",
+                ProtocolViolation::Chunk(_) => "bad-chunk",
+                ProtocolViolation::KeyChannel(_) => "key-channel",
+                _ => "protocol",
+            },
+            Self::UntrustedEk(_) => "untrusted-ek",
+            Self::Activation(a) => match a {
+                ActivationFailure::WrongProof => "wrong-proof",
+                ActivationFailure::NoLongerBound => "ak-not-bound",
+                _ => "bad-ak",
+            },
+            Self::Unproven(_) => "evidence-unproven",
+            Self::Unavailable => "unavailable",
+        }
+    }
+
+    /// The event an operator sees for it.
+    pub fn event_kind(&self) -> &'static str {
+        match self {
+            Self::Unproven(_) => "agent.evidence_refused",
+            _ => "agent.refused",
         }
     }
 
@@ -51,11 +90,11 @@ impl Refusal {
         Self::Unavailable
     }
 
-    /// The `Refused` message: the kind and the text, cut to fit the wire.
+    /// The `Refused` message: the kind and the short code.
     pub fn message(&self) -> vouch_proto::wire::Refused {
         vouch_proto::wire::Refused {
             kind: self.kind(),
-            reason: super::bounded::<MAX_TEXT>(&self.to_string()),
+            reason: super::bounded::<MAX_TEXT>(self.code()),
         }
     }
 }
@@ -189,5 +228,11 @@ mod tests {
             "expected Chunk, Evidence or BoundEvidence in phase AwaitingQuote, got Sealed"
         );
         assert_eq!(r.message().kind, RefusalKind::Protocol);
+        assert_eq!(r.message().reason.as_str(), "unexpected-message");
+        // The agent is told no cluster, hash or PCR.
+        let r = Refusal::from(UntrustedEk::NoTrust {
+            cluster: "prod".into(),
+        });
+        assert_eq!(r.message().reason.as_str(), "untrusted-ek");
     }
 }

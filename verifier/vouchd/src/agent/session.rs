@@ -36,6 +36,10 @@ pub struct Session {
     peer: String,
     state: AppState,
     phase: Phase,
+    /// The EK hash the agent claimed, once it sent a valid EK public area.
+    ek_hash: Option<String>,
+    /// Whether the agent proved possession of the host's TPM in this session.
+    proven: bool,
     /// Tests replay recorded quotes, whose nonce is fixed.
     #[cfg(test)]
     fixed_nonce: Option<Vec<u8>>,
@@ -48,6 +52,8 @@ impl Session {
             peer: peer.to_owned(),
             state,
             phase: Phase::AwaitingHello,
+            ek_hash: None,
+            proven: false,
             #[cfg(test)]
             fixed_nonce: None,
         }
@@ -71,11 +77,41 @@ impl Session {
         self.phase.awaits_agent()
     }
 
+    /// The agent's address.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The service state.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Whether the agent proved possession of the host's TPM in this session: a verdict was
+    /// given on a quote its bound AK signed over a nonce of this session.
+    pub fn proven(&self) -> bool {
+        self.proven
+    }
+
+    /// The EK hash the agent claims, once its EK public area decoded (not a proof of anything
+    /// before [`Session::proven`]).
+    pub fn ek_hash(&self) -> Option<&str> {
+        self.ek_hash.as_deref()
+    }
+
     /// Handles one message from the agent; returns the answers, or a refusal that ends the
     /// session.
     pub async fn on_message(&mut self, message: AgentMessage) -> Step {
+        if let AgentMessage::Enroll(enroll) = &message
+            && let Ok(ek) = Public::from_tpm2b(&enroll.ek_public)
+        {
+            self.ek_hash = Some(crate::ek::ek_hash(&EkKey::from_public(&ek)));
+        }
         let phase = std::mem::replace(&mut self.phase, Phase::Ended);
         let (next, answers) = self.step(phase, message).await?;
+        if matches!(next, Phase::Decided(_)) {
+            self.proven = true;
+        }
         self.phase = next;
         Ok(answers)
     }
@@ -366,16 +402,23 @@ impl Session {
         if quoting.chunks.is_incomplete() {
             return Err(ProtocolViolation::IncompletePayload("Evidence").into());
         }
-        let now = crate::now();
-        let name = quoting.enrolled.cluster.name.clone();
-        let versions = store::run(&self.state.store, move |s| s.list_software_versions(&name))
-            .await
-            .map_err(Refusal::internal)?;
         // v2: a bound quote's qualifying data is SHA-256(nonce || agent session key).
         let qualifying_data = match session_public {
             Some(public) => crate::channel::qualifying_data(&quoting.nonce, public),
             None => quoting.nonce.clone(),
         };
+        // Nothing is recorded of the host before the agent proves it holds the host's TPM.
+        verdict::prove_possession(&quoting.enrolled, &qualifying_data, attest, signature).map_err(
+            |reason| {
+                tracing::warn!(peer = %self.peer, ek_hash = %quoting.enrolled.ek_hash, %reason, "refused: the evidence does not prove possession of the TPM");
+                Refusal::Unproven(reason)
+            },
+        )?;
+        let now = crate::now();
+        let name = quoting.enrolled.cluster.name.clone();
+        let versions = store::run(&self.state.store, move |s| s.list_software_versions(&name))
+            .await
+            .map_err(Refusal::internal)?;
         let expected = Expected {
             qualifying_data: &qualifying_data,
             selection: &quoting.selection,
@@ -461,6 +504,7 @@ impl Session {
             software_version: evidence.version().name().to_owned(),
             pcr_digest: crate::hex(&evidence.quote().attest().pcr_digest),
             nonce: crate::hex(nonce),
+            attestation: crate::hex(nonce),
             iat: now,
             exp: now.saturating_add(i64::try_from(config.token_lifetime_secs).unwrap_or(i64::MAX)),
             jti: crate::hex(&crate::random::<16>().map_err(|_| Refusal::internal("RNG failure"))?),
@@ -895,12 +939,35 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = state(dir.path());
         let (pcrs, version) = fixture_pcrs();
-        configure(state.store.as_ref(), &version, true);
+        let ek_hash = configure(state.store.as_ref(), &version, true);
         let mut session = Session::new("test", state.clone());
         enrol(&mut session).await;
-        let verdict = send_evidence(&mut session, &pcrs).await;
-        assert!(!verdict.attested);
-        assert!(verdict.reason.contains("nonce"), "{verdict:?}");
+        for chunk in vouch_proto::chunk::split(BlobKind::PcrValues, &pcrs).unwrap() {
+            session
+                .on_message(AgentMessage::Chunk(chunk))
+                .await
+                .unwrap();
+        }
+        let evidence = AgentMessage::Evidence(Evidence {
+            attest: HVec::from_slice(&data("quotes/rsa2048-sha256.quote")).unwrap(),
+            signature: HVec::from_slice(&data("quotes/rsa2048-sha256.sig")).unwrap(),
+        });
+        // A quote that does not answer this session's nonce proves nothing: refused, and
+        // nothing is recorded of the host.
+        let err = session.on_message(evidence).await.unwrap_err();
+        assert_eq!(err.kind(), RefusalKind::Activation);
+        assert_eq!(err.code(), "evidence-unproven");
+        assert!(err.to_string().contains("nonce"), "{err}");
+        assert!(!session.proven());
+        let host = state.store.get_host(&ek_hash).unwrap().unwrap();
+        assert_eq!(host.state, HostState::Unknown);
+        assert!(
+            state
+                .store
+                .list_attestations(&ek_hash, 10)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[tokio::test]

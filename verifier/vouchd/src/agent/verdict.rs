@@ -8,7 +8,7 @@ use vouch_attest::evidence::{EvidenceError, VerifiedEvidence};
 use vouch_attest::pcr::PcrValues;
 use vouch_attest::policy::{Policy, SoftwareVersion};
 use vouch_attest::quote::{AttestationKey, QuoteError, QuoteExpectations};
-use vouch_attest::tpm::{ClockInfo, PcrSelection};
+use vouch_attest::tpm::{Attest, ClockInfo, PcrSelection, Signature};
 use vouch_proto::wire;
 
 use super::bounded;
@@ -43,6 +43,46 @@ pub enum NotAttested {
     /// vouch-attest refused the quote, the event log or the policy.
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
+}
+
+impl NotAttested {
+    /// The short code the agent is told; the full reason is the host's recorded result.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NoPcrValues => "no-pcr-values",
+            Self::PcrValues(_) => "pcr-values",
+            Self::StoredVersion(_) | Self::EmptySelection => "verifier-configuration",
+            Self::NoAcceptedVersion { .. } => "no-accepted-version",
+            Self::Ak(_) => "ak",
+            Self::Evidence(EvidenceError::Quote(q)) => q.check(),
+            Self::Evidence(EvidenceError::EventLog(_)) => "event-log",
+            Self::Evidence(EvidenceError::Replay(_)) => "event-log-replay",
+            Self::Evidence(_) => "policy",
+        }
+    }
+}
+
+/// Whether the quote proves possession of the host's TPM: it decodes, the bound AK signed it,
+/// and its qualifying data is the one just asked for (the nonce, or for a bound quote
+/// SHA-256(nonce || session key)). Only evidence that passes this may change what is recorded
+/// of the host; anyone who has read the EK and AK public areas off the link can send the rest.
+pub fn prove_possession(
+    enrolled: &Enrolled,
+    qualifying_data: &[u8],
+    attest: &[u8],
+    signature: &[u8],
+) -> Result<(), QuoteError> {
+    let ak = AttestationKey::from_public(enrolled.ak.clone())?;
+    let sig = Signature::from_bytes(signature).map_err(QuoteError::MalformedSignature)?;
+    let quote = Attest::from_bytes(attest).map_err(QuoteError::MalformedQuote)?;
+    ak.verify_signature(attest, &sig)?;
+    if quote.extra_data != qualifying_data {
+        return Err(QuoteError::Nonce {
+            expected: crate::hex(qualifying_data),
+            found: crate::hex(&quote.extra_data),
+        });
+    }
+    Ok(())
 }
 
 /// PCR values that do not fit the selection.
@@ -207,7 +247,7 @@ impl Verdict {
                 attested: false,
                 software_version: HString::new(),
                 valid_for_secs: 0,
-                reason: bounded(&reason.to_string()),
+                reason: bounded(reason.code()),
             },
         }
     }

@@ -513,7 +513,7 @@ pub async fn generate_key(
     let aad = b64("aad", &body.aad)?;
     let provider = provider_of(&state, &host).await?;
     let key = provider
-        .generate_key(&aad)
+        .generate_key_in(Some(&host.host.cluster), &aad)
         .await
         .map_err(|e| refused(&state, &host, "generate key", &e))?;
     Ok(Json(GeneratedKey {
@@ -541,7 +541,7 @@ pub async fn encrypt(
     let aad = b64("aad", &body.aad)?;
     let provider = provider_of(&state, &host).await?;
     let ct = provider
-        .encrypt(&plaintext, &aad)
+        .encrypt_in(Some(&host.host.cluster), &plaintext, &aad)
         .await
         .map_err(|e| refused(&state, &host, "encrypt", &e))?;
     Ok(Json(CiphertextReply {
@@ -567,7 +567,7 @@ pub async fn decrypt(
     let aad = b64("aad", &body.aad)?;
     let provider = provider_of(&state, &host).await?;
     let plain = provider
-        .decrypt(&ct, &aad)
+        .decrypt_in(Some(&host.host.cluster), &ct, &aad)
         .await
         .map_err(|e| refused(&state, &host, "decrypt", &e))?;
     Ok(Json(PlaintextReply {
@@ -593,7 +593,7 @@ pub async fn rewrap(
     let aad = b64("aad", &body.aad)?;
     let provider = provider_of(&state, &host).await?;
     let ct = provider
-        .rewrap(&ct, &aad)
+        .rewrap_in(Some(&host.host.cluster), &ct, &aad)
         .await
         .map_err(|e| refused(&state, &host, "rewrap", &e))?;
     Ok(Json(CiphertextReply {
@@ -654,7 +654,7 @@ pub async fn batch(
         .collect::<Result<Vec<_>, _>>()?;
     let provider = provider_of(&state, &host).await?;
     let replies = provider
-        .batch(requests)
+        .batch_in(Some(&host.host.cluster), requests)
         .await
         .map_err(|e| refused(&state, &host, "batch", &e))?;
     let results = replies

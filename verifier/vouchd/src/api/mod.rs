@@ -35,7 +35,7 @@ use auth::{Caller, HostOperation, TrustedAdmin};
 use vouch_api::types::{
     self as api, ClusterView, CreatedToken, EventQuery, Health, HostStatus, HostToken, HostView,
     NewCaCerts, NewCluster, NewClusterEk, NewHost, NewManagementServer, NewPrincipal, NewToken,
-    SoftwareVersionBody,
+    RemoveCluster, SoftwareVersionBody,
 };
 
 /// Every route with its OpenAPI operation: the one list from which both the router and the
@@ -92,7 +92,29 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .with_state(state)
+}
+
+/// Bounds a request, its body included, by `api_request_timeout`: past it the answer is 408
+/// and the connection is closed, so a client sending its body slowly holds nothing for long.
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.api_request_timeout();
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            let mut response = error::answer(
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                format!("the request took longer than {} s", limit.as_secs()),
+            );
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 /// The OpenAPI document of [`router`], made once.
@@ -579,16 +601,47 @@ async fn list_management_servers(
     post,
     path = "/v1/management-servers",
     tag = "management-servers",
-    summary = "Import a management server's ECDSA P-256 signing certificate",
+    summary = "Import a management server's ECDSA P-256 signing certificate (after the first, signed by a registered one)",
     request_body = NewManagementServer,
     responses((status = 201, description = "Created", body = api::ManagementServer)),
     security(("bearer" = [])),
 )]
 async fn add_management_server(
     State(state): State<AppState>,
-    admin: TrustedAdmin,
-    JsonBody(body): JsonBody<NewManagementServer>,
+    TrustedAdmin(admin): TrustedAdmin,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    bytes: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<api::ManagementServer>), Error> {
+    // Separation of duties: a management server may sign host operations, so registering one
+    // needs what a host operation needs — once one is registered, a signature by a registered
+    // one. The first is registered by a TrustedAdmin alone.
+    let registered = store::run(&state.store, |s| s.list_management_servers()).await?;
+    let (admin, signed_by) = if registered.is_empty() {
+        (admin.name().to_owned(), None)
+    } else {
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        let signature = headers
+            .get(vouch_api::signing::SIGNATURE_HEADER)
+            .map(|v| v.to_str().unwrap_or(""));
+        let permission = service_auth::check_host_permission(
+            &state,
+            admin,
+            service_auth::SignedRequest {
+                method: "POST",
+                path_and_query: path,
+                signature,
+                body: &bytes,
+            },
+        )
+        .await?;
+        (
+            permission.admin().name().to_owned(),
+            Some(permission.server().to_owned()),
+        )
+    };
+    let body: NewManagementServer = serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
     check_name("management server id", &body.id)?;
     let der = CertificateDer::from_pem_slice(body.certificate_pem.as_bytes())
         .map_err(|e| Error::BadRequest(format!("certificate_pem: {e}")))?;
@@ -604,10 +657,10 @@ async fn add_management_server(
     store::run(&state.store, move |s| s.add_management_server(&s2)).await?;
     audit(
         &state,
-        admin.name(),
+        &admin,
         "management_server.added",
         &server.id,
-        serde_json::json!({"fingerprint": server.fingerprint}),
+        serde_json::json!({"fingerprint": server.fingerprint, "signed_by": signed_by}),
     )
     .await;
     Ok((StatusCode::CREATED, Json(server.into())))
@@ -742,24 +795,74 @@ async fn get_cluster(
     delete,
     path = "/v1/clusters/{cluster}",
     tag = "clusters",
-    summary = "Delete a cluster, its trust configuration and hosts",
-    params(("cluster" = String, Path, description = "The trusted cluster")),
+    summary = "Delete a cluster and its trust configuration; one with hosts only with force and a management server's signature",
+    params(("cluster" = String, Path, description = "The trusted cluster"), RemoveCluster),
     responses((status = 204, description = "Done")),
     security(("bearer" = [])),
 )]
 async fn delete_cluster(
     State(state): State<AppState>,
-    admin: TrustedAdmin,
+    TrustedAdmin(admin): TrustedAdmin,
     Path(name): Path<String>,
+    Query(q): Query<RemoveCluster>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
 ) -> Result<StatusCode, Error> {
     let n = name.clone();
+    let hosts = store::run(&state.store, move |s| s.list_hosts(&n)).await?;
+    // Removing hosts is a host operation: with hosts, the request must say so (force) and
+    // carry a management server's signature.
+    let (admin, server) = if hosts.is_empty() {
+        (admin.name().to_owned(), None)
+    } else if !q.force {
+        return Err(service_auth::deny(
+            &state,
+            admin.name(),
+            admin.what(),
+            Error::Conflict(format!(
+                "cluster {name} has {} hosts: remove them first, or remove it with force and a management server's signature",
+                hosts.len()
+            )),
+        ));
+    } else {
+        let path = uri.path_and_query().map_or(uri.path(), |p| p.as_str());
+        let signature = headers
+            .get(vouch_api::signing::SIGNATURE_HEADER)
+            .map(|v| v.to_str().unwrap_or(""));
+        let permission = service_auth::check_host_permission(
+            &state,
+            admin,
+            service_auth::SignedRequest {
+                method: "DELETE",
+                path_and_query: path,
+                signature,
+                body: b"",
+            },
+        )
+        .await?;
+        (
+            permission.admin().name().to_owned(),
+            Some(permission.server().to_owned()),
+        )
+    };
+    let n = name.clone();
     store::run(&state.store, move |s| s.delete_cluster(&n)).await?;
+    for host in &hosts {
+        audit(
+            &state,
+            &admin,
+            "host.removed",
+            &host.ek_hash,
+            serde_json::json!({"cluster": name, "management_server": server, "with_cluster": true}),
+        )
+        .await;
+    }
     audit(
         &state,
-        admin.name(),
+        &admin,
         "cluster.deleted",
         &name,
-        serde_json::json!({}),
+        serde_json::json!({"hosts": hosts.len(), "management_server": server}),
     )
     .await;
     Ok(StatusCode::NO_CONTENT)

@@ -4,6 +4,8 @@
 //! Webhook delivery is best effort: one attempt per event, with a timeout, off the request's
 //! path; a failure is logged. The stored feed is the record of truth.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use super::AppState;
@@ -46,6 +48,42 @@ impl Webhook {
     }
 }
 
+/// The most keys a [`RateLimit`] tracks; past it, nothing more is allowed until windows
+/// expire (the log still has every refusal).
+const RATE_LIMIT_KEYS: usize = 10_000;
+
+/// At most so many events per key (a peer's address) and minute, so that an unauthenticated
+/// peer cannot flood the event feed.
+#[derive(Debug, Default)]
+pub struct RateLimit {
+    windows: Mutex<HashMap<String, (i64, u32)>>,
+}
+
+impl RateLimit {
+    /// Whether one more event for `key` fits `per_minute` at `now` (Unix seconds); counts it
+    /// if so.
+    pub fn allow(&self, key: &str, per_minute: u32, now: i64) -> bool {
+        let Ok(mut windows) = self.windows.lock() else {
+            return false;
+        };
+        if windows.len() >= RATE_LIMIT_KEYS {
+            windows.retain(|_, (start, _)| now.saturating_sub(*start) < 60);
+        }
+        if windows.len() >= RATE_LIMIT_KEYS && !windows.contains_key(key) {
+            return false;
+        }
+        let window = windows.entry(key.to_owned()).or_insert((now, 0));
+        if now.saturating_sub(window.0) >= 60 {
+            *window = (now, 0);
+        }
+        if window.1 >= per_minute {
+            return false;
+        }
+        window.1 = window.1.saturating_add(1);
+        true
+    }
+}
+
 /// Logs, stores and (if configured) posts an event.
 pub async fn record(state: &AppState, kind: &str, subject: &str, detail: serde_json::Value) {
     tracing::info!(kind, subject, %detail, "event");
@@ -68,5 +106,20 @@ pub async fn record(state: &AppState, kind: &str, subject: &str, detail: serde_j
             detail,
         };
         tokio::spawn(async move { hook.deliver(&event).await });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_counts_per_key_and_minute() {
+        let limit = RateLimit::default();
+        assert!(limit.allow("a", 2, 100));
+        assert!(limit.allow("a", 2, 110));
+        assert!(!limit.allow("a", 2, 120));
+        assert!(limit.allow("b", 2, 120));
+        assert!(limit.allow("a", 2, 160));
     }
 }

@@ -186,8 +186,8 @@ pub fn kmip_error(key_server: &str, e: &vouch_kmip::Error) -> Error {
 }
 
 /// Proof that a host may use keys now: its attestation token (a JWT this vouchd signed,
-/// unexpired), the host still attested in the store, and its cluster configured with a key
-/// provider. Only [`authorise_host`] makes one.
+/// unexpired), the host still attested in the store with the token's attestation as its
+/// latest, and its cluster configured with a key provider. Only [`authorise_host`] makes one.
 #[derive(Debug)]
 pub struct AttestedHost {
     pub host: Host,
@@ -227,6 +227,24 @@ pub async fn authorise_host(
             "host {} is not attested now (state {})",
             host.ek_hash,
             host.state.as_str()
+        )));
+    }
+    // The token must come from the host's latest attestation: a token of an earlier one (of
+    // a host since removed and added again, or attested since) is refused.
+    let ek = host.ek_hash.clone();
+    let latest = store::run(&state.store, move |s| s.list_attestations(&ek, 1))
+        .await?
+        .into_iter()
+        .next();
+    let current = latest.is_some_and(|a| {
+        a.attested
+            && a.nonce.as_deref() == Some(claims.attestation.as_str())
+            && a.software_version.as_deref() == Some(claims.software_version.as_str())
+    });
+    if !current {
+        return Err(forbidden(format!(
+            "the token of host {} is not from its current attestation",
+            host.ek_hash
         )));
     }
     let c = host.cluster.clone();

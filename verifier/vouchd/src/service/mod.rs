@@ -36,6 +36,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Every session and connection task, so that a stop can wait for them.
     pub tasks: TaskTracker,
+    /// Bounds the events recorded for refused agents, per address.
+    pub refusal_events: Arc<events::RateLimit>,
 }
 
 impl AppState {
@@ -55,6 +57,7 @@ impl AppState {
             keys: Arc::default(),
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            refusal_events: Arc::default(),
         }
     }
 }

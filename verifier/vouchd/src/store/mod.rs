@@ -8,6 +8,7 @@
 //! caller so that the store reads no clock.
 
 pub mod migrate;
+pub mod sealing;
 pub mod sqlite;
 
 use std::sync::Arc;

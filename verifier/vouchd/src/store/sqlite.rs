@@ -16,6 +16,7 @@ use rusqlite::{Connection, Params, Transaction, params};
 
 use self::rows::{FromRow, PrincipalRow, all, one, query};
 use super::migrate::{self, AppliedMigration, MIGRATIONS, MigrationBackend};
+use super::sealing::{self, SealingKey};
 use super::{
     AttestationRecord, CaCert, Cluster, ClusterEk, Event, Host, HostState, KeyProviderRecord,
     KeyServerRecord, ManagementServer, Principal, PrincipalKind, SoftwareVersionRecord, Store,
@@ -28,6 +29,14 @@ const STATEMENT_CACHE_CAPACITY: usize = 128;
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// The key-encryption keys: the first seals, every one opens. None: secrets are stored as
+    /// given (in-memory tests).
+    sealing: Vec<SealingKey>,
+}
+
+/// The associated data of a key server's sealed client key.
+fn client_key_label(name: &str) -> String {
+    format!("key_servers.client_key:{name}")
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -222,7 +231,57 @@ impl SqliteStore {
         migrate::migrate(&mut conn, MIGRATIONS, crate::now())?;
         Ok(Self {
             conn: Mutex::new(conn),
+            sealing: Vec::new(),
         })
+    }
+
+    /// Seals secrets under `current` from now on; values sealed under `previous` (a rotation)
+    /// still open. See [`super::sealing`].
+    #[must_use]
+    pub fn with_sealing(mut self, current: SealingKey, previous: Option<SealingKey>) -> Self {
+        self.sealing = std::iter::once(current).chain(previous).collect();
+        self
+    }
+
+    /// Seals under the current key every secret that is not: stored before sealing existed,
+    /// or sealed under the previous key. Returns how many were sealed again.
+    pub fn reseal_secrets(&self) -> StoreResult<usize> {
+        let Some(current) = self.sealing.first() else {
+            return Ok(0);
+        };
+        let conn = self.conn()?;
+        let rows: Vec<(String, String)> = query(
+            &conn,
+            "key_servers",
+            "SELECT name, client_key FROM key_servers",
+            [],
+            |r| Ok((r.get("name")?, r.get("client_key")?)),
+        )?;
+        let mut count: usize = 0;
+        for (name, stored) in rows {
+            if sealing::sealed_by(&stored, current) {
+                continue;
+            }
+            let label = client_key_label(&name);
+            let plain = sealing::open(&self.sealing, &label, &stored)?;
+            let sealed = current.seal(&label, &plain)?;
+            exec(
+                &conn,
+                "UPDATE key_servers SET client_key = ?1 WHERE name = ?2",
+                params![sealed, name],
+            )
+            .map_err(backend)?;
+            count = count.saturating_add(1);
+        }
+        Ok(count)
+    }
+
+    fn open_key_server(&self, mut record: KeyServerRecord) -> StoreResult<KeyServerRecord> {
+        let label = client_key_label(&record.name);
+        record.client_key = sealing::open(&self.sealing, &label, &record.client_key)?
+            .as_str()
+            .to_owned();
+        Ok(record)
     }
 
     fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
@@ -735,20 +794,29 @@ impl Store for SqliteStore {
     }
 
     fn add_key_server(&self, k: &KeyServerRecord) -> StoreResult<()> {
+        let client_key = match self.sealing.first() {
+            Some(key) => key.seal(&client_key_label(&k.name), &k.client_key)?,
+            None => k.client_key.clone(),
+        };
         self.insert(
             "INSERT INTO key_servers (name, endpoints, client_certificate, client_key, ca_certificates, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![k.name, json(&k.endpoints)?, k.client_certificate, k.client_key, k.ca_certificates, k.created_at],
+            params![k.name, json(&k.endpoints)?, k.client_certificate, client_key, k.ca_certificates, k.created_at],
             &format!("key server {}", k.name),
             "",
         )
     }
 
     fn get_key_server(&self, name: &str) -> StoreResult<Option<KeyServerRecord>> {
-        self.one("SELECT * FROM key_servers WHERE name = ?1", [name])
+        self.one("SELECT * FROM key_servers WHERE name = ?1", [name])?
+            .map(|r| self.open_key_server(r))
+            .transpose()
     }
 
     fn list_key_servers(&self) -> StoreResult<Vec<KeyServerRecord>> {
-        self.all("SELECT * FROM key_servers ORDER BY name", [])
+        self.all("SELECT * FROM key_servers ORDER BY name", [])?
+            .into_iter()
+            .map(|r| self.open_key_server(r))
+            .collect()
     }
 
     fn delete_key_server(&self, name: &str) -> StoreResult<()> {
