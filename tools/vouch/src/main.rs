@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod bridge;
 mod client;
@@ -20,6 +20,7 @@ mod image_cmd;
 mod manage;
 mod output;
 mod quote;
+mod software_cmd;
 
 use client::ServerOpts;
 use manage::{
@@ -95,6 +96,16 @@ enum Command {
     Events(EventsArgs),
     /// Copy bytes between a board's serial port and vouchd's agent port.
     Bridge(bridge::BridgeArgs),
+    /// Print vouch's completion script for a shell, e.g. `vouch completions bash`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write vouch's man pages into DIR: vouch.1 and one page per subcommand (vouch-host-add.1).
+    Manpages {
+        /// The directory (created if missing), e.g. /usr/share/man/man1.
+        dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -172,6 +183,25 @@ pub(crate) fn read_file(path: &Path, what: &str) -> Result<Vec<u8>, Failure> {
     })
 }
 
+/// Prints the completion script for `shell`.
+fn completions(shell: clap_complete::Shell) -> Result<(), Failure> {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "vouch", &mut script);
+    output::stdout(&String::from_utf8_lossy(&script))
+}
+
+/// Writes the man pages of every command into `dir`.
+fn manpages(dir: &Path) -> Result<(), Failure> {
+    let failed = |e: std::io::Error| {
+        Failure::Input(format!(
+            "cannot write man pages into {}: {e}",
+            dir.display()
+        ))
+    };
+    std::fs::create_dir_all(dir).map_err(failed)?;
+    clap_mangen::generate_to(Cli::command(), dir).map_err(failed)
+}
+
 /// Parses the command line. `--help` and `--version` print to standard output (exit 0, or 2
 /// when it cannot be written); a usage error prints to standard error (exit 2).
 fn parse_args() -> Result<Cli, ExitCode> {
@@ -223,6 +253,8 @@ fn main() -> ExitCode {
         Command::Status { host } => manage::status(server, host.as_deref()),
         Command::Events(args) => manage::events(server, &args),
         Command::Bridge(args) => bridge::run(&args),
+        Command::Completions { shell } => completions(shell),
+        Command::Manpages { dir } => manpages(&dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -257,6 +257,10 @@ pub enum SoftwareCmd {
         #[arg(long)]
         version: Option<String>,
     },
+    /// Derive a software version from a reference host's TCG event log: the PCR values and
+    /// event digests a host that boots the same way presents. Prints it as JSON (what
+    /// `software add` reads), or with --cluster uploads it to vouchd.
+    FromEventlog(crate::software_cmd::FromEventlogArgs),
     /// List a cluster's accepted software versions.
     List {
         #[command(flatten)]
@@ -890,9 +894,10 @@ pub fn ek_remove(opts: &ServerOpts, c: &ClusterArg, ek_hash: &str) -> Result<(),
 }
 
 pub fn software(opts: &ServerOpts, cmd: &SoftwareCmd) -> Result<(), Failure> {
-    let api = connect(opts)?;
     match cmd {
+        SoftwareCmd::FromEventlog(args) => crate::software_cmd::from_eventlog(args, opts)?,
         SoftwareCmd::Add { c, file, version } => {
+            let api = connect(opts)?;
             let text = read_text(file, "software version")?;
             let body: Value = serde_json::from_str(&text).map_err(|e| {
                 Failure::Input(format!(
@@ -903,6 +908,7 @@ pub fn software(opts: &ServerOpts, cmd: &SoftwareCmd) -> Result<(), Failure> {
             upload_software(&api, &c.cluster, body, version.as_deref())?;
         }
         SoftwareCmd::List { c } => {
+            let api = connect(opts)?;
             let v: Vec<SoftwareVersionRecord> = api.get(&format!(
                 "/v1/clusters/{}/software-versions",
                 seg(&c.cluster)
@@ -916,6 +922,7 @@ pub fn software(opts: &ServerOpts, cmd: &SoftwareCmd) -> Result<(), Failure> {
             });
         }
         SoftwareCmd::Remove { c, version } => {
+            let api = connect(opts)?;
             api.delete(&format!(
                 "/v1/clusters/{}/software-versions/{}",
                 seg(&c.cluster),

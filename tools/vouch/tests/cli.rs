@@ -389,3 +389,37 @@ fn credential_make_writes_tpm2_tools_format() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("AK refused"), "{}", stderr(&o));
 }
+
+#[test]
+fn version_completions_and_man_pages_come_from_the_command_line() {
+    let o = vouch(&["--version"]);
+    assert!(o.status.success());
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("vouch {}", env!("CARGO_PKG_VERSION"))
+    );
+
+    let o = vouch(&["completions", "bash"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let script = stdout(&o);
+    assert!(script.contains("from-eventlog"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("vouch.bash");
+    std::fs::write(&file, &script).unwrap();
+    let parsed = Command::new("bash").arg("-n").arg(&file).output().unwrap();
+    assert!(parsed.status.success(), "{}", stderr(&parsed));
+    for shell in ["zsh", "fish"] {
+        let o = vouch(&["completions", shell]);
+        assert!(o.status.success() && !o.stdout.is_empty(), "{shell}");
+    }
+    let o = vouch(&["completions", "tcsh"]);
+    assert_eq!(o.status.code(), Some(2));
+
+    let man = dir.path().join("man1");
+    let o = vouch(&["manpages", man.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let page = std::fs::read_to_string(man.join("vouch.1")).unwrap();
+    assert!(page.contains(".TH vouch 1"), "{page}");
+    let sub = std::fs::read_to_string(man.join("vouch-software-from-eventlog.1")).unwrap();
+    assert!(sub.contains("\\-\\-bank"), "{sub}");
+}

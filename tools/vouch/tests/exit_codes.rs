@@ -174,6 +174,10 @@ fn image_add(file: &str) -> Vec<String> {
     ])
 }
 
+fn from_eventlog(file: &str) -> Vec<String> {
+    args(&["software", "from-eventlog", file, "--version", "1.0"])
+}
+
 /// The table: for each command, its cell in each class.
 fn table(i: &Inputs) -> Vec<(&'static str, Vec<Cell>)> {
     use Cell::{NotApplicable as Na, Run};
@@ -276,6 +280,30 @@ fn table(i: &Inputs) -> Vec<(&'static str, Vec<Cell>)> {
                 Run(image_add(&i.raw_image), 2),
                 Run(image_add(&i.raw_image), 2),
                 Run(image_add(&i.bad_elf), 2),
+            ],
+        ),
+        (
+            "software from-eventlog",
+            vec![
+                Run(from_eventlog(&log), 0),
+                Na("from-eventlog computes reference values; it checks nothing against a policy"),
+                Run(from_eventlog(&i.garbage), 2),
+                Run(from_eventlog(MISSING), 2),
+                Run(from_eventlog(&log), 2),
+                Run(from_eventlog(&log), 2),
+                Run(from_eventlog(&i.garbage), 2),
+            ],
+        ),
+        (
+            "completions",
+            vec![
+                Run(args(&["completions", "bash"]), 0),
+                Na("completions take no input"),
+                Run(args(&["completions", "tcsh"]), 2),
+                Na("completions take no input"),
+                Run(args(&["completions", "bash"]), 2),
+                Run(args(&["completions", "bash"]), 2),
+                Run(args(&["completions", "tcsh"]), 2),
             ],
         ),
         ("--help", help(&["--help"])),

@@ -333,6 +333,43 @@ fn clusters_trust_software_hosts_and_status() {
     let from_file: Value = serde_json::from_slice(&std::fs::read(&sw).unwrap()).unwrap();
     assert_eq!(versions[0]["reference"], from_file);
     v.ok(&["software", "remove", "--cluster", "lab", "v2"]);
+    // A Linux host's, from a reference host's event log.
+    let log = format!(
+        "{}/../../testdata/eventlogs/tpm2-tools/event-gce-ubuntu-2104-log.bin",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    assert!(
+        v.ok(&[
+            "software",
+            "from-eventlog",
+            &log,
+            "--version",
+            "ubuntu",
+            "--pcrs",
+            "0,7",
+            "--bank",
+            "sha256",
+            "--cluster",
+            "lab",
+        ])
+        .contains("software version ubuntu accepted in cluster lab")
+    );
+    let versions = v.json(&["software", "list", "--cluster", "lab"]);
+    let ubuntu = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "ubuntu")
+        .unwrap();
+    assert_eq!(
+        ubuntu["reference"]["pcrs"]["sha256"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["0", "7"]
+    );
+    v.ok(&["software", "remove", "--cluster", "lab", "ubuntu"]);
 
     // Hosts need a registered management server's signature.
     let key = v.path("ms.key");

@@ -4,6 +4,7 @@
 //! [`setup::ensure`], which installs missing system packages (as root) or prints the exact
 //! commands to run (otherwise).
 
+mod deb;
 mod elf;
 mod firmware;
 mod setup;
@@ -35,6 +36,10 @@ Verbs:
   qemu               build the firmware and boot the mps2-an386 board in QEMU with swtpm
   bench              the verifier's criterion benchmarks, pinned to one core
   fuzz [SECONDS]      run every cargo-fuzz target (fuzz/) for SECONDS each (default 60)
+  deb [--debug] [--bin-dir DIR] [--out DIR]
+                     build the Debian packages vouchd and vouch (release build unless
+                     --debug; --bin-dir: package these binaries, no build) into
+                     target/debian (or --out); prints their paths (packaging/README.md)
   help               this text
 
 Boards: mps2-an386 (QEMU), rp-pico-slb9670, nucleo-f401re-i2c (firmware/boards/<name>/README.md)
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
         "qemu" => test::demo(&["--board-only"]),
         "bench" => test::bench(rest),
         "fuzz" => test::fuzz(rest),
+        "deb" => deb::run(rest),
         "help" | "--help" | "-h" => {
             print!("{HELP}");
             Ok(())

@@ -25,6 +25,8 @@ const APT_PACKAGES: &[&str] = &[
     "gnutls-bin",
     // libFuzzer (cargo fuzz) is C++.
     "g++",
+    // systemd-analyze: the Debian package's test verifies vouchd's unit with it.
+    "systemd",
     "rustc-web",
     "cargo-web",
     "rust-web-src",
@@ -62,6 +64,9 @@ fn missing_system() -> Vec<Missing> {
                 "`{program}` (swtpm, swtpm-tools, tpm2-tools, gnutls-bin, g++)"
             )));
         }
+    }
+    if !shell::on_path("systemd-analyze") {
+        missing.push(Missing("`systemd-analyze` (systemd)".into()));
     }
     match qemu_major() {
         Some(major) if major >= MIN_QEMU_MAJOR => {}

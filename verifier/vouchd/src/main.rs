@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 use vouchd::config::Config;
 
@@ -28,6 +28,16 @@ enum Command {
         /// The configuration file (TOML); defaults apply when omitted.
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+    },
+    /// Print vouchd's completion script for a shell, e.g. `vouchd completions bash`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write vouchd's man pages into DIR: vouchd.1 and one page per subcommand.
+    Manpages {
+        /// The directory (created if missing), e.g. /usr/share/man/man1.
+        dir: PathBuf,
     },
 }
 
@@ -65,6 +75,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()?;
             runtime.block_on(serve(config))
         }
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "vouchd", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Manpages { dir } => std::fs::create_dir_all(&dir)
+            .and_then(|()| clap_mangen::generate_to(Cli::command(), &dir))
+            .map_err(|e| anyhow::anyhow!("cannot write man pages into {}: {e}", dir.display())),
     }
 }
 
