@@ -247,7 +247,7 @@ impl Api {
         if self.json
             && let Some(e) = &error
         {
-            println!("{}", pretty(e));
+            crate::output::emit_line(format_args!("{}", pretty(e)));
         }
         let (code, reason) = match error {
             Some(e) => (e.error, e.reason),

@@ -464,14 +464,14 @@ pub fn token(opts: &ServerOpts, cmd: &TokenCmd) -> Result<(), Failure> {
             let t: CreatedToken =
                 api.post(&format!("/v1/principals/{}/tokens", seg(principal)), &body)?;
             if api.json {
-                println!("{}", pretty(&t));
+                crate::output::emit_line(format_args!("{}", pretty(&t)));
             } else {
                 // The secret alone on stdout, so `VOUCH_TOKEN=$(vouch token create p)` works.
-                eprintln!(
+                crate::output::stderr(format_args!(
                     "token {} for {} (shown this once; keep it secret):",
                     t.id, t.principal
-                );
-                println!("{}", t.token);
+                ));
+                crate::output::emit_line(format_args!("{}", t.token));
             }
         }
         TokenCmd::List { principal } => {
@@ -583,12 +583,12 @@ fn keygen(id: &str, key: &Path, cert: &Path) -> Result<(), Failure> {
     let certificate = params.self_signed(&pair).map_err(fail)?;
     write_new(key, pair.serialize_pem().as_bytes(), 0o600)?;
     write_new(cert, certificate.pem().as_bytes(), 0o644)?;
-    println!(
+    crate::output::emit_line(format_args!(
         "wrote {} and {}; register it with: vouch management-server add {id} {}",
         key.display(),
         cert.display(),
         cert.display()
-    );
+    ));
     Ok(())
 }
 
@@ -1104,10 +1104,10 @@ pub fn host(opts: &ServerOpts, cmd: &HostCmd) -> Result<(), Failure> {
             let ek_hash = resolve_host(&api, host, None)?;
             let t: HostToken = api.get(&format!("/v1/hosts/{}/token", seg(&ek_hash)))?;
             if api.json {
-                println!("{}", pretty(&t));
+                crate::output::emit_line(format_args!("{}", pretty(&t)));
             } else {
-                eprintln!("expires {}", utc(t.expires_at));
-                println!("{}", t.token);
+                crate::output::stderr(format_args!("expires {}", utc(t.expires_at)));
+                crate::output::emit_line(format_args!("{}", t.token));
             }
         }
     }
@@ -1202,9 +1202,9 @@ pub fn status(opts: &ServerOpts, host: Option<&str>) -> Result<(), Failure> {
                 .map(|h| host_status_of(&api, &h.ek_hash))
                 .collect::<Result<Vec<_>, _>>()?;
             if api.json {
-                println!("{}", pretty(&statuses));
+                crate::output::emit_line(format_args!("{}", pretty(&statuses)));
             } else if statuses.is_empty() {
-                println!("no hosts; add one with `vouch host add`");
+                crate::output::emit_line(format_args!("no hosts; add one with `vouch host add`"));
             } else {
                 let rows = statuses
                     .iter()
@@ -1219,7 +1219,7 @@ pub fn status(opts: &ServerOpts, host: Option<&str>) -> Result<(), Failure> {
                         ]
                     })
                     .collect();
-                print!(
+                crate::output::emit(format_args!(
                     "{}",
                     table(
                         &[
@@ -1232,7 +1232,7 @@ pub fn status(opts: &ServerOpts, host: Option<&str>) -> Result<(), Failure> {
                         ],
                         rows
                     )
-                );
+                ));
             }
         }
     }
@@ -1306,9 +1306,9 @@ pub fn events(opts: &ServerOpts, args: &EventsArgs) -> Result<(), Failure> {
     loop {
         for e in &v {
             if api.json {
-                println!("{}", compact(e));
+                crate::output::emit_line(format_args!("{}", compact(e)));
             } else {
-                println!("{}", row(e).join("  "));
+                crate::output::emit_line(format_args!("{}", row(e).join("  ")));
             }
             after = after.max(e.id);
         }
@@ -1327,27 +1327,30 @@ struct Done {
 
 fn ok(api: &Api, message: &str) {
     if api.json {
-        println!("{}", compact(&Done { ok: true }));
+        crate::output::emit_line(format_args!("{}", compact(&Done { ok: true })));
     } else {
-        println!("{message}");
+        crate::output::emit_line(format_args!("{message}"));
     }
 }
 
 fn done(api: &Api, v: &impl Serialize, human: impl FnOnce() -> String) {
     if api.json {
-        println!("{}", pretty(v));
+        crate::output::emit_line(format_args!("{}", pretty(v)));
     } else {
-        println!("{}", human());
+        crate::output::emit_line(format_args!("{}", human()));
     }
 }
 
 fn list<T: Serialize>(api: &Api, items: &[T], headers: &[&str], row: impl Fn(&T) -> Vec<String>) {
     if api.json {
-        println!("{}", pretty(&items));
+        crate::output::emit_line(format_args!("{}", pretty(&items)));
     } else if items.is_empty() {
-        println!("(none)");
+        crate::output::emit_line(format_args!("(none)"));
     } else {
-        print!("{}", table(headers, items.iter().map(row).collect()));
+        crate::output::emit(format_args!(
+            "{}",
+            table(headers, items.iter().map(row).collect())
+        ));
     }
 }
 

@@ -30,3 +30,20 @@ pub(crate) fn stdout_line(text: impl std::fmt::Display) -> Result<(), Failure> {
 pub(crate) fn stderr(text: impl std::fmt::Display) {
     let _ = writeln!(io::stderr().lock(), "{text}");
 }
+
+/// Writes a result for the management commands, whose printing sits deep in their helpers:
+/// when standard output cannot take it, says so on standard error and exits 2, as
+/// [`stdout`]'s callers do, instead of panicking as `print!` does.
+pub(crate) fn emit(text: impl std::fmt::Display) {
+    let mut all = String::new();
+    let _ = write!(all, "{text}");
+    if let Err(Failure::Input(why) | Failure::Refused(why)) = stdout(&all) {
+        stderr(format_args!("vouch: {why}"));
+        std::process::exit(2);
+    }
+}
+
+/// [`emit`] with a newline.
+pub(crate) fn emit_line(text: impl std::fmt::Display) {
+    emit(format_args!("{text}\n"));
+}

@@ -735,3 +735,29 @@ fn offline_commands_keep_their_options() {
         stderr(&o)
     );
 }
+
+/// A management command whose standard output is full (or closed) exits 2 with the reason,
+/// never panicking (exit 101).
+#[test]
+fn management_output_to_a_full_stdout_exits_2() {
+    let v = vouchd();
+    for args in [
+        &["whoami"][..],
+        &["cluster", "list"][..],
+        &["cluster", "list", "--json"][..],
+    ] {
+        let full = std::fs::File::options()
+            .write(true)
+            .open("/dev/full")
+            .unwrap();
+        let o = bare(args)
+            .env("VOUCH_SERVER", &v.url)
+            .env("VOUCH_FINGERPRINT", &v.fingerprint)
+            .env("VOUCH_TOKEN", &v.admin)
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(2), "vouch {args:?}: {}", stderr(&o));
+        assert!(stderr(&o).contains("cannot write"), "{}", stderr(&o));
+    }
+}
