@@ -532,12 +532,13 @@ fn clusters_trust_software_hosts_and_status() {
         .unwrap();
     let one = v.ok(&["status", "board-1"]);
     assert!(one.starts_with("board-1  ATTESTED"), "{one}");
+    // The record is 60 s old when made; a slow machine may take a few seconds more.
     assert!(
-        one.contains("(60s ago)") || one.contains("(61s ago)"),
+        (60..=70).any(|s| one.contains(&format!("({s}s ago)"))),
         "{one}"
     );
     assert!(
-        one.contains("valid until") && one.contains("(in 4m)"),
+        one.contains("valid until") && (one.contains("(in 4m)") || one.contains("(in 3m)")),
         "{one}"
     );
     assert!(one.contains("last result  attested: v1"), "{one}");
