@@ -453,12 +453,18 @@ async fn refusal_flood() {
         .await;
         a.refused(RefusalKind::Version).await;
     }
-    let events = h.running.state.store.list_events(0, 1000).unwrap();
-    let refused = events.iter().filter(|e| e.kind == "agent.refused").count();
-    assert_eq!(
-        refused,
-        usize::try_from(Config::default().agent_refusal_events_per_minute).unwrap()
-    );
+    // Each event is stored as its session ends: wait for the sessions to finish.
+    let limit = usize::try_from(Config::default().agent_refusal_events_per_minute).unwrap();
+    let refused = || {
+        let events = h.running.state.store.list_events(0, 1000).unwrap();
+        events.iter().filter(|e| e.kind == "agent.refused").count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while refused() < limit && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(refused(), limit);
 }
 
 /// An AK that is not the bound one: challenged, and without the TPM the proof is wrong; the

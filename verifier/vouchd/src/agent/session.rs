@@ -22,7 +22,7 @@ use super::states::{
 use super::verdict::{self, Attested, Expected, Outcome, Submitted, Verdict};
 use crate::jwt::AttestationClaims;
 use crate::service::AppState;
-use crate::store::{self, Cluster, Host, HostState};
+use crate::store::{self, Cluster, Host};
 
 /// The answers to a message, or the refusal that ends the session.
 pub type Step = Result<Vec<VerifierMessage>, Refusal>;
@@ -534,21 +534,12 @@ impl Session {
             })
             .inc();
         let stored = record.clone();
-        let before = store::run(&self.state.store, move |s| s.record_attestation(&stored))
+        let recorded = store::run(&self.state.store, move |s| s.record_attestation(&stored))
             .await
             .map_err(Refusal::internal)?;
-        let after = if record.attested {
-            HostState::Attested
-        } else {
-            HostState::NotAttested
-        };
-        if before != after {
-            self.event(
-                "host.state_changed",
-                &record.ek_hash,
-                serde_json::json!({"cluster": record.cluster, "from": before, "to": after, "reason": record.reason}),
-            )
-            .await;
+        // The state change's event was stored with the result, in the same transaction.
+        if let Some(event) = recorded.event {
+            crate::service::events::announce(&self.state, event);
         }
         Ok(())
     }
@@ -600,6 +591,7 @@ mod tests {
     use super::*;
     use crate::config::Config;
     use crate::jwt::Signer;
+    use crate::store::HostState;
     use crate::store::sqlite::SqliteStore;
     use crate::store::{CaCert, Host, SoftwareVersionRecord, Store};
     use rustls::pki_types::CertificateDer;

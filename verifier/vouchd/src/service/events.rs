@@ -84,28 +84,31 @@ impl RateLimit {
     }
 }
 
-/// Logs, stores and (if configured) posts an event.
-pub async fn record(state: &AppState, kind: &str, subject: &str, detail: serde_json::Value) {
-    tracing::info!(kind, subject, %detail, "event");
-    let at = crate::now();
-    let (k, s, d) = (kind.to_owned(), subject.to_owned(), detail.clone());
-    let id = match store::run(&state.store, move |st| st.add_event(at, &k, &s, &d)).await {
-        Ok(id) => id,
-        Err(e) => {
-            tracing::error!(error = %e, kind, subject, "cannot record an event");
-            return;
-        }
-    };
+/// Logs and (if configured) posts an event already stored.
+pub fn announce(state: &AppState, event: Event) {
+    tracing::info!(kind = %event.kind, subject = %event.subject, detail = %event.detail, "event");
     if let Some(hook) = &state.webhook {
         let hook = std::sync::Arc::clone(hook);
-        let event = Event {
-            id,
-            at,
-            kind: kind.to_owned(),
-            subject: subject.to_owned(),
-            detail,
-        };
         tokio::spawn(async move { hook.deliver(&event).await });
+    }
+}
+
+/// Logs, stores and (if configured) posts an event.
+pub async fn record(state: &AppState, kind: &str, subject: &str, detail: serde_json::Value) {
+    let at = crate::now();
+    let (k, s, d) = (kind.to_owned(), subject.to_owned(), detail.clone());
+    match store::run(&state.store, move |st| st.add_event(at, &k, &s, &d)).await {
+        Ok(id) => announce(
+            state,
+            Event {
+                id,
+                at,
+                kind: kind.to_owned(),
+                subject: subject.to_owned(),
+                detail,
+            },
+        ),
+        Err(e) => tracing::error!(error = %e, kind, subject, %detail, "cannot record an event"),
     }
 }
 

@@ -125,6 +125,25 @@ pub struct KeyServerRecord {
     pub created_at: i64,
 }
 
+/// What recording a result did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recorded {
+    /// The host's state before.
+    pub before: HostState,
+    /// The `host.state_changed` event stored with the result, when the state changed.
+    pub event: Option<Event>,
+}
+
+/// The detail of a `host.state_changed` event.
+pub fn state_change_detail(
+    cluster: &str,
+    from: HostState,
+    to: HostState,
+    reason: Option<&str>,
+) -> serde_json::Value {
+    serde_json::json!({"cluster": cluster, "from": from, "to": to, "reason": reason})
+}
+
 /// Everything vouchd keeps. Implementations are blocking; call them through [`run`].
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every committed write durable in the main database file (SQLite: a WAL
@@ -197,8 +216,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// host's AK; cleared when a new AK is bound.
     fn host_clock(&self, ek_hash: &str) -> StoreResult<Option<String>>;
     fn set_host_clock(&self, ek_hash: &str, clock: &str) -> StoreResult<()>;
-    /// Stores a result and sets the host's state from it, atomically; returns the state before.
-    fn record_attestation(&self, record: &AttestationRecord) -> StoreResult<HostState>;
+    /// Stores a result, sets the host's state from it and, when the state changes, stores the
+    /// `host.state_changed` event — all in one transaction, so a crash keeps all or none.
+    fn record_attestation(&self, record: &AttestationRecord) -> StoreResult<Recorded>;
     /// Sets a host's state without a new result (an attestation expired); returns the state
     /// before.
     fn set_host_state(&self, ek_hash: &str, state: HostState) -> StoreResult<HostState>;

@@ -709,7 +709,7 @@ impl Store for SqliteStore {
         )
     }
 
-    fn record_attestation(&self, a: &AttestationRecord) -> StoreResult<HostState> {
+    fn record_attestation(&self, a: &AttestationRecord) -> StoreResult<super::Recorded> {
         let state = if a.attested {
             HostState::Attested
         } else {
@@ -747,7 +747,28 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(backend)?;
-            Ok(before)
+            let event = if before == state {
+                None
+            } else {
+                let detail = super::state_change_detail(&a.cluster, before, state, a.reason.as_deref());
+                let kind = "host.state_changed";
+                let id = tx
+                    .prepare_cached(
+                        "INSERT INTO events (at, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut stmt| {
+                        stmt.insert(params![a.at, kind, a.ek_hash, detail.to_string()])
+                    })
+                    .map_err(backend)?;
+                Some(Event {
+                    id,
+                    at: a.at,
+                    kind: kind.into(),
+                    subject: a.ek_hash.clone(),
+                    detail,
+                })
+            };
+            Ok(super::Recorded { before, event })
         })
     }
 

@@ -274,7 +274,15 @@ fn attestation_results_set_host_state() {
         valid_until: Some(700),
         token: Some("jwt".into()),
     };
-    assert_eq!(s.record_attestation(&ok).unwrap(), HostState::Unknown);
+    let recorded = s.record_attestation(&ok).unwrap();
+    assert_eq!(recorded.before, HostState::Unknown);
+    // The state change's event is stored with the result, in the same transaction.
+    let event = recorded.event.unwrap();
+    assert_eq!(event.kind, "host.state_changed");
+    assert_eq!(event.subject, "aa");
+    assert_eq!(event.detail["from"], "unknown");
+    assert_eq!(event.detail["to"], "attested");
+    assert_eq!(s.list_events(0, 10).unwrap(), vec![event]);
     let h = s.get_host("aa").unwrap().unwrap();
     assert_eq!(h.state, HostState::Attested);
     assert_eq!(h.attested_at, Some(100));
@@ -289,12 +297,21 @@ fn attestation_results_set_host_state() {
         token: None,
         ..ok.clone()
     };
-    assert_eq!(s.record_attestation(&bad).unwrap(), HostState::Attested);
+    let recorded = s.record_attestation(&bad).unwrap();
+    assert_eq!(recorded.before, HostState::Attested);
+    assert_eq!(recorded.event.unwrap().detail["reason"], "PCR 7 differs");
+    // The same state again: no event.
+    let again = AttestationRecord {
+        at: 201,
+        ..bad.clone()
+    };
+    assert_eq!(s.record_attestation(&again).unwrap().event, None);
+    assert_eq!(s.list_events(0, 10).unwrap().len(), 2);
     assert_eq!(
         s.get_host("aa").unwrap().unwrap().state,
         HostState::NotAttested
     );
-    assert_eq!(s.list_attestations("aa", 10).unwrap(), vec![bad, ok]);
+    assert_eq!(s.list_attestations("aa", 10).unwrap(), vec![again, bad, ok]);
     assert_eq!(
         s.set_host_state("aa", HostState::Unknown).unwrap(),
         HostState::NotAttested
