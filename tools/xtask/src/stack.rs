@@ -301,6 +301,10 @@ pub fn bound(elf: &[u8], fpu: bool) -> Result<StackBound, String> {
         }
     }
 
+    // Software never calls the reset or exception handlers: a stored value that happens to
+    // equal one of their addresses (a constant in read-only data) is not a call target.
+    address_taken.retain(|a| *a != reset && !exception_roots.contains(a));
+
     let word = |addr: u32| {
         sections
             .iter()
