@@ -301,9 +301,10 @@ pub fn bound(elf: &[u8], fpu: bool) -> Result<StackBound, String> {
         }
     }
 
-    // Software never calls the reset or exception handlers: a stored value that happens to
-    // equal one of their addresses (a constant in read-only data) is not a call target.
-    address_taken.retain(|a| *a != reset && !exception_roots.contains(a));
+    // Software never calls the reset or exception handlers: a value that happens to equal one
+    // of their addresses (a constant in read-only data or a literal pool) is not a call target.
+    let handlers_only: BTreeSet<u32> = handlers.iter().copied().collect();
+    address_taken.retain(|a| !handlers_only.contains(a));
 
     let word = |addr: u32| {
         sections
@@ -321,6 +322,7 @@ pub fn bound(elf: &[u8], fpu: bool) -> Result<StackBound, String> {
         functions: &functions,
         graph: &graph,
         address_taken: &address_taken,
+        not_called: &handlers_only,
         memo: HashMap::new(),
         on_path: Vec::new(),
         cycle: Vec::new(),
@@ -372,6 +374,8 @@ struct Walk<'g, 'a> {
     functions: &'g BTreeMap<u32, Function<'a>>,
     graph: &'g BTreeMap<u32, Calls>,
     address_taken: &'g BTreeSet<u32>,
+    /// The reset and exception handlers, which no software calls.
+    not_called: &'g BTreeSet<u32>,
     /// Deepest stack from a function down, and the callee on that path.
     memo: HashMap<u32, (u64, Option<u32>)>,
     on_path: Vec<u32>,
@@ -407,6 +411,7 @@ impl Walk<'_, '_> {
             self.indirect.insert(f);
             callees.extend(self.address_taken.iter().copied());
         }
+        callees.retain(|c| !self.not_called.contains(c));
         self.on_path.push(f);
         let mut best = (0u64, None);
         let mut cyclic = false;
