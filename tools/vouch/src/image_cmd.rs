@@ -64,26 +64,12 @@ pub fn add(args: &AddArgs, server: &ServerOpts) -> Result<(), Failure> {
         config: &config,
     };
     let version = software_version(&args.version, &boot).map_err(Failure::Input)?;
-    let json = serde_json::to_string_pretty(&version)
-        .map_err(|e| Failure::Input(format!("cannot encode the software version: {e}")))?;
-    // Connect before writing anything, so that bad server options change nothing.
-    let api = args
-        .cluster
-        .as_ref()
-        .map(|_| Api::connect(server, true))
-        .transpose()?;
-    match &args.output {
-        Some(path) => std::fs::write(path, json.clone() + "\n")
-            .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))?,
-        None if api.is_none() => crate::output::stdout_line(&json)?,
-        None => {}
-    }
-    if let (Some(api), Some(cluster)) = (&api, &args.cluster) {
-        let body = serde_json::to_value(&version)
-            .map_err(|e| Failure::Input(format!("cannot encode the software version: {e}")))?;
-        crate::manage::upload_software(api, cluster, body, None)?;
-    }
-    Ok(())
+    publish_software_version(
+        &version,
+        args.output.as_deref(),
+        args.cluster.as_deref(),
+        server,
+    )
 }
 
 fn pick(
@@ -99,4 +85,30 @@ fn pick(
             "the image does not carry {symbol}; give it with {flag_name}"
         ))),
     }
+}
+
+/// Prints a software version (or writes it to `output`), and uploads it to `cluster` when
+/// one is given: what `image add` and `software from-eventlog` do with the version they derive.
+pub fn publish_software_version(
+    version: &impl serde::Serialize,
+    output: Option<&std::path::Path>,
+    cluster: Option<&str>,
+    server: &ServerOpts,
+) -> Result<(), Failure> {
+    let json = serde_json::to_string_pretty(version)
+        .map_err(|e| Failure::Input(format!("cannot encode the software version: {e}")))?;
+    // Connect before writing anything, so that bad server options change nothing.
+    let api = cluster.map(|_| Api::connect(server, true)).transpose()?;
+    match output {
+        Some(path) => std::fs::write(path, json.clone() + "\n")
+            .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))?,
+        None if api.is_none() => crate::output::stdout_line(&json)?,
+        None => {}
+    }
+    if let (Some(api), Some(cluster)) = (&api, cluster) {
+        let body = serde_json::to_value(version)
+            .map_err(|e| Failure::Input(format!("cannot encode the software version: {e}")))?;
+        crate::manage::upload_software(api, cluster, body, None)?;
+    }
+    Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use vouch::reference::from_event_log;
 use vouch_attest::HashAlg;
 
-use crate::client::{Api, ServerOpts};
+use crate::client::ServerOpts;
 use crate::{Failure, read_file};
 
 #[derive(Debug, clap::Args)]
@@ -39,24 +39,10 @@ pub fn from_eventlog(args: &FromEventlogArgs, server: &ServerOpts) -> Result<(),
     let bytes = read_file(&args.log, "event log")?;
     let version = from_event_log(&args.version, &bytes, args.pcrs.as_deref(), args.bank)
         .map_err(|e| Failure::Input(format!("{}: {e}", args.log.display())))?;
-    let json = serde_json::to_string_pretty(&version)
-        .map_err(|e| Failure::Input(format!("cannot encode the software version: {e}")))?;
-    // Connect before writing anything, so that bad server options change nothing.
-    let api = args
-        .cluster
-        .as_ref()
-        .map(|_| Api::connect(server, true))
-        .transpose()?;
-    match &args.output {
-        Some(path) => std::fs::write(path, json.clone() + "\n")
-            .map_err(|e| Failure::Input(format!("cannot write {}: {e}", path.display())))?,
-        None if api.is_none() => crate::output::stdout_line(&json)?,
-        None => {}
-    }
-    if let (Some(api), Some(cluster)) = (&api, &args.cluster) {
-        let body = serde_json::to_value(&version)
-            .map_err(|e| Failure::Input(format!("cannot encode the software version: {e}")))?;
-        crate::manage::upload_software(api, cluster, body, None)?;
-    }
-    Ok(())
+    crate::image_cmd::publish_software_version(
+        &version,
+        args.output.as_deref(),
+        args.cluster.as_deref(),
+        server,
+    )
 }
