@@ -11,49 +11,38 @@ mod common;
 
 use std::time::Duration;
 
-use common::{config, harness};
+use common::{AgentLink, config, harness};
 use heapless::Vec as HVec;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpStream;
-use vouch_proto::frame::{self, FrameReader, MAX_FRAME};
+use tokio::io::AsyncWriteExt as _;
+use vouch_proto::frame::MAX_FRAME;
 use vouch_proto::wire::{
     AgentMessage, BlobKind, Chunk, Enroll, Hello, RefusalKind, VerifierMessage, Welcome,
 };
 
-struct Agent {
-    tcp: TcpStream,
-    reader: Box<FrameReader<MAX_FRAME>>,
+/// The agent link with a strict reader: a read error fails the test.
+struct Agent(AgentLink);
+
+impl std::ops::Deref for Agent {
+    type Target = AgentLink;
+    fn deref(&self) -> &AgentLink {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut AgentLink {
+        &mut self.0
+    }
 }
 
 impl Agent {
     async fn connect(addr: std::net::SocketAddr) -> Self {
-        Self {
-            tcp: TcpStream::connect(addr).await.unwrap(),
-            reader: Box::default(),
-        }
-    }
-
-    async fn send(&mut self, m: &AgentMessage) {
-        let mut buf = vec![0u8; MAX_FRAME];
-        let bytes = frame::encode(m, &mut buf).unwrap();
-        self.tcp.write_all(bytes).await.unwrap();
+        Self(AgentLink::connect(addr).await)
     }
 
     /// The next message, or `None` when the verifier closed the connection.
     async fn recv(&mut self) -> Option<VerifierMessage> {
-        let mut byte = [0u8; 1];
-        loop {
-            let n = tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut byte))
-                .await
-                .expect("the verifier answered in time")
-                .unwrap();
-            if n == 0 {
-                return None;
-            }
-            if let Some(f) = self.reader.push(byte[0]) {
-                return Some(frame::decode(f.unwrap()).unwrap());
-            }
-        }
+        self.0.next().await.unwrap()
     }
 
     async fn expect_refusal(&mut self, kind: RefusalKind) -> String {
@@ -212,10 +201,7 @@ async fn many_sessions_at_once() {
             socket
                 .bind(std::net::SocketAddr::from(([127, 0, 3, 1 + n % 50], 0)))
                 .unwrap();
-            let mut a = Agent {
-                tcp: socket.connect(addr).await.unwrap(),
-                reader: Box::default(),
-            };
+            let mut a = Agent(AgentLink::over(socket.connect(addr).await.unwrap()));
             a.send(&hello(1, 1)).await;
             a.recv().await
         }));

@@ -16,14 +16,14 @@ mod common;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::{Harness, config, harness};
+use common::{AgentLink, Harness, config, harness};
 use heapless::Vec as HVec;
 use reqwest::{Method, StatusCode};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpSocket, TcpStream};
 use vouch_attest::ek::EkKey;
 use vouch_attest::tpm::Public;
-use vouch_proto::frame::{self, FrameReader, MAX_FRAME};
+use vouch_proto::frame::MAX_FRAME;
 use vouch_proto::wire::{
     ActivationProof, AgentMessage, BlobKind, Enroll, Evidence, Hello, RefusalKind, VerifierMessage,
 };
@@ -210,39 +210,29 @@ async fn assert_untouched(h: &Harness, victim: &Victim, before: &Snapshot) {
     assert_eq!(authorised.provider, "kp");
 }
 
-struct Agent {
-    tcp: TcpStream,
-    reader: Box<FrameReader<MAX_FRAME>>,
+/// The attacker's agent link: a reset counts as the verifier closing the connection.
+struct Agent(AgentLink);
+
+impl std::ops::Deref for Agent {
+    type Target = AgentLink;
+    fn deref(&self) -> &AgentLink {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Agent {
+    fn deref_mut(&mut self) -> &mut AgentLink {
+        &mut self.0
+    }
 }
 
 impl Agent {
     async fn connect(addr: SocketAddr) -> Self {
-        Self {
-            tcp: TcpStream::connect(addr).await.unwrap(),
-            reader: Box::default(),
-        }
-    }
-
-    async fn send(&mut self, m: &AgentMessage) {
-        let mut buf = vec![0u8; MAX_FRAME];
-        let bytes = frame::encode(m, &mut buf).unwrap();
-        self.tcp.write_all(bytes).await.unwrap();
+        Self(AgentLink::connect(addr).await)
     }
 
     async fn recv(&mut self) -> Option<VerifierMessage> {
-        let mut byte = [0u8; 1];
-        loop {
-            let n = tokio::time::timeout(Duration::from_secs(10), self.tcp.read(&mut byte))
-                .await
-                .expect("the verifier answered in time")
-                .unwrap_or(0);
-            if n == 0 {
-                return None;
-            }
-            if let Some(f) = self.reader.push(byte[0]) {
-                return Some(frame::decode(f.unwrap()).unwrap());
-            }
-        }
+        self.0.next().await.unwrap_or(None)
     }
 
     /// Expects a refusal of `kind`; returns the reason the agent was told.

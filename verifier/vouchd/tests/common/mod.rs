@@ -165,3 +165,49 @@ pub fn tpm_ca_pem(name: &str) -> String {
     ];
     params.self_signed(&key_pair).unwrap().pem()
 }
+
+/// An agent's end of the agent link over TCP: frames out, frames in.
+pub struct AgentLink {
+    pub tcp: tokio::net::TcpStream,
+    reader: Box<vouch_proto::frame::FrameReader<{ vouch_proto::frame::MAX_FRAME }>>,
+}
+
+impl AgentLink {
+    pub async fn connect(addr: std::net::SocketAddr) -> Self {
+        Self::over(tokio::net::TcpStream::connect(addr).await.unwrap())
+    }
+
+    /// The link over a connection made otherwise (from a chosen source address, say).
+    pub fn over(tcp: tokio::net::TcpStream) -> Self {
+        Self {
+            tcp,
+            reader: Box::default(),
+        }
+    }
+
+    pub async fn send(&mut self, m: &vouch_proto::wire::AgentMessage) {
+        use tokio::io::AsyncWriteExt as _;
+        let mut buf = vec![0u8; vouch_proto::frame::MAX_FRAME];
+        let bytes = vouch_proto::frame::encode(m, &mut buf).unwrap();
+        self.tcp.write_all(bytes).await.unwrap();
+    }
+
+    /// The next message: `Ok(None)` when the verifier closed the connection, `Err` when
+    /// reading failed (a reset). Waits at most 10 s.
+    pub async fn next(&mut self) -> std::io::Result<Option<vouch_proto::wire::VerifierMessage>> {
+        use tokio::io::AsyncReadExt as _;
+        let mut byte = [0u8; 1];
+        loop {
+            let n =
+                tokio::time::timeout(std::time::Duration::from_secs(10), self.tcp.read(&mut byte))
+                    .await
+                    .expect("the verifier answered in time")?;
+            if n == 0 {
+                return Ok(None);
+            }
+            if let Some(f) = self.reader.push(byte[0]) {
+                return Ok(Some(vouch_proto::frame::decode(f.unwrap()).unwrap()));
+            }
+        }
+    }
+}
