@@ -105,6 +105,12 @@ impl Verifier {
         Self::start_inner(reattest_interval_secs, None, tune)
     }
 
+    /// A vouchd as an operator first meets it: no management server registered yet (the
+    /// harness's own signing helpers need [`Verifier::start`]).
+    pub fn start_fresh(reattest_interval_secs: u64) -> Result<Self, HarnessError> {
+        Self::start_unregistered(reattest_interval_secs, None, |_| {}).map(|(verifier, _)| verifier)
+    }
+
     /// As [`Verifier::start`], with vouchd as its own process (the `vouchd` binary), which
     /// [`Verifier::kill`] can stop with SIGKILL.
     pub fn start_process(reattest_interval_secs: u64) -> Result<Self, HarnessError> {
@@ -116,11 +122,31 @@ impl Verifier {
         Self::start_inner(reattest_interval_secs, Some(process), |_| {})
     }
 
+    /// Starts vouchd and registers the harness's management server, whose key signs the
+    /// harness's host operations.
     fn start_inner(
         reattest_interval_secs: u64,
         process: Option<Process>,
         tune: impl FnOnce(&mut Config),
     ) -> Result<Self, HarnessError> {
+        let (verifier, certificate_pem) =
+            Self::start_unregistered(reattest_interval_secs, process, tune)?;
+        verifier.expect(
+            "POST",
+            "/v1/management-servers",
+            Some(json!({"id": MANAGEMENT_SERVER, "certificate_pem": certificate_pem})),
+            201,
+        )?;
+        Ok(verifier)
+    }
+
+    /// Starts vouchd; returns it and the PEM certificate of the harness's management server,
+    /// not yet registered.
+    fn start_unregistered(
+        reattest_interval_secs: u64,
+        process: Option<Process>,
+        tune: impl FnOnce(&mut Config),
+    ) -> Result<(Self, String), HarnessError> {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let dir = tempfile::Builder::new()
             .prefix("vouchd-")
@@ -159,13 +185,7 @@ impl Verifier {
         verifier.admin = verifier
             .boot()?
             .ok_or_else(|| failed("first start", "no bootstrap token"))?;
-        verifier.expect(
-            "POST",
-            "/v1/management-servers",
-            Some(json!({"id": MANAGEMENT_SERVER, "certificate_pem": certificate.pem()})),
-            201,
-        )?;
-        Ok(verifier)
+        Ok((verifier, certificate.pem()))
     }
 
     /// Starts vouchd; returns the bootstrap token on the first start of the data directory.

@@ -125,7 +125,7 @@ fn attestation() -> Result<(), String> {
     swtpm.restart(false).map_err(e)?;
 
     step(2, "the verifier: vouchd, off by default");
-    let verifier = Verifier::start(600).map_err(e)?;
+    let verifier = Verifier::start_fresh(600).map_err(e)?;
     println!(
         "  vouchd is serving; agents connect to {}",
         verifier.agent_addr()
