@@ -10,6 +10,9 @@
 //!   ([`PYKMIP_PINS`]): the real KMIP server `vouch-kmip`'s tests talk to. Created with Debian's
 //!   `/usr/bin/python3` (python3-venv), not whatever `python3` is first on PATH (a pyenv build,
 //!   say), so that a fresh Debian 12 machine gets the same interpreter.
+//! - postgresql: the real PostgreSQL the store and replica tests run against, each in a private
+//!   cluster of its own (initdb + pg_ctl in a temporary directory, as the `postgres` user, on a
+//!   loopback port; see `vouchd::testing::postgres`). Installing it starts no service.
 //! - openapi-spec-validator in a virtualenv at [`OPENAPI_VENV`], pinned ([`OPENAPI_PINS`]): an
 //!   independent OpenAPI 3 validator for the document vouchd serves.
 
@@ -30,12 +33,26 @@ const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "rust-web-src",
+    // The store and replica tests start private PostgreSQL clusters (initdb, pg_ctl).
+    "postgresql",
 ];
 const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-arm"];
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/vouch-backports.sources";
 /// Where the sysroot of Debian's rustc looks for the library source.
 const RUST_SRC_LINK: &str = "/usr/lib/rustlib/src/rust";
 const MIN_QEMU_MAJOR: u32 = 10;
+
+/// The directory of Debian's newest PostgreSQL server programs, when initdb and pg_ctl are
+/// there.
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
 
 /// One missing piece and how to tell.
 #[derive(Debug)]
@@ -64,6 +81,11 @@ fn missing_system() -> Vec<Missing> {
                 "`{program}` (swtpm, swtpm-tools, tpm2-tools, gnutls-bin, g++)"
             )));
         }
+    }
+    if postgres_bin_dir().is_none() {
+        missing.push(Missing(
+            "PostgreSQL's initdb and pg_ctl under /usr/lib/postgresql/*/bin (postgresql)".into(),
+        ));
     }
     if !shell::on_path("systemd-analyze") {
         missing.push(Missing("`systemd-analyze` (systemd)".into()));

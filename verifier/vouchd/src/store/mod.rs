@@ -1,5 +1,6 @@
 //! Storage behind one trait, [`Store`], so that backends can sit side by side: the embedded
-//! SQLite file ([`sqlite::SqliteStore`], the default) today, PostgreSQL later.
+//! SQLite file ([`sqlite::SqliteStore`], the default) and PostgreSQL
+//! ([`postgres::PostgresStore`], for several replicas sharing one database).
 //!
 //! The trait is synchronous and object-safe: the service holds an `Arc<dyn Store>` and runs
 //! every call on tokio's blocking pool ([`run`]), so a backend is plain blocking code. The SQL
@@ -8,8 +9,12 @@
 //! caller so that the store reads no clock.
 
 pub mod migrate;
+pub mod postgres;
+mod records;
 pub mod sealing;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::sync::Arc;
 
@@ -249,8 +254,30 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         subject: &str,
         detail: &serde_json::Value,
     ) -> StoreResult<i64>;
-    /// Events with an id greater than `after`, oldest first.
+    /// Events with an id greater than `after`, oldest first. Ids are handed out in commit
+    /// order, so a follower that reads "after the last id seen" misses none.
     fn list_events(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>>;
+
+    // What replicas sharing the database agree on.
+    /// The token-signing key (PKCS#8, hex) every replica signs with: the one stored, or
+    /// `candidate` stored now when there is none (the first replica's wins). Sealed under
+    /// the key-encryption key in the database.
+    fn signing_key(&self, candidate: &str, now: i64) -> StoreResult<String>;
+    /// Claims the expiry sweep of `period` (a number of sweep periods since the epoch) for
+    /// `replica`: `true` for the one caller that gets it, `false` for every other. Claims of
+    /// periods before `forget_before` are dropped.
+    fn claim_sweep(
+        &self,
+        period: i64,
+        replica: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> StoreResult<bool>;
+    /// The configuration generation: it grows in the same transaction as every change to
+    /// principals, management servers, clusters and their trust configuration, hosts added,
+    /// removed or given an AK, key servers and key providers. A replica caching any of those
+    /// reloads when it differs from the value it loaded with.
+    fn config_generation(&self) -> StoreResult<i64>;
 }
 
 /// Runs a blocking store call on tokio's blocking pool.

@@ -34,6 +34,9 @@ pub struct SqliteStore {
     sealing: Vec<SealingKey>,
 }
 
+/// The associated data of the sealed token-signing key.
+const SIGNING_KEY_LABEL: &str = "signing_keys.sealed_key:current";
+
 /// The associated data of a key server's sealed client key.
 fn client_key_label(name: &str) -> String {
     format!("key_servers.client_key:{name}")
@@ -906,6 +909,62 @@ impl Store for SqliteStore {
             "SELECT provider FROM cluster_key_providers WHERE cluster = ?1",
             [cluster],
         )
+    }
+
+    fn signing_key(&self, candidate: &str, now: i64) -> StoreResult<String> {
+        let sealed = match self.sealing.first() {
+            Some(key) => key.seal(SIGNING_KEY_LABEL, candidate)?,
+            None => candidate.to_owned(),
+        };
+        let stored: Option<String> = self.transaction(|tx| {
+            exec(
+                tx,
+                "INSERT INTO signing_keys (id, sealed_key, created_at) VALUES ('current', ?1, ?2) ON CONFLICT DO NOTHING",
+                params![sealed, now],
+            )
+            .map_err(backend)?;
+            Ok(query(
+                tx,
+                "signing_keys",
+                "SELECT sealed_key FROM signing_keys WHERE id = 'current'",
+                [],
+                |r| r.get("sealed_key"),
+            )?
+            .pop())
+        })?;
+        let stored = stored.ok_or_else(|| StoreError::NotFound("the signing key".into()))?;
+        Ok(sealing::open(&self.sealing, SIGNING_KEY_LABEL, &stored)?
+            .as_str()
+            .to_owned())
+    }
+
+    fn claim_sweep(
+        &self,
+        period: i64,
+        replica: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> StoreResult<bool> {
+        self.transaction(|tx| {
+            exec(tx, "DELETE FROM sweeps WHERE period < ?1", [forget_before]).map_err(backend)?;
+            let n = exec(
+                tx,
+                "INSERT INTO sweeps (period, replica, at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![period, replica, now],
+            )
+            .map_err(backend)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn config_generation(&self) -> StoreResult<i64> {
+        self.column(
+            "generations",
+            "value",
+            "SELECT value FROM generations WHERE name = 'config'",
+            [],
+        )?
+        .ok_or_else(|| StoreError::NotFound("the configuration generation".into()))
     }
 }
 
