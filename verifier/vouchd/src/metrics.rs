@@ -36,6 +36,8 @@ pub struct Metrics {
     pub agent_sessions_ended: Family<ResultLabels, Counter>,
     pub attestations: Family<ResultLabels, Counter>,
     pub tokens_issued: Counter,
+    /// Expiry sweeps this vouchd ran (one per period across every replica on the database).
+    pub sweeps: Counter,
 }
 
 impl Default for Metrics {
@@ -89,6 +91,12 @@ impl Metrics {
             "Signed attestation tokens issued",
             tokens_issued.clone(),
         );
+        let sweeps = Counter::default();
+        registry.register(
+            "expiry_sweeps",
+            "Expiry sweeps run by this vouchd (each period is swept by one replica)",
+            sweeps.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -98,6 +106,7 @@ impl Metrics {
             agent_sessions_ended,
             attestations,
             tokens_issued,
+            sweeps,
         }
     }
 

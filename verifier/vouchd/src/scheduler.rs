@@ -46,16 +46,42 @@ pub async fn sweep_once(state: &AppState, now: i64) -> Result<usize, store::Stor
     Ok(changed)
 }
 
+/// How many sweep claims a database keeps (older ones are dropped).
+const SWEEPS_KEPT: i64 = 10_000;
+
+/// Sweeps once if this replica is the first to claim the period `now` falls in (replicas
+/// sharing a database sweep each period once between them); returns whether it swept.
+pub async fn sweep_if_claimed(
+    state: &AppState,
+    period: Duration,
+    now: i64,
+) -> Result<bool, store::StoreError> {
+    let secs = i64::try_from(period.as_secs().max(1)).unwrap_or(i64::MAX);
+    let index = now.div_euclid(secs);
+    let replica = state.replica.to_string();
+    let claimed = store::run(&state.store, move |s| {
+        s.claim_sweep(index, &replica, now, index.saturating_sub(SWEEPS_KEPT))
+    })
+    .await?;
+    if !claimed {
+        return Ok(false);
+    }
+    state.metrics.sweeps.inc();
+    sweep_once(state, now).await?;
+    Ok(true)
+}
+
 /// Runs the sweeper until `state.shutdown` is cancelled.
 pub async fn run(state: AppState) {
-    let mut tick = tokio::time::interval(sweep_period(state.config.reattest_interval()));
+    let period = sweep_period(state.config.reattest_interval());
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = state.shutdown.cancelled() => return,
         }
-        if let Err(e) = sweep_once(&state, crate::now()).await {
+        if let Err(e) = sweep_if_claimed(&state, period, crate::now()).await {
             tracing::error!(error = %e, "attestation sweep failed");
         }
     }
@@ -130,6 +156,30 @@ mod tests {
         let events = state.store.list_events(0, 100).unwrap();
         assert_eq!(events.len() - recorded, 1, "one event for the one expiry");
         assert_eq!(events[0].subject, "a");
+    }
+
+    /// Two replicas on one database: each period is swept by the first to claim it.
+    #[tokio::test]
+    async fn each_period_is_swept_by_one_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let replica = || {
+            AppState::new(
+                Arc::clone(&store),
+                Config::default(),
+                Signer::load_or_create(&dir.path().join("k")).unwrap(),
+                None,
+            )
+        };
+        let (a, b) = (replica(), replica());
+        assert_ne!(a.replica, b.replica);
+        let period = Duration::from_secs(5);
+        assert!(sweep_if_claimed(&a, period, 100).await.unwrap());
+        assert!(!sweep_if_claimed(&b, period, 101).await.unwrap());
+        assert!(!sweep_if_claimed(&a, period, 104).await.unwrap());
+        assert!(sweep_if_claimed(&b, period, 105).await.unwrap());
+        assert_eq!(a.metrics.sweeps.get(), 1);
+        assert_eq!(b.metrics.sweeps.get(), 1);
     }
 
     #[test]

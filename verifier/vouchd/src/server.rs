@@ -8,12 +8,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
 
 use crate::api;
 use crate::config::Config;
 use crate::jwt::Signer;
 use crate::service::{AppState, auth};
 use crate::store::Store;
+use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sealing::SealingKey;
 use crate::store::sqlite::SqliteStore;
 use crate::{agent, scheduler, tls};
@@ -93,6 +95,13 @@ fn sealing_keys(config: &Config) -> anyhow::Result<(SealingKey, Option<SealingKe
     let current = match std::env::var(KEY_ENCRYPTION_KEY_ENV) {
         Ok(text) => SealingKey::from_hex(&text)
             .with_context(|| format!("{KEY_ENCRYPTION_KEY_ENV} is not 64 hex digits"))?,
+        Err(_) if config.store.is_some() && config.key_encryption_key_file.is_none() => {
+            anyhow::bail!(
+                "with a PostgreSQL store every replica must seal and open the database's secrets \
+                 with the same key-encryption key: set key_encryption_key_file (the same file \
+                 contents on every replica) or {KEY_ENCRYPTION_KEY_ENV}"
+            )
+        }
         Err(_) => {
             let path = config
                 .key_encryption_key_file
@@ -150,6 +159,92 @@ fn write_bootstrap_token(data_dir: &Path, token: &str) -> anyhow::Result<PathBuf
     Ok(path)
 }
 
+/// Logs that secrets were sealed again under the current key-encryption key.
+fn log_resealed(resealed: usize) {
+    if resealed > 0 {
+        tracing::info!(
+            resealed,
+            "sealed secrets under the current key-encryption key"
+        );
+    }
+}
+
+/// The SQLite file in the data directory, its WAL and shared memory for the owner only.
+async fn open_sqlite(
+    config: &Config,
+    current: SealingKey,
+    previous: Option<SealingKey>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let db = config.data_dir.join(DATABASE_FILE);
+    // SQLite gives the WAL and shared-memory files the database file's mode.
+    owner_only(&db, true)?;
+    let path = db.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        let store = SqliteStore::open(&path)?.with_sealing(current, previous);
+        log_resealed(store.reseal_secrets()?);
+        Ok::<_, crate::store::StoreError>(store)
+    })
+    .await?
+    .with_context(|| format!("cannot open {}", db.display()))?;
+    for suffix in ["-wal", "-shm"] {
+        owner_only(
+            &config.data_dir.join(format!("{DATABASE_FILE}{suffix}")),
+            false,
+        )?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// The environment variable that gives the PostgreSQL password.
+pub const STORE_PASSWORD_ENV: &str = "VOUCHD_STORE_PASSWORD";
+
+/// The PostgreSQL database of `config.store`.
+async fn open_postgres(
+    config: &Config,
+    current: SealingKey,
+    previous: Option<SealingKey>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let password = match std::env::var(STORE_PASSWORD_ENV) {
+        Ok(password) => Some(password),
+        Err(_) => match &config.store_password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read store_password_file {}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            None => None,
+        },
+    };
+    let options = PgOptions {
+        url: config.store.clone().unwrap_or_default(),
+        password,
+        ca_file: config.store_ca_file.clone(),
+        max_connections: config.store_max_connections,
+    };
+    let store = tokio::task::spawn_blocking(move || {
+        let store = PostgresStore::open(&options)?.with_sealing(current, previous);
+        log_resealed(store.reseal_secrets()?);
+        Ok::<_, crate::store::StoreError>(store)
+    })
+    .await?
+    .context("cannot open the PostgreSQL store")?;
+    Ok(Arc::new(store))
+}
+
+/// The token signer of every replica on the database: the stored key, or a new one stored now.
+async fn shared_signer(store: &Arc<dyn Store>) -> anyhow::Result<Signer> {
+    let candidate = crate::hex(Zeroizing::new(crate::jwt::generate_pkcs8()?).as_slice());
+    let stored = Zeroizing::new(
+        crate::store::run(store, move |s| s.signing_key(&candidate, crate::now())).await?,
+    );
+    let pkcs8 =
+        Zeroizing::new(hex::decode(stored.as_str()).context("the stored signing key is not hex")?);
+    Signer::from_pkcs8(&pkcs8).map_err(|e| anyhow::anyhow!("the stored signing key: {e}"))
+}
+
 /// Opens storage, bootstraps on first start, loads or makes keys, binds both listeners and
 /// serves them on the current tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
@@ -166,34 +261,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", config.data_dir.display()))?;
     }
-    let db = config.data_dir.join(DATABASE_FILE);
-    // The database, its WAL and shared memory: the owner only (SQLite gives the WAL and
-    // shared-memory files the database file's mode).
-    owner_only(&db, true)?;
     let (current, previous) = sealing_keys(&config)?;
-    let store: Arc<dyn Store> = {
-        let path = db.clone();
-        let store = tokio::task::spawn_blocking(move || {
-            let store = SqliteStore::open(&path)?.with_sealing(current, previous);
-            let resealed = store.reseal_secrets()?;
-            if resealed > 0 {
-                tracing::info!(
-                    resealed,
-                    "sealed secrets under the current key-encryption key"
-                );
-            }
-            Ok::<_, crate::store::StoreError>(store)
-        })
-        .await?
-        .with_context(|| format!("cannot open {}", db.display()))?;
-        Arc::new(store)
+    let store: Arc<dyn Store> = if config.store.is_some() {
+        open_postgres(&config, current, previous).await?
+    } else {
+        open_sqlite(&config, current, previous).await?
     };
-    for suffix in ["-wal", "-shm"] {
-        owner_only(
-            &config.data_dir.join(format!("{DATABASE_FILE}{suffix}")),
-            false,
-        )?;
-    }
     let bootstrap_token = crate::store::run(&store, |s| auth::bootstrap(s, crate::now())).await?;
     let bootstrap_token_file = match &bootstrap_token {
         Some(token) => {
@@ -207,7 +280,12 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
-    let signer = Signer::load_or_create(&config.data_dir.join(SIGNING_KEY_FILE))?;
+    let signer = if config.store.is_some() {
+        // Replicas share one signing key: the database's (the first replica's).
+        shared_signer(&store).await?
+    } else {
+        Signer::load_or_create(&config.data_dir.join(SIGNING_KEY_FILE))?
+    };
     let identity = tls::load_or_create(&config)?;
     let api_listener = TcpListener::bind(config.api_listen)
         .await

@@ -38,6 +38,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Bounds the events recorded for refused agents, per address.
     pub refusal_events: Arc<events::RateLimit>,
+    /// This vouchd among the replicas sharing its database: random, new at each start.
+    pub replica: Arc<str>,
 }
 
 impl AppState {
@@ -58,6 +60,10 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             refusal_events: Arc::default(),
+            replica: crate::random::<8>()
+                .map(|r| crate::hex(&r))
+                .unwrap_or_else(|_| format!("pid-{}", std::process::id()))
+                .into(),
         }
     }
 }

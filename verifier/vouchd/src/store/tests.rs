@@ -114,6 +114,7 @@ store_tests!(
     key_servers_providers_and_cluster_providers,
     one_signing_key_for_every_replica,
     a_sweep_period_is_claimed_once,
+    a_request_seen_by_one_replica_is_a_replay_on_another,
     the_configuration_generation_follows_changes,
     concurrent_events_are_followed_without_gaps,
 );
@@ -618,4 +619,30 @@ pub(super) fn concurrent_events_are_followed_without_gaps(b: &dyn Backend) {
         .collect();
     assert_eq!(all.len(), WRITERS * EACH);
     assert_eq!(seen, all, "the follower saw every event, in order");
+}
+
+/// The replay record is the database's: a signed request seen through one store is a replay
+/// through another, even when both record it at the same moment.
+pub(super) fn a_request_seen_by_one_replica_is_a_replay_on_another(b: &dyn Backend) {
+    let a = b.open();
+    let c = b.open();
+    assert!(a.record_request("op-1", 100, 0).unwrap());
+    assert!(!c.record_request("op-1", 101, 0).unwrap());
+    let stores: Vec<Arc<dyn Store>> = vec![a.into(), c.into()];
+    let firsts: usize = std::thread::scope(|scope| {
+        let racers: Vec<_> = (0..8)
+            .map(|i| {
+                let store = Arc::clone(&stores[i % 2]);
+                scope.spawn(move || store.record_request("op-2", 200, 0).unwrap())
+            })
+            .collect();
+        racers
+            .into_iter()
+            .map(|r| usize::from(r.join().unwrap()))
+            .sum()
+    });
+    assert_eq!(
+        firsts, 1,
+        "exactly one of the racing replicas accepts the request"
+    );
 }
