@@ -66,7 +66,7 @@ pub async fn sweep_if_claimed(
     if !claimed {
         return Ok(false);
     }
-    state.metrics.sweeps.inc();
+    state.metrics.swept(&state.replica);
     sweep_once(state, now).await?;
     Ok(true)
 }
@@ -178,8 +178,11 @@ mod tests {
         assert!(!sweep_if_claimed(&b, period, 101).await.unwrap());
         assert!(!sweep_if_claimed(&a, period, 104).await.unwrap());
         assert!(sweep_if_claimed(&b, period, 105).await.unwrap());
-        assert_eq!(a.metrics.sweeps.get(), 1);
-        assert_eq!(b.metrics.sweeps.get(), 1);
+        for r in [&a, &b] {
+            let text = r.metrics.render();
+            let line = format!("vouchd_expiry_sweeps_total{{replica=\"{}\"}} 1", r.replica);
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[test]
