@@ -29,6 +29,8 @@ pub struct Verifier {
     admin: String,
     config: Config,
     signing_key: EcdsaKeyPair,
+    /// The management server's key, PKCS#8 (replicas sign with the same).
+    signing_pkcs8: Vec<u8>,
     /// Set when vouchd runs as its own process (the `vouchd` binary) rather than in-process.
     process: Option<Process>,
     _dir: Option<tempfile::TempDir>,
@@ -122,6 +124,84 @@ impl Verifier {
         Self::start_inner(reattest_interval_secs, Some(process), |_| {})
     }
 
+    /// Starts `count` vouchd processes on the PostgreSQL database `store`, sharing the
+    /// key-encryption key in `kek_file`, each with a data directory and ports of its own. The
+    /// first bootstraps the database and registers the harness's management server; every one
+    /// is called with the first's admin token and signs with the same management key.
+    pub fn start_replicas(
+        count: usize,
+        reattest_interval_secs: u64,
+        store: &str,
+        kek_file: &Path,
+    ) -> Result<Vec<Self>, HarnessError> {
+        let binary = vouchd_binary()?;
+        let process = || Process {
+            binary: binary.clone(),
+            child: None,
+            fingerprint: String::new(),
+        };
+        let first = Self::start_inner(reattest_interval_secs, Some(process()), |c| {
+            c.store = Some(store.to_owned());
+            c.key_encryption_key_file = Some(kek_file.to_owned());
+        })?;
+        let mut replicas = Vec::with_capacity(count);
+        for _ in 1..count {
+            let dir = tempfile::Builder::new()
+                .prefix("vouchd-")
+                .tempdir()
+                .map_err(|e| failed("temporary directory", e))?;
+            let config = Config {
+                data_dir: dir.path().join("data"),
+                api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..first.config.clone()
+            };
+            let signing_key =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &first.signing_pkcs8)
+                    .map_err(|e| failed("signing key", e))?;
+            let mut replica = Self {
+                runtime: None,
+                running: None,
+                client: reqwest::Client::new(),
+                base: String::new(),
+                admin: first.admin.clone(),
+                config,
+                signing_key,
+                signing_pkcs8: first.signing_pkcs8.clone(),
+                process: Some(process()),
+                _dir: Some(dir),
+            };
+            if replica.boot()?.is_some() {
+                return Err(failed(
+                    "replica",
+                    "bootstrapped a database already bootstrapped",
+                ));
+            }
+            replicas.push(replica);
+        }
+        replicas.insert(0, first);
+        Ok(replicas)
+    }
+
+    /// A GET of a text resource (such as `/metrics`) as the bootstrap admin.
+    pub fn get_text(&self, path: &str) -> Result<String, HarnessError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| failed("call", "vouchd is stopped"))?;
+        let request = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin);
+        runtime.block_on(async {
+            let response = request.send().await.map_err(|e| failed(path, e))?;
+            if !response.status().is_success() {
+                return Err(failed(path, response.status()));
+            }
+            response.text().await.map_err(|e| failed(path, e))
+        })
+    }
+
     /// Starts vouchd and registers the harness's management server, whose key signs the
     /// harness's host operations.
     fn start_inner(
@@ -164,9 +244,9 @@ impl Verifier {
         };
         tune(&mut config);
         let key_pair = rcgen::KeyPair::generate().map_err(|e| failed("key", e))?;
-        let signing_key =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key_pair.serialize_der())
-                .map_err(|e| failed("signing key", e))?;
+        let signing_pkcs8 = key_pair.serialize_der();
+        let signing_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &signing_pkcs8)
+            .map_err(|e| failed("signing key", e))?;
         let certificate =
             rcgen::CertificateParams::new(vec![format!("{MANAGEMENT_SERVER}.example")])
                 .and_then(|p| p.self_signed(&key_pair))
@@ -179,6 +259,7 @@ impl Verifier {
             admin: String::new(),
             config,
             signing_key,
+            signing_pkcs8,
             process,
             _dir: Some(dir),
         };
@@ -245,6 +326,16 @@ impl Verifier {
             self.config.agent_idle_timeout_secs,
             self.config.agent_handshake_timeout_secs,
         );
+        let mut toml = toml;
+        if let Some(store) = &self.config.store {
+            toml.push_str(&format!("store = \"{store}\"\n"));
+        }
+        if let Some(kek) = &self.config.key_encryption_key_file {
+            toml.push_str(&format!(
+                "key_encryption_key_file = \"{}\"\n",
+                kek.display()
+            ));
+        }
         std::fs::write(&config_file, toml).map_err(|e| failed("config", e))?;
         let stdout_path = dir.join("vouchd.stdout");
         let stdout = std::fs::File::create(&stdout_path).map_err(|e| failed("stdout", e))?;
@@ -415,6 +506,43 @@ impl Verifier {
         body: Option<Value>,
     ) -> Result<(u16, Value), HarnessError> {
         self.send(method, path, body, false)
+    }
+
+    /// A host operation signed once by the management server and sent to this vouchd, then
+    /// the very same request (signature, timestamp, nonce) to `other` (a replay); returns both
+    /// statuses.
+    pub fn send_signed_then_replay(
+        &self,
+        other: &Self,
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, u16), HarnessError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| failed("JSON", e))?;
+        let signature = self.signature(method, path, &bytes)?;
+        let method_value =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| failed("method", e))?;
+        let send = |target: &Self| -> Result<u16, HarnessError> {
+            let runtime = target
+                .runtime
+                .as_ref()
+                .ok_or_else(|| failed("call", "vouchd is stopped"))?;
+            let request = target
+                .client
+                .request(method_value.clone(), format!("{}{path}", target.base))
+                .bearer_auth(&target.admin)
+                .header("content-type", "application/json")
+                .header("vouch-signature", signature.clone())
+                .body(bytes.clone());
+            runtime.block_on(async {
+                request
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| failed(path, e))
+            })
+        };
+        Ok((send(self)?, send(other)?))
     }
 
     fn send(
