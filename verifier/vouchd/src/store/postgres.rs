@@ -79,6 +79,9 @@ impl std::fmt::Debug for PostgresStore {
     }
 }
 
+#[cfg(test)]
+mod tests;
+
 fn backend(e: postgres::Error) -> StoreError {
     // The error's text names neither the password nor the URL.
     StoreError::Backend(e.to_string())
@@ -308,6 +311,10 @@ impl PostgresStore {
             config.get_dbname().unwrap_or_default()
         );
         let manager = PostgresConnectionManager::new(config, tls(options.ca_file.as_ref())?);
+        // One connection first, so that a wrong address, password or certificate fails now
+        // with its own reason rather than after the pool's timeout.
+        r2d2::ManageConnection::connect(&manager)
+            .map_err(|e| StoreError::Backend(format!("cannot connect to {target}: {e}")))?;
         let pool = r2d2::Pool::builder()
             .max_size(options.max_connections.max(1))
             .min_idle(Some(1))
@@ -320,7 +327,8 @@ impl PostgresStore {
             sealing: Vec::new(),
         };
         store.migrate()?;
-        tracing::info!(database = %store.target, "opened the PostgreSQL store");
+        let tls = store.uses_tls()?;
+        tracing::info!(database = %store.target, tls, "opened the PostgreSQL store");
         Ok(store)
     }
 
@@ -395,6 +403,18 @@ impl PostgresStore {
         &self,
     ) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>> {
         self.pool.get().map_err(pool_error)
+    }
+
+    /// Whether this store's connections to the server are encrypted (TLS).
+    pub fn uses_tls(&self) -> StoreResult<bool> {
+        let row = self
+            .conn()?
+            .query_one(
+                "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                &[],
+            )
+            .map_err(backend)?;
+        row.try_get("ssl").map_err(backend)
     }
 
     /// The schema version now in force.

@@ -17,12 +17,23 @@ use anyhow::{Context, bail};
 /// The cluster's superuser; authentication is `trust`, on loopback only.
 pub const SUPERUSER: &str = "vouch";
 
+/// How a cluster authenticates and encrypts TCP connections.
+#[derive(Debug, Clone, Default)]
+pub struct PgClusterOptions {
+    /// The superuser's password; set, TCP connections must give it (scram-sha-256).
+    /// Unset, loopback connections are trusted.
+    pub password: Option<String>,
+    /// The server's certificate chain and key (PEM); set, TLS is on (and optional for clients).
+    pub tls: Option<(String, String)>,
+}
+
 /// A running private cluster.
 #[derive(Debug)]
 pub struct PgCluster {
     dir: PathBuf,
     bin: PathBuf,
     run_as: Option<String>,
+    password: Option<String>,
     /// The loopback port it listens on.
     pub port: u16,
     databases: AtomicU64,
@@ -75,8 +86,13 @@ fn free_port() -> anyhow::Result<u16> {
 }
 
 impl PgCluster {
-    /// Makes and starts a cluster.
+    /// Makes and starts a cluster that trusts loopback connections, without TLS.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(&PgClusterOptions::default())
+    }
+
+    /// Makes and starts a cluster.
+    pub fn start_with(options: &PgClusterOptions) -> anyhow::Result<Self> {
         let bin = bin_dir()?;
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let dir = std::env::temp_dir().join(format!(
@@ -90,6 +106,7 @@ impl PgCluster {
             dir,
             bin,
             run_as,
+            password: options.password.clone(),
             port: 0,
             databases: AtomicU64::new(0),
         };
@@ -104,22 +121,48 @@ impl PgCluster {
             .context("the cluster's directory must belong to the postgres user (useradd postgres, or install Debian's postgresql)")?;
         }
         let data = cluster.dir.join("data");
-        check(
-            "initdb",
-            cluster
-                .command("initdb")
-                .arg("-D")
-                .arg(&data)
-                .args(["-A", "trust", "-U", SUPERUSER, "-E", "UTF8"])
-                .args(["--locale=C", "--no-sync"])
-                .output(),
-        )?;
+        let mut initdb = cluster.command("initdb");
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            SUPERUSER,
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        ]);
+        match &options.password {
+            Some(password) => {
+                let file = cluster.dir.join("pwfile");
+                cluster.write_private(&file, password)?;
+                initdb
+                    .args(["--auth-local=trust", "--auth-host=scram-sha-256"])
+                    .arg(format!("--pwfile={}", file.display()));
+            }
+            None => {
+                initdb.args(["-A", "trust"]);
+            }
+        }
+        check("initdb", initdb.output())?;
+        let mut settings = String::new();
+        if let Some((cert, key)) = &options.tls {
+            let (cert_file, key_file) = (
+                cluster.dir.join("server.crt"),
+                cluster.dir.join("server.key"),
+            );
+            cluster.write_private(&cert_file, cert)?;
+            cluster.write_private(&key_file, key)?;
+            settings = format!(
+                " -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert_file.display(),
+                key_file.display()
+            );
+        }
         // A port taken between the probe and the start fails the start: try a few.
         let mut last = None;
         for _ in 0..5 {
             cluster.port = free_port()?;
             let options = format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300{settings}",
                 cluster.port,
                 cluster.dir.display()
             );
@@ -160,6 +203,17 @@ impl PgCluster {
         Ok(cluster)
     }
 
+    /// Writes a file only the server's user may read.
+    fn write_private(&self, path: &Path, contents: &str) -> anyhow::Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::write(path, contents).with_context(|| format!("{}", path.display()))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+        if let Some(user) = &self.run_as {
+            check("chown", Command::new("chown").arg(user).arg(path).output())?;
+        }
+        Ok(())
+    }
+
     fn command(&self, program: &str) -> Command {
         let path = self.bin.join(program);
         match &self.run_as {
@@ -177,7 +231,7 @@ impl PgCluster {
         &self.dir
     }
 
-    /// The URL of `database` (no password: trust on loopback).
+    /// The URL of `database` (never with the password: see [`Self::password`]).
     pub fn url(&self, database: &str) -> String {
         format!("postgres://{SUPERUSER}@127.0.0.1:{}/{database}", self.port)
     }
@@ -186,10 +240,20 @@ impl PgCluster {
     pub fn create_database(&self) -> anyhow::Result<String> {
         let n = self.databases.fetch_add(1, Ordering::Relaxed);
         let name = format!("vouch_{n}");
-        let mut client = postgres::Client::connect(&self.url("postgres"), postgres::NoTls)
+        let mut config: postgres::Config = self.url("postgres").parse()?;
+        if let Some(password) = &self.password {
+            config.password(password);
+        }
+        let mut client = config
+            .connect(postgres::NoTls)
             .context("cannot connect to the test cluster")?;
         client.batch_execute(&format!("CREATE DATABASE {name}"))?;
         Ok(self.url(&name))
+    }
+
+    /// The superuser's password, if the cluster has one.
+    pub fn password(&self) -> Option<&str> {
+        self.password.as_deref()
     }
 
     /// The server's log so far, for failure messages.
