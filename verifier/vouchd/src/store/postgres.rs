@@ -34,6 +34,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 
 use self::rows::{FromRow, PrincipalRow, read_all};
 use super::migrate::{self, AppliedMigration, Dialect, MIGRATIONS, MigrationBackend};
+use super::records::TextColumns as _;
 use super::sealing::{self, SealingKey};
 use super::{
     AttestationRecord, CaCert, Cluster, ClusterEk, Event, Host, HostState, KeyProviderRecord,

@@ -3,7 +3,36 @@
 //! type), `json` (a TEXT column holding JSON) and `name` (a TEXT column holding an enum's
 //! name), each failing as [`StoreError::Corrupt`](super::StoreError::Corrupt).
 
-use super::PrincipalKind;
+use serde::de::DeserializeOwned;
+
+use super::{PrincipalKind, StoreError, StoreResult};
+
+/// What a backend's row reader gives for the readers every backend shares: a TEXT column, and
+/// the error for a value that does not fit.
+pub(crate) trait TextColumns {
+    fn text(&self, column: &'static str) -> StoreResult<String>;
+    fn table(&self) -> &'static str;
+
+    fn corrupt(&self, column: &'static str, reason: String) -> StoreError {
+        StoreError::Corrupt {
+            table: self.table(),
+            column,
+            reason,
+        }
+    }
+
+    /// A TEXT column holding JSON.
+    fn json<T: DeserializeOwned>(&self, column: &'static str) -> StoreResult<T> {
+        let text = self.text(column)?;
+        serde_json::from_str(&text).map_err(|e| self.corrupt(column, format!("bad JSON: {e}")))
+    }
+
+    /// A TEXT column holding one of an enum's names.
+    fn name<T>(&self, column: &'static str, parse: fn(&str) -> Option<T>) -> StoreResult<T> {
+        let text = self.text(column)?;
+        parse(&text).ok_or_else(|| self.corrupt(column, format!("unknown value {text:?}")))
+    }
+}
 
 /// A principal without its groups, which live in another table.
 pub(crate) struct PrincipalRow {

@@ -16,6 +16,7 @@ use rusqlite::{Connection, Params, Transaction, params};
 
 use self::rows::{FromRow, PrincipalRow, all, one, query};
 use super::migrate::{self, AppliedMigration, MIGRATIONS, MigrationBackend};
+use super::records::TextColumns as _;
 use super::sealing::{self, SealingKey};
 use super::{
     AttestationRecord, CaCert, Cluster, ClusterEk, Event, Host, HostState, KeyProviderRecord,

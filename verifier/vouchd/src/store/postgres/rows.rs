@@ -2,17 +2,16 @@
 //! ([`crate::store::sqlite`]'s `rows`): whatever does not fit its record is
 //! [`StoreError::Corrupt`], naming the table and the column.
 
-use postgres::Row;
-use postgres::types::FromSql;
-use serde::de::DeserializeOwned;
-
 use crate::store::migrate::AppliedMigration;
 pub(super) use crate::store::records::PrincipalRow;
+use crate::store::records::TextColumns;
 use crate::store::{
     AttestationRecord, CaCert, Cluster, ClusterEk, EkEntryKind, Event, Host, HostState,
     KeyProviderRecord, KeyServerRecord, ManagementServer, PrincipalKind, SoftwareVersionRecord,
     StoreError, StoreResult, TokenInfo, WrappingMode,
 };
+use postgres::Row;
+use postgres::types::FromSql;
 
 /// A Rust type a column is read as.
 pub(super) trait Value: Sized {
@@ -69,30 +68,6 @@ impl Columns<'_> {
         }
         T::read(self.row, column).map_err(|reason| self.corrupt(column, reason))
     }
-
-    /// A TEXT column holding JSON.
-    pub(super) fn json<T: DeserializeOwned>(&self, column: &'static str) -> StoreResult<T> {
-        let text: String = self.get(column)?;
-        serde_json::from_str(&text).map_err(|e| self.corrupt(column, format!("bad JSON: {e}")))
-    }
-
-    /// A TEXT column holding one of an enum's names.
-    pub(super) fn name<T>(
-        &self,
-        column: &'static str,
-        parse: fn(&str) -> Option<T>,
-    ) -> StoreResult<T> {
-        let text: String = self.get(column)?;
-        parse(&text).ok_or_else(|| self.corrupt(column, format!("unknown value {text:?}")))
-    }
-
-    fn corrupt(&self, column: &'static str, reason: String) -> StoreError {
-        StoreError::Corrupt {
-            table: self.table,
-            column,
-            reason,
-        }
-    }
 }
 
 /// A record stored as one row of [`FromRow::TABLE`].
@@ -113,3 +88,13 @@ pub(super) fn read_all<T>(
 }
 
 crate::store::records::from_rows!(FromRow, Columns<'_>);
+
+impl TextColumns for Columns<'_> {
+    fn text(&self, column: &'static str) -> StoreResult<String> {
+        self.get(column)
+    }
+
+    fn table(&self) -> &'static str {
+        self.table
+    }
+}

@@ -5,18 +5,17 @@
 //! Queries select `*`: columns are found by name, so their order and any column a record does
 //! not use do not matter.
 
-use rusqlite::types::FromSql;
-use rusqlite::{Connection, Params, Row};
-use serde::de::DeserializeOwned;
-
 use super::backend;
 use crate::store::migrate::AppliedMigration;
 pub(super) use crate::store::records::PrincipalRow;
+use crate::store::records::TextColumns;
 use crate::store::{
     AttestationRecord, CaCert, Cluster, ClusterEk, EkEntryKind, Event, Host, HostState,
     KeyProviderRecord, KeyServerRecord, ManagementServer, PrincipalKind, SoftwareVersionRecord,
     StoreError, StoreResult, TokenInfo, WrappingMode,
 };
+use rusqlite::types::FromSql;
+use rusqlite::{Connection, Params, Row};
 
 /// One row of `table`.
 pub(super) struct Columns<'a, 'stmt> {
@@ -28,30 +27,6 @@ impl Columns<'_, '_> {
     /// The column's value as `T`.
     pub(super) fn get<T: FromSql>(&self, column: &'static str) -> StoreResult<T> {
         self.row.get(column).map_err(|e| self.error(column, e))
-    }
-
-    /// A TEXT column holding JSON.
-    pub(super) fn json<T: DeserializeOwned>(&self, column: &'static str) -> StoreResult<T> {
-        let text: String = self.get(column)?;
-        serde_json::from_str(&text).map_err(|e| self.corrupt(column, format!("bad JSON: {e}")))
-    }
-
-    /// A TEXT column holding one of an enum's names.
-    pub(super) fn name<T>(
-        &self,
-        column: &'static str,
-        parse: fn(&str) -> Option<T>,
-    ) -> StoreResult<T> {
-        let text: String = self.get(column)?;
-        parse(&text).ok_or_else(|| self.corrupt(column, format!("unknown value {text:?}")))
-    }
-
-    fn corrupt(&self, column: &'static str, reason: String) -> StoreError {
-        StoreError::Corrupt {
-            table: self.table,
-            column,
-            reason,
-        }
     }
 
     /// A value that does not convert is corrupt; anything else (a column missing from the
@@ -114,3 +89,13 @@ pub(super) fn one<T: FromRow>(
 }
 
 crate::store::records::from_rows!(FromRow, Columns<'_, '_>);
+
+impl TextColumns for Columns<'_, '_> {
+    fn text(&self, column: &'static str) -> StoreResult<String> {
+        self.get(column)
+    }
+
+    fn table(&self) -> &'static str {
+        self.table
+    }
+}
