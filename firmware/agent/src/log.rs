@@ -318,6 +318,10 @@ impl<E> Piece for BootFailure<'_, E> {
             }
             BootError::LogFull => out.text("the event log buffer is full"),
             BootError::NoUsableBank => out.text("no PCR bank with a known hash"),
+            BootError::AlreadyMeasured => out.text(
+                "PCR 0/1 already hold an earlier boot's measurements (the TPM was not reset): \
+                 power-cycle the board or reset its TPM",
+            ),
         }
     }
 }
