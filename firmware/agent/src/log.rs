@@ -263,6 +263,12 @@ impl<E> Piece for CommandFailure<'_, E> {
             CommandError::Tpm(rc) => {
                 out.text("TPM rc 0x");
                 Hex32(rc.0).put(out);
+                if rc.0 == 0x921 {
+                    out.text(
+                        " (TPM_RC_LOCKOUT: dictionary-attack lockout; wait out its recovery \
+                         time or clear it with the lockout auth: tpm2_dictionarylockout -c)",
+                    );
+                }
             }
             CommandError::Malformed(m) => {
                 out.text("malformed response ");
