@@ -15,7 +15,9 @@
 //! - [`tools`]: tpm2-tools runners (makecredential, checkquote), `certtool` chain checks,
 //!   PEM output.
 //! - [`qemu`]: boots a board's firmware under QEMU (`qemu/<board>.args`) against a swtpm.
-//! - [`clock`]: `vouch_tpm::Clock` and `DelayNs` on the host clock.
+//! - [`clock`]: `vouch_tpm::Clock` and `DelayNs` on the host clock and a simulated one.
+//! - [`parts`]: profiles of the real parts the boards name (SLB9670/SLB9673, ST33, NPCT75x)
+//!   for the bus models, in simulated time; [`parts::PaddedNv`], an NV index filled with 0xFF.
 //! - [`rng`], [`crc`]: the seeded generator behind fault injection; CRC-16/KERMIT.
 //!
 //! The binary `vouch-demo` (`cargo xtask demo`) shows what vouch-tpm reads over each path.
@@ -26,6 +28,7 @@
 pub mod clock;
 pub mod crc;
 pub mod i2c_model;
+pub mod parts;
 pub mod qemu;
 pub mod rng;
 pub mod socket;
