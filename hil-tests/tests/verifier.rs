@@ -628,11 +628,7 @@ fn vouchd_killed_again_and_again_loses_nothing_it_acknowledged() {
         let offset = Duration::from_millis(rng.below(400));
         let killer = std::thread::spawn(move || {
             std::thread::sleep(offset);
-            let status = std::process::Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status()
-                .unwrap();
-            assert!(status.success(), "kill -KILL {pid}: {status}");
+            signal(pid, "-KILL");
         });
         // Configuration changes until the kill lands.
         while !killer.is_finished() {
@@ -716,29 +712,162 @@ fn vouchd_killed_again_and_again_loses_nothing_it_acknowledged() {
         &verifier.data_dir().join(vouchd::server::DATABASE_FILE),
     )
     .unwrap();
+    assert_verdicts_stored(&store, &ek_hashes, &acks);
+    api.assert_stored(&store);
+    for ek_hash in &ek_hashes {
+        let host = store.get_host(ek_hash).unwrap().unwrap();
+        let latest = store.list_attestations(ek_hash, 1).unwrap();
+        assert_eq!(host.state, vouchd::store::HostState::Attested, "{host:?}");
+        assert_eq!(host.attested_at, latest.first().map(|r| r.at), "{host:?}");
+    }
+}
+
+/// Every verdict in `acks` (for the hosts `ek_hashes`, by index) is a stored result with the
+/// same verdict, matched by the quote's nonce; each host's latest stored result is at least as
+/// new as the last verdict it received.
+fn assert_verdicts_stored(store: &dyn vouchd::store::Store, ek_hashes: &[String], acks: &[Ack]) {
     for (i, ek_hash) in ek_hashes.iter().enumerate() {
         let stored = store.list_attestations(ek_hash, 100_000).unwrap();
-        let host = store.get_host(ek_hash).unwrap().unwrap();
-        let mine: Vec<&Ack> = acks.iter().filter(|a| a.host == i).collect();
-        assert!(!mine.is_empty(), "host-{i} never got a verdict");
-        for ack in &mine {
-            let result = stored
+        let find = |ack: &Ack| {
+            stored
                 .iter()
                 .find(|r| r.nonce.as_deref() == Some(ack.nonce.as_str()))
-                .unwrap_or_else(|| panic!("host-{i}: acknowledged verdict {ack:?} is not stored"));
+                .unwrap_or_else(|| panic!("host-{i}: acknowledged verdict {ack:?} is not stored"))
+        };
+        let mut last_at = None;
+        for ack in acks.iter().filter(|a| a.host == i) {
+            let result = find(ack);
             assert_eq!(result.attested, ack.attested, "{result:?}");
+            last_at = Some(result.at);
         }
-        let last = mine.last().unwrap();
-        let last_at = stored
-            .iter()
-            .find(|r| r.nonce.as_deref() == Some(last.nonce.as_str()))
-            .unwrap()
-            .at;
-        assert!(host.attested_at >= Some(last_at), "host-{i}: {host:?}");
+        assert!(
+            stored.first().map(|r| r.at) >= last_at,
+            "host-{i}: the latest result is older than the last verdict received"
+        );
+    }
+}
+
+impl ApiLedger {
+    /// Every acknowledged principal is in `store`, every acknowledged token authenticates it.
+    fn assert_stored(&self, store: &dyn vouchd::store::Store) {
+        for name in &self.principals {
+            assert!(
+                store.get_principal(name).unwrap().is_some(),
+                "acknowledged principal {name} is missing"
+            );
+        }
+        for (name, id, secret) in &self.tokens {
+            let hash = vouchd::service::auth::token_hash(secret);
+            let owner = store.principal_for_token(&hash).unwrap();
+            assert_eq!(
+                owner.map(|p| p.name).as_deref(),
+                Some(name.as_str()),
+                "acknowledged token {id} of {name}"
+            );
+        }
+    }
+
+    /// What was acknowledged so far (a snapshot).
+    fn snapshot(&self) -> Self {
+        Self {
+            principals: self.principals.clone(),
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}: {status}");
+}
+
+/// Power loss, modelled: vouchd frozen with SIGSTOP at random instants while hosts attest and
+/// an operator changes the configuration, its database files (`vouchd.sqlite3`, `-wal`,
+/// `-shm`) copied at that instant, and vouchd let go on. Each copy opens as a consistent
+/// database (`PRAGMA integrity_check`) holding every write acknowledged before its instant:
+/// the verdicts the agents had read, the principals and tokens the API had answered 2xx.
+#[test]
+fn database_files_copied_while_vouchd_is_frozen_hold_everything_acknowledged() {
+    const HOSTS: usize = 2;
+    const STOPS: usize = 5;
+    let image = vec![12u8; 1024];
+    let hosts: Vec<Host> = (0..HOSTS).map(|_| boot(&image)).collect();
+    let verifier = Verifier::start_process(600).unwrap();
+    let ek_hashes = enroll_all(&verifier, &hosts, &image);
+    let mut rng = hil_tests::rng::Rng::new(fault_seed());
+    let ledger = Ledger::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let agents = attest_continuously(&verifier, &hosts, &ledger, &stop);
+    let api = Mutex::new(ApiLedger::default());
+    let copies = tempfile::tempdir().unwrap();
+    let database = verifier.data_dir().join(vouchd::server::DATABASE_FILE);
+    let pid = verifier.pid().unwrap();
+
+    // (copy, verdicts and configuration changes acknowledged before its instant)
+    let snapshots = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let mut ledger = ApiLedger::default();
+                assert!(
+                    ledger.change(&verifier, &format!("svc-{n}")),
+                    "a configuration change failed"
+                );
+                let mut api = api.lock().unwrap();
+                api.principals.extend(ledger.principals);
+                api.tokens.extend(ledger.tokens);
+            }
+        });
+        let mut snapshots = Vec::new();
+        for round in 0..STOPS {
+            wait_for_verdicts(&ledger, ledger.len(), &format!("before stop {round}"));
+            std::thread::sleep(Duration::from_millis(rng.below(300)));
+            signal(pid, "-STOP");
+            // Read after the stop: acknowledged before it.
+            let acks = ledger.acks();
+            let changes = api.lock().unwrap().snapshot();
+            let dir = copies.path().join(format!("stop-{round}"));
+            std::fs::create_dir(&dir).unwrap();
+            for suffix in ["", "-wal", "-shm"] {
+                let from = std::path::PathBuf::from(format!("{}{suffix}", database.display()));
+                let to = dir.join(format!("{}{suffix}", vouchd::server::DATABASE_FILE));
+                if from.exists() {
+                    std::fs::copy(&from, &to).unwrap();
+                }
+            }
+            signal(pid, "-CONT");
+            snapshots.push((dir, acks, changes));
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        snapshots
+    });
+    for agent in agents {
+        agent.join().unwrap();
+    }
+
+    for (dir, acks, changes) in &snapshots {
+        let store =
+            vouchd::store::sqlite::SqliteStore::open(&dir.join(vouchd::server::DATABASE_FILE))
+                .unwrap();
         assert_eq!(
-            stored.first().map(|r| r.attested),
-            Some(true),
-            "host-{i}: the latest result sets the state"
+            store.pragma("integrity_check").unwrap(),
+            "ok",
+            "{}",
+            dir.display()
+        );
+        assert_verdicts_stored(&store, &ek_hashes, acks);
+        changes.assert_stored(&store);
+        println!(
+            "{}: {} verdicts, {} principals, {} tokens acknowledged, all there",
+            dir.display(),
+            acks.len(),
+            changes.principals.len(),
+            changes.tokens.len()
         );
     }
 }

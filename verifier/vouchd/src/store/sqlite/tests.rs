@@ -70,6 +70,8 @@ fn pragmas_and_migrations_are_in_force() {
     assert_eq!(s.pragma("journal_mode").unwrap(), "wal");
     // synchronous: 2 = FULL.
     assert_eq!(s.pragma("synchronous").unwrap(), "2");
+    // Checkpoints: automatic every 1000 pages (what the README promises).
+    assert_eq!(s.pragma("wal_autocheckpoint").unwrap(), "1000");
     assert_eq!(s.pragma("foreign_keys").unwrap(), "1");
     assert_eq!(s.schema_version().unwrap(), 2);
 }
