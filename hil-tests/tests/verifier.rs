@@ -17,7 +17,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use embedded_io_adapters::std::FromStd;
-use hil_tests::socket::SwtpmSocket;
+use hil_tests::socket::{SocketError, SwtpmSocket};
 use hil_tests::swtpm::Swtpm;
 use hil_tests::verifier::{Verifier, pem};
 use serde_json::{Value, json};
@@ -112,6 +112,17 @@ fn enroll(verifier: &Verifier, host: &Host, image: &[u8]) -> String {
         .unwrap()
 }
 
+/// The agent's configuration in these tests.
+fn agent_config(ek: EkKind, ak: AkKind, stop_after_verdicts: Option<u32>) -> AgentConfig<'static> {
+    AgentConfig {
+        agent: "hil-tests",
+        ek,
+        ak,
+        ak_handle: DEFAULT_AK_HANDLE,
+        stop_after_verdicts,
+    }
+}
+
 /// An agent session in a thread; the test ends it by closing the connection.
 struct Session {
     stream: TcpStream,
@@ -145,13 +156,7 @@ impl Session {
         let log = host.event_log.clone();
         let thread = std::thread::spawn(move || {
             let mut tpm: Tpm<Shared> = Tpm::new(tpm);
-            let config = AgentConfig {
-                agent: "hil-tests",
-                ek,
-                ak,
-                ak_handle: DEFAULT_AK_HANDLE,
-                stop_after_verdicts,
-            };
+            let config = agent_config(ek, ak, stop_after_verdicts);
             session::run(&mut tpm, &log, &mut FromStd::new(theirs), &config)
                 .map_err(|e| format!("{e:?}"))
         });
@@ -501,13 +506,7 @@ fn attest_continuously(
             let addr = verifier.agent_addr();
             std::thread::spawn(move || {
                 let mut tpm: Tpm<Shared> = Tpm::new(tpm);
-                let config = AgentConfig {
-                    agent: "hil-tests",
-                    ek: EkKind::Rsa2048,
-                    ak: AkKind::EccP256,
-                    ak_handle: DEFAULT_AK_HANDLE,
-                    stop_after_verdicts: Some(1),
-                };
+                let config = agent_config(EkKind::Rsa2048, AkKind::EccP256, Some(1));
                 let mut sessions = 0;
                 while !stop.load(Ordering::Relaxed) {
                     let Ok(stream) = TcpStream::connect(addr) else {
@@ -870,6 +869,69 @@ fn database_files_copied_while_vouchd_is_frozen_hold_everything_acknowledged() {
             changes.tokens.len()
         );
     }
+}
+
+/// The host's TPM, stopping to answer once `ledger` holds a verdict (as if it failed right
+/// then).
+#[derive(Clone)]
+struct FailsAfterVerdict {
+    tpm: Shared,
+    ledger: Ledger,
+}
+
+impl Transport for FailsAfterVerdict {
+    type Error = SocketError;
+    fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, Self::Error> {
+        if self.ledger.len() > 0 {
+            return Err(SocketError::Io(std::io::Error::other(
+                "the TPM stopped answering",
+            )));
+        }
+        self.tpm.transact(command, response)
+    }
+}
+
+/// The agent's TPM fails while it sets up the key channel, right after an attested verdict:
+/// the host does not stay attested until that verdict's validity ends, it is not attested at
+/// once (with the reason), and no token is issued for it.
+#[test]
+fn a_tpm_failing_as_the_key_channel_is_set_up_makes_the_host_not_attested() {
+    let image = vec![13u8; 1024];
+    let host = boot(&image);
+    let verifier = Verifier::start(600).unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
+    let ledger = Ledger::default();
+    let stream = TcpStream::connect(verifier.agent_addr()).unwrap();
+    let mut link = Tapped::new(FromStd::new(stream), 0, ledger.clone());
+    let mut tpm: Tpm<FailsAfterVerdict> = Tpm::new(FailsAfterVerdict {
+        tpm: host.tpm.clone(),
+        ledger: ledger.clone(),
+    });
+    let config = agent_config(EkKind::Rsa2048, AkKind::EccP256, Some(1));
+    let err = session::run(&mut tpm, &host.event_log, &mut link, &config).unwrap_err();
+    assert!(format!("{err:?}").contains("stopped answering"), "{err:?}");
+    let acks = ledger.acks();
+    assert!(
+        acks.len() == 1 && acks[0].attested,
+        "attested first: {acks:?}"
+    );
+
+    let record = verifier
+        .wait_for_state(&ek_hash, "not_attested", WAIT)
+        .unwrap();
+    let recent = record["recent"].as_array().unwrap();
+    assert_eq!(recent[0]["attested"], false, "{record}");
+    let reason = recent[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("TPM failure") && reason.contains("TpmUnreachable"),
+        "{reason}"
+    );
+    assert_eq!(recent[1]["attested"], true, "{record}");
+    assert_eq!(recent[1]["nonce"], acks[0].nonce.as_str(), "{record}");
+    let (status, body) = verifier
+        .call("GET", &format!("/v1/hosts/{ek_hash}/token"), None)
+        .unwrap();
+    assert_ne!(status, 200, "a token for a host whose TPM failed: {body}");
 }
 
 /// How many results vouchd shows for a host (at most 10).
