@@ -423,6 +423,15 @@ impl Verifier {
         Ok(())
     }
 
+    /// The process id of a process-mode vouchd while it runs (for faults injected from
+    /// another thread: `kill -KILL`, `kill -STOP`).
+    pub fn pid(&self) -> Option<u32> {
+        self.process
+            .as_ref()
+            .and_then(|p| p.child.as_ref())
+            .map(Child::id)
+    }
+
     /// Asks a process-mode vouchd to stop with SIGTERM (as systemd and container runtimes do)
     /// and waits up to `limit` for it to exit; returns its exit status.
     pub fn terminate(&mut self, limit: Duration) -> Result<std::process::ExitStatus, HarnessError> {
@@ -505,7 +514,18 @@ impl Verifier {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), HarnessError> {
-        self.send(method, path, body, false)
+        self.send(&self.admin, method, path, body, false)
+    }
+
+    /// An API call with `bearer` as the token; returns the status and the JSON body.
+    pub fn call_as(
+        &self,
+        bearer: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), HarnessError> {
+        self.send(bearer, method, path, body, false)
     }
 
     /// A host operation signed once by the management server and sent to this vouchd, then
@@ -547,6 +567,7 @@ impl Verifier {
 
     fn send(
         &self,
+        bearer: &str,
         method: &str,
         path: &str,
         body: Option<Value>,
@@ -565,7 +586,7 @@ impl Verifier {
         let mut request = self
             .client
             .request(method_value, format!("{}{path}", self.base))
-            .bearer_auth(&self.admin);
+            .bearer_auth(bearer);
         if body.is_some() {
             request = request
                 .header("content-type", "application/json")
@@ -677,6 +698,7 @@ impl Verifier {
         ek_certificate_pem: &str,
     ) -> Result<String, HarnessError> {
         let (status, body) = self.send(
+            &self.admin,
             "POST",
             &format!("/v1/clusters/{cluster}/hosts"),
             Some(json!({"name": name, "ek_certificate_pem": ek_certificate_pem})),
@@ -715,6 +737,7 @@ impl Verifier {
         ek_hash: &str,
     ) -> Result<(), HarnessError> {
         let (status, body) = self.send(
+            &self.admin,
             "POST",
             &format!("/v1/clusters/{cluster}/hosts"),
             Some(json!({"name": name, "ek_hash": ek_hash})),

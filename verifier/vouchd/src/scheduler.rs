@@ -12,7 +12,8 @@ pub fn sweep_period(interval: Duration) -> Duration {
     (interval / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
 }
 
-/// Marks expired hosts `unknown`; returns how many changed.
+/// Marks expired hosts `unknown`, each with its event in the same transaction; returns how
+/// many changed.
 pub async fn sweep_once(state: &AppState, now: i64) -> Result<usize, store::StoreError> {
     let hosts = store::run(&state.store, |s| s.list_all_hosts()).await?;
     let mut changed = 0;
@@ -22,25 +23,13 @@ pub async fn sweep_once(state: &AppState, now: i64) -> Result<usize, store::Stor
         if !expired {
             continue;
         }
+        // The store checks again: a result recorded since the listing stands.
         let hash = host.ek_hash.clone();
-        let before = store::run(&state.store, move |s| {
-            s.set_host_state(&hash, HostState::Unknown)
-        })
-        .await?;
-        if before != HostState::Unknown {
+        let event = store::run(&state.store, move |s| s.expire_host(&hash, now)).await?;
+        if let Some(event) = event {
             changed += 1;
-            let detail = serde_json::json!({
-                "cluster": host.cluster,
-                "from": before,
-                "to": HostState::Unknown,
-                "reason": "the last attestation expired without a new one",
-            });
             tracing::warn!(ek_hash = %host.ek_hash, cluster = %host.cluster, "attestation expired");
-            let subject = host.ek_hash.clone();
-            store::run(&state.store, move |s| {
-                s.add_event(now, "host.state_changed", &subject, &detail)
-            })
-            .await?;
+            crate::service::events::announce(state, event);
         }
     }
     Ok(changed)
@@ -155,7 +144,9 @@ mod tests {
         );
         let events = state.store.list_events(0, 100).unwrap();
         assert_eq!(events.len() - recorded, 1, "one event for the one expiry");
-        assert_eq!(events[0].subject, "a");
+        let expiry = events.last().unwrap();
+        assert_eq!(expiry.subject, "a");
+        assert_eq!(expiry.detail["reason"], store::EXPIRED_REASON);
     }
 
     /// Two replicas on one database: each period is swept by the first to claim it.

@@ -43,6 +43,10 @@ pub enum NotAttested {
     /// vouch-attest refused the quote, the event log or the policy.
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
+    /// The agent reported a failure of the host's TPM after proving possession of it in this
+    /// session (no quote: the host fails closed).
+    #[error("the agent reported a TPM failure after attesting: {0}")]
+    TpmFailure(String),
 }
 
 impl NotAttested {
@@ -58,6 +62,7 @@ impl NotAttested {
             Self::Evidence(EvidenceError::EventLog(_)) => "event-log",
             Self::Evidence(EvidenceError::Replay(_)) => "event-log-replay",
             Self::Evidence(_) => "policy",
+            Self::TpmFailure(_) => "tpm-failure",
         }
     }
 }
@@ -199,7 +204,7 @@ pub fn verify(
 pub struct Verdict {
     /// When it was given (Unix seconds).
     pub at: i64,
-    /// The nonce of the quote request.
+    /// The nonce of the quote request (empty when there is no quote).
     pub nonce: Vec<u8>,
     /// Attested, with the evidence, or not, with the reason.
     pub outcome: Outcome,
@@ -275,7 +280,8 @@ impl Verdict {
             software_version,
             reason,
             pcr_digest,
-            nonce: Some(crate::hex(&self.nonce)),
+            // No nonce: a result without a quote (a TPM failure reported by the agent).
+            nonce: (!self.nonce.is_empty()).then(|| crate::hex(&self.nonce)),
             valid_until,
             token,
         }

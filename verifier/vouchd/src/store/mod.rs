@@ -149,6 +149,9 @@ pub fn state_change_detail(
     serde_json::json!({"cluster": cluster, "from": from, "to": to, "reason": reason})
 }
 
+/// The reason of the `host.state_changed` event of an expiry.
+pub const EXPIRED_REASON: &str = "the last attestation expired without a new one";
+
 /// Everything vouchd keeps. Implementations are blocking; call them through [`run`].
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every committed write durable in the main database file (SQLite: a WAL
@@ -224,9 +227,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a result, sets the host's state from it and, when the state changes, stores the
     /// `host.state_changed` event — all in one transaction, so a crash keeps all or none.
     fn record_attestation(&self, record: &AttestationRecord) -> StoreResult<Recorded>;
-    /// Sets a host's state without a new result (an attestation expired); returns the state
-    /// before.
+    /// Sets a host's state without a new result; returns the state before.
     fn set_host_state(&self, ek_hash: &str, state: HostState) -> StoreResult<HostState>;
+    /// Turns the host `unknown` when it is still `attested` with a result valid until before
+    /// `now`, and stores the `host.state_changed` event (at `now`, with [`EXPIRED_REASON`]) —
+    /// check, change and event in one transaction, so a crash keeps all or none and a result
+    /// recorded since the caller looked is never overwritten. Returns the event, or `None`
+    /// when nothing expired.
+    fn expire_host(&self, ek_hash: &str, now: i64) -> StoreResult<Option<Event>>;
     fn list_attestations(&self, ek_hash: &str, limit: u32) -> StoreResult<Vec<AttestationRecord>>;
 
     // Key servers, key providers, and the provider of each cluster.

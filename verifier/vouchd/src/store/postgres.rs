@@ -886,6 +886,47 @@ impl Store for PostgresStore {
         })
     }
 
+    fn expire_host(&self, ek_hash: &str, now: i64) -> StoreResult<Option<Event>> {
+        self.transaction(|tx| {
+            let found = tx
+                .query(
+                    "SELECT state, valid_until, cluster FROM hosts WHERE ek_hash = $1 FOR UPDATE",
+                    &[&ek_hash],
+                )
+                .map_err(backend)?;
+            let (before, valid_until, cluster) = read_all(&found, "hosts", |r| {
+                Ok((
+                    r.name("state", HostState::parse)?,
+                    r.get::<Option<i64>>("valid_until")?,
+                    r.get::<String>("cluster")?,
+                ))
+            })?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound(format!("host with EK {ek_hash}")))?;
+            let expired = before == HostState::Attested && valid_until.is_some_and(|v| v < now);
+            if !expired {
+                return Ok(None);
+            }
+            let to = HostState::Unknown;
+            exec(
+                tx,
+                "UPDATE hosts SET state = $1 WHERE ek_hash = $2",
+                &[&to.as_str(), &ek_hash],
+            )?;
+            let detail =
+                super::state_change_detail(&cluster, before, to, Some(super::EXPIRED_REASON));
+            let kind = "host.state_changed";
+            let id = insert_event(tx, now, kind, ek_hash, &detail)?;
+            Ok(Some(Event {
+                id,
+                at: now,
+                kind: kind.into(),
+                subject: ek_hash.into(),
+                detail,
+            }))
+        })
+    }
+
     fn list_attestations(&self, ek_hash: &str, limit: u32) -> StoreResult<Vec<AttestationRecord>> {
         self.all(
             "SELECT * FROM attestations WHERE ek_hash = $1 ORDER BY at DESC, id DESC LIMIT $2",

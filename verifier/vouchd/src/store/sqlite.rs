@@ -133,6 +133,27 @@ fn host_state(conn: &Connection, ek_hash: &str) -> StoreResult<HostState> {
     .ok_or_else(|| StoreError::NotFound(format!("host with EK {ek_hash}")))
 }
 
+/// Stores a `host.state_changed` event (within the caller's transaction).
+fn insert_state_changed(
+    conn: &Connection,
+    at: i64,
+    ek_hash: &str,
+    detail: serde_json::Value,
+) -> StoreResult<Event> {
+    let kind = "host.state_changed";
+    let id = conn
+        .prepare_cached("INSERT INTO events (at, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut stmt| stmt.insert(params![at, kind, ek_hash, detail.to_string()]))
+        .map_err(backend)?;
+    Ok(Event {
+        id,
+        at,
+        kind: kind.into(),
+        subject: ek_hash.into(),
+        detail,
+    })
+}
+
 const INSERT_MIGRATION: &str =
     "INSERT INTO schema_migrations (version, name, checksum, applied_at) VALUES (?1, ?2, ?3, ?4)";
 
@@ -230,7 +251,11 @@ impl SqliteStore {
         let _mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(backend)?;
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        // FULL: a commit is fsynced to the WAL before it returns (it survives a power cut);
+        // checkpoints every 1000 pages (SQLite's default, stated), truncated on `flush`.
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000; PRAGMA foreign_keys = ON;",
+        )
             .map_err(backend)?;
         migrate::migrate(&mut conn, MIGRATIONS, crate::now())?;
         Ok(Self {
@@ -755,22 +780,7 @@ impl Store for SqliteStore {
                 None
             } else {
                 let detail = super::state_change_detail(&a.cluster, before, state, a.reason.as_deref());
-                let kind = "host.state_changed";
-                let id = tx
-                    .prepare_cached(
-                        "INSERT INTO events (at, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.insert(params![a.at, kind, a.ek_hash, detail.to_string()])
-                    })
-                    .map_err(backend)?;
-                Some(Event {
-                    id,
-                    at: a.at,
-                    kind: kind.into(),
-                    subject: a.ek_hash.clone(),
-                    detail,
-                })
+                Some(insert_state_changed(tx, a.at, &a.ek_hash, detail)?)
             };
             Ok(super::Recorded { before, event })
         })
@@ -786,6 +796,40 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             Ok(before)
+        })
+    }
+
+    fn expire_host(&self, ek_hash: &str, now: i64) -> StoreResult<Option<Event>> {
+        self.transaction(|tx| {
+            let (before, valid_until, cluster) = query(
+                tx,
+                "hosts",
+                "SELECT state, valid_until, cluster FROM hosts WHERE ek_hash = ?1",
+                [ek_hash],
+                |r| {
+                    Ok((
+                        r.name("state", HostState::parse)?,
+                        r.get::<Option<i64>>("valid_until")?,
+                        r.get::<String>("cluster")?,
+                    ))
+                },
+            )?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound(format!("host with EK {ek_hash}")))?;
+            let expired = before == HostState::Attested && valid_until.is_some_and(|v| v < now);
+            if !expired {
+                return Ok(None);
+            }
+            let to = HostState::Unknown;
+            exec(
+                tx,
+                "UPDATE hosts SET state = ?1 WHERE ek_hash = ?2",
+                params![to.as_str(), ek_hash],
+            )
+            .map_err(backend)?;
+            let detail =
+                super::state_change_detail(&cluster, before, to, Some(super::EXPIRED_REASON));
+            insert_state_changed(tx, now, ek_hash, detail).map(Some)
         })
     }
 

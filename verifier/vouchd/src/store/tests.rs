@@ -117,6 +117,7 @@ store_tests!(
     a_request_seen_by_one_replica_is_a_replay_on_another,
     the_configuration_generation_follows_changes,
     concurrent_events_are_followed_without_gaps,
+    an_expiry_changes_the_state_once_and_spares_a_newer_result,
 );
 
 pub(crate) fn cluster(name: &str) -> Cluster {
@@ -644,5 +645,51 @@ pub(super) fn a_request_seen_by_one_replica_is_a_replay_on_another(b: &dyn Backe
     assert_eq!(
         firsts, 1,
         "exactly one of the racing replicas accepts the request"
+    );
+}
+
+/// The sweeper's expiry on every backend: once, with its event, and never over a newer result.
+pub(super) fn an_expiry_changes_the_state_once_and_spares_a_newer_result(b: &dyn Backend) {
+    let s = b.open();
+    s.create_cluster(&cluster("prod")).unwrap();
+    s.add_host(&host("aa", "prod")).unwrap();
+    let ok = AttestationRecord {
+        ek_hash: "aa".into(),
+        cluster: "prod".into(),
+        at: 100,
+        attested: true,
+        software_version: Some("fw-1".into()),
+        reason: None,
+        pcr_digest: None,
+        nonce: Some("11".into()),
+        valid_until: Some(700),
+        token: None,
+    };
+    s.record_attestation(&ok).unwrap();
+    assert_eq!(s.expire_host("aa", 700).unwrap(), None, "valid until 700");
+    assert!(matches!(
+        s.expire_host("zz", 800),
+        Err(StoreError::NotFound(_))
+    ));
+    let before = s.list_events(0, 100).unwrap().len();
+    let event = s.expire_host("aa", 800).unwrap().unwrap();
+    assert_eq!(event.kind, "host.state_changed");
+    assert_eq!(event.detail["to"], "unknown");
+    assert_eq!(event.detail["reason"], crate::store::EXPIRED_REASON);
+    let stored = s.list_events(0, 100).unwrap();
+    assert_eq!(stored.len(), before + 1);
+    assert_eq!(stored.last(), Some(&event));
+    assert_eq!(s.get_host("aa").unwrap().unwrap().state, HostState::Unknown);
+    assert_eq!(s.expire_host("aa", 900).unwrap(), None, "expired once");
+    s.record_attestation(&AttestationRecord {
+        at: 850,
+        valid_until: Some(2000),
+        ..ok
+    })
+    .unwrap();
+    assert_eq!(s.expire_host("aa", 900).unwrap(), None);
+    assert_eq!(
+        s.get_host("aa").unwrap().unwrap().state,
+        HostState::Attested
     );
 }

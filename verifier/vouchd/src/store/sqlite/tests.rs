@@ -10,6 +10,8 @@ fn pragmas_and_migrations_are_in_force() {
     assert_eq!(s.pragma("journal_mode").unwrap(), "wal");
     // synchronous: 2 = FULL.
     assert_eq!(s.pragma("synchronous").unwrap(), "2");
+    // Checkpoints: automatic every 1000 pages (what the README promises).
+    assert_eq!(s.pragma("wal_autocheckpoint").unwrap(), "1000");
     assert_eq!(s.pragma("foreign_keys").unwrap(), "1");
     assert_eq!(s.schema_version().unwrap(), 3);
 }
@@ -300,4 +302,76 @@ fn null_where_a_value_is_needed_is_corrupt() {
     // A column missing from the query is the query's fault, not the data's.
     let err = rows::all::<TokenInfo>(&conn, "SELECT 't1' AS id", []).unwrap_err();
     assert!(matches!(err, StoreError::Backend(_)), "{err}");
+}
+
+/// The sweeper's expiry: the check, the state change and its event are one transaction.
+#[test]
+fn an_expiry_changes_the_state_and_stores_its_event_together() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    s.create_cluster(&cluster("prod")).unwrap();
+    s.add_host(&host("aa", "prod")).unwrap();
+    let ok = AttestationRecord {
+        ek_hash: "aa".into(),
+        cluster: "prod".into(),
+        at: 100,
+        attested: true,
+        software_version: Some("fw-1".into()),
+        reason: None,
+        pcr_digest: None,
+        nonce: Some("11".into()),
+        valid_until: Some(700),
+        token: None,
+    };
+    s.record_attestation(&ok).unwrap();
+    let events = s.list_events(0, 10).unwrap().len();
+    assert_eq!(s.expire_host("aa", 700).unwrap(), None, "valid until 700");
+    assert!(matches!(
+        s.expire_host("zz", 800),
+        Err(StoreError::NotFound(_))
+    ));
+
+    // The event cannot be stored: the state does not change either.
+    s.conn()
+        .unwrap()
+        .execute_batch(
+            "CREATE TRIGGER no_events BEFORE INSERT ON events BEGIN SELECT RAISE(ABORT, 'disk full'); END;",
+        )
+        .unwrap();
+    assert!(s.expire_host("aa", 800).is_err());
+    assert_eq!(
+        s.get_host("aa").unwrap().unwrap().state,
+        HostState::Attested
+    );
+    s.conn()
+        .unwrap()
+        .execute_batch("DROP TRIGGER no_events;")
+        .unwrap();
+
+    let event = s.expire_host("aa", 800).unwrap().unwrap();
+    assert_eq!(event.kind, "host.state_changed");
+    assert_eq!((event.at, event.subject.as_str()), (800, "aa"));
+    assert_eq!(event.detail["from"], "attested");
+    assert_eq!(event.detail["to"], "unknown");
+    assert_eq!(event.detail["cluster"], "prod");
+    assert_eq!(event.detail["reason"], crate::store::EXPIRED_REASON);
+    let stored = s.list_events(0, 10).unwrap();
+    assert_eq!(stored.len(), events + 1);
+    assert_eq!(stored.last(), Some(&event));
+    assert_eq!(s.get_host("aa").unwrap().unwrap().state, HostState::Unknown);
+    assert_eq!(s.expire_host("aa", 900).unwrap(), None, "expired once");
+
+    // A result recorded after the sweeper listed the host stands: no expiry, no event.
+    s.record_attestation(&AttestationRecord {
+        at: 850,
+        valid_until: Some(2000),
+        ..ok
+    })
+    .unwrap();
+    let events = s.list_events(0, 10).unwrap().len();
+    assert_eq!(s.expire_host("aa", 900).unwrap(), None);
+    assert_eq!(
+        s.get_host("aa").unwrap().unwrap().state,
+        HostState::Attested
+    );
+    assert_eq!(s.list_events(0, 10).unwrap().len(), events);
 }
