@@ -125,6 +125,54 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     shell::step("bench (one core)", &mut cmd)
 }
 
+/// `cargo xtask keyload ...`: builds vouchd, the hosted agent and `vouch-keyload` in
+/// release, then runs `vouch-keyload` pinned to CPU 1 (it pins vouchd to CPU 0).
+pub fn keyload(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        let mut cmd =
+            std::process::Command::new(shell::root().join("target/release/vouch-keyload"));
+        if cmd.arg("--help").status().is_ok_and(|s| s.success()) {
+            return Ok(());
+        }
+    }
+    setup::ensure()?;
+    shell::step(
+        "build vouchd, vouch-hosted-agent and vouch-keyload (release)",
+        shell::cargo().args([
+            "build",
+            "--locked",
+            "--release",
+            "-p",
+            "vouchd",
+            "-p",
+            "vouch-hosted-agent",
+            "-p",
+            "hil-tests",
+            "--bin",
+            "vouchd",
+            "--bin",
+            "vouch-hosted-agent",
+            "--bin",
+            "vouch-keyload",
+        ]),
+    )?;
+    if !shell::on_path("taskset") {
+        return Err("taskset not found: run `cargo xtask setup` (util-linux)".into());
+    }
+    let status = std::process::Command::new("taskset")
+        .current_dir(shell::root())
+        .args(["-c", "1"])
+        .arg(shell::root().join("target/release/vouch-keyload"))
+        .args(args)
+        .status()
+        .map_err(|e| format!("vouch-keyload: {e}"))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err("keyload: the run had errors (see above)".into()),
+        _ => Err(format!("keyload: {status}")),
+    }
+}
+
 /// `cargo xtask fuzz [SECONDS]`: every target in `fuzz/` under libFuzzer for SECONDS each.
 pub fn fuzz(args: &[String]) -> Result<(), String> {
     let seconds: u32 = match args.first() {
