@@ -74,6 +74,9 @@ pub struct Report {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub errors: u64,
+    /// vouchd's CPU time (user + system) during the load, per request: what the figures
+    /// would be on an idle core, whatever else ran on it.
+    pub vouchd_cpu_us_per_request: f64,
 }
 
 impl Report {
@@ -90,6 +93,7 @@ impl Report {
             "p99_ms": round(self.p99_ms),
             "max_ms": round(self.max_ms),
             "errors": self.errors,
+            "vouchd_cpu_us_per_request": self.vouchd_cpu_us_per_request.round(),
         })
     }
 }
@@ -256,10 +260,34 @@ pub fn run(options: &Options) -> Result<Report, String> {
         options.op.name(),
         options.duration.as_secs()
     ));
+    let pid = verifier.pid();
+    let cpu_before = pid.and_then(cpu_seconds);
     let report = runtime.block_on(load(options, &api, &certificate, &token))?;
+    let cpu = match (cpu_before, pid.and_then(cpu_seconds)) {
+        (Some(before), Some(after)) if report.requests > 0 => {
+            (after - before) * 1e6 / report.requests as f64
+        }
+        _ => 0.0,
+    };
     drop(verifier);
     drop(kms);
-    Ok(Report { wrapping, ..report })
+    Ok(Report {
+        wrapping,
+        vouchd_cpu_us_per_request: cpu,
+        ..report
+    })
+}
+
+/// The CPU time (user + system, seconds) process `pid` has used, from `/proc/PID/stat`.
+fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The fields after the command name (which may hold spaces) closed by ')'.
+    let (_, rest) = stat.rsplit_once(')')?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime: fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // USER_HZ is 100 on Linux (sysconf(_SC_CLK_TCK)).
+    Some(ticks / 100.0)
 }
 
 struct Shared {
@@ -420,6 +448,7 @@ async fn load(
         p99_ms: at(990),
         max_ms: latencies.last().map_or(0.0, |&us| f64::from(us) / 1000.0),
         errors,
+        vouchd_cpu_us_per_request: 0.0,
     })
 }
 

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
                 println!("{}", report.json());
             } else {
                 println!(
-                    "{} x {} ({} wrapping), {:.1} s: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+                    "{} x {} ({} wrapping), {:.1} s: {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors; vouchd {:.0} us CPU per request",
                     report.concurrency,
                     report.op.name(),
                     report.wrapping,
@@ -98,7 +98,8 @@ fn main() -> ExitCode {
                     report.p50_ms,
                     report.p99_ms,
                     report.max_ms,
-                    report.errors
+                    report.errors,
+                    report.vouchd_cpu_us_per_request
                 );
             }
             if report.errors == 0 {

@@ -34,7 +34,12 @@ Verbs:
   ci                 the same as `test`
   demo               start swtpm and show what the TPM stack reads over each bus
   qemu               build the firmware and boot the mps2-an386 board in QEMU with swtpm
-  bench              the verifier's criterion benchmarks, pinned to one core
+  bench [--compare keylime]
+                     the verifier's criterion benchmarks, pinned to one core (the bare
+                     signature verification beside the quote check); --compare keylime also
+                     runs Keylime's checkquote and measured-boot log parse on the same files
+                     (Keylime from PyPI in /opt/vouch/keylime-venv, created then) and prints
+                     both medians and the ratios
   keyload --op encrypt|decrypt|batch --concurrency N --duration SECS
           [--wrapping local|remote] [--json]
                      the key provider under load: release vouchd pinned to CPU 0, PyKMIP,
