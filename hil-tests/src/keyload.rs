@@ -77,6 +77,9 @@ pub struct Report {
     /// vouchd's CPU time (user + system) during the load, per request: what the figures
     /// would be on an idle core, whatever else ran on it.
     pub vouchd_cpu_us_per_request: f64,
+    /// Remote wrapping: the key server's own ceiling, measured just before with the same
+    /// operation, concurrency and pooled KMIP client, without vouchd.
+    pub key_server_ops_per_s: Option<f64>,
 }
 
 impl Report {
@@ -94,6 +97,7 @@ impl Report {
             "max_ms": round(self.max_ms),
             "errors": self.errors,
             "vouchd_cpu_us_per_request": self.vouchd_cpu_us_per_request.round(),
+            "key_server_ops_per_s": self.key_server_ops_per_s.map(f64::round),
         })
     }
 }
@@ -260,6 +264,16 @@ pub fn run(options: &Options) -> Result<Report, String> {
         options.op.name(),
         options.duration.as_secs()
     ));
+    let key_server_ops_per_s = if options.remote {
+        say("measuring the key server's own ceiling (same client, no vouchd)");
+        let id = key
+            .get("key_id")
+            .and_then(Value::as_str)
+            .ok_or("no key id")?;
+        Some(runtime.block_on(key_server_ceiling(&kms, id, options))?)
+    } else {
+        None
+    };
     let pid = verifier.pid();
     let cpu_before = pid.and_then(cpu_seconds);
     let report = runtime.block_on(load(options, &api, &certificate, &token))?;
@@ -274,8 +288,65 @@ pub fn run(options: &Options) -> Result<Report, String> {
     Ok(Report {
         wrapping,
         vouchd_cpu_us_per_request: cpu,
+        key_server_ops_per_s,
         ..report
     })
+}
+
+/// How many remote-wrapping operations per second the key server answers the provider's
+/// client directly (pooled connections, state check and Encrypt or Decrypt), from
+/// `options.concurrency` tasks for at most 5 s.
+async fn key_server_ceiling(
+    kms: &crate::pykmip::PyKmip,
+    id: &str,
+    options: &Options,
+) -> Result<f64, String> {
+    use vouch_keyprovider::{KeyProvider, KeyRef, ProviderConfig, SystemClock, Wrapping};
+    let provider = KeyProvider::new(
+        ProviderConfig {
+            name: "ceiling".into(),
+            key_server: "kms-1".into(),
+            primary: KeyRef {
+                id: id.into(),
+                version: 1,
+            },
+            retired: vec![],
+            wrapping: Wrapping::Remote,
+        },
+        kms.key_server(vouch_kmip::ProtocolVersion::V1_4),
+        Arc::new(SystemClock::new()),
+    )
+    .map_err(|e| failed("provider", e))?;
+    let provider = Arc::new(provider);
+    let sample = provider
+        .encrypt(&[0x42; 32], b"keyload")
+        .await
+        .map_err(|e| failed("the key server", e))?;
+    let started = Instant::now();
+    let deadline = started + options.duration.min(Duration::from_secs(5));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..options.concurrency {
+        let (provider, sample) = (Arc::clone(&provider), sample.clone());
+        let decrypt = options.op == Op::Decrypt;
+        tasks.spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                let done = if decrypt {
+                    provider.decrypt(&sample, b"keyload").await.map(drop)
+                } else {
+                    provider.encrypt(&[0x42; 32], b"keyload").await.map(drop)
+                };
+                done.map_err(|e| e.to_string())?;
+                n += 1;
+            }
+            Ok::<_, String>(n)
+        });
+    }
+    let mut ops = 0u64;
+    while let Some(done) = tasks.join_next().await {
+        ops += done.map_err(|e| failed("a task", e))??;
+    }
+    Ok(ops as f64 / started.elapsed().as_secs_f64())
 }
 
 /// The CPU time (user + system, seconds) process `pid` has used, from `/proc/PID/stat`.
@@ -449,6 +520,7 @@ async fn load(
         max_ms: latencies.last().map_or(0.0, |&us| f64::from(us) / 1000.0),
         errors,
         vouchd_cpu_us_per_request: 0.0,
+        key_server_ops_per_s: None,
     })
 }
 

@@ -102,6 +102,9 @@ fn main() -> ExitCode {
                     report.vouchd_cpu_us_per_request
                 );
             }
+            if let (false, Some(ceiling)) = (json, report.key_server_ops_per_s) {
+                println!("the key server alone (same client, no vouchd): {ceiling:.0} ops/s");
+            }
             if report.errors == 0 {
                 ExitCode::SUCCESS
             } else {

@@ -65,9 +65,10 @@ fn bare(public: &Public, sig: &[u8]) -> (ParsedPublicKey, Vec<u8>) {
         ) => {
             assert_eq!(hash, HashAlg::Sha256);
             let e = exponent.to_be_bytes();
+            let first = e.iter().position(|b| *b != 0).unwrap_or(e.len());
             let key = RsaPublicKeyComponents {
                 n: modulus.as_slice(),
-                e: &e[..],
+                e: &e[first..],
             }
             .to_parsed_public_key(&signature::RSA_PKCS1_2048_8192_SHA256)
             .unwrap();
