@@ -502,6 +502,14 @@ impl Verifier {
         self.config.agent_listen
     }
 
+    /// The process id of a process-mode vouchd.
+    pub fn pid(&self) -> Option<u32> {
+        self.process
+            .as_ref()
+            .and_then(|p| p.child.as_ref())
+            .map(Child::id)
+    }
+
     /// The data directory (SQLite database, keys).
     pub fn data_dir(&self) -> &Path {
         &self.config.data_dir

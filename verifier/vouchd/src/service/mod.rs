@@ -32,8 +32,9 @@ pub struct AppState {
     /// The key providers in use.
     pub keys: Arc<keys::KeyService>,
     /// Cancelled when vouchd is asked to stop: listeners stop accepting, idle sessions and
-    /// connections end, work in flight finishes.
-    pub shutdown: CancellationToken,
+    /// connections end, work in flight finishes. Behind an `Arc`: the state is cloned several
+    /// times per request, and a token's own clone takes a lock.
+    pub shutdown: Arc<CancellationToken>,
     /// Every session and connection task, so that a stop can wait for them.
     pub tasks: TaskTracker,
     /// Bounds the events recorded for refused agents, per address.
@@ -57,7 +58,7 @@ impl AppState {
             signer: Arc::new(signer),
             webhook: webhook.map(Arc::new),
             keys: Arc::default(),
-            shutdown: CancellationToken::new(),
+            shutdown: Arc::new(CancellationToken::new()),
             tasks: TaskTracker::new(),
             refusal_events: Arc::default(),
             replica: crate::random::<8>()

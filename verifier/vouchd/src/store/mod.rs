@@ -156,6 +156,14 @@ pub const EXPIRED_REASON: &str = "the last attestation expired without a new one
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every committed write durable in the main database file (SQLite: a WAL
     /// checkpoint); called when vouchd stops.
+    /// A number that changes after every write (rows inserted, updated or deleted, committed
+    /// or not) and before the lock that guards it is released, so that what was read while it
+    /// stayed the same is still current (vouchd's in-memory caches rely on it). `None` (the
+    /// default) when the backend does not count: nothing read from it is cached.
+    fn changes(&self) -> Option<u64> {
+        None
+    }
+
     fn flush(&self) -> StoreResult<()> {
         Ok(())
     }

@@ -9,6 +9,7 @@
 mod rows;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::types::FromSql;
@@ -30,6 +31,8 @@ const STATEMENT_CACHE_CAPACITY: usize = 128;
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Counts the uses of the connection that changed rows ([`Store::changes`]).
+    writes: AtomicU64,
     /// The key-encryption keys: the first seals, every one opens. None: secrets are stored as
     /// given (in-memory tests).
     sealing: Vec<SealingKey>,
@@ -260,6 +263,7 @@ impl SqliteStore {
         migrate::migrate(&mut conn, MIGRATIONS, crate::now())?;
         Ok(Self {
             conn: Mutex::new(conn),
+            writes: AtomicU64::new(0),
             sealing: Vec::new(),
         })
     }
@@ -313,10 +317,19 @@ impl SqliteStore {
         Ok(record)
     }
 
-    fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
-        self.conn
+    /// The connection, locked. Every use goes through here: when it changed rows, the write
+    /// count moves before the lock is released.
+    fn conn(&self) -> StoreResult<Locked<'_>> {
+        let conn = self
+            .conn
             .lock()
-            .map_err(|_| StoreError::Backend("the database lock is poisoned".into()))
+            .map_err(|_| StoreError::Backend("the database lock is poisoned".into()))?;
+        let before = conn.total_changes();
+        Ok(Locked {
+            conn,
+            before,
+            writes: &self.writes,
+        })
     }
 
     /// The schema version now in force.
@@ -401,7 +414,40 @@ impl SqliteStore {
     }
 }
 
+/// The locked connection; see [`SqliteStore::conn`].
+struct Locked<'a> {
+    conn: MutexGuard<'a, Connection>,
+    before: u64,
+    writes: &'a AtomicU64,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Runs before the guard (a field) unlocks.
+        if self.conn.total_changes() != self.before {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 impl Store for SqliteStore {
+    fn changes(&self) -> Option<u64> {
+        Some(self.writes.load(Ordering::SeqCst))
+    }
+
     fn flush(&self) -> StoreResult<()> {
         let conn = self.conn()?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
