@@ -294,6 +294,72 @@ fn a_restarted_verifier_keeps_enrollments_and_results() {
     assert_eq!(outcome.last_verdict, Some(true));
 }
 
+/// A backup taken (`vouchd backup`, its own process) while a host attests, restored
+/// (`vouchd restore`) into a new data directory: the restored vouchd attests the same host
+/// with the AK bound before the backup, and the old admin token works there.
+#[test]
+fn a_backup_taken_while_a_host_attests_restores_and_the_host_attests_again() {
+    use std::ffi::OsStr;
+    let image = vec![15u8; 1024];
+    let host = boot(&image);
+    let verifier = Verifier::start(600).unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
+    Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+
+    // The backup runs while another attestation of the host is under way.
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("vouchd.backup");
+    let session = Session::open_once(&verifier, &host, AkKind::EccP256);
+    let config = verifier.config_file().unwrap();
+    Verifier::vouchd(&[
+        OsStr::new("backup"),
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--out"),
+        backup.as_os_str(),
+    ])
+    .unwrap();
+    assert_eq!(session.join().unwrap().last_verdict, Some(true));
+    let admin = verifier.admin_token().to_owned();
+    // The key-encryption key is kept apart from backups; the old data directory goes.
+    let kek = dir.path().join("kek");
+    std::fs::copy(verifier.data_dir().join("key-encryption-key"), &kek).unwrap();
+    drop(verifier);
+
+    let restored = dir.path().join("restored");
+    let restored_config = dir.path().join("restored.toml");
+    std::fs::write(
+        &restored_config,
+        format!("data_dir = \"{}\"\n", restored.display()),
+    )
+    .unwrap();
+    Verifier::vouchd(&[
+        OsStr::new("restore"),
+        OsStr::new("--config"),
+        restored_config.as_os_str(),
+        OsStr::new("--key-encryption-key"),
+        kek.as_os_str(),
+        backup.as_os_str(),
+    ])
+    .unwrap();
+    let verifier = Verifier::start_on(restored, &admin, 600).unwrap();
+    let before = verifier.host(&ek_hash).unwrap();
+    assert_eq!(before["name"], "host-1", "{before}");
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert!(
+        !outcome.activated,
+        "the AK bound before the backup is still bound"
+    );
+    assert_eq!(outcome.last_verdict, Some(true));
+    let after = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    assert_eq!(after["state"], "attested", "{after}");
+}
+
 #[test]
 fn trust_mode_2_admits_listed_tpms_only() {
     let image = vec![6u8; 1024];

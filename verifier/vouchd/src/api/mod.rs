@@ -196,7 +196,7 @@ async fn audit(
     crate::service::events::record(state, kind, subject, detail).await;
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), Error> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
