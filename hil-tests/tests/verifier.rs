@@ -294,13 +294,10 @@ fn a_restarted_verifier_keeps_enrollments_and_results() {
     assert_eq!(outcome.last_verdict, Some(true));
 }
 
-/// A backup taken (`vouchd backup`, its own process) while a host attests, restored
-/// (`vouchd restore`) into a new data directory: the restored vouchd attests the same host
-/// with the AK bound before the backup, and the old admin token works there.
-#[test]
-fn a_backup_taken_while_a_host_attests_restores_and_the_host_attests_again() {
-    use std::ffi::OsStr;
-    let image = vec![15u8; 1024];
+/// A host booted with an image of `fill` bytes, enrolled in cluster `lab` of a new verifier and
+/// attested once; with its EK hash.
+fn attested_host(fill: u8) -> (Host, Verifier, String) {
+    let image = vec![fill; 1024];
     let host = boot(&image);
     let verifier = Verifier::start(600).unwrap();
     let ek_hash = enroll(&verifier, &host, &image);
@@ -308,6 +305,16 @@ fn a_backup_taken_while_a_host_attests_restores_and_the_host_attests_again() {
         .join()
         .unwrap();
     verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    (host, verifier, ek_hash)
+}
+
+/// A backup taken (`vouchd backup`, its own process) while a host attests, restored
+/// (`vouchd restore`) into a new data directory: the restored vouchd attests the same host
+/// with the AK bound before the backup, and the old admin token works there.
+#[test]
+fn a_backup_taken_while_a_host_attests_restores_and_the_host_attests_again() {
+    use std::ffi::OsStr;
+    let (host, verifier, ek_hash) = attested_host(15);
 
     // The backup runs while another attestation of the host is under way.
     let dir = tempfile::tempdir().unwrap();
@@ -358,6 +365,45 @@ fn a_backup_taken_while_a_host_attests_restores_and_the_host_attests_again() {
     assert_eq!(outcome.last_verdict, Some(true));
     let after = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
     assert_eq!(after["state"], "attested", "{after}");
+}
+
+/// A disabled cluster: its attested host loses that state at once (so it gets no keys), is
+/// not attested while the cluster stays disabled, with the reason naming the command that
+/// enables it, and is attested again once it is enabled.
+#[test]
+fn a_disabled_clusters_host_is_not_attested_until_it_is_enabled() {
+    let (host, verifier, ek_hash) = attested_host(16);
+
+    let patch = |enabled: bool| {
+        let (status, body) = verifier
+            .call(
+                "PATCH",
+                "/v1/clusters/lab",
+                Some(serde_json::json!({"enabled": enabled})),
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+    };
+    patch(false);
+    let now = verifier.host(&ek_hash).unwrap();
+    assert_eq!(now["state"], "not_attested", "{now}");
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert_eq!(outcome.last_verdict, Some(false));
+    let now = verifier.host(&ek_hash).unwrap();
+    let reason = now["recent"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("vouch cluster enable lab"),
+        "{reason}: {now}"
+    );
+
+    patch(true);
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert_eq!(outcome.last_verdict, Some(true));
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
 }
 
 #[test]

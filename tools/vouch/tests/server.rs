@@ -346,7 +346,7 @@ fn clusters_trust_software_hosts_and_status() {
             "--version",
             "ubuntu",
             "--pcrs",
-            "0,7",
+            "0,1,7",
             "--bank",
             "sha256",
             "--cluster",
@@ -367,7 +367,7 @@ fn clusters_trust_software_hosts_and_status() {
             .unwrap()
             .keys()
             .collect::<Vec<_>>(),
-        ["0", "7"]
+        ["0", "1", "7"]
     );
     v.ok(&["software", "remove", "--cluster", "lab", "ubuntu"]);
 
@@ -603,6 +603,94 @@ fn clusters_trust_software_hosts_and_status() {
     v.ok(&["management-server", "remove", "ms-1"]);
     v.ok(&["cluster", "remove", "lab"]);
     assert_eq!(v.json(&["cluster", "list"]), serde_json::json!([]));
+}
+
+#[test]
+fn editing_trust_safely() {
+    let v = vouchd();
+    // The default PCRs are those `vouch image add` covers: its version is accepted as is.
+    v.ok(&["cluster", "add", "lab"]);
+    assert_eq!(
+        v.json(&["cluster", "show", "lab"])["pcrs"],
+        serde_json::json!([0, 1])
+    );
+    let image = v.file("image.bin", &[0x3c; 2048]);
+    let add_image = |extra: &[&str]| {
+        let mut args = vec![
+            "image",
+            "add",
+            image.as_str(),
+            "--version",
+            "v1",
+            "--agent-version",
+            "1.0",
+            "--config",
+            "board=test",
+            "--cluster",
+            "lab",
+        ];
+        args.extend_from_slice(extra);
+        v.admin(&args)
+    };
+    let o = add_image(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Again: refused, unless replaced.
+    refused(&add_image(&[]), "--replace");
+    let o = add_image(&["--replace"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // cluster set: checked, and a version that cannot match the new PCRs is refused.
+    let o = v.admin(&["cluster", "set", "lab"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        v.ok(&["cluster", "set", "lab", "--pcrs", "0,1,7"])
+            .contains("now compares PCRs")
+    );
+    assert_eq!(
+        v.json(&["cluster", "show", "lab"])["pcrs"],
+        serde_json::json!([0, 1, 7])
+    );
+    let o = add_image(&["--replace"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("vouch cluster set lab"),
+        "{}",
+        stderr(&o)
+    );
+    let o = v.admin(&["cluster", "set", "lab", "--bank", "md5"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // The first listed EK switches the cluster to mode 2: only with --yes.
+    let ek_key = rcgen::KeyPair::generate().unwrap();
+    let ek = v.file("ek.pem", ek_key.public_key_pem().as_bytes());
+    let o = v.admin(&["ek", "add", "--cluster", "lab", "--public-key", &ek]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("mode 2"), "{}", stderr(&o));
+    assert_eq!(
+        v.json(&["ek", "list", "--cluster", "lab"]),
+        serde_json::json!([])
+    );
+    v.ok(&[
+        "ek",
+        "add",
+        "--cluster",
+        "lab",
+        "--public-key",
+        &ek,
+        "--yes",
+    ]);
+    // A second one needs no confirmation.
+    let other = rcgen::KeyPair::generate().unwrap();
+    let other = v.file("ek2.pem", other.public_key_pem().as_bytes());
+    v.ok(&["ek", "add", "--cluster", "lab", "--public-key", &other]);
+
+    // Disable and enable.
+    assert!(v.ok(&["cluster", "disable", "lab"]).contains("disabled"));
+    assert!(v.ok(&["cluster", "list"]).contains("disabled"));
+    assert!(v.json(&["cluster", "show", "lab"])["disabled_at"].is_i64());
+    v.ok(&["cluster", "enable", "lab"]);
+    assert!(v.ok(&["cluster", "show", "lab"]).contains("enabled"));
+    refused(&v.admin(&["cluster", "disable", "nope"]), "not found");
 }
 
 #[test]

@@ -327,3 +327,136 @@ async fn a_first_start_that_cannot_bind_makes_no_admin() {
         token
     );
 }
+
+fn version(name: &str, pcrs: &[u32]) -> Value {
+    let values: serde_json::Map<String, Value> = pcrs
+        .iter()
+        .map(|p| (p.to_string(), Value::String("11".repeat(32))))
+        .collect();
+    json!({"name": name, "pcrs": {"sha256": values}})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn editing_a_cluster_safely() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = common::harness(common::config(dir.path())).await;
+    let a = h.admin();
+    let a = Some(a.as_str());
+    // The default PCRs are those `vouch image add` covers.
+    let (s, c) = h
+        .call(
+            Method::POST,
+            "/v1/clusters",
+            a,
+            Some(json!({"name": "lab"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+    assert_eq!(c["pcrs"], json!([0, 1]));
+    assert_eq!(c["disabled_at"], Value::Null);
+
+    // Software versions: one that covers the cluster's PCRs is accepted once; again only with
+    // replace; one that cannot match is refused with what to do.
+    let put = "/v1/clusters/lab/software-versions/fw-1";
+    let (s, _) = h
+        .call(Method::PUT, put, a, Some(version("fw-1", &[0, 1])))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, e) = h
+        .call(Method::PUT, put, a, Some(version("fw-1", &[0, 1])))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    assert!(e["reason"].as_str().unwrap().contains("--replace"), "{e}");
+    let (s, _) = h
+        .call(
+            Method::PUT,
+            &format!("{put}?replace=true"),
+            a,
+            Some(version("fw-1", &[0, 1])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, e) = h
+        .call(
+            Method::PUT,
+            "/v1/clusters/lab/software-versions/fw-2",
+            a,
+            Some(version("fw-2", &[0])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    let reason = e["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("[1]") && reason.contains("vouch cluster set lab"),
+        "{e}"
+    );
+
+    // PATCH: PCRs and bank, checked; what is left out stays.
+    let (s, c) = h
+        .call(
+            Method::PATCH,
+            "/v1/clusters/lab",
+            a,
+            Some(json!({"pcrs": [7, 0, 1, 7]})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+    assert_eq!(c["pcrs"], json!([0, 1, 7]));
+    assert_eq!(c["bank"], "sha256");
+    for bad in [
+        json!({"pcrs": [99]}),
+        json!({"pcrs": []}),
+        json!({"bank": "md5"}),
+    ] {
+        let (s, e) = h
+            .call(Method::PATCH, "/v1/clusters/lab", a, Some(bad))
+            .await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+    }
+    let (s, _) = h
+        .call(Method::PATCH, "/v1/clusters/none", a, Some(json!({})))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Disable and enable, each an event.
+    let (s, c) = h
+        .call(
+            Method::PATCH,
+            "/v1/clusters/lab",
+            a,
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(c["disabled_at"].is_i64(), "{c}");
+    let (_, c) = h.call(Method::GET, "/v1/clusters/lab", a, None).await;
+    assert!(c["disabled_at"].is_i64(), "{c}");
+    let (_, c) = h
+        .call(
+            Method::PATCH,
+            "/v1/clusters/lab",
+            a,
+            Some(json!({"enabled": true})),
+        )
+        .await;
+    assert_eq!(c["disabled_at"], Value::Null);
+    let (_, events) = h.call(Method::GET, "/v1/events", a, None).await;
+    let kinds: Vec<&str> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .filter(|k| k.starts_with("cluster."))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "cluster.created",
+            "cluster.software_version_set",
+            "cluster.software_version_set",
+            "cluster.changed",
+            "cluster.disabled",
+            "cluster.enabled"
+        ]
+    );
+}

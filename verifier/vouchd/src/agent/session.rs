@@ -666,6 +666,7 @@ mod tests {
                 pcrs,
                 bank: "sha256".into(),
                 created_at: 0,
+                disabled_at: None,
             })
             .unwrap();
         for pem in ["ek/swtpm-localca-root.pem", "ek/swtpm-localca-issuer.pem"] {

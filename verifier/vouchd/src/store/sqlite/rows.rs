@@ -163,6 +163,7 @@ impl FromRow for Cluster {
             pcrs: r.json("pcrs")?,
             bank: r.get("bank")?,
             created_at: r.get("created_at")?,
+            disabled_at: r.get("disabled_at")?,
         })
     }
 }

@@ -8,6 +8,7 @@ fn cluster(name: &str) -> Cluster {
         pcrs: vec![0, 1, 7],
         bank: "sha256".into(),
         created_at: 10,
+        disabled_at: None,
     }
 }
 
@@ -71,7 +72,26 @@ fn pragmas_and_migrations_are_in_force() {
     // synchronous: 2 = FULL.
     assert_eq!(s.pragma("synchronous").unwrap(), "2");
     assert_eq!(s.pragma("foreign_keys").unwrap(), "1");
-    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(s.schema_version().unwrap(), 3);
+}
+
+#[test]
+fn a_cluster_is_updated_and_disabled() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    s.create_cluster(&cluster("prod")).unwrap();
+    let mut c = cluster("prod");
+    c.pcrs = vec![0, 1];
+    c.bank = "sha384".into();
+    c.disabled_at = Some(20);
+    s.update_cluster(&c).unwrap();
+    assert_eq!(s.get_cluster("prod").unwrap(), Some(c.clone()));
+    c.disabled_at = None;
+    s.update_cluster(&c).unwrap();
+    assert_eq!(s.get_cluster("prod").unwrap(), Some(c));
+    assert!(matches!(
+        s.update_cluster(&cluster("other")),
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[test]
@@ -92,7 +112,7 @@ fn data_survives_close_and_reopen() {
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(
         s.schema_version().unwrap(),
-        2,
+        3,
         "migrations are not re-applied"
     );
     // Bootstrap happens once in the life of the database.
@@ -435,7 +455,7 @@ fn a_database_from_before_the_migration_files_upgrades() {
     let path = dir.path().join("db.sqlite3");
     write_unchecked_database(&path, &[]);
     let s = SqliteStore::open(&path).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(s.schema_version().unwrap(), 3);
     assert_eq!(s.get_cluster("prod").unwrap(), Some(cluster("prod")));
     let applied = s.conn().unwrap().applied().unwrap();
     let expected: Vec<AppliedMigration> = MIGRATIONS
@@ -466,10 +486,10 @@ fn a_database_from_before_the_migration_files_upgrades() {
 fn an_unknown_version_in_an_old_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite3");
-    write_unchecked_database(&path, &[3]);
+    write_unchecked_database(&path, &[4]);
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("migration 3")),
+        matches!(&err, StoreError::Schema(m) if m.contains("migration 4")),
         "{err}"
     );
 }
@@ -490,9 +510,9 @@ fn reopen_after(sql: &str) -> StoreResult<SqliteStore> {
 #[test]
 fn a_newer_database_is_refused() {
     let err =
-        reopen_after("INSERT INTO schema_migrations VALUES (3, 'future', 'ff', 9)").unwrap_err();
+        reopen_after("INSERT INTO schema_migrations VALUES (4, 'future', 'ff', 9)").unwrap_err();
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("migration 3 (future)") && m.contains("knows up to 2")),
+        matches!(&err, StoreError::Schema(m) if m.contains("migration 4 (future)") && m.contains("knows up to 3")),
         "{err}"
     );
 }
