@@ -123,6 +123,17 @@ pub enum ClusterCmd {
     Disable { name: String },
     /// Enable a disabled cluster: its hosts are attested again from their next attestation.
     Enable { name: String },
+    /// Print a cluster's trust configuration as JSON (PCRs, bank, enabled, TPM CAs, EKs,
+    /// software versions, key provider; no hosts), for `cluster import` on another vouchd.
+    Export { name: String },
+    /// Create a cluster from a `cluster export` file, all or nothing. Its key provider must
+    /// exist on this vouchd; hosts are added afterwards, as always.
+    Import {
+        file: PathBuf,
+        /// The new cluster's name (default: the exported cluster's).
+        #[arg(long)]
+        name: Option<String>,
+    },
     /// List the clusters.
     List,
     /// Show a cluster and a count of its trust configuration.
@@ -692,6 +703,32 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
                         c.name
                     )
                 }
+            });
+        }
+        ClusterCmd::Export { name } => {
+            let export = crate::cluster_transfer::export(&api, name)?;
+            crate::output::stdout_line(pretty(&export))?;
+        }
+        ClusterCmd::Import { file, name } => {
+            let export = crate::cluster_transfer::read(file)?;
+            let name = name.as_deref().unwrap_or(&export.name);
+            let c = crate::cluster_transfer::import(&api, &export, name)?;
+            done(&api, &c, || {
+                format!(
+                    "cluster {} imported: PCRs {} of bank {}, {} TPM CA certificates, {} EKs, {} software versions{}{}",
+                    c.name,
+                    pcr_list(&c.pcrs),
+                    c.bank,
+                    export.tpm_ca_certs.len(),
+                    export.eks.len(),
+                    export.software_versions.len(),
+                    export
+                        .key_provider
+                        .as_deref()
+                        .map(|p| format!(", key provider {p}"))
+                        .unwrap_or_default(),
+                    if export.enabled { "" } else { " (disabled)" }
+                )
             });
         }
         ClusterCmd::List => {

@@ -694,6 +694,87 @@ fn editing_trust_safely() {
 }
 
 #[test]
+fn a_clusters_trust_is_exported_and_imported_all_or_nothing() {
+    let v = vouchd();
+    v.ok(&["cluster", "add", "lab"]);
+    let ca = v.file("ca.pem", tpm_ca_pem().as_bytes());
+    v.ok(&["tpm-ca", "add", "--cluster", "lab", &ca]);
+    let listed = rcgen::KeyPair::generate().unwrap();
+    let listed = v.file("ek.pem", listed.public_key_pem().as_bytes());
+    v.ok(&[
+        "ek",
+        "add",
+        "--cluster",
+        "lab",
+        "--public-key",
+        &listed,
+        "--yes",
+    ]);
+    let bare = rcgen::KeyPair::generate().unwrap();
+    let bare = v.file("bare.pem", bare.public_key_pem().as_bytes());
+    v.ok(&["ek", "add", "--cluster", "lab", "--bare-public-key", &bare]);
+    let image = v.file("image.bin", &[0x42; 1024]);
+    v.ok(&[
+        "image",
+        "add",
+        &image,
+        "--version",
+        "v1",
+        "--agent-version",
+        "1.0",
+        "--config",
+        "board=test",
+        "--cluster",
+        "lab",
+    ]);
+    v.ok(&["cluster", "disable", "lab"]);
+
+    let exported = v.ok(&["cluster", "export", "lab"]);
+    let file = v.file("lab.json", exported.as_bytes());
+    let lab: Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(lab["format"], "vouch-cluster-v1");
+    assert_eq!(lab["enabled"], false);
+    assert_eq!(lab["eks"].as_array().unwrap().len(), 2);
+    assert!(
+        lab["tpm_ca_certs"][0]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert!(!exported.contains("hosts"), "no hosts in an export");
+
+    // Imported under another name, it exports the same.
+    assert!(
+        v.ok(&["cluster", "import", &file, "--name", "prod"])
+            .contains("cluster prod imported")
+    );
+    let mut prod: Value = serde_json::from_str(&v.ok(&["cluster", "export", "prod"])).unwrap();
+    prod["name"] = lab["name"].clone();
+    assert_eq!(prod, lab);
+    // Again: the cluster exists, nothing changes.
+    refused(
+        &v.admin(&["cluster", "import", &file, "--name", "prod"]),
+        "409",
+    );
+
+    // A part refused (an unknown key provider): the import is undone.
+    let mut broken = lab.clone();
+    broken["key_provider"] = Value::String("nope".into());
+    let broken = v.file("broken.json", broken.to_string().as_bytes());
+    let o = v.admin(&["cluster", "import", &broken, "--name", "staging"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("undone"), "{}", stderr(&o));
+    assert_eq!(
+        names(&v.json(&["cluster", "list"]), "name"),
+        ["lab", "prod"]
+    );
+    // Not an export.
+    let junk = v.file("junk.json", b"{}");
+    let o = v.admin(&["cluster", "import", &junk]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+}
+
+#[test]
 fn tls_trust_is_required_and_checked() {
     let v = vouchd();
     // No way to trust the server: refused before connecting, saying what to pass.

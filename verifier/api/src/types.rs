@@ -227,6 +227,9 @@ contract! {
         pub cluster: String,
         pub subject: String,
         pub created_at: i64,
+        /// The certificate, PEM (what `vouch cluster export` carries).
+        #[serde(default)]
+        pub pem: String,
     }
 
     /// How an individual EK is listed in a cluster.
@@ -258,6 +261,9 @@ contract! {
         pub cluster: String,
         pub kind: EkEntryKind,
         pub created_at: i64,
+        /// The certificate or public key as listed, PEM (what `vouch cluster export` carries).
+        #[serde(default)]
+        pub pem: String,
     }
 
     /// An accepted software version: reference values as vouch-attest's `SoftwareVersion`
