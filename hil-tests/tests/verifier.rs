@@ -271,6 +271,47 @@ fn a_pcr_changed_after_enrollment_is_caught_by_reattestation() {
     assert_eq!(outcome.last_verdict, Some(false));
 }
 
+/// Trust withdrawn while a host's session is open (its manufacturer's CA removed): the next
+/// re-attestation refuses the EK, and the refusal is the host's result (NOT ATTESTED, with a
+/// reason naming the command that fixes it), not only a log line.
+#[test]
+fn a_host_whose_trust_is_withdrawn_is_recorded_refused() {
+    let image = vec![17u8; 1024];
+    let host = boot(&image);
+    // The shortest re-attestation interval vouchd allows.
+    let verifier = Verifier::start(10).unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+
+    let (status, cas) = verifier
+        .call("GET", "/v1/clusters/lab/tpm-ca-certs", None)
+        .unwrap();
+    assert_eq!(status, 200, "{cas}");
+    for ca in cas.as_array().unwrap() {
+        let id = ca["id"].as_str().unwrap();
+        let (status, body) = verifier
+            .call(
+                "DELETE",
+                &format!("/v1/clusters/lab/tpm-ca-certs/{id}"),
+                None,
+            )
+            .unwrap();
+        assert_eq!(status, 204, "{body}");
+    }
+    let refused = verifier
+        .wait_for_state(&ek_hash, "not_attested", Duration::from_secs(40))
+        .unwrap();
+    let reason = refused["recent"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cluster lab has no trust configured")
+            && reason.contains("vouch tpm-ca add --cluster lab"),
+        "{refused}"
+    );
+    let ended = session.join().unwrap_err();
+    assert!(ended.contains("UntrustedEk"), "{ended}");
+}
+
 #[test]
 fn a_restarted_verifier_keeps_enrollments_and_results() {
     let image = vec![5u8; 1024];
