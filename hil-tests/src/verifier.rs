@@ -220,6 +220,86 @@ impl Verifier {
         Ok(verifier)
     }
 
+    /// Starts vouchd on an existing data directory (a restored backup, say), calling its API
+    /// with `admin`, a token valid in that database. Host operations need
+    /// [`Verifier::start`]'s registered management server, which this one does not have.
+    pub fn start_on(
+        data_dir: PathBuf,
+        admin: &str,
+        reattest_interval_secs: u64,
+    ) -> Result<Self, HarnessError> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let config = Config {
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            reattest_interval_secs,
+            agent_idle_timeout_secs: 20,
+            ..Config::default()
+        };
+        let key_pair = rcgen::KeyPair::generate().map_err(|e| failed("key", e))?;
+        let signing_pkcs8 = key_pair.serialize_der();
+        let signing_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &signing_pkcs8)
+            .map_err(|e| failed("signing key", e))?;
+        let mut verifier = Self {
+            runtime: None,
+            running: None,
+            client: reqwest::Client::new(),
+            base: String::new(),
+            admin: admin.to_owned(),
+            config,
+            signing_key,
+            signing_pkcs8,
+            process: None,
+            _dir: None,
+        };
+        if verifier.boot()?.is_some() {
+            return Err(failed(
+                "start",
+                "the data directory was empty: vouchd bootstrapped it anew",
+            ));
+        }
+        Ok(verifier)
+    }
+
+    /// The directory holding the data directory: configuration files and logs go there.
+    fn work_dir(&self) -> PathBuf {
+        self.config
+            .data_dir
+            .parent()
+            .unwrap_or(&self.config.data_dir)
+            .to_path_buf()
+    }
+
+    /// Writes a configuration file for the `vouchd` binary's offline commands (`backup`,
+    /// `admin`) naming this vouchd's data directory; returns its path.
+    pub fn config_file(&self) -> Result<PathBuf, HarnessError> {
+        let path = self.work_dir().join("vouchd-offline.toml");
+        std::fs::write(
+            &path,
+            format!("data_dir = \"{}\"\n", self.config.data_dir.display()),
+        )
+        .map_err(|e| failed("config", e))?;
+        Ok(path)
+    }
+
+    /// Runs the `vouchd` binary with `args`; returns its output, or its stderr on failure.
+    pub fn vouchd(args: &[&std::ffi::OsStr]) -> Result<std::process::Output, HarnessError> {
+        let output = Command::new(vouchd_binary()?)
+            .args(args)
+            .env_remove(vouchd::server::KEY_ENCRYPTION_KEY_ENV)
+            .output()
+            .map_err(|e| failed("vouchd", e))?;
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(failed(
+                &format!("vouchd {args:?}"),
+                String::from_utf8_lossy(&output.stderr),
+            ))
+        }
+    }
+
     /// Starts vouchd; returns it and the PEM certificate of the harness's management server,
     /// not yet registered.
     fn start_unregistered(
@@ -310,12 +390,7 @@ impl Verifier {
                 *addr = probe.local_addr().map_err(|e| failed("port", e))?;
             }
         }
-        let dir = self
-            .config
-            .data_dir
-            .parent()
-            .unwrap_or(&self.config.data_dir)
-            .to_path_buf();
+        let dir = self.work_dir();
         let config_file = dir.join("vouchd.toml");
         let toml = format!(
             "api_listen = \"{}\"\nagent_listen = \"{}\"\ndata_dir = \"{}\"\nreattest_interval_secs = {}\nagent_idle_timeout_secs = {}\nagent_handshake_timeout_secs = {}\n",
@@ -500,14 +575,6 @@ impl Verifier {
     /// Where agents connect.
     pub fn agent_addr(&self) -> SocketAddr {
         self.config.agent_listen
-    }
-
-    /// The process id of a process-mode vouchd.
-    pub fn pid(&self) -> Option<u32> {
-        self.process
-            .as_ref()
-            .and_then(|p| p.child.as_ref())
-            .map(Child::id)
     }
 
     /// The data directory (SQLite database, keys).

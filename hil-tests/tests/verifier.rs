@@ -279,6 +279,47 @@ fn a_pcr_changed_after_enrollment_is_caught_by_reattestation() {
     assert_eq!(outcome.last_verdict, Some(false));
 }
 
+/// Trust withdrawn while a host's session is open (its manufacturer's CA removed): the next
+/// re-attestation refuses the EK, and the refusal is the host's result (NOT ATTESTED, with a
+/// reason naming the command that fixes it), not only a log line.
+#[test]
+fn a_host_whose_trust_is_withdrawn_is_recorded_refused() {
+    let image = vec![17u8; 1024];
+    let host = boot(&image);
+    // The shortest re-attestation interval vouchd allows.
+    let verifier = Verifier::start(10).unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+
+    let (status, cas) = verifier
+        .call("GET", "/v1/clusters/lab/tpm-ca-certs", None)
+        .unwrap();
+    assert_eq!(status, 200, "{cas}");
+    for ca in cas.as_array().unwrap() {
+        let id = ca["id"].as_str().unwrap();
+        let (status, body) = verifier
+            .call(
+                "DELETE",
+                &format!("/v1/clusters/lab/tpm-ca-certs/{id}"),
+                None,
+            )
+            .unwrap();
+        assert_eq!(status, 204, "{body}");
+    }
+    let refused = verifier
+        .wait_for_state(&ek_hash, "not_attested", Duration::from_secs(40))
+        .unwrap();
+    let reason = refused["recent"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cluster lab has no trust configured")
+            && reason.contains("vouch tpm-ca add --cluster lab"),
+        "{refused}"
+    );
+    let ended = session.join().unwrap_err();
+    assert!(ended.contains("UntrustedEk"), "{ended}");
+}
+
 #[test]
 fn a_restarted_verifier_keeps_enrollments_and_results() {
     let image = vec![5u8; 1024];
@@ -300,6 +341,118 @@ fn a_restarted_verifier_keeps_enrollments_and_results() {
     verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
     assert!(!outcome.activated);
     assert_eq!(outcome.last_verdict, Some(true));
+}
+
+/// A host booted with an image of `fill` bytes, enrolled in cluster `lab` of a new verifier and
+/// attested once; with its EK hash.
+fn attested_host(fill: u8) -> (Host, Verifier, String) {
+    let image = vec![fill; 1024];
+    let host = boot(&image);
+    let verifier = Verifier::start(600).unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
+    Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    (host, verifier, ek_hash)
+}
+
+/// A backup taken (`vouchd backup`, its own process) while a host attests, restored
+/// (`vouchd restore`) into a new data directory: the restored vouchd attests the same host
+/// with the AK bound before the backup, and the old admin token works there.
+#[test]
+fn a_backup_taken_while_a_host_attests_restores_and_the_host_attests_again() {
+    use std::ffi::OsStr;
+    let (host, verifier, ek_hash) = attested_host(15);
+
+    // The backup runs while another attestation of the host is under way.
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("vouchd.backup");
+    let session = Session::open_once(&verifier, &host, AkKind::EccP256);
+    let config = verifier.config_file().unwrap();
+    Verifier::vouchd(&[
+        OsStr::new("backup"),
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--out"),
+        backup.as_os_str(),
+    ])
+    .unwrap();
+    assert_eq!(session.join().unwrap().last_verdict, Some(true));
+    let admin = verifier.admin_token().to_owned();
+    // The key-encryption key is kept apart from backups; the old data directory goes.
+    let kek = dir.path().join("kek");
+    std::fs::copy(verifier.data_dir().join("key-encryption-key"), &kek).unwrap();
+    drop(verifier);
+
+    let restored = dir.path().join("restored");
+    let restored_config = dir.path().join("restored.toml");
+    std::fs::write(
+        &restored_config,
+        format!("data_dir = \"{}\"\n", restored.display()),
+    )
+    .unwrap();
+    Verifier::vouchd(&[
+        OsStr::new("restore"),
+        OsStr::new("--config"),
+        restored_config.as_os_str(),
+        OsStr::new("--key-encryption-key"),
+        kek.as_os_str(),
+        backup.as_os_str(),
+    ])
+    .unwrap();
+    let verifier = Verifier::start_on(restored, &admin, 600).unwrap();
+    let before = verifier.host(&ek_hash).unwrap();
+    assert_eq!(before["name"], "host-1", "{before}");
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert!(
+        !outcome.activated,
+        "the AK bound before the backup is still bound"
+    );
+    assert_eq!(outcome.last_verdict, Some(true));
+    let after = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    assert_eq!(after["state"], "attested", "{after}");
+}
+
+/// A disabled cluster: its attested host loses that state at once (so it gets no keys), is
+/// not attested while the cluster stays disabled, with the reason naming the command that
+/// enables it, and is attested again once it is enabled.
+#[test]
+fn a_disabled_clusters_host_is_not_attested_until_it_is_enabled() {
+    let (host, verifier, ek_hash) = attested_host(16);
+
+    let patch = |enabled: bool| {
+        let (status, body) = verifier
+            .call(
+                "PATCH",
+                "/v1/clusters/lab",
+                Some(serde_json::json!({"enabled": enabled})),
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+    };
+    patch(false);
+    let now = verifier.host(&ek_hash).unwrap();
+    assert_eq!(now["state"], "not_attested", "{now}");
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert_eq!(outcome.last_verdict, Some(false));
+    let now = verifier.host(&ek_hash).unwrap();
+    let reason = now["recent"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("vouch cluster enable lab"),
+        "{reason}: {now}"
+    );
+
+    patch(true);
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert_eq!(outcome.last_verdict, Some(true));
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
 }
 
 #[test]

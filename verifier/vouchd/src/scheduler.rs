@@ -95,6 +95,7 @@ mod tests {
                 pcrs: vec![0],
                 bank: "sha256".into(),
                 created_at: 0,
+                disabled_at: None,
             })
             .unwrap();
         for (ek, valid_until) in [("a", 100), ("b", 1000)] {

@@ -90,8 +90,11 @@ pub const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
 pub const KEY_ENCRYPTION_KEY_ENV: &str = "VOUCHD_KEY_ENCRYPTION_KEY";
 
 /// The key-encryption keys: from the environment, or the configured file, or the data
-/// directory's (made on first start); and the previous one during a rotation.
-fn sealing_keys(config: &Config) -> anyhow::Result<(SealingKey, Option<SealingKey>)> {
+/// directory's (made on first start when `create`); and the previous one during a rotation.
+pub(crate) fn sealing_keys(
+    config: &Config,
+    create: bool,
+) -> anyhow::Result<(SealingKey, Option<SealingKey>)> {
     let current = match std::env::var(KEY_ENCRYPTION_KEY_ENV) {
         Ok(text) => SealingKey::from_hex(&text)
             .with_context(|| format!("{KEY_ENCRYPTION_KEY_ENV} is not 64 hex digits"))?,
@@ -103,11 +106,8 @@ fn sealing_keys(config: &Config) -> anyhow::Result<(SealingKey, Option<SealingKe
             )
         }
         Err(_) => {
-            let path = config
-                .key_encryption_key_file
-                .clone()
-                .unwrap_or_else(|| config.data_dir.join(KEY_ENCRYPTION_KEY_FILE));
-            let key = SealingKey::load(&path, true)?;
+            let path = key_encryption_key_path(config);
+            let key = SealingKey::load(&path, create)?;
             owner_only(&path, false)?;
             key
         }
@@ -120,11 +120,19 @@ fn sealing_keys(config: &Config) -> anyhow::Result<(SealingKey, Option<SealingKe
     Ok((current, previous))
 }
 
+/// The key-encryption key's file: the configured one, or the data directory's.
+pub(crate) fn key_encryption_key_path(config: &Config) -> PathBuf {
+    config
+        .key_encryption_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(KEY_ENCRYPTION_KEY_FILE))
+}
+
 /// Where the first start writes the bootstrap token (mode 0600), never to stdout or the log.
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
 
 /// Makes `path` readable and writable by its owner only (creating it empty if `create`).
-fn owner_only(path: &Path, create: bool) -> anyhow::Result<()> {
+pub(crate) fn owner_only(path: &Path, create: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     if create {
         std::fs::OpenOptions::new()
@@ -142,7 +150,7 @@ fn owner_only(path: &Path, create: bool) -> anyhow::Result<()> {
 }
 
 /// Writes the bootstrap token to a new file of mode 0600 in the data directory.
-fn write_bootstrap_token(data_dir: &Path, token: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn write_bootstrap_token(data_dir: &Path, token: &str) -> anyhow::Result<PathBuf> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
@@ -245,6 +253,26 @@ async fn shared_signer(store: &Arc<dyn Store>) -> anyhow::Result<Signer> {
     Signer::from_pkcs8(&pkcs8).map_err(|e| anyhow::anyhow!("the stored signing key: {e}"))
 }
 
+/// `vouchd admin reset-bootstrap`: a new token for `principal` in TrustedAdmins (see
+/// [`auth::reset_bootstrap`]), written as the bootstrap token is. Returns the file.
+pub fn reset_bootstrap(config: &Config, principal: &str) -> anyhow::Result<PathBuf> {
+    let db = config.data_dir.join(DATABASE_FILE);
+    if !db.is_file() {
+        anyhow::bail!(
+            "{} does not exist: is data_dir in the configuration the one vouchd serves from?",
+            db.display()
+        );
+    }
+    api::check_name("principal", principal).map_err(|e| anyhow::anyhow!(e.reason()))?;
+    let store = SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+    let token = auth::reset_bootstrap(&store, principal, crate::now())?;
+    tracing::warn!(
+        principal,
+        "reset-bootstrap: issued a new TrustedAdmins token; it is in the bootstrap-token file (mode 0600)"
+    );
+    write_bootstrap_token(&config.data_dir, &token)
+}
+
 /// Opens storage, bootstraps on first start, loads or makes keys, binds both listeners and
 /// serves them on the current tokio runtime.
 pub async fn start(config: Config) -> anyhow::Result<Running> {
@@ -261,24 +289,11 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", config.data_dir.display()))?;
     }
-    let (current, previous) = sealing_keys(&config)?;
+    let (current, previous) = sealing_keys(&config, true)?;
     let store: Arc<dyn Store> = if config.store.is_some() {
         open_postgres(&config, current, previous).await?
     } else {
         open_sqlite(&config, current, previous).await?
-    };
-    let bootstrap_token = crate::store::run(&store, |s| auth::bootstrap(s, crate::now())).await?;
-    let bootstrap_token_file = match &bootstrap_token {
-        Some(token) => {
-            let path = write_bootstrap_token(&config.data_dir, token)?;
-            tracing::warn!(
-                principal = auth::BOOTSTRAP_PRINCIPAL,
-                file = %path.display(),
-                "first start: created the bootstrap principal in TrustedAdmins; its token is in the file (mode 0600)"
-            );
-            Some(path)
-        }
-        None => None,
     };
     let signer = if config.store.is_some() {
         // Replicas share one signing key: the database's (the first replica's).
@@ -297,6 +312,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let agent_addr = agent_listener.local_addr()?;
     let webhook = match &config.webhook_url {
         Some(url) => Some(crate::service::events::Webhook::new(url).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    // Only once both listeners are bound: a first start that cannot serve must not make an
+    // admin whose token nobody sees.
+    let bootstrap_token = crate::store::run(&store, |s| auth::bootstrap(s, crate::now())).await?;
+    let bootstrap_token_file = match &bootstrap_token {
+        Some(token) => {
+            let path = write_bootstrap_token(&config.data_dir, token)?;
+            tracing::warn!(
+                principal = auth::BOOTSTRAP_PRINCIPAL,
+                file = %path.display(),
+                "first start: created the bootstrap principal in TrustedAdmins; its token is in the file (mode 0600)"
+            );
+            Some(path)
+        }
         None => None,
     };
     let state = AppState::new(store, config, signer, webhook);

@@ -309,7 +309,10 @@ impl Session {
         };
         let trusted = vouch_attest::ek::verify_ek(&trust, &evidence, crate::now()).map_err(|e| {
             tracing::warn!(peer = %self.peer, %ek_hash, cluster = %cluster.name, reason = %e, "refused: EK not trusted");
-            UntrustedEk::Refused(e)
+            UntrustedEk::Refused {
+                cluster: cluster.name.clone(),
+                error: e,
+            }
         })?;
         tracing::info!(peer = %self.peer, %ek_hash, cluster = %cluster.name, mode = ?trusted.mode(), "EK trusted");
         Ok((host, cluster, trusted))
@@ -408,9 +411,19 @@ impl Session {
             keys,
             verdict: _,
         } = decided;
-        let (host, cluster, trusted) = self
+        let (host, cluster, trusted) = match self
             .check_trust(&enrolled.ek, enrolled.ek_certificate.as_deref())
-            .await?;
+            .await
+        {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                // This session proved possession of the host's TPM: the refusal is the host's
+                // result, not only a log line. (Before that proof nothing is recorded of a
+                // host, so that nobody holding its public EK can mark it refused.)
+                self.record_refusal(&enrolled, &refusal).await;
+                return Err(refusal);
+            }
+        };
         if host.ak_public.as_deref() != Some(enrolled.ak_raw.as_slice()) {
             return Err(ActivationFailure::NoLongerBound.into());
         }
@@ -547,6 +560,38 @@ impl Session {
             token,
             valid_for,
         })
+    }
+
+    /// Records a trust refusal of a proven session's host as its not-attested result (the
+    /// host's state changes now, with its event); a failure to record is logged.
+    async fn record_refusal(&self, enrolled: &Enrolled, refusal: &Refusal) {
+        if !matches!(refusal, Refusal::UntrustedEk(_)) {
+            return;
+        }
+        let record = store::AttestationRecord {
+            ek_hash: enrolled.ek_hash.clone(),
+            cluster: enrolled.cluster.name.clone(),
+            at: crate::now(),
+            attested: false,
+            software_version: None,
+            reason: Some(refusal.to_string()),
+            pcr_digest: None,
+            nonce: None,
+            valid_until: None,
+            token: None,
+        };
+        match store::run(&self.state.store, move |s| s.record_attestation(&record)).await {
+            Ok(recorded) => {
+                if let Some(event) = recorded.event {
+                    crate::service::events::announce(&self.state, event);
+                }
+            }
+            // The host was removed meanwhile: nothing to record it on.
+            Err(store::StoreError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::error!(error = %e, ek_hash = %enrolled.ek_hash, "cannot record the refusal")
+            }
+        }
     }
 
     /// Records the verdict, counts it, and posts an event when the host's state changes.
@@ -697,6 +742,7 @@ mod tests {
                 pcrs,
                 bank: "sha256".into(),
                 created_at: 0,
+                disabled_at: None,
             })
             .unwrap();
         for pem in ["ek/swtpm-localca-root.pem", "ek/swtpm-localca-issuer.pem"] {

@@ -34,6 +34,12 @@ pub enum NotAttested {
         /// The cluster.
         cluster: String,
     },
+    /// The host's cluster is disabled: none of its hosts is attested.
+    #[error("{}", crate::service::cluster_disabled_reason(cluster))]
+    ClusterDisabled {
+        /// The cluster.
+        cluster: String,
+    },
     /// The quote request selected no bank.
     #[error("empty selection")]
     EmptySelection,
@@ -57,6 +63,7 @@ impl NotAttested {
             Self::PcrValues(_) => "pcr-values",
             Self::StoredVersion(_) | Self::EmptySelection => "verifier-configuration",
             Self::NoAcceptedVersion { .. } => "no-accepted-version",
+            Self::ClusterDisabled { .. } => "cluster-disabled",
             Self::Ak(_) => "ak",
             Self::Evidence(EvidenceError::Quote(q)) => q.check(),
             Self::Evidence(EvidenceError::EventLog(_)) => "event-log",
@@ -158,6 +165,11 @@ pub fn verify(
     submitted: &Submitted<'_>,
     versions: &[SoftwareVersionRecord],
 ) -> Result<VerifiedEvidence, NotAttested> {
+    if enrolled.cluster.disabled_at.is_some() {
+        return Err(NotAttested::ClusterDisabled {
+            cluster: enrolled.cluster.name.clone(),
+        });
+    }
     let raw = submitted.pcr_values.ok_or(NotAttested::NoPcrValues)?;
     let pcrs = pcr_values(expected.selection, raw)?;
     let accepted = versions

@@ -20,6 +20,13 @@ use crate::jwt::Signer;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// Why the hosts of a disabled cluster are not attested, as their results say.
+pub fn cluster_disabled_reason(cluster: &str) -> String {
+    format!(
+        "cluster {cluster} is disabled, so its hosts are not attested and get no keys; `vouch cluster enable {cluster}` enables it"
+    )
+}
+
 /// What every request handler and agent session shares.
 #[derive(Debug, Clone)]
 pub struct AppState {

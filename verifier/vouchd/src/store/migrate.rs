@@ -74,6 +74,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0003_replicas.sql"),
         postgres: Some(include_str!("../../migrations/0003_replicas.postgres.sql")),
     },
+    Migration {
+        version: 4,
+        name: "cluster_disabled",
+        sql: include_str!("../../migrations/0004_cluster_disabled.sql"),
+        postgres: None,
+    },
 ];
 
 /// The bookkeeping table, created by the backend before it reads it. Portable SQL.

@@ -207,6 +207,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn create_cluster(&self, cluster: &Cluster) -> StoreResult<()>;
     fn get_cluster(&self, name: &str) -> StoreResult<Option<Cluster>>;
     fn list_clusters(&self) -> StoreResult<Vec<Cluster>>;
+    /// Sets a cluster's PCRs, bank and `disabled_at` (its name and creation time stay).
+    fn update_cluster(&self, cluster: &Cluster) -> StoreResult<()>;
     /// Deletes a cluster with its trust configuration and hosts.
     fn delete_cluster(&self, name: &str) -> StoreResult<()>;
     fn add_ca_cert(&self, cert: &CaCert) -> StoreResult<()>;

@@ -651,8 +651,8 @@ impl Store for PostgresStore {
 
     fn create_cluster(&self, c: &Cluster) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO clusters (name, pcrs, bank, created_at) VALUES ($1, $2, $3, $4)",
-            &[&c.name, &json(&c.pcrs)?, &c.bank, &c.created_at],
+            "INSERT INTO clusters (name, pcrs, bank, created_at, disabled_at) VALUES ($1, $2, $3, $4, $5)",
+            &[&c.name, &json(&c.pcrs)?, &c.bank, &c.created_at, &c.disabled_at],
             &format!("cluster {}", c.name),
             "",
         )
@@ -660,6 +660,14 @@ impl Store for PostgresStore {
 
     fn get_cluster(&self, name: &str) -> StoreResult<Option<Cluster>> {
         self.one("SELECT * FROM clusters WHERE name = $1", &[&name])
+    }
+
+    fn update_cluster(&self, c: &Cluster) -> StoreResult<()> {
+        self.change_one(
+            "UPDATE clusters SET pcrs = $2, bank = $3, disabled_at = $4 WHERE name = $1",
+            &[&c.name, &json(&c.pcrs)?, &c.bank, &c.disabled_at],
+            &format!("cluster {}", c.name),
+        )
     }
 
     fn list_clusters(&self) -> StoreResult<Vec<Cluster>> {

@@ -89,6 +89,7 @@ macro_rules! from_rows {
                     pcrs: r.json("pcrs")?,
                     bank: r.get("bank")?,
                     created_at: r.get("created_at")?,
+                    disabled_at: r.get("disabled_at")?,
                 })
             }
         }

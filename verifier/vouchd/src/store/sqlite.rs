@@ -618,8 +618,8 @@ impl Store for SqliteStore {
 
     fn create_cluster(&self, c: &Cluster) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO clusters (name, pcrs, bank, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![c.name, json(&c.pcrs)?, c.bank, c.created_at],
+            "INSERT INTO clusters (name, pcrs, bank, created_at, disabled_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![c.name, json(&c.pcrs)?, c.bank, c.created_at, c.disabled_at],
             &format!("cluster {}", c.name),
             "",
         )
@@ -631,6 +631,14 @@ impl Store for SqliteStore {
 
     fn list_clusters(&self) -> StoreResult<Vec<Cluster>> {
         self.all("SELECT * FROM clusters ORDER BY name", [])
+    }
+
+    fn update_cluster(&self, c: &Cluster) -> StoreResult<()> {
+        self.change_one(
+            "UPDATE clusters SET pcrs = ?2, bank = ?3, disabled_at = ?4 WHERE name = ?1",
+            params![c.name, json(&c.pcrs)?, c.bank, c.disabled_at],
+            &format!("cluster {}", c.name),
+        )
     }
 
     fn delete_cluster(&self, name: &str) -> StoreResult<()> {

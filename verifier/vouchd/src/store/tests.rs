@@ -118,6 +118,7 @@ store_tests!(
     the_configuration_generation_follows_changes,
     concurrent_events_are_followed_without_gaps,
     an_expiry_changes_the_state_once_and_spares_a_newer_result,
+    a_cluster_is_updated_and_disabled,
 );
 
 pub(crate) fn cluster(name: &str) -> Cluster {
@@ -126,6 +127,7 @@ pub(crate) fn cluster(name: &str) -> Cluster {
         pcrs: vec![0, 1, 7],
         bank: "sha256".into(),
         created_at: 10,
+        disabled_at: None,
     }
 }
 
@@ -692,4 +694,22 @@ pub(super) fn an_expiry_changes_the_state_once_and_spares_a_newer_result(b: &dyn
         s.get_host("aa").unwrap().unwrap().state,
         HostState::Attested
     );
+}
+
+pub(super) fn a_cluster_is_updated_and_disabled(b: &dyn Backend) {
+    let s = b.open();
+    s.create_cluster(&cluster("prod")).unwrap();
+    let mut c = cluster("prod");
+    c.pcrs = vec![0, 1];
+    c.bank = "sha384".into();
+    c.disabled_at = Some(20);
+    s.update_cluster(&c).unwrap();
+    assert_eq!(s.get_cluster("prod").unwrap(), Some(c.clone()));
+    c.disabled_at = None;
+    s.update_cluster(&c).unwrap();
+    assert_eq!(s.get_cluster("prod").unwrap(), Some(c));
+    assert!(matches!(
+        s.update_cluster(&cluster("other")),
+        Err(StoreError::NotFound(_))
+    ));
 }

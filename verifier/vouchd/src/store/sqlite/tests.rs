@@ -13,7 +13,7 @@ fn pragmas_and_migrations_are_in_force() {
     // Checkpoints: automatic every 1000 pages (what the README promises).
     assert_eq!(s.pragma("wal_autocheckpoint").unwrap(), "1000");
     assert_eq!(s.pragma("foreign_keys").unwrap(), "1");
-    assert_eq!(s.schema_version().unwrap(), 3);
+    assert_eq!(s.schema_version().unwrap(), 4);
 }
 
 /// The schema as SQLite describes it: every table and index with its SQL.
@@ -56,7 +56,7 @@ fn a_database_from_before_the_migration_files_upgrades() {
     let path = dir.path().join("db.sqlite3");
     write_unchecked_database(&path, &[]);
     let s = SqliteStore::open(&path).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 3);
+    assert_eq!(s.schema_version().unwrap(), 4);
     assert_eq!(s.get_cluster("prod").unwrap(), Some(cluster("prod")));
     let applied = s.conn().unwrap().applied().unwrap();
     let expected: Vec<AppliedMigration> = MIGRATIONS
@@ -87,10 +87,10 @@ fn a_database_from_before_the_migration_files_upgrades() {
 fn an_unknown_version_in_an_old_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite3");
-    write_unchecked_database(&path, &[4]);
+    write_unchecked_database(&path, &[5]);
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("migration 4")),
+        matches!(&err, StoreError::Schema(m) if m.contains("migration 5")),
         "{err}"
     );
 }
@@ -111,9 +111,9 @@ fn reopen_after(sql: &str) -> StoreResult<SqliteStore> {
 #[test]
 fn a_newer_database_is_refused() {
     let err =
-        reopen_after("INSERT INTO schema_migrations VALUES (4, 'future', 'ff', 9)").unwrap_err();
+        reopen_after("INSERT INTO schema_migrations VALUES (5, 'future', 'ff', 9)").unwrap_err();
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("migration 4 (future)") && m.contains("knows up to 3")),
+        matches!(&err, StoreError::Schema(m) if m.contains("migration 5 (future)") && m.contains("knows up to 4")),
         "{err}"
     );
 }
