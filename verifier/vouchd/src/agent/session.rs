@@ -431,6 +431,9 @@ impl Session {
             event_log: quoting.event_log.as_deref(),
         };
         let checked = verdict::verify(&quoting.enrolled, &expected, &submitted, &versions);
+        let presented = checked
+            .is_err()
+            .then(|| verdict::presented(&expected, &submitted, &quoting.enrolled.cluster.pcrs));
         let AwaitingQuote {
             enrolled,
             mut last_clock,
@@ -458,6 +461,7 @@ impl Session {
             at: now,
             nonce,
             outcome,
+            presented: presented.flatten(),
         };
         self.record(&enrolled, &verdict).await?;
 

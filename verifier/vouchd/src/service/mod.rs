@@ -4,6 +4,7 @@
 //! it and translate its errors into their own answers.
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod keys;
@@ -38,6 +39,8 @@ pub struct AppState {
     pub tasks: TaskTracker,
     /// Bounds the events recorded for refused agents, per address.
     pub refusal_events: Arc<events::RateLimit>,
+    /// The web console's signed-in sessions.
+    pub console_sessions: Arc<console::Sessions>,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
             refusal_events: Arc::default(),
+            console_sessions: Arc::default(),
         }
     }
 }

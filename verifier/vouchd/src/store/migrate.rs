@@ -36,6 +36,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "key_providers",
         sql: include_str!("../../migrations/0002_key_providers.sql"),
     },
+    Migration {
+        version: 3,
+        name: "console",
+        sql: include_str!("../../migrations/0003_console.sql"),
+    },
 ];
 
 /// The bookkeeping table, created by the backend before it reads it. Portable SQL.

@@ -11,16 +11,16 @@ mod rows;
 use std::path::Path;
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::types::FromSql;
+use rusqlite::types::{FromSql, Value};
 use rusqlite::{Connection, Params, Transaction, params};
 
 use self::rows::{FromRow, PrincipalRow, all, one, query};
 use super::migrate::{self, AppliedMigration, MIGRATIONS, MigrationBackend};
 use super::sealing::{self, SealingKey};
 use super::{
-    AttestationRecord, CaCert, Cluster, ClusterEk, Event, Host, HostState, KeyProviderRecord,
-    KeyServerRecord, ManagementServer, Principal, PrincipalKind, SoftwareVersionRecord, Store,
-    StoreError, StoreResult, TokenInfo,
+    AttestationRecord, CaCert, Cluster, ClusterEk, Event, EventFilter, Host, HostCount, HostPage,
+    HostQuery, HostState, KeyProviderRecord, KeyServerRecord, MAX_HOST_PAGE, ManagementServer,
+    Principal, PrincipalKind, SoftwareVersionRecord, Store, StoreError, StoreResult, TokenInfo,
 };
 
 const STATEMENT_CACHE_CAPACITY: usize = 128;
@@ -372,6 +372,57 @@ impl SqliteStore {
     }
 }
 
+/// `s` with LIKE's wildcards and the escape character escaped (`ESCAPE '\\'`).
+fn like_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// ` WHERE a AND b`, or nothing.
+fn where_clause(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    }
+}
+
+/// The WHERE clause of a [`HostQuery`] and its parameters (`?1`, `?2`, ...). The name search
+/// compares lowercase text (`LOWER(name) LIKE`), as PostgreSQL's LIKE is case-sensitive.
+fn host_filter(q: &HostQuery) -> (String, Vec<Value>) {
+    let mut clauses = Vec::new();
+    let mut values = Vec::new();
+    if let Some(cluster) = &q.cluster {
+        values.push(Value::Text(cluster.clone()));
+        clauses.push(format!("cluster = ?{}", values.len()));
+    }
+    if let Some(state) = q.state {
+        values.push(Value::Text(state.as_str().to_owned()));
+        clauses.push(format!("state = ?{}", values.len()));
+    }
+    if let Some(version) = &q.software_version {
+        values.push(Value::Text(version.clone()));
+        clauses.push(format!("software_version = ?{}", values.len()));
+    }
+    if let Some(search) = &q.search {
+        let escaped = like_escaped(&search.to_lowercase());
+        values.push(Value::Text(format!("%{escaped}%")));
+        let name = values.len();
+        values.push(Value::Text(format!("{escaped}%")));
+        clauses.push(format!(
+            "(LOWER(name) LIKE ?{name} ESCAPE '\\' OR ek_hash LIKE ?{} ESCAPE '\\')",
+            values.len()
+        ));
+    }
+    (where_clause(&clauses), values)
+}
+
 impl Store for SqliteStore {
     fn flush(&self) -> StoreResult<()> {
         let conn = self.conn()?;
@@ -719,8 +770,8 @@ impl Store for SqliteStore {
             let before = host_state(tx, &a.ek_hash)?;
             exec(
                 tx,
-                "INSERT INTO attestations (ek_hash, cluster, at, attested, software_version, reason, pcr_digest, nonce, valid_until, token)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO attestations (ek_hash, cluster, at, attested, software_version, reason, pcr_digest, nonce, valid_until, token, presented)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     a.ek_hash,
                     a.cluster,
@@ -731,7 +782,8 @@ impl Store for SqliteStore {
                     a.pcr_digest,
                     a.nonce,
                     a.valid_until,
-                    a.token
+                    a.token,
+                    a.presented.as_ref().map(serde_json::Value::to_string)
                 ],
             )
             .map_err(backend)?;
@@ -789,6 +841,87 @@ impl Store for SqliteStore {
         self.all(
             "SELECT * FROM attestations WHERE ek_hash = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
             params![ek_hash, limit],
+        )
+    }
+
+    fn query_hosts(&self, q: &HostQuery) -> StoreResult<HostPage> {
+        let (filter, values) = host_filter(q);
+        let conn = self.conn()?;
+        let total: i64 = conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM hosts{filter}"))
+            .and_then(|mut stmt| {
+                stmt.query_row(rusqlite::params_from_iter(values.iter()), |r| r.get(0))
+            })
+            .map_err(backend)?;
+        let mut page_values = values;
+        page_values.push(Value::Integer(i64::from(q.limit.min(MAX_HOST_PAGE))));
+        page_values.push(Value::Integer(i64::try_from(q.offset).unwrap_or(i64::MAX)));
+        let n = page_values.len();
+        let hosts = all(
+            &conn,
+            &format!(
+                "SELECT * FROM hosts{filter} ORDER BY name, ek_hash LIMIT ?{} OFFSET ?{n}",
+                n - 1
+            ),
+            rusqlite::params_from_iter(page_values.iter()),
+        )?;
+        Ok(HostPage {
+            hosts,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    fn count_hosts(&self) -> StoreResult<Vec<HostCount>> {
+        query(
+            &*self.conn()?,
+            "hosts",
+            "SELECT cluster, state, COUNT(*) AS n FROM hosts GROUP BY cluster, state ORDER BY cluster, state",
+            [],
+            |r| {
+                let count: i64 = r.get("n")?;
+                Ok(HostCount {
+                    cluster: r.get("cluster")?,
+                    state: r.name("state", HostState::parse)?,
+                    count: u64::try_from(count).unwrap_or(0),
+                })
+            },
+        )
+    }
+
+    fn hosts_expiring(&self, before: i64, limit: u32) -> StoreResult<Vec<Host>> {
+        self.all(
+            "SELECT * FROM hosts WHERE valid_until < ?1 AND state = ?2 ORDER BY valid_until, ek_hash LIMIT ?3",
+            params![before, HostState::Attested.as_str(), limit],
+        )
+    }
+
+    fn query_events(&self, f: &EventFilter) -> StoreResult<Vec<Event>> {
+        let mut clauses = Vec::new();
+        let mut values = Vec::new();
+        if let Some(kind) = &f.kind_prefix {
+            values.push(Value::Text(format!("{}%", like_escaped(kind))));
+            clauses.push(format!("kind LIKE ?{} ESCAPE '\\'", values.len()));
+        }
+        if let Some(subject) = &f.subject {
+            values.push(Value::Text(subject.clone()));
+            clauses.push(format!("subject = ?{}", values.len()));
+        }
+        if let Some(before) = f.before {
+            values.push(Value::Integer(before));
+            clauses.push(format!("id < ?{}", values.len()));
+        }
+        if let Some(after) = f.after {
+            values.push(Value::Integer(after));
+            clauses.push(format!("id > ?{}", values.len()));
+        }
+        values.push(Value::Integer(i64::from(f.limit)));
+        let filter = where_clause(&clauses);
+        self.all(
+            &format!(
+                "SELECT * FROM events{filter} ORDER BY id DESC LIMIT ?{}",
+                values.len()
+            ),
+            rusqlite::params_from_iter(values.iter()),
         )
     }
 

@@ -35,6 +35,18 @@ impl Columns<'_, '_> {
         serde_json::from_str(&text).map_err(|e| self.corrupt(column, format!("bad JSON: {e}")))
     }
 
+    /// A nullable TEXT column holding JSON.
+    pub(super) fn json_or_null<T: DeserializeOwned>(
+        &self,
+        column: &'static str,
+    ) -> StoreResult<Option<T>> {
+        let text: Option<String> = self.get(column)?;
+        text.map(|t| {
+            serde_json::from_str(&t).map_err(|e| self.corrupt(column, format!("bad JSON: {e}")))
+        })
+        .transpose()
+    }
+
     /// A TEXT column holding one of an enum's names.
     pub(super) fn name<T>(
         &self,
@@ -237,6 +249,7 @@ impl FromRow for AttestationRecord {
             nonce: r.get("nonce")?,
             valid_until: r.get("valid_until")?,
             token: r.get("token")?,
+            presented: r.json_or_null("presented")?,
         })
     }
 }

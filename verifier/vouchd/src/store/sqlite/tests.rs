@@ -71,7 +71,7 @@ fn pragmas_and_migrations_are_in_force() {
     // synchronous: 2 = FULL.
     assert_eq!(s.pragma("synchronous").unwrap(), "2");
     assert_eq!(s.pragma("foreign_keys").unwrap(), "1");
-    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(s.schema_version().unwrap(), 3);
 }
 
 #[test]
@@ -92,7 +92,7 @@ fn data_survives_close_and_reopen() {
     let s = SqliteStore::open(&path).unwrap();
     assert_eq!(
         s.schema_version().unwrap(),
-        2,
+        3,
         "migrations are not re-applied"
     );
     // Bootstrap happens once in the life of the database.
@@ -273,6 +273,7 @@ fn attestation_results_set_host_state() {
         nonce: Some("11".into()),
         valid_until: Some(700),
         token: Some("jwt".into()),
+        presented: None,
     };
     let recorded = s.record_attestation(&ok).unwrap();
     assert_eq!(recorded.before, HostState::Unknown);
@@ -295,6 +296,7 @@ fn attestation_results_set_host_state() {
         reason: Some("PCR 7 differs".into()),
         valid_until: None,
         token: None,
+        presented: None,
         ..ok.clone()
     };
     let recorded = s.record_attestation(&bad).unwrap();
@@ -435,7 +437,7 @@ fn a_database_from_before_the_migration_files_upgrades() {
     let path = dir.path().join("db.sqlite3");
     write_unchecked_database(&path, &[]);
     let s = SqliteStore::open(&path).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 2);
+    assert_eq!(s.schema_version().unwrap(), 3);
     assert_eq!(s.get_cluster("prod").unwrap(), Some(cluster("prod")));
     let applied = s.conn().unwrap().applied().unwrap();
     let expected: Vec<AppliedMigration> = MIGRATIONS
@@ -466,10 +468,11 @@ fn a_database_from_before_the_migration_files_upgrades() {
 fn an_unknown_version_in_an_old_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite3");
-    write_unchecked_database(&path, &[3]);
+    let future = MIGRATIONS.last().unwrap().version + 1;
+    write_unchecked_database(&path, &[future]);
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("migration 3")),
+        matches!(&err, StoreError::Schema(m) if m.contains(&format!("migration {future}"))),
         "{err}"
     );
 }
@@ -489,10 +492,14 @@ fn reopen_after(sql: &str) -> StoreResult<SqliteStore> {
 
 #[test]
 fn a_newer_database_is_refused() {
-    let err =
-        reopen_after("INSERT INTO schema_migrations VALUES (3, 'future', 'ff', 9)").unwrap_err();
+    let known = MIGRATIONS.last().unwrap().version;
+    let future = known + 1;
+    let err = reopen_after(&format!(
+        "INSERT INTO schema_migrations VALUES ({future}, 'future', 'ff', 9)"
+    ))
+    .unwrap_err();
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("migration 3 (future)") && m.contains("knows up to 2")),
+        matches!(&err, StoreError::Schema(m) if m.contains(&format!("migration {future} (future)")) && m.contains(&format!("knows up to {known}"))),
         "{err}"
     );
 }
@@ -574,6 +581,7 @@ fn populated() -> SqliteStore {
         nonce: None,
         valid_until: Some(700),
         token: None,
+        presented: None,
     })
     .unwrap();
     s.add_event(5, "k", "s", &serde_json::json!({})).unwrap();
