@@ -34,7 +34,8 @@ Verbs:
   ci                 the same as `test`
   demo               start swtpm and show what the TPM stack reads over each bus
   qemu               build the firmware and boot the mps2-an386 board in QEMU with swtpm
-  bench              the verifier's criterion benchmarks, pinned to one core
+  bench              the verifier's criterion benchmarks, pinned to one core, and the
+                     web console's hosts page timed over 100,000 hosts
   fuzz [SECONDS]      run every cargo-fuzz target (fuzz/) for SECONDS each (default 60)
   deb [--debug] [--bin-dir DIR] [--out DIR]
                      build the Debian packages vouchd and vouch (release build unless

@@ -10,6 +10,8 @@
 //!   ([`PYKMIP_PINS`]): the real KMIP server `vouch-kmip`'s tests talk to. Created with Debian's
 //!   `/usr/bin/python3` (python3-venv), not whatever `python3` is first on PATH (a pyenv build,
 //!   say), so that a fresh Debian 12 machine gets the same interpreter.
+//! - chromium, chromium-driver: the web console's browser tests (vouchd's tests/console.rs)
+//!   drive Debian's headless Chromium over WebDriver; nothing is downloaded at run time.
 //! - openapi-spec-validator in a virtualenv at [`OPENAPI_VENV`], pinned ([`OPENAPI_PINS`]): an
 //!   independent OpenAPI 3 validator for the document vouchd serves.
 
@@ -30,6 +32,9 @@ const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "rust-web-src",
+    // The web console's browser tests drive a real headless Chromium through chromedriver.
+    "chromium",
+    "chromium-driver",
 ];
 const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-arm"];
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/vouch-backports.sources";
@@ -63,6 +68,11 @@ fn missing_system() -> Vec<Missing> {
             missing.push(Missing(format!(
                 "`{program}` (swtpm, swtpm-tools, tpm2-tools, gnutls-bin, g++)"
             )));
+        }
+    }
+    for program in ["chromium", "chromedriver"] {
+        if !shell::on_path(program) {
+            missing.push(Missing(format!("`{program}` (chromium, chromium-driver)")));
         }
     }
     if !shell::on_path("systemd-analyze") {

@@ -122,7 +122,21 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         "--",
     ])
     .args(args);
-    shell::step("bench (one core)", &mut cmd)
+    shell::step("bench (one core)", &mut cmd)?;
+    // The web console's hosts page over 100,000 hosts (README: "Web console").
+    shell::step(
+        "console hosts page over 100,000 hosts",
+        shell::cargo().args([
+            "run",
+            "--quiet",
+            "--release",
+            "--locked",
+            "-p",
+            "vouchd",
+            "--example",
+            "console_hosts",
+        ]),
+    )
 }
 
 /// `cargo xtask fuzz [SECONDS]`: every target in `fuzz/` under libFuzzer for SECONDS each.

@@ -933,6 +933,12 @@ mod tests {
             state.store.get_host(&ek_hash).unwrap().unwrap().state,
             HostState::NotAttested
         );
+        // The refusal keeps what the host presented: PCR 7 as quoted, not the version's.
+        let stored = state.store.list_attestations(&ek_hash, 1).unwrap();
+        let presented = stored[0].presented.as_ref().expect("what was presented");
+        let pcr7 = presented["pcrs"]["7"].as_str().unwrap();
+        assert_eq!(pcr7.len(), 64, "{presented}");
+        assert_ne!(pcr7, "ee".repeat(32));
     }
 
     #[tokio::test]

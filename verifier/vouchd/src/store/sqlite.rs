@@ -290,6 +290,24 @@ impl SqliteStore {
             .map_err(|_| StoreError::Backend("the database lock is poisoned".into()))
     }
 
+    /// Adds many hosts in one transaction: all or none (seeding a database for measurements,
+    /// bulk imports). The store's `add_host` is one transaction per host.
+    pub fn add_hosts(&self, hosts: &[Host]) -> StoreResult<()> {
+        self.transaction(|tx| {
+            let mut stmt = tx.prepare_cached(INSERT_HOST).map_err(backend)?;
+            for h in hosts {
+                stmt.execute(host_params(h)).map_err(|e| {
+                    insert_error(
+                        e,
+                        &format!("host with EK {}", h.ek_hash),
+                        &format!("cluster {}", h.cluster),
+                    )
+                })?;
+            }
+            Ok(())
+        })
+    }
+
     /// The schema version now in force.
     pub fn schema_version(&self) -> StoreResult<i64> {
         self.conn()?
@@ -370,6 +388,24 @@ impl SqliteStore {
         let rows = all(&conn, sql, params)?;
         with_groups(&conn, rows)
     }
+}
+
+const INSERT_HOST: &str = "INSERT INTO hosts (ek_hash, cluster, name, added_by, ak_public, state, attested_at, valid_until, software_version, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+fn host_params(h: &Host) -> impl Params + '_ {
+    (
+        &h.ek_hash,
+        &h.cluster,
+        &h.name,
+        &h.added_by,
+        &h.ak_public,
+        h.state.as_str(),
+        h.attested_at,
+        h.valid_until,
+        &h.software_version,
+        h.created_at,
+    )
 }
 
 /// `s` with LIKE's wildcards and the escape character escaped (`ESCAPE '\\'`).
@@ -692,20 +728,8 @@ impl Store for SqliteStore {
 
     fn add_host(&self, h: &Host) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO hosts (ek_hash, cluster, name, added_by, ak_public, state, attested_at, valid_until, software_version, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                h.ek_hash,
-                h.cluster,
-                h.name,
-                h.added_by,
-                h.ak_public,
-                h.state.as_str(),
-                h.attested_at,
-                h.valid_until,
-                h.software_version,
-                h.created_at
-            ],
+            INSERT_HOST,
+            host_params(h),
             &format!("host with EK {}", h.ek_hash),
             &format!("cluster {}", h.cluster),
         )
