@@ -119,6 +119,15 @@ async fn seed(h: &Harness) {
     record(h, 2, false);
 }
 
+/// A seeded vouchd (its data directory with it) and a client of it.
+async fn seeded() -> (tempfile::TempDir, Harness, reqwest::Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    seed(&h).await;
+    let client = raw_client(&h);
+    (dir, h, client)
+}
+
 /// A client that does not follow redirects and keeps no cookies: each test says what it sends.
 fn raw_client(h: &Harness) -> reqwest::Client {
     reqwest::Client::builder()
@@ -177,10 +186,7 @@ async fn sign_in(h: &Harness, client: &reqwest::Client, token: &str) -> reqwest:
 
 #[tokio::test]
 async fn a_request_without_a_session_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(config(dir.path())).await;
-    seed(&h).await;
-    let client = raw_client(&h);
+    let (_dir, h, client) = seeded().await;
     for path in [
         "/ui/fleet",
         "/ui/hosts",
@@ -228,10 +234,7 @@ async fn a_request_without_a_session_is_refused() {
 
 #[tokio::test]
 async fn sign_in_gives_a_strict_cookie_and_pages_a_strict_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(config(dir.path())).await;
-    seed(&h).await;
-    let client = raw_client(&h);
+    let (_dir, h, client) = seeded().await;
 
     // A wrong token and a token of a principal outside TrustedAdmins get no session.
     let response = sign_in(&h, &client, "vouch_not-a-token").await;
@@ -303,10 +306,7 @@ async fn sign_in_gives_a_strict_cookie_and_pages_a_strict_policy() {
 
 #[tokio::test]
 async fn a_csrf_attempt_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let h = harness(config(dir.path())).await;
-    seed(&h).await;
-    let client = raw_client(&h);
+    let (_dir, h, client) = seeded().await;
     let response = sign_in(&h, &client, &h.admin()).await;
     let (session, _) = set_cookie(&response, "__Host-vouch-session").unwrap();
     let cookie = format!("__Host-vouch-session={session}");

@@ -6,6 +6,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use vouch_api::utc as when;
 
 use super::Console;
 use crate::service::console::{self as core, TimelineEntry};
@@ -39,7 +40,8 @@ fn html<T: Template>(template: &T) -> Response {
     }
 }
 
-/// The fields of the page frame.
+/// The fields of the page frame (`base.html`): the title, and for a signed-in page the
+/// principal, the session's CSRF token and the current section.
 struct Frame {
     title: String,
     user: String,
@@ -56,15 +58,22 @@ impl Frame {
             nav,
         }
     }
+
+    /// The frame of a page shown without a session.
+    fn anonymous(title: impl Into<String>, csrf: &str) -> Self {
+        Self {
+            title: title.into(),
+            user: String::new(),
+            csrf: csrf.to_owned(),
+            nav: "",
+        }
+    }
 }
 
 #[derive(Template)]
 #[template(path = "console/error.html")]
 struct ErrorPage {
-    title: String,
-    user: String,
-    csrf: String,
-    nav: &'static str,
+    frame: Frame,
     message: String,
 }
 
@@ -75,10 +84,7 @@ pub fn error_page(e: &Error) -> Response {
         tracing::error!(%detail, "internal error");
     }
     let page = ErrorPage {
-        title: status.canonical_reason().unwrap_or("Error").to_owned(),
-        user: String::new(),
-        csrf: String::new(),
-        nav: "",
+        frame: Frame::anonymous(status.canonical_reason().unwrap_or("Error"), ""),
         message: e.reason(),
     };
     let mut response = html(&page);
@@ -89,47 +95,19 @@ pub fn error_page(e: &Error) -> Response {
 #[derive(Template)]
 #[template(path = "console/sign_in.html")]
 struct SignInPage {
-    title: String,
-    user: String,
-    csrf: String,
-    nav: &'static str,
+    frame: Frame,
     error: String,
 }
 
 /// The sign-in page.
 pub fn sign_in(csrf: &str, error: &str) -> Response {
     html(&SignInPage {
-        title: "Sign in".into(),
-        user: String::new(),
-        csrf: csrf.to_owned(),
-        nav: "",
+        frame: Frame::anonymous("Sign in", csrf),
         error: error.to_owned(),
     })
 }
 
 // ---- Formatting.
-
-/// Unix seconds as `YYYY-MM-DD HH:MM:SS UTC`.
-pub fn when(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02} UTC",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
-}
 
 fn when_or(t: Option<i64>, none: &str) -> String {
     t.map_or_else(|| none.to_owned(), when)
@@ -276,10 +254,7 @@ async fn fleet_view(state: &AppState) -> Result<FleetView, Error> {
 #[derive(Template)]
 #[template(path = "console/fleet.html")]
 struct FleetPage {
-    title: String,
-    user: String,
-    csrf: String,
-    nav: &'static str,
+    frame: Frame,
     fleet: FleetView,
 }
 
@@ -291,21 +266,10 @@ struct FleetLive {
 
 pub async fn fleet(State(state): State<AppState>, Console(signed): Console) -> Response {
     match fleet_view(&state).await {
-        Ok(fleet) => {
-            let Frame {
-                title,
-                user,
-                csrf,
-                nav,
-            } = Frame::new("Fleet", &signed, "fleet");
-            html(&FleetPage {
-                title,
-                user,
-                csrf,
-                nav,
-                fleet,
-            })
-        }
+        Ok(fleet) => html(&FleetPage {
+            frame: Frame::new("Fleet", &signed, "fleet"),
+            fleet,
+        }),
         Err(e) => error_page(&e),
     }
 }
@@ -368,10 +332,7 @@ impl From<Host> for HostRow {
 #[derive(Template)]
 #[template(path = "console/hosts.html")]
 struct HostsPage {
-    title: String,
-    user: String,
-    csrf: String,
-    nav: &'static str,
+    frame: Frame,
     clusters: Vec<Choice>,
     states: Vec<Choice>,
     versions: Vec<Choice>,
@@ -478,17 +439,8 @@ pub async fn hosts(
         selected: host_state == Some(st),
     })
     .collect();
-    let Frame {
-        title,
-        user,
-        csrf,
-        nav,
-    } = Frame::new("Hosts", &signed, "hosts");
     html(&HostsPage {
-        title,
-        user,
-        csrf,
-        nav,
+        frame: Frame::new("Hosts", &signed, "hosts"),
         clusters: choices(found.clusters, &cluster),
         states,
         versions: choices(found.versions, &version),
@@ -547,10 +499,7 @@ struct TimelineLine {
 #[derive(Template)]
 #[template(path = "console/host.html")]
 struct HostPage {
-    title: String,
-    user: String,
-    csrf: String,
-    nav: &'static str,
+    frame: Frame,
     host: HostFacts,
     has_refusal: bool,
     refusal_at: String,
@@ -667,14 +616,8 @@ pub async fn host(
             ),
             None => (false, String::new(), String::new(), false, Vec::new()),
         };
-    let Frame {
-        user, csrf, nav, ..
-    } = Frame::new("", &signed, "hosts");
     html(&HostPage {
-        title: format!("Host {}", h.name),
-        user,
-        csrf,
-        nav,
+        frame: Frame::new(format!("Host {}", h.name), &signed, "hosts"),
         host: facts,
         has_refusal,
         refusal_at,
@@ -727,10 +670,7 @@ struct ClusterView {
 #[derive(Template)]
 #[template(path = "console/clusters.html")]
 struct ClustersPage {
-    title: String,
-    user: String,
-    csrf: String,
-    nav: &'static str,
+    frame: Frame,
     clusters: Vec<ClusterView>,
 }
 
@@ -816,17 +756,8 @@ pub async fn clusters(State(state): State<AppState>, Console(signed): Console) -
                 .collect(),
         })
         .collect();
-    let Frame {
-        title,
-        user,
-        csrf,
-        nav,
-    } = Frame::new("Clusters", &signed, "clusters");
     html(&ClustersPage {
-        title,
-        user,
-        csrf,
-        nav,
+        frame: Frame::new("Clusters", &signed, "clusters"),
         clusters: views,
     })
 }
@@ -853,10 +784,7 @@ struct EventLineView {
 #[derive(Template)]
 #[template(path = "console/events.html")]
 struct EventsPage {
-    title: String,
-    user: String,
-    csrf: String,
-    nav: &'static str,
+    frame: Frame,
     kind: String,
     subject: String,
     live: String,
@@ -924,17 +852,8 @@ pub async fn events(
     } else {
         String::new()
     };
-    let Frame {
-        title,
-        user,
-        csrf,
-        nav,
-    } = Frame::new("Events", &signed, "events");
     html(&EventsPage {
-        title,
-        user,
-        csrf,
-        nav,
+        frame: Frame::new("Events", &signed, "events"),
         kind,
         subject,
         live,
@@ -957,13 +876,6 @@ pub async fn events_live(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_read_as_utc_dates() {
-        assert_eq!(when(0), "1970-01-01 00:00:00 UTC");
-        assert_eq!(when(1_800_000_000), "2027-01-15 08:00:00 UTC");
-        assert_eq!(when(951_782_400), "2000-02-29 00:00:00 UTC");
-    }
 
     #[test]
     fn query_values_are_encoded() {
