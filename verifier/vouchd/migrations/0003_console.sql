@@ -8,6 +8,7 @@
 
 ALTER TABLE attestations ADD COLUMN presented TEXT;
 CREATE INDEX hosts_by_name ON hosts (name, ek_hash);
+CREATE INDEX hosts_by_lower_name ON hosts (LOWER(name));
 CREATE INDEX hosts_by_cluster_state ON hosts (cluster, state, name, ek_hash);
 CREATE INDEX hosts_by_state ON hosts (state, name, ek_hash);
 CREATE INDEX hosts_by_software_version ON hosts (software_version, name, ek_hash);

@@ -154,7 +154,8 @@ pub struct HostQuery {
     pub cluster: Option<String>,
     pub state: Option<HostState>,
     pub software_version: Option<String>,
-    /// Part of the name (any case), or the start of the EK hash (hex, any case).
+    /// The start of the name or of the EK hash, in any case (ASCII): a prefix, so that an
+    /// index answers it at any fleet size.
     pub search: Option<String>,
     pub offset: u64,
     /// At most [`MAX_HOST_PAGE`].
@@ -164,7 +165,7 @@ pub struct HostQuery {
 impl HostQuery {
     /// Whether `host` passes the filters (the reference the backends' SQL must agree with).
     pub fn matches(&self, host: &Host) -> bool {
-        let search = self.search.as_deref().map(str::to_lowercase);
+        let search = self.search.as_deref().map(str::to_ascii_lowercase);
         self.cluster.as_ref().is_none_or(|c| *c == host.cluster)
             && self.state.is_none_or(|s| s == host.state)
             && self
@@ -172,7 +173,7 @@ impl HostQuery {
                 .as_ref()
                 .is_none_or(|v| host.software_version.as_ref() == Some(v))
             && search.is_none_or(|q| {
-                host.name.to_lowercase().contains(&q) || host.ek_hash.starts_with(&q)
+                host.name.to_ascii_lowercase().starts_with(&q) || host.ek_hash.starts_with(&q)
             })
     }
 }

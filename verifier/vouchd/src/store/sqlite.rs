@@ -429,8 +429,10 @@ fn where_clause(clauses: &[String]) -> String {
     }
 }
 
-/// The WHERE clause of a [`HostQuery`] and its parameters (`?1`, `?2`, ...). The name search
-/// compares lowercase text (`LOWER(name) LIKE`), as PostgreSQL's LIKE is case-sensitive.
+/// The WHERE clause of a [`HostQuery`] and its parameters (`?1`, `?2`, ...). The search is a
+/// prefix of `LOWER(name)` (an index on that expression) or of `ek_hash` (the primary key),
+/// each as a range: from the prefix up to the prefix followed by the highest character, which
+/// sorts after every continuation under SQLite's byte-wise (BINARY) order.
 fn host_filter(q: &HostQuery) -> (String, Vec<Value>) {
     let mut clauses = Vec::new();
     let mut values = Vec::new();
@@ -447,13 +449,14 @@ fn host_filter(q: &HostQuery) -> (String, Vec<Value>) {
         clauses.push(format!("software_version = ?{}", values.len()));
     }
     if let Some(search) = &q.search {
-        let escaped = like_escaped(&search.to_lowercase());
-        values.push(Value::Text(format!("%{escaped}%")));
-        let name = values.len();
-        values.push(Value::Text(format!("{escaped}%")));
+        let low = search.to_ascii_lowercase();
+        let high = format!("{low}{}", char::MAX);
+        values.push(Value::Text(low));
+        let from = values.len();
+        values.push(Value::Text(high));
+        let to = values.len();
         clauses.push(format!(
-            "(LOWER(name) LIKE ?{name} ESCAPE '\\' OR ek_hash LIKE ?{} ESCAPE '\\')",
-            values.len()
+            "((LOWER(name) >= ?{from} AND LOWER(name) < ?{to}) OR (ek_hash >= ?{from} AND ek_hash < ?{to}))"
         ));
     }
     (where_clause(&clauses), values)

@@ -199,8 +199,9 @@ struct ExpiringRow {
     valid_until: String,
 }
 
+/// The fleet's live region. It holds no clock: the script replaces the region only when
+/// something in it changed, so that keyboard focus inside it is not lost on every refresh.
 struct FleetView {
-    as_of: String,
     clusters: Vec<CountRow>,
     changes: Vec<ChangeRow>,
     expiring: Vec<ExpiringRow>,
@@ -210,7 +211,6 @@ async fn fleet_view(state: &AppState) -> Result<FleetView, Error> {
     let now = crate::now();
     let fleet = core::fleet(state, now).await?;
     Ok(FleetView {
-        as_of: when(now),
         clusters: fleet
             .clusters
             .iter()

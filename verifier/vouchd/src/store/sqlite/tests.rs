@@ -762,7 +762,7 @@ fn console_queries_agree_with_their_reference() {
             ..HostQuery::default()
         },
         HostQuery {
-            search: Some("big-1".into()),
+            search: Some("esx_big-1".into()),
             state: Some(HostState::Unknown),
             limit: 50,
             ..HostQuery::default()
