@@ -389,8 +389,27 @@ fn attestation() -> Result<(), String> {
             outcome.exit_code
         ));
     }
+    console(&verifier);
     println!("\ndemo: done");
     Ok(())
+}
+
+/// The last step: where the web console is and the token that signs in to it. With a terminal,
+/// vouchd keeps serving until Enter is pressed; without one the demo ends here.
+fn console(verifier: &Verifier) {
+    use std::io::IsTerminal as _;
+    println!("\n== the web console ==");
+    println!("  {}/ui/", verifier.api_url());
+    println!(
+        "  (vouchd's self-signed certificate, SHA-256 {})",
+        verifier.fingerprint()
+    );
+    println!("  sign in with the token: {}", verifier.admin_token());
+    if std::io::stdin().is_terminal() {
+        println!("  vouchd serves until you press Enter");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+    }
 }
 
 /// `cargo xtask sizes`: the board's worst-case stack, measured over a full attestation (the

@@ -522,6 +522,7 @@ fn clusters_trust_software_hosts_and_status() {
         valid_until: attested.then_some(now + 240),
         // The database keeps a token's SHA-256 only.
         token: attested.then(|| "ef".repeat(32)),
+        presented: None,
     };
     v.server
         .vouchd

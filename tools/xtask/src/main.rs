@@ -36,7 +36,8 @@ Verbs:
   qemu               build the firmware and boot the mps2-an386 board in QEMU with swtpm
   bench [--compare keylime]
                      the verifier's criterion benchmarks, pinned to one core (the bare
-                     signature verification beside the quote check); --compare keylime also
+                     signature verification beside the quote check), and the web console's
+                     hosts page timed over 100,000 hosts; --compare keylime also
                      runs Keylime's checkquote and measured-boot log parse on the same files
                      (Keylime from PyPI in /opt/vouch/keylime-venv, created then) and prints
                      both medians and the ratios

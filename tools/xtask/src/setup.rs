@@ -13,6 +13,8 @@
 //! - postgresql: the real PostgreSQL the store and replica tests run against, each in a private
 //!   cluster of its own (initdb + pg_ctl in a temporary directory, as the `postgres` user, on a
 //!   loopback port; see `vouchd::testing::postgres`). Installing it starts no service.
+//! - chromium, chromium-driver: the web console's browser tests (vouchd's tests/console.rs)
+//!   drive Debian's headless Chromium over WebDriver; nothing is downloaded at run time.
 //! - openapi-spec-validator in a virtualenv at [`OPENAPI_VENV`], pinned ([`OPENAPI_PINS`]): an
 //!   independent OpenAPI 3 validator for the document vouchd serves.
 //! - Only for `cargo xtask bench --compare keylime` ([`ensure_keylime`]): Keylime in a
@@ -38,6 +40,9 @@ const APT_PACKAGES: &[&str] = &[
     "rust-web-src",
     // The store and replica tests start private PostgreSQL clusters (initdb, pg_ctl).
     "postgresql",
+    // The web console's browser tests drive a real headless Chromium through chromedriver.
+    "chromium",
+    "chromium-driver",
 ];
 const BACKPORTS_PACKAGES: &[&str] = &["qemu-system-arm"];
 const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/vouch-backports.sources";
@@ -89,6 +94,11 @@ fn missing_system() -> Vec<Missing> {
         missing.push(Missing(
             "PostgreSQL's initdb and pg_ctl under /usr/lib/postgresql/*/bin (postgresql)".into(),
         ));
+    }
+    for program in ["chromium", "chromedriver"] {
+        if !shell::on_path(program) {
+            missing.push(Missing(format!("`{program}` (chromium, chromium-driver)")));
+        }
     }
     if !shell::on_path("systemd-analyze") {
         missing.push(Missing("`systemd-analyze` (systemd)".into()));

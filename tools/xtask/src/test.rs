@@ -124,6 +124,20 @@ pub fn bench(args: &[String]) -> Result<(), String> {
     ])
     .args(criterion_args);
     shell::step("bench (one core)", &mut cmd)?;
+    // The web console's hosts page over 100,000 hosts (README: "Web console").
+    shell::step(
+        "console hosts page over 100,000 hosts",
+        shell::cargo().args([
+            "run",
+            "--quiet",
+            "--release",
+            "--locked",
+            "-p",
+            "vouchd",
+            "--example",
+            "console_hosts",
+        ]),
+    )?;
     if keylime {
         compare_keylime()?;
     }

@@ -331,6 +331,13 @@ contract! {
         /// SHA-256 (hex) of the attestation token issued, when attested: tokens are stored
         /// as hashes only (`GET /v1/hosts/{ek_hash}/token` issues one for the current result).
         pub token: Option<String>,
+        /// What the host presented, kept with a refusal so that it can be compared with the
+        /// accepted versions later: `{"bank": "sha256", "pcrs": {"<index>": "<hex>"},
+        /// "events": {"<index>": [{"number": n, "digest": "<hex>"}]}}` (events when the host
+        /// sent an event log). Absent from results recorded before it was kept.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
+        pub presented: Option<serde_json::Value>,
     }
 
     /// A host's status with its latest results.

@@ -125,6 +125,7 @@ mod tests {
                     nonce: None,
                     valid_until: Some(valid_until),
                     token: None,
+                    presented: None,
                 })
                 .unwrap();
         }

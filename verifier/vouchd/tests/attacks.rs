@@ -122,6 +122,7 @@ fn victim_with(h: &Harness, ak: &str) -> Victim {
             nonce: Some(VICTIM_NONCE.into()),
             valid_until: Some(now + 600),
             token: None,
+            presented: None,
         })
         .unwrap();
     store
@@ -707,6 +708,7 @@ async fn token_of_a_removed_host() {
             nonce: Some("7272727272727272".into()),
             valid_until: Some(now + 600),
             token: None,
+            presented: None,
         })
         .unwrap();
     let err = authorise_host(&h.running.state, &victim.token, "keys/generate")

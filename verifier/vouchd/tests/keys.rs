@@ -128,6 +128,7 @@ fn host(h: &Harness, n: u8, cluster: &str, attested: bool, exp_in: i64) -> Strin
             nonce: Some("11".repeat(16)),
             valid_until: Some(now + 600),
             token: None,
+            presented: None,
         })
         .unwrap();
     h.running
@@ -494,6 +495,7 @@ async fn cached_checks_follow_every_change() {
                 nonce: Some(nonce.into()),
                 valid_until: Some(now + valid_for),
                 token: None,
+                presented: None,
             })
             .unwrap();
     };

@@ -181,6 +181,7 @@ impl Session {
                     "{:?}: {}",
                     e.failure, e.detail
                 ))),
+                presented: None,
             };
             self.record(enrolled, &verdict).await?;
         }
@@ -475,6 +476,9 @@ impl Session {
             event_log: quoting.event_log.as_deref(),
         };
         let checked = verdict::verify(&quoting.enrolled, &expected, &submitted, &versions);
+        let presented = checked
+            .is_err()
+            .then(|| verdict::presented(&expected, &submitted, &quoting.enrolled.cluster.pcrs));
         let AwaitingQuote {
             enrolled,
             mut last_clock,
@@ -502,6 +506,7 @@ impl Session {
             at: now,
             nonce,
             outcome,
+            presented: presented.flatten(),
         };
         self.record(&enrolled, &verdict).await?;
 
@@ -579,6 +584,7 @@ impl Session {
             nonce: None,
             valid_until: None,
             token: None,
+            presented: None,
         };
         match store::run(&self.state.store, move |s| s.record_attestation(&record)).await {
             Ok(recorded) => {
@@ -1069,6 +1075,12 @@ mod tests {
             state.store.get_host(&ek_hash).unwrap().unwrap().state,
             HostState::NotAttested
         );
+        // The refusal keeps what the host presented: PCR 7 as quoted, not the version's.
+        let stored = state.store.list_attestations(&ek_hash, 1).unwrap();
+        let presented = stored[0].presented.as_ref().expect("what was presented");
+        let pcr7 = presented["pcrs"]["7"].as_str().unwrap();
+        assert_eq!(pcr7.len(), 64, "{presented}");
+        assert_ne!(pcr7, "ee".repeat(32));
     }
 
     #[tokio::test]

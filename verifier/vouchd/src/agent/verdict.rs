@@ -211,6 +211,54 @@ pub fn verify(
     )?)
 }
 
+/// The most events per PCR kept of what a host presented.
+const MAX_PRESENTED_EVENTS: usize = 256;
+
+/// What the host presented for the cluster's policy PCRs, kept with a refusal (the record's
+/// `presented`): the quoted values in the compared bank and, when the host sent an event log,
+/// the digests of the events that extend them. `None` when the values do not fit the
+/// selection (the reason says so). The values are the host's claims: a refusal means at
+/// least one check on them failed.
+pub fn presented(
+    expected: &Expected<'_>,
+    submitted: &Submitted<'_>,
+    policy_pcrs: &[u32],
+) -> Option<serde_json::Value> {
+    let pcrs = pcr_values(expected.selection, submitted.pcr_values?).ok()?;
+    let (bank, _) = expected.selection.banks.first()?;
+    let bank = *bank;
+    let mut values = serde_json::Map::new();
+    for &pcr in policy_pcrs {
+        if let Some(v) = pcrs.get(bank, pcr) {
+            values.insert(pcr.to_string(), crate::hex(v).into());
+        }
+    }
+    let mut events = serde_json::Map::new();
+    if let Some(log) = submitted
+        .event_log
+        .and_then(|l| vouch_attest::eventlog::parse(l).ok())
+    {
+        let skip = usize::from(log.spec_id.is_some());
+        for &pcr in policy_pcrs {
+            let list: Vec<serde_json::Value> = log
+                .events
+                .iter()
+                .skip(skip)
+                .filter(|e| e.pcr == pcr && e.event_type != vouch_attest::eventlog::EV_NO_ACTION)
+                .filter_map(|e| {
+                    e.digest(bank)
+                        .map(|d| serde_json::json!({"number": e.number, "digest": crate::hex(d)}))
+                })
+                .take(MAX_PRESENTED_EVENTS)
+                .collect();
+            if !list.is_empty() {
+                events.insert(pcr.to_string(), list.into());
+            }
+        }
+    }
+    Some(serde_json::json!({"bank": bank.name(), "pcrs": values, "events": events}))
+}
+
 /// The verdict on one quote request.
 #[derive(Debug)]
 pub struct Verdict {
@@ -220,6 +268,8 @@ pub struct Verdict {
     pub nonce: Vec<u8>,
     /// Attested, with the evidence, or not, with the reason.
     pub outcome: Outcome,
+    /// What the host presented, kept with a refusal (see [`presented`]).
+    pub presented: Option<serde_json::Value>,
 }
 
 /// Attested or not.
@@ -296,6 +346,10 @@ impl Verdict {
             nonce: (!self.nonce.is_empty()).then(|| crate::hex(&self.nonce)),
             valid_until,
             token,
+            presented: match self.outcome {
+                Outcome::Attested(_) => None,
+                Outcome::NotAttested(_) => self.presented.clone(),
+            },
         }
     }
 }

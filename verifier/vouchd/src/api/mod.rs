@@ -5,6 +5,7 @@
 //! routes, from which the router and the document served at `/openapi.json` are both made.
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod https;
 pub mod keys;
@@ -90,6 +91,7 @@ fn routes() -> OpenApiRouter<AppState> {
 pub fn router(state: AppState) -> Router {
     let (router, _) = routes().split_for_parts();
     router
+        .merge(console::router())
         .fallback(no_such_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -847,6 +849,7 @@ async fn update_cluster(
                     nonce: None,
                     valid_until: None,
                     token: None,
+                    presented: None,
                 };
                 events.extend(s.record_attestation(&record)?.event);
             }

@@ -4,6 +4,7 @@
 //! it and translate its errors into their own answers.
 
 pub mod auth;
+pub mod console;
 pub mod error;
 pub mod events;
 pub mod keys;
@@ -48,6 +49,8 @@ pub struct AppState {
     pub refusal_events: Arc<events::RateLimit>,
     /// This vouchd among the replicas sharing its database: random, new at each start.
     pub replica: Arc<str>,
+    /// The web console's signed-in sessions.
+    pub console_sessions: Arc<console::Sessions>,
 }
 
 impl AppState {
@@ -72,6 +75,7 @@ impl AppState {
                 .map(|r| crate::hex(&r))
                 .unwrap_or_else(|_| format!("pid-{}", std::process::id()))
                 .into(),
+            console_sessions: Arc::default(),
         }
     }
 }

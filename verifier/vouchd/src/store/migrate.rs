@@ -80,6 +80,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0004_cluster_disabled.sql"),
         postgres: None,
     },
+    Migration {
+        version: 5,
+        name: "console",
+        sql: include_str!("../../migrations/0005_console.sql"),
+        postgres: None,
+    },
 ];
 
 /// The bookkeeping table, created by the backend before it reads it. Portable SQL.

@@ -151,6 +151,80 @@ pub fn state_change_detail(
 
 /// The reason of the `host.state_changed` event of an expiry.
 pub const EXPIRED_REASON: &str = "the last attestation expired without a new one";
+/// The most hosts one [`HostQuery`] page holds.
+pub const MAX_HOST_PAGE: u32 = 500;
+
+/// A page of the hosts table: filters (all optional, all must hold), the order is by name
+/// then EK hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostQuery {
+    pub cluster: Option<String>,
+    pub state: Option<HostState>,
+    pub software_version: Option<String>,
+    /// The start of the name or of the EK hash, in any case (ASCII): a prefix, so that an
+    /// index answers it at any fleet size.
+    pub search: Option<String>,
+    pub offset: u64,
+    /// At most [`MAX_HOST_PAGE`].
+    pub limit: u32,
+}
+
+impl HostQuery {
+    /// Whether `host` passes the filters (the reference the backends' SQL must agree with).
+    pub fn matches(&self, host: &Host) -> bool {
+        let search = self.search.as_deref().map(str::to_ascii_lowercase);
+        self.cluster.as_ref().is_none_or(|c| *c == host.cluster)
+            && self.state.is_none_or(|s| s == host.state)
+            && self
+                .software_version
+                .as_ref()
+                .is_none_or(|v| host.software_version.as_ref() == Some(v))
+            && search.is_none_or(|q| {
+                host.name.to_ascii_lowercase().starts_with(&q) || host.ek_hash.starts_with(&q)
+            })
+    }
+}
+
+/// One page of hosts and how many pass the filters in all.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HostPage {
+    pub hosts: Vec<Host>,
+    pub total: u64,
+}
+
+/// How many hosts of a cluster are in a state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostCount {
+    pub cluster: String,
+    pub state: HostState,
+    pub count: u64,
+}
+
+/// A filter over the event log, newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    /// Kinds starting with this (`host.` for every host event).
+    pub kind_prefix: Option<String>,
+    /// Exactly this subject.
+    pub subject: Option<String>,
+    /// Only events with a smaller id (the next page).
+    pub before: Option<i64>,
+    /// Only events with a larger id (what is new).
+    pub after: Option<i64>,
+    pub limit: u32,
+}
+
+impl EventFilter {
+    /// Whether `event` passes the filter (the reference the backends' SQL must agree with).
+    pub fn matches(&self, event: &Event) -> bool {
+        self.kind_prefix
+            .as_ref()
+            .is_none_or(|k| event.kind.starts_with(k.as_str()))
+            && self.subject.as_ref().is_none_or(|s| *s == event.subject)
+            && self.before.is_none_or(|b| event.id < b)
+            && self.after.is_none_or(|a| event.id > a)
+    }
+}
 
 /// Everything vouchd keeps. Implementations are blocking; call them through [`run`].
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
@@ -246,6 +320,66 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// when nothing expired.
     fn expire_host(&self, ek_hash: &str, now: i64) -> StoreResult<Option<Event>>;
     fn list_attestations(&self, ek_hash: &str, limit: u32) -> StoreResult<Vec<AttestationRecord>>;
+
+    // The console's read model. The default bodies are correct but read every host or event;
+    // a backend answers them with indexed queries (SQLite: migration 0005's indexes).
+    /// One page of hosts passing `query`'s filters, by name then EK hash, and their total.
+    fn query_hosts(&self, query: &HostQuery) -> StoreResult<HostPage> {
+        let mut hosts: Vec<Host> = self
+            .list_all_hosts()?
+            .into_iter()
+            .filter(|h| query.matches(h))
+            .collect();
+        hosts.sort_by(|a, b| (&a.name, &a.ek_hash).cmp(&(&b.name, &b.ek_hash)));
+        let total = u64::try_from(hosts.len()).unwrap_or(u64::MAX);
+        let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
+        let limit = usize::try_from(query.limit.min(MAX_HOST_PAGE)).unwrap_or(0);
+        Ok(HostPage {
+            hosts: hosts.into_iter().skip(offset).take(limit).collect(),
+            total,
+        })
+    }
+    /// The number of hosts per cluster and state (pairs with none left out), by cluster.
+    fn count_hosts(&self) -> StoreResult<Vec<HostCount>> {
+        let mut counts: std::collections::BTreeMap<(String, &'static str), HostCount> =
+            std::collections::BTreeMap::new();
+        for h in self.list_all_hosts()? {
+            counts
+                .entry((h.cluster.clone(), h.state.as_str()))
+                .or_insert_with(|| HostCount {
+                    cluster: h.cluster.clone(),
+                    state: h.state,
+                    count: 0,
+                })
+                .count += 1;
+        }
+        Ok(counts.into_values().collect())
+    }
+    /// Attested hosts whose attestation ends before `before`, soonest first.
+    fn hosts_expiring(&self, before: i64, limit: u32) -> StoreResult<Vec<Host>> {
+        let mut hosts: Vec<Host> = self
+            .list_all_hosts()?
+            .into_iter()
+            .filter(|h| h.state == HostState::Attested && h.valid_until.is_some_and(|v| v < before))
+            .collect();
+        hosts.sort_by_key(|h| (h.valid_until, h.ek_hash.clone()));
+        hosts.truncate(usize::try_from(limit).unwrap_or(0));
+        Ok(hosts)
+    }
+    /// Events passing `filter`, newest first.
+    fn query_events(&self, filter: &EventFilter) -> StoreResult<Vec<Event>> {
+        let mut all = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = self.list_events(after, 1000)?;
+            let Some(last) = page.last() else { break };
+            after = last.id;
+            all.extend(page.into_iter().filter(|e| filter.matches(e)));
+        }
+        all.reverse();
+        all.truncate(usize::try_from(filter.limit).unwrap_or(0));
+        Ok(all)
+    }
 
     // Key servers, key providers, and the provider of each cluster.
     fn add_key_server(&self, server: &KeyServerRecord) -> StoreResult<()>;

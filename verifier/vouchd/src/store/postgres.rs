@@ -837,8 +837,8 @@ impl Store for PostgresStore {
             let before = host_state(tx, &a.ek_hash)?;
             exec(
                 tx,
-                "INSERT INTO attestations (ek_hash, cluster, at, attested, software_version, reason, pcr_digest, nonce, valid_until, token)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "INSERT INTO attestations (ek_hash, cluster, at, attested, software_version, reason, pcr_digest, nonce, valid_until, token, presented)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                 &[
                     &a.ek_hash,
                     &a.cluster,
@@ -850,6 +850,7 @@ impl Store for PostgresStore {
                     &a.nonce,
                     &a.valid_until,
                     &a.token,
+                    &a.presented.as_ref().map(serde_json::Value::to_string),
                 ],
             )?;
             exec(

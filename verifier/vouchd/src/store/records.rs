@@ -11,6 +11,8 @@ use super::{PrincipalKind, StoreError, StoreResult};
 /// the error for a value that does not fit.
 pub(crate) trait TextColumns {
     fn text(&self, column: &'static str) -> StoreResult<String>;
+    /// A nullable TEXT column.
+    fn text_or_null(&self, column: &'static str) -> StoreResult<Option<String>>;
     fn table(&self) -> &'static str;
 
     fn corrupt(&self, column: &'static str, reason: String) -> StoreError {
@@ -25,6 +27,15 @@ pub(crate) trait TextColumns {
     fn json<T: DeserializeOwned>(&self, column: &'static str) -> StoreResult<T> {
         let text = self.text(column)?;
         serde_json::from_str(&text).map_err(|e| self.corrupt(column, format!("bad JSON: {e}")))
+    }
+
+    /// A nullable TEXT column holding JSON.
+    fn json_or_null<T: DeserializeOwned>(&self, column: &'static str) -> StoreResult<Option<T>> {
+        self.text_or_null(column)?
+            .map(|t| {
+                serde_json::from_str(&t).map_err(|e| self.corrupt(column, format!("bad JSON: {e}")))
+            })
+            .transpose()
     }
 
     /// A TEXT column holding one of an enum's names.
@@ -164,6 +175,7 @@ macro_rules! from_rows {
                     nonce: r.get("nonce")?,
                     valid_until: r.get("valid_until")?,
                     token: r.get("token")?,
+                    presented: r.json_or_null("presented")?,
                 })
             }
         }

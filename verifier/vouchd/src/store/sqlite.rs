@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
-use rusqlite::types::FromSql;
+use rusqlite::types::{FromSql, Value};
 use rusqlite::{Connection, Params, Transaction, params};
 
 use self::rows::{FromRow, PrincipalRow, all, one, query};
@@ -20,9 +20,9 @@ use super::migrate::{self, AppliedMigration, MIGRATIONS, MigrationBackend};
 use super::records::TextColumns as _;
 use super::sealing::{self, SealingKey};
 use super::{
-    AttestationRecord, CaCert, Cluster, ClusterEk, Event, Host, HostState, KeyProviderRecord,
-    KeyServerRecord, ManagementServer, Principal, PrincipalKind, SoftwareVersionRecord, Store,
-    StoreError, StoreResult, TokenInfo,
+    AttestationRecord, CaCert, Cluster, ClusterEk, Event, EventFilter, Host, HostCount, HostPage,
+    HostQuery, HostState, KeyProviderRecord, KeyServerRecord, MAX_HOST_PAGE, ManagementServer,
+    Principal, PrincipalKind, SoftwareVersionRecord, Store, StoreError, StoreResult, TokenInfo,
 };
 
 const STATEMENT_CACHE_CAPACITY: usize = 128;
@@ -332,6 +332,24 @@ impl SqliteStore {
         })
     }
 
+    /// Adds many hosts in one transaction: all or none (seeding a database for measurements,
+    /// bulk imports). The store's `add_host` is one transaction per host.
+    pub fn add_hosts(&self, hosts: &[Host]) -> StoreResult<()> {
+        self.transaction(|tx| {
+            let mut stmt = tx.prepare_cached(INSERT_HOST).map_err(backend)?;
+            for h in hosts {
+                stmt.execute(host_params(h)).map_err(|e| {
+                    insert_error(
+                        e,
+                        &format!("host with EK {}", h.ek_hash),
+                        &format!("cluster {}", h.cluster),
+                    )
+                })?;
+            }
+            Ok(())
+        })
+    }
+
     /// The schema version now in force.
     pub fn schema_version(&self) -> StoreResult<i64> {
         self.conn()?
@@ -441,6 +459,78 @@ impl Drop for Locked<'_> {
             self.writes.fetch_add(1, Ordering::SeqCst);
         }
     }
+}
+
+const INSERT_HOST: &str = "INSERT INTO hosts (ek_hash, cluster, name, added_by, ak_public, state, attested_at, valid_until, software_version, created_at)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+
+fn host_params(h: &Host) -> impl Params + '_ {
+    (
+        &h.ek_hash,
+        &h.cluster,
+        &h.name,
+        &h.added_by,
+        &h.ak_public,
+        h.state.as_str(),
+        h.attested_at,
+        h.valid_until,
+        &h.software_version,
+        h.created_at,
+    )
+}
+
+/// `s` with LIKE's wildcards and the escape character escaped (`ESCAPE '\\'`).
+fn like_escaped(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// ` WHERE a AND b`, or nothing.
+fn where_clause(clauses: &[String]) -> String {
+    if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    }
+}
+
+/// The WHERE clause of a [`HostQuery`] and its parameters (`?1`, `?2`, ...). The search is a
+/// prefix of `LOWER(name)` (an index on that expression) or of `ek_hash` (the primary key),
+/// each as a range: from the prefix up to the prefix followed by the highest character, which
+/// sorts after every continuation under SQLite's byte-wise (BINARY) order.
+fn host_filter(q: &HostQuery) -> (String, Vec<Value>) {
+    let mut clauses = Vec::new();
+    let mut values = Vec::new();
+    if let Some(cluster) = &q.cluster {
+        values.push(Value::Text(cluster.clone()));
+        clauses.push(format!("cluster = ?{}", values.len()));
+    }
+    if let Some(state) = q.state {
+        values.push(Value::Text(state.as_str().to_owned()));
+        clauses.push(format!("state = ?{}", values.len()));
+    }
+    if let Some(version) = &q.software_version {
+        values.push(Value::Text(version.clone()));
+        clauses.push(format!("software_version = ?{}", values.len()));
+    }
+    if let Some(search) = &q.search {
+        let low = search.to_ascii_lowercase();
+        let high = format!("{low}{}", char::MAX);
+        values.push(Value::Text(low));
+        let from = values.len();
+        values.push(Value::Text(high));
+        let to = values.len();
+        clauses.push(format!(
+            "((LOWER(name) >= ?{from} AND LOWER(name) < ?{to}) OR (ek_hash >= ?{from} AND ek_hash < ?{to}))"
+        ));
+    }
+    (where_clause(&clauses), values)
 }
 
 impl Store for SqliteStore {
@@ -724,20 +814,8 @@ impl Store for SqliteStore {
 
     fn add_host(&self, h: &Host) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO hosts (ek_hash, cluster, name, added_by, ak_public, state, attested_at, valid_until, software_version, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            params![
-                h.ek_hash,
-                h.cluster,
-                h.name,
-                h.added_by,
-                h.ak_public,
-                h.state.as_str(),
-                h.attested_at,
-                h.valid_until,
-                h.software_version,
-                h.created_at
-            ],
+            INSERT_HOST,
+            host_params(h),
             &format!("host with EK {}", h.ek_hash),
             &format!("cluster {}", h.cluster),
         )
@@ -802,8 +880,8 @@ impl Store for SqliteStore {
             let before = host_state(tx, &a.ek_hash)?;
             exec(
                 tx,
-                "INSERT INTO attestations (ek_hash, cluster, at, attested, software_version, reason, pcr_digest, nonce, valid_until, token)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO attestations (ek_hash, cluster, at, attested, software_version, reason, pcr_digest, nonce, valid_until, token, presented)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
                 params![
                     a.ek_hash,
                     a.cluster,
@@ -814,7 +892,8 @@ impl Store for SqliteStore {
                     a.pcr_digest,
                     a.nonce,
                     a.valid_until,
-                    a.token
+                    a.token,
+                    a.presented.as_ref().map(serde_json::Value::to_string)
                 ],
             )
             .map_err(backend)?;
@@ -891,6 +970,87 @@ impl Store for SqliteStore {
         self.all(
             "SELECT * FROM attestations WHERE ek_hash = ?1 ORDER BY at DESC, id DESC LIMIT ?2",
             params![ek_hash, limit],
+        )
+    }
+
+    fn query_hosts(&self, q: &HostQuery) -> StoreResult<HostPage> {
+        let (filter, values) = host_filter(q);
+        let conn = self.conn()?;
+        let total: i64 = conn
+            .prepare_cached(&format!("SELECT COUNT(*) FROM hosts{filter}"))
+            .and_then(|mut stmt| {
+                stmt.query_row(rusqlite::params_from_iter(values.iter()), |r| r.get(0))
+            })
+            .map_err(backend)?;
+        let mut page_values = values;
+        page_values.push(Value::Integer(i64::from(q.limit.min(MAX_HOST_PAGE))));
+        page_values.push(Value::Integer(i64::try_from(q.offset).unwrap_or(i64::MAX)));
+        let n = page_values.len();
+        let hosts = all(
+            &conn,
+            &format!(
+                "SELECT * FROM hosts{filter} ORDER BY name, ek_hash LIMIT ?{} OFFSET ?{n}",
+                n - 1
+            ),
+            rusqlite::params_from_iter(page_values.iter()),
+        )?;
+        Ok(HostPage {
+            hosts,
+            total: u64::try_from(total).unwrap_or(0),
+        })
+    }
+
+    fn count_hosts(&self) -> StoreResult<Vec<HostCount>> {
+        query(
+            &*self.conn()?,
+            "hosts",
+            "SELECT cluster, state, COUNT(*) AS n FROM hosts GROUP BY cluster, state ORDER BY cluster, state",
+            [],
+            |r| {
+                let count: i64 = r.get("n")?;
+                Ok(HostCount {
+                    cluster: r.get("cluster")?,
+                    state: r.name("state", HostState::parse)?,
+                    count: u64::try_from(count).unwrap_or(0),
+                })
+            },
+        )
+    }
+
+    fn hosts_expiring(&self, before: i64, limit: u32) -> StoreResult<Vec<Host>> {
+        self.all(
+            "SELECT * FROM hosts WHERE valid_until < ?1 AND state = ?2 ORDER BY valid_until, ek_hash LIMIT ?3",
+            params![before, HostState::Attested.as_str(), limit],
+        )
+    }
+
+    fn query_events(&self, f: &EventFilter) -> StoreResult<Vec<Event>> {
+        let mut clauses = Vec::new();
+        let mut values = Vec::new();
+        if let Some(kind) = &f.kind_prefix {
+            values.push(Value::Text(format!("{}%", like_escaped(kind))));
+            clauses.push(format!("kind LIKE ?{} ESCAPE '\\'", values.len()));
+        }
+        if let Some(subject) = &f.subject {
+            values.push(Value::Text(subject.clone()));
+            clauses.push(format!("subject = ?{}", values.len()));
+        }
+        if let Some(before) = f.before {
+            values.push(Value::Integer(before));
+            clauses.push(format!("id < ?{}", values.len()));
+        }
+        if let Some(after) = f.after {
+            values.push(Value::Integer(after));
+            clauses.push(format!("id > ?{}", values.len()));
+        }
+        values.push(Value::Integer(i64::from(f.limit)));
+        let filter = where_clause(&clauses);
+        self.all(
+            &format!(
+                "SELECT * FROM events{filter} ORDER BY id DESC LIMIT ?{}",
+                values.len()
+            ),
+            rusqlite::params_from_iter(values.iter()),
         )
     }
 

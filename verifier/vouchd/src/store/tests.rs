@@ -343,6 +343,7 @@ pub(super) fn attestation_results_set_host_state(b: &dyn Backend) {
         nonce: Some("11".into()),
         valid_until: Some(700),
         token: Some("jwt".into()),
+        presented: None,
     };
     let recorded = s.record_attestation(&ok).unwrap();
     assert_eq!(recorded.before, HostState::Unknown);
@@ -568,6 +569,7 @@ pub(super) fn the_configuration_generation_follows_changes(b: &dyn Backend) {
         nonce: None,
         valid_until: Some(700),
         token: None,
+        presented: None,
     })
     .unwrap();
     s.set_host_clock("aa", "{}").unwrap();
@@ -666,6 +668,7 @@ pub(super) fn an_expiry_changes_the_state_once_and_spares_a_newer_result(b: &dyn
         nonce: Some("11".into()),
         valid_until: Some(700),
         token: None,
+        presented: None,
     };
     s.record_attestation(&ok).unwrap();
     assert_eq!(s.expire_host("aa", 700).unwrap(), None, "valid until 700");

@@ -95,6 +95,10 @@ impl TextColumns for Columns<'_, '_> {
         self.get(column)
     }
 
+    fn text_or_null(&self, column: &'static str) -> StoreResult<Option<String>> {
+        self.get(column)
+    }
+
     fn table(&self) -> &'static str {
         self.table
     }

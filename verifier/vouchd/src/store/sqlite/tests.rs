@@ -13,7 +13,7 @@ fn pragmas_and_migrations_are_in_force() {
     // Checkpoints: automatic every 1000 pages (what the README promises).
     assert_eq!(s.pragma("wal_autocheckpoint").unwrap(), "1000");
     assert_eq!(s.pragma("foreign_keys").unwrap(), "1");
-    assert_eq!(s.schema_version().unwrap(), 4);
+    assert_eq!(s.schema_version().unwrap(), 5);
 }
 
 /// The schema as SQLite describes it: every table and index with its SQL.
@@ -56,7 +56,7 @@ fn a_database_from_before_the_migration_files_upgrades() {
     let path = dir.path().join("db.sqlite3");
     write_unchecked_database(&path, &[]);
     let s = SqliteStore::open(&path).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 4);
+    assert_eq!(s.schema_version().unwrap(), 5);
     assert_eq!(s.get_cluster("prod").unwrap(), Some(cluster("prod")));
     let applied = s.conn().unwrap().applied().unwrap();
     let expected: Vec<AppliedMigration> = MIGRATIONS
@@ -87,10 +87,10 @@ fn a_database_from_before_the_migration_files_upgrades() {
 fn an_unknown_version_in_an_old_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite3");
-    write_unchecked_database(&path, &[5]);
+    write_unchecked_database(&path, &[6]);
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("migration 5")),
+        matches!(&err, StoreError::Schema(m) if m.contains("migration 6")),
         "{err}"
     );
 }
@@ -111,9 +111,9 @@ fn reopen_after(sql: &str) -> StoreResult<SqliteStore> {
 #[test]
 fn a_newer_database_is_refused() {
     let err =
-        reopen_after("INSERT INTO schema_migrations VALUES (5, 'future', 'ff', 9)").unwrap_err();
+        reopen_after("INSERT INTO schema_migrations VALUES (6, 'future', 'ff', 9)").unwrap_err();
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("migration 5 (future)") && m.contains("knows up to 4")),
+        matches!(&err, StoreError::Schema(m) if m.contains("migration 6 (future)") && m.contains("knows up to 5")),
         "{err}"
     );
 }
@@ -196,6 +196,7 @@ fn populated() -> SqliteStore {
         nonce: None,
         valid_until: Some(700),
         token: None,
+        presented: None,
     })
     .unwrap();
     s.add_event(5, "k", "s", &serde_json::json!({})).unwrap();
@@ -321,6 +322,7 @@ fn an_expiry_changes_the_state_and_stores_its_event_together() {
         nonce: Some("11".into()),
         valid_until: Some(700),
         token: None,
+        presented: None,
     };
     s.record_attestation(&ok).unwrap();
     let events = s.list_events(0, 10).unwrap().len();
@@ -374,4 +376,216 @@ fn an_expiry_changes_the_state_and_stores_its_event_together() {
         HostState::Attested
     );
     assert_eq!(s.list_events(0, 10).unwrap().len(), events);
+}
+
+/// The console's queries answer as their reference filters (`HostQuery::matches`,
+/// `EventFilter::matches`) do over every row, pages included.
+#[test]
+fn console_queries_agree_with_their_reference() {
+    use crate::store::{EventFilter, HostQuery};
+    let s = SqliteStore::open_in_memory().unwrap();
+    s.create_cluster(&cluster("prod")).unwrap();
+    s.create_cluster(&cluster("lab")).unwrap();
+    let hosts: Vec<Host> = (0u32..40)
+        .map(|i| {
+            let mut h = host(
+                &format!("{i:02x}{}", "ab".repeat(31)),
+                if i % 2 == 0 { "prod" } else { "lab" },
+            );
+            h.name = format!("{}-{i:02}", if i % 5 == 0 { "ESX_Big" } else { "esx" });
+            h.state = [
+                HostState::Attested,
+                HostState::NotAttested,
+                HostState::Unknown,
+            ][i as usize % 3];
+            if h.state == HostState::Attested {
+                h.valid_until = Some(1000 + i64::from(i));
+                h.software_version = Some(format!("v{}", i % 2));
+            }
+            h
+        })
+        .collect();
+    s.add_hosts(&hosts).unwrap();
+    // A failed bulk insert changes nothing.
+    assert!(matches!(
+        s.add_hosts(&[host("ff", "prod"), hosts[0].clone()]),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(s.get_host("ff").unwrap().is_none());
+
+    let queries = [
+        HostQuery {
+            limit: 10,
+            ..HostQuery::default()
+        },
+        HostQuery {
+            limit: 10,
+            offset: 35,
+            ..HostQuery::default()
+        },
+        HostQuery {
+            cluster: Some("prod".into()),
+            state: Some(HostState::Attested),
+            limit: 50,
+            ..HostQuery::default()
+        },
+        HostQuery {
+            software_version: Some("v1".into()),
+            limit: 50,
+            ..HostQuery::default()
+        },
+        HostQuery {
+            search: Some("esx_b".into()),
+            limit: 50,
+            ..HostQuery::default()
+        },
+        HostQuery {
+            search: Some("%".into()),
+            limit: 50,
+            ..HostQuery::default()
+        },
+        HostQuery {
+            search: Some("0A".into()),
+            limit: 50,
+            ..HostQuery::default()
+        },
+        HostQuery {
+            search: Some("esx_big-1".into()),
+            state: Some(HostState::Unknown),
+            limit: 50,
+            ..HostQuery::default()
+        },
+    ];
+    for q in &queries {
+        let mut want: Vec<Host> = s
+            .list_all_hosts()
+            .unwrap()
+            .into_iter()
+            .filter(|h| q.matches(h))
+            .collect();
+        want.sort_by(|a, b| (&a.name, &a.ek_hash).cmp(&(&b.name, &b.ek_hash)));
+        let total = want.len() as u64;
+        let want: Vec<Host> = want
+            .into_iter()
+            .skip(usize::try_from(q.offset).unwrap())
+            .take(q.limit as usize)
+            .collect();
+        let got = s.query_hosts(q).unwrap();
+        assert_eq!(got.total, total, "{q:?}");
+        assert_eq!(got.hosts, want, "{q:?}");
+    }
+    assert_eq!(
+        s.query_hosts(&queries[4]).unwrap().total,
+        8,
+        "case-insensitive name search"
+    );
+    assert_eq!(s.query_hosts(&queries[5]).unwrap().total, 0, "% is literal");
+    assert_eq!(
+        s.query_hosts(&queries[6]).unwrap().total,
+        1,
+        "EK prefix in any case"
+    );
+
+    let counts = s.count_hosts().unwrap();
+    assert_eq!(counts.iter().map(|c| c.count).sum::<u64>(), 40);
+    let prod_attested = counts
+        .iter()
+        .find(|c| c.cluster == "prod" && c.state == HostState::Attested)
+        .unwrap();
+    assert_eq!(
+        prod_attested.count,
+        hosts
+            .iter()
+            .filter(|h| h.cluster == "prod" && h.state == HostState::Attested)
+            .count() as u64
+    );
+
+    let expiring = s.hosts_expiring(1010, 100).unwrap();
+    assert!(
+        expiring
+            .iter()
+            .all(|h| h.state == HostState::Attested && h.valid_until.unwrap() < 1010)
+    );
+    assert_eq!(expiring.len(), 4);
+    assert!(
+        expiring
+            .windows(2)
+            .all(|w| w[0].valid_until <= w[1].valid_until)
+    );
+
+    for i in 0..30 {
+        let kind = if i % 3 == 0 {
+            "host.state_changed"
+        } else {
+            "cluster.created"
+        };
+        s.add_event(i, kind, &format!("s{}", i % 4), &serde_json::json!({}))
+            .unwrap();
+    }
+    let filters = [
+        EventFilter {
+            limit: 5,
+            ..EventFilter::default()
+        },
+        EventFilter {
+            kind_prefix: Some("host.".into()),
+            limit: 100,
+            ..EventFilter::default()
+        },
+        EventFilter {
+            kind_prefix: Some("host_".into()),
+            limit: 100,
+            ..EventFilter::default()
+        },
+        EventFilter {
+            subject: Some("s1".into()),
+            before: Some(20),
+            limit: 3,
+            ..EventFilter::default()
+        },
+        EventFilter {
+            after: Some(25),
+            limit: 100,
+            ..EventFilter::default()
+        },
+    ];
+    for f in &filters {
+        let mut want: Vec<Event> = s
+            .list_events(0, 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|e| f.matches(e))
+            .collect();
+        want.reverse();
+        want.truncate(f.limit as usize);
+        assert_eq!(s.query_events(f).unwrap(), want, "{f:?}");
+    }
+    assert_eq!(s.query_events(&filters[1]).unwrap().len(), 10);
+    assert!(
+        s.query_events(&filters[2]).unwrap().is_empty(),
+        "_ is literal"
+    );
+}
+
+#[test]
+fn a_refused_result_keeps_what_the_host_presented() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    s.create_cluster(&cluster("prod")).unwrap();
+    s.add_host(&host("aa", "prod")).unwrap();
+    let presented = serde_json::json!({"bank": "sha256", "pcrs": {"7": "bb"}, "events": {}});
+    let record = AttestationRecord {
+        ek_hash: "aa".into(),
+        cluster: "prod".into(),
+        at: 5,
+        attested: false,
+        software_version: None,
+        reason: Some("PCR 7 differs".into()),
+        pcr_digest: None,
+        nonce: None,
+        valid_until: None,
+        token: None,
+        presented: Some(presented),
+    };
+    s.record_attestation(&record).unwrap();
+    assert_eq!(s.list_attestations("aa", 1).unwrap(), vec![record]);
 }
