@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod generation;
 pub mod keys;
 
 use std::sync::Arc;
@@ -40,6 +41,8 @@ pub struct AppState {
     pub refusal_events: Arc<events::RateLimit>,
     /// This vouchd among the replicas sharing its database: random, new at each start.
     pub replica: Arc<str>,
+    /// The configuration generation, for caches of configuration (see [`generation`]).
+    pub config_generation: Arc<generation::GenerationWatch>,
 }
 
 impl AppState {
@@ -64,6 +67,7 @@ impl AppState {
                 .map(|r| crate::hex(&r))
                 .unwrap_or_else(|_| format!("pid-{}", std::process::id()))
                 .into(),
+            config_generation: Arc::default(),
         }
     }
 }
