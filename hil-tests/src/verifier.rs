@@ -901,3 +901,18 @@ pub fn image_software_version(name: &str, elf: &Path) -> Result<Value, HarnessEr
     let version = vouch::image::software_version(name, &boot).map_err(|e| failed("image", e))?;
     serde_json::to_value(version).map_err(|e| failed("JSON", e))
 }
+
+/// The software version `linux-host-1` that `vouch-hosted-agent --measure-image` measures for
+/// `image` (agent version `vouch-hosted-agent`, no configuration).
+pub fn hosted_agent_software_version(image: &[u8]) -> Result<Value, HarnessError> {
+    let parts: [&[u8]; 1] = [image];
+    let boot = vouch_agent::measure::BootImage {
+        version: b"vouch-hosted-agent",
+        image: &parts,
+        base: 0,
+        config: b"",
+    };
+    let version =
+        vouch::image::software_version("linux-host-1", &boot).map_err(|e| failed("image", e))?;
+    serde_json::to_value(version).map_err(|e| failed("JSON", e))
+}

@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use hil_tests::swtpm::Swtpm;
 use hil_tests::verifier::Verifier;
 use serde_json::{Value, json};
-use vouch_agent::measure::BootImage;
 use vouchd::testing::postgres::PgCluster;
 
 const REPLICAS: usize = 3;
@@ -128,20 +127,8 @@ fn three_replicas_on_postgres_survive_one_killed_mid_attestation() {
         .collect();
     let cas: Vec<String> = cas.into_iter().collect();
     replicas[0].trust_cluster("lab", &cas, &[0, 1]).unwrap();
-    let parts: [&[u8]; 1] = [IMAGE];
-    let version = vouch::image::software_version(
-        "linux-host-1",
-        &BootImage {
-            version: b"vouch-hosted-agent",
-            image: &parts,
-            base: 0,
-            config: b"",
-        },
-    )
-    .unwrap();
-    replicas[0]
-        .accept("lab", &serde_json::to_value(version).unwrap())
-        .unwrap();
+    let version = hil_tests::verifier::hosted_agent_software_version(IMAGE).unwrap();
+    replicas[0].accept("lab", &version).unwrap();
     let binary =
         hil_tests::verifier::workspace_binary("vouch-hosted-agent", "VOUCH_HOSTED_AGENT_BIN")
             .unwrap();
@@ -336,6 +323,11 @@ fn three_replicas_on_postgres_survive_one_killed_mid_attestation() {
         periods,
         claims.values().sum::<i64>(),
         "one sweep per period"
+    );
+    println!(
+        "verdicts per agent: {:?}; events: {}; sweeps per replica: {claims:?}",
+        agents.iter().map(Agent::verdicts).collect::<Vec<_>>(),
+        ids.len()
     );
     drop(agents);
     drop(replicas);

@@ -1173,20 +1173,8 @@ fn hosted_setup_with(
     verifier
         .trust_cluster("lab", &ca_pems(&swtpm), &[0, 1])
         .unwrap();
-    let parts: [&[u8]; 1] = [image];
-    let version = vouch::image::software_version(
-        "linux-host-1",
-        &BootImage {
-            version: b"vouch-hosted-agent",
-            image: &parts,
-            base: 0,
-            config: b"",
-        },
-    )
-    .unwrap();
-    verifier
-        .accept("lab", &serde_json::to_value(version).unwrap())
-        .unwrap();
+    let version = hil_tests::verifier::hosted_agent_software_version(image).unwrap();
+    verifier.accept("lab", &version).unwrap();
     let ek_hash = verifier.add_host("lab", "linux-1", &ek_pem).unwrap();
     HostedSetup {
         swtpm,

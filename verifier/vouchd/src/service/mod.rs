@@ -7,6 +7,7 @@ pub mod auth;
 pub mod console;
 pub mod error;
 pub mod events;
+pub mod generation;
 pub mod keys;
 
 use std::sync::Arc;
@@ -51,6 +52,8 @@ pub struct AppState {
     pub replica: Arc<str>,
     /// The web console's signed-in sessions.
     pub console_sessions: Arc<console::Sessions>,
+    /// The configuration generation, for caches of configuration (see [`generation`]).
+    pub config_generation: Arc<generation::GenerationWatch>,
 }
 
 impl AppState {
@@ -76,6 +79,7 @@ impl AppState {
                 .unwrap_or_else(|_| format!("pid-{}", std::process::id()))
                 .into(),
             console_sessions: Arc::default(),
+            config_generation: Arc::default(),
         }
     }
 }

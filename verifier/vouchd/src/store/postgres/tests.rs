@@ -81,3 +81,90 @@ fn tls_against_the_configured_ca_with_a_password_from_outside_the_url() {
     let err = open(url, Some(PASSWORD), Some(&empty)).unwrap_err();
     assert!(err.to_string().contains("no certificate"), "{err}");
 }
+
+type Read = fn(&PostgresStore) -> crate::store::StoreResult<()>;
+
+/// A value PostgreSQL's types let through but the record does not take (an unknown enum
+/// name, bad JSON, a number out of range, NULL where a value is needed) is `Corrupt`, naming
+/// the table and the column, never a default.
+#[test]
+fn a_corrupt_row_is_an_error_naming_its_table_and_column() {
+    use crate::store::tests::{cluster, host, key_provider, key_server, token};
+    let cases: &[(&str, &str, &str, Read)] = &[
+        (
+            "principals",
+            "kind",
+            "UPDATE principals SET kind = 'robot'",
+            |s| s.get_principal("admin").map(drop),
+        ),
+        (
+            "tokens",
+            "description",
+            "ALTER TABLE tokens ALTER COLUMN description DROP NOT NULL; UPDATE tokens SET description = NULL",
+            |s| s.list_tokens("admin").map(drop),
+        ),
+        (
+            "clusters",
+            "pcrs",
+            "UPDATE clusters SET pcrs = '[0, -1]'",
+            |s| s.list_clusters().map(drop),
+        ),
+        (
+            "hosts",
+            "state",
+            "UPDATE hosts SET state = 'asleep' WHERE ek_hash = 'aa'",
+            |s| s.get_host("aa").map(drop),
+        ),
+        (
+            "hosts",
+            "state",
+            "UPDATE hosts SET state = 'asleep' WHERE ek_hash = 'bb'",
+            |s| {
+                s.set_host_state("bb", crate::store::HostState::Unknown)
+                    .map(drop)
+            },
+        ),
+        (
+            "events",
+            "detail",
+            "UPDATE events SET detail = 'not json'",
+            |s| s.list_events(0, 10).map(drop),
+        ),
+        (
+            "key_providers",
+            "primary_key_version",
+            "UPDATE key_providers SET primary_key_version = -1 WHERE name = 'p1'",
+            |s| s.get_key_provider("p1").map(drop),
+        ),
+        (
+            "key_providers",
+            "wrapping",
+            "UPDATE key_providers SET wrapping = 'cloud' WHERE name = 'p2'",
+            |s| s.get_key_provider("p2").map(drop),
+        ),
+    ];
+    // One database; each case corrupts a row only its own read touches.
+    let b = crate::store::tests::Postgres::new();
+    let s = b.store();
+    s.bootstrap("admin", "TrustedAdmins", &token("t1", "admin"), b"h1", 5)
+        .unwrap();
+    s.create_cluster(&cluster("prod")).unwrap();
+    s.add_host(&host("aa", "prod")).unwrap();
+    s.add_host(&host("bb", "prod")).unwrap();
+    s.add_event(5, "k", "s", &serde_json::json!({})).unwrap();
+    s.add_key_server(&key_server("kms-1")).unwrap();
+    s.add_key_provider(&key_provider("p1", "kms-1")).unwrap();
+    s.add_key_provider(&key_provider("p2", "kms-1")).unwrap();
+    for &(table, column, sql, read) in cases {
+        read(&s).unwrap();
+        s.execute_batch(sql).unwrap();
+        match read(&s) {
+            Err(StoreError::Corrupt {
+                table: t,
+                column: c,
+                ..
+            }) if t == table && c == column => {}
+            other => panic!("{sql}: expected a corrupt {table}.{column}, got {other:?}"),
+        }
+    }
+}
