@@ -83,3 +83,35 @@ impl vouch_tpm::Transport for SwtpmSocket {
         Ok(len)
     }
 }
+
+/// A [`SwtpmSocket`] shared by several `Tpm`s (an agent's sessions and the test's own
+/// commands), and replaceable after swtpm restarts.
+#[derive(Debug, Clone)]
+pub struct SharedSocket(pub std::sync::Arc<std::sync::Mutex<SwtpmSocket>>);
+
+impl SharedSocket {
+    /// Shares `socket`.
+    pub fn new(socket: SwtpmSocket) -> Self {
+        Self(std::sync::Arc::new(std::sync::Mutex::new(socket)))
+    }
+
+    /// Replaces the socket (after swtpm restarted).
+    pub fn replace(&self, socket: SwtpmSocket) {
+        if let Ok(mut s) = self.0.lock() {
+            *s = socket;
+        }
+    }
+}
+
+impl vouch_tpm::Transport for SharedSocket {
+    type Error = SocketError;
+
+    fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, SocketError> {
+        match self.0.lock() {
+            Ok(mut s) => s.transact(command, response),
+            Err(_) => Err(SocketError::Io(std::io::Error::other(
+                "socket lock poisoned",
+            ))),
+        }
+    }
+}

@@ -1,7 +1,8 @@
 //! vouch-tpm against the bus models configured as the real parts the boards name
 //! ([`hil_tests::parts`]), in simulated time, backed by swtpm. Each test names the finding of
 //! the "ready for real TPMs" review it covers; each failed with the stack before the fix
-//! (the reason is in the test's doc).
+//! (the reason is in the test's doc). Each keeps only the quirks of its finding ([`only`]);
+//! the profiles with every quirk at once run in `full_profiles_start_and_create_the_ek`.
 #![allow(
     clippy::expect_used,
     clippy::panic,
@@ -16,7 +17,7 @@ use hil_tests::parts::{self, PaddedNv, Part, RC_RETRY, RC_YIELDED};
 use hil_tests::socket::SwtpmSocket;
 use hil_tests::spi_model::{SpiConfig, SpiCs, SpiTpm};
 use hil_tests::swtpm::Swtpm;
-use hil_tests::tis::Answer;
+use hil_tests::tis::{Answer, TisConfig};
 use vouch_tpm::{
     CommandError, EkKind, I2cTransport, ResponseCode, SpiTransport, Startup, StartupType, Tis, Tpm,
 };
@@ -28,13 +29,54 @@ fn swtpm() -> Swtpm {
     Swtpm::start().unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn i2c_part<B: vouch_tpm::Transport>(part: Part, backend: B) -> (I2cStack<B>, I2cTpm<B>, SimClock) {
+/// The quirks a test keeps of its part's profile: the others are switched off, so the test
+/// fails for its own finding only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep {
+    Durations,
+    Ready,
+    ZeroBurst,
+    Sticky,
+    Answers,
+    AccessValid,
+    NackWhileBusy,
+}
+
+fn only(part: Part, clock: &SimClock, keep: &[Keep]) -> TisConfig {
+    let mut tis = part.tis(clock);
+    let q = &mut tis.quirks;
+    if !keep.contains(&Keep::Durations) {
+        q.duration_us = None;
+    }
+    if !keep.contains(&Keep::Ready) {
+        q.ready_delay_us = 0;
+    }
+    if !keep.contains(&Keep::ZeroBurst) {
+        q.zero_burst_us = 0;
+    }
+    if !keep.contains(&Keep::Sticky) {
+        q.sticky_commands = 0;
+    }
+    if !keep.contains(&Keep::Answers) {
+        q.answers.clear();
+    }
+    if !keep.contains(&Keep::AccessValid) {
+        q.access_valid_after_us = 0;
+    }
+    tis
+}
+
+fn i2c_part<B: vouch_tpm::Transport>(
+    part: Part,
+    backend: B,
+    keep: &[Keep],
+) -> (I2cStack<B>, I2cTpm<B>, SimClock) {
     let clock = SimClock::new();
     let model = I2cTpm::new(
         backend,
         I2cConfig {
-            nack_while_executing: part.nacks_while_busy(),
-            tis: part.tis(&clock),
+            nack_while_executing: part.nacks_while_busy() && keep.contains(&Keep::NackWhileBusy),
+            tis: only(part, &clock, keep),
             ..I2cConfig::default()
         },
     );
@@ -46,12 +88,16 @@ fn i2c_part<B: vouch_tpm::Transport>(part: Part, backend: B) -> (I2cStack<B>, I2
     (Tpm::new(tis), model, clock)
 }
 
-fn spi_part(part: Part, swtpm: &Swtpm) -> (SpiStack<SwtpmSocket>, SpiTpm<SwtpmSocket>, SimClock) {
+fn spi_part(
+    part: Part,
+    swtpm: &Swtpm,
+    keep: &[Keep],
+) -> (SpiStack<SwtpmSocket>, SpiTpm<SwtpmSocket>, SimClock) {
     let clock = SimClock::new();
     let (bus, cs) = SpiTpm::new(
         swtpm.connect().expect("connect"),
         SpiConfig {
-            tis: part.tis(&clock),
+            tis: only(part, &clock, keep),
             ..SpiConfig::default()
         },
     );
@@ -67,7 +113,7 @@ fn spi_part(part: Part, swtpm: &Swtpm) -> (SpiStack<SwtpmSocket>, SpiTpm<SwtpmSo
 #[test]
 fn retry_is_backed_off_and_selftest_testing_is_success_on_an_slb9670() {
     let swtpm = swtpm();
-    let (mut tpm, model, clock) = spi_part(Part::Slb9670, &swtpm);
+    let (mut tpm, model, clock) = spi_part(Part::Slb9670, &swtpm, &[Keep::Answers]);
     assert_eq!(tpm.startup(StartupType::Clear).unwrap(), Startup::Started);
     tpm.self_test(false)
         .expect("TESTING from SelfTest is success");
@@ -99,7 +145,8 @@ fn retry_is_backed_off_and_selftest_testing_is_success_on_an_slb9670() {
 #[test]
 fn minute_long_key_generation_and_slow_flushes_on_an_slb9673() {
     let swtpm = swtpm();
-    let (mut tpm, model, clock) = i2c_part(Part::Slb9673, swtpm.connect().unwrap());
+    let (mut tpm, model, clock) =
+        i2c_part(Part::Slb9673, swtpm.connect().unwrap(), &[Keep::Durations]);
     tpm.startup(StartupType::Clear).unwrap();
     let before = clock.elapsed_us();
     let ek = tpm.create_ek(EkKind::Rsa2048).expect("90 s CreatePrimary");
@@ -119,7 +166,7 @@ fn minute_long_key_generation_and_slow_flushes_on_an_slb9673() {
 #[test]
 fn slow_command_ready_and_sticky_status_on_an_slb9670() {
     let swtpm = swtpm();
-    let (mut tpm, model, _clock) = spi_part(Part::Slb9670, &swtpm);
+    let (mut tpm, model, _clock) = spi_part(Part::Slb9670, &swtpm, &[Keep::Ready, Keep::Sticky]);
     tpm.startup(StartupType::Clear).unwrap();
     let mut random = [0u8; 8];
     for _ in 0..3 {
@@ -147,7 +194,7 @@ fn nacks_while_busy_and_in_bursts_on_an_slb9673() {
             nack_probability: 0.3,
             max_consecutive_nacks: 30,
             seed: 0x9673,
-            tis: Part::Slb9673.tis(&clock),
+            tis: only(Part::Slb9673, &clock, &[Keep::Durations]),
             ..I2cConfig::default()
         },
     );
@@ -173,7 +220,7 @@ fn nacks_while_busy_and_in_bursts_on_an_slb9673() {
 #[test]
 fn a_tpm_reset_on_the_register_path_is_recovered_on_i2c() {
     let swtpm = swtpm();
-    let (mut tpm, model, _clock) = i2c_part(Part::St33ktpm2xi2c, swtpm.connect().unwrap());
+    let (mut tpm, model, _clock) = i2c_part(Part::St33ktpm2xi2c, swtpm.connect().unwrap(), &[]);
     tpm.startup(StartupType::Clear).unwrap();
     let mut random = [0u8; 8];
     tpm.get_random(&mut random).unwrap();
@@ -195,7 +242,7 @@ fn a_tpm_reset_on_the_register_path_is_recovered_on_i2c() {
 #[test]
 fn a_tpm_reset_on_the_register_path_is_recovered_on_spi() {
     let swtpm = swtpm();
-    let (mut tpm, model, _clock) = spi_part(Part::Slb9670, &swtpm);
+    let (mut tpm, model, _clock) = spi_part(Part::Slb9670, &swtpm, &[]);
     tpm.startup(StartupType::Clear).unwrap();
     model.reset_tpm();
     swtpm.power_cycle().unwrap();
@@ -213,7 +260,11 @@ fn a_tpm_reset_on_the_register_path_is_recovered_on_spi() {
 #[test]
 fn zero_burst_count_stretches_on_an_st33() {
     let swtpm = swtpm();
-    let (mut tpm, model, _clock) = i2c_part(Part::St33ktpm2xi2c, swtpm.connect().unwrap());
+    let (mut tpm, model, _clock) = i2c_part(
+        Part::St33ktpm2xi2c,
+        swtpm.connect().unwrap(),
+        &[Keep::ZeroBurst],
+    );
     tpm.startup(StartupType::Clear).unwrap();
     let ek = tpm.create_ek(EkKind::Rsa2048).unwrap();
     tpm.flush_context(ek.handle).unwrap();
@@ -244,7 +295,7 @@ fn an_ek_certificate_index_padded_with_ff_reads_as_its_der_on_an_st33() {
         EkKind::Rsa2048.certificate_index(),
         3000,
     );
-    let (mut tpm, _model, _clock) = i2c_part(Part::St33ktpm2xi2c, padded);
+    let (mut tpm, _model, _clock) = i2c_part(Part::St33ktpm2xi2c, padded, &[]);
     let public = tpm
         .nv_read_public(EkKind::Rsa2048.certificate_index())
         .unwrap();
@@ -264,7 +315,11 @@ fn an_ek_certificate_index_padded_with_ff_reads_as_its_der_on_an_st33() {
 #[test]
 fn access_valid_late_after_power_up_on_an_slb9673() {
     let swtpm = swtpm();
-    let (mut tpm, model, clock) = i2c_part(Part::Slb9673, swtpm.connect().unwrap());
+    let (mut tpm, model, clock) = i2c_part(
+        Part::Slb9673,
+        swtpm.connect().unwrap(),
+        &[Keep::AccessValid],
+    );
     assert!(clock.elapsed_us() >= 60_000);
     assert!(model.errors().is_empty(), "{:?}", model.errors());
     tpm.startup(StartupType::Clear).unwrap();
@@ -277,7 +332,11 @@ fn access_valid_late_after_power_up_on_an_slb9673() {
 #[test]
 fn polling_for_a_long_command_does_not_flood_the_bus() {
     let swtpm = swtpm();
-    let (mut tpm, model, _clock) = i2c_part(Part::St33ktpm2xi2c, swtpm.connect().unwrap());
+    let (mut tpm, model, _clock) = i2c_part(
+        Part::St33ktpm2xi2c,
+        swtpm.connect().unwrap(),
+        &[Keep::Durations],
+    );
     tpm.startup(StartupType::Clear).unwrap();
     let ek = tpm.create_ek(EkKind::Rsa2048).unwrap();
     tpm.flush_context(ek.handle).unwrap();
@@ -293,4 +352,47 @@ fn polling_for_a_long_command_does_not_flood_the_bus() {
         parts::duration(Part::St33ktpm2xi2c, 0x131) / 1_000_000
     );
     assert!(polls <= 36_000, "{polls} STS reads");
+}
+
+/// Every part with its whole profile at once (all quirks together, as on a board): the
+/// stack starts the TPM, creates the EK and reads its certificate.
+#[test]
+fn full_profiles_start_and_create_the_ek() {
+    let swtpm = swtpm();
+    for part in [Part::Slb9673, Part::St33ktpm2xi2c, Part::Npct75x] {
+        swtpm.power_cycle().unwrap();
+        let all = [
+            Keep::Durations,
+            Keep::Ready,
+            Keep::ZeroBurst,
+            Keep::Sticky,
+            Keep::Answers,
+            Keep::AccessValid,
+            Keep::NackWhileBusy,
+        ];
+        let (mut tpm, model, _clock) = i2c_part(part, swtpm.connect().unwrap(), &all);
+        tpm.startup(StartupType::Clear).unwrap();
+        tpm.self_test(false).unwrap();
+        let mut cert = [0u8; 2048];
+        tpm.read_ek_certificate(EkKind::Rsa2048, &mut cert).unwrap();
+        let ek = tpm.create_ek(EkKind::Rsa2048).unwrap();
+        tpm.flush_context(ek.handle).unwrap();
+        assert!(model.errors().is_empty(), "{part:?}: {:?}", model.errors());
+    }
+    let (mut tpm, model, _clock) = spi_part(
+        Part::Slb9670,
+        &swtpm,
+        &[
+            Keep::Durations,
+            Keep::Ready,
+            Keep::Sticky,
+            Keep::Answers,
+            Keep::AccessValid,
+        ],
+    );
+    swtpm.power_cycle().unwrap();
+    tpm.startup(StartupType::Clear).unwrap();
+    let ek = tpm.create_ek(EkKind::Rsa2048).unwrap();
+    tpm.flush_context(ek.handle).unwrap();
+    assert!(model.errors().is_empty(), "{:?}", model.errors());
 }

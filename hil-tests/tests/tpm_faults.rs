@@ -11,10 +11,9 @@
 )]
 
 use std::net::TcpStream;
-use std::sync::{Arc, Mutex};
 
 use embedded_io_adapters::std::FromStd;
-use hil_tests::socket::SwtpmSocket;
+use hil_tests::socket::{SharedSocket, SwtpmSocket};
 use hil_tests::swtpm::Swtpm;
 use hil_tests::verifier::{Verifier, pem};
 use vouch_agent::measure::BootImage;
@@ -25,15 +24,7 @@ use vouch_tpm::{
     StartupType, Tpm, Transport,
 };
 
-#[derive(Clone)]
-struct Shared(Arc<Mutex<SwtpmSocket>>);
-
-impl Transport for Shared {
-    type Error = <SwtpmSocket as Transport>::Error;
-    fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, Self::Error> {
-        self.0.lock().unwrap().transact(command, response)
-    }
-}
+type Shared = SharedSocket;
 
 const AGENT_VERSION: &[u8] = b"vouch-hosted-agent faults test";
 const CONFIG: &[u8] = b"host=faults";
@@ -117,7 +108,7 @@ fn verifier_for(swtpm: &Swtpm, tpm: &Shared) -> Verifier {
 #[test]
 fn five_unclean_resets_in_a_row_and_the_agent_still_attests() {
     let swtpm = Swtpm::start().unwrap();
-    let tpm = Shared(Arc::new(Mutex::new(swtpm.connect().unwrap())));
+    let tpm = SharedSocket::new(swtpm.connect().unwrap());
     let verifier = verifier_for(&swtpm, &tpm);
     swtpm.power_cycle().unwrap();
     let mut log = boot(&tpm);
@@ -169,7 +160,7 @@ fn da_protected_ak(t: &mut Tpm<Shared>, ek: u32) -> u32 {
 #[test]
 fn power_cycles_with_and_without_shutdown_and_the_lockout_message() {
     let swtpm = Swtpm::start().unwrap();
-    let tpm = Shared(Arc::new(Mutex::new(swtpm.connect().unwrap())));
+    let tpm = SharedSocket::new(swtpm.connect().unwrap());
     let mut t: Tpm<Shared> = Tpm::new(tpm.clone());
     let cycle = |t: &mut Tpm<Shared>, shutdown: bool| {
         if shutdown {
@@ -238,7 +229,7 @@ fn power_cycles_with_and_without_shutdown_and_the_lockout_message() {
 #[test]
 fn swtpm_killed_mid_quote_and_mid_create_primary() {
     let mut swtpm = Swtpm::start().unwrap();
-    let tpm = Shared(Arc::new(Mutex::new(swtpm.connect().unwrap())));
+    let tpm = SharedSocket::new(swtpm.connect().unwrap());
     let verifier = verifier_for(&swtpm, &tpm);
     for cc in [0x158u32, 0x131] {
         swtpm.power_cycle().unwrap();
@@ -269,7 +260,7 @@ fn swtpm_killed_mid_quote_and_mid_create_primary() {
         assert!(r.is_err(), "the session failed with the TPM");
         assert!(t.release().killed, "killed during {cc:#x}");
         swtpm.restart(true).unwrap();
-        *tpm.0.lock().unwrap() = swtpm.connect().unwrap();
+        tpm.replace(swtpm.connect().unwrap());
         let log = boot(&tpm);
         assert!(
             attested(&verifier, &tpm, &log),

@@ -295,6 +295,42 @@ fn certificate_span(head: &[u8], size: usize) -> Option<(usize, usize)> {
     (start + len <= size).then_some((start, len))
 }
 
+/// A sink that copies the pieces of a piecewise read into a buffer.
+struct BufferSink<'a> {
+    out: &'a mut [u8],
+    fits: bool,
+}
+
+impl BufferSink<'_> {
+    /// Takes `(offset, total, bytes)`; `false` (stop) once the total does not fit.
+    fn put(&mut self, offset: usize, total: usize, data: &[u8]) -> bool {
+        let capacity = self.out.len();
+        let dst = self
+            .out
+            .get_mut(offset..offset.saturating_add(data.len()))
+            .filter(|_| total <= capacity);
+        match dst {
+            Some(dst) => dst.copy_from_slice(data),
+            None => self.fits = false,
+        }
+        self.fits
+    }
+}
+
+/// Runs a piecewise read into `out`; [`CommandError::Capacity`] if the total does not fit.
+fn into_buffer<E>(
+    out: &mut [u8],
+    read: impl FnOnce(&mut BufferSink<'_>) -> Result<usize, CommandError<E>>,
+) -> Result<usize, CommandError<E>> {
+    let mut sink = BufferSink { out, fits: true };
+    let len = read(&mut sink)?;
+    if sink.fits {
+        Ok(len)
+    } else {
+        Err(CommandError::Capacity)
+    }
+}
+
 /// A TPM 2.0 client over a [`Transport`], with `N`-byte command and response buffers.
 pub struct Tpm<T: Transport, const N: usize = 4096> {
     transport: T,
@@ -813,23 +849,9 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         auth_handle: u32,
         out: &mut [u8],
     ) -> CommandResult<usize, T> {
-        let mut fits = true;
-        let capacity = out.len();
-        let size = self.nv_read_with(index, auth_handle, usize::MAX, |offset, total, data| {
-            let dst = out
-                .get_mut(offset..offset.saturating_add(data.len()))
-                .filter(|_| total <= capacity);
-            match dst {
-                Some(dst) => dst.copy_from_slice(data),
-                None => fits = false,
-            }
-            fits
-        })?;
-        if fits {
-            Ok(size)
-        } else {
-            Err(CommandError::Capacity)
-        }
+        into_buffer(out, |sink| {
+            self.nv_read_with(index, auth_handle, usize::MAX, |o, t, d| sink.put(o, t, d))
+        })
     }
 
     /// Reads the whole NV index `index` in pieces of at most `max_piece` bytes (and
@@ -845,10 +867,10 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         index: u32,
         auth_handle: u32,
         max_piece: usize,
-        sink: impl FnMut(usize, usize, &[u8]) -> bool,
+        mut sink: impl FnMut(usize, usize, &[u8]) -> bool,
     ) -> CommandResult<usize, T> {
         let size = usize::from(self.nv_read_public(index)?.data_size);
-        self.nv_read_range(index, auth_handle, 0, size, max_piece, sink)?;
+        self.nv_read_range(index, auth_handle, 0, size, max_piece, &mut sink)?;
         Ok(size)
     }
 
@@ -861,8 +883,29 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         start: usize,
         len: usize,
         max_piece: usize,
-        mut sink: impl FnMut(usize, usize, &[u8]) -> bool,
+        sink: &mut impl FnMut(usize, usize, &[u8]) -> bool,
     ) -> CommandResult<(), T> {
+        let chunk = self.nv_chunk(max_piece)?;
+        let mut done = 0usize;
+        while done < len {
+            let want = u16::try_from(len.saturating_sub(done))
+                .unwrap_or(u16::MAX)
+                .min(chunk);
+            let (at, n) =
+                self.nv_read_piece(index, auth_handle, start.saturating_add(done), want)?;
+            let data = self.rsp.get(at..at.saturating_add(n)).unwrap_or_default();
+            if !sink(done, len, data) {
+                break;
+            }
+            done = done.saturating_add(n);
+        }
+        Ok(())
+    }
+
+    /// The piece size of NV reads: TPM_PT_NV_BUFFER_MAX (asked once), at most 1 KiB, what our
+    /// buffer holds and `max_piece`.
+    #[inline(never)]
+    fn nv_chunk(&mut self, max_piece: usize) -> CommandResult<u16, T> {
         let max = match self.nv_buffer_max {
             Some(m) => m,
             None => {
@@ -875,36 +918,39 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         // Leave room for the response header and TPM2B size in our buffer.
         let limit = u16::try_from(N.saturating_sub(32)).unwrap_or(u16::MAX);
         let piece = u16::try_from(max_piece).unwrap_or(u16::MAX);
-        let chunk = max.min(1024).min(limit).min(piece).max(1);
-        let mut done = 0usize;
-        while done < len {
-            let want = u16::try_from(len.saturating_sub(done))
-                .unwrap_or(u16::MAX)
-                .min(chunk);
-            let offset =
-                u16::try_from(start.saturating_add(done)).map_err(|_| CommandError::Capacity)?;
-            let n = self.run::<frame::TpmNvReadCommand>(
-                0x14E,
-                &[auth_handle, index],
-                &[Session::PASSWORD],
-                |w| {
-                    w.u16(want)?;
-                    w.u16(offset)
-                },
-            )?;
-            let data = response::parse_nv_read(self.rsp.get(..n).unwrap_or_default())?;
-            if data.len() != usize::from(want) {
-                return Err(CommandError::Malformed(Malformed::new(
-                    10,
-                    crate::wire::MalformedKind::Unexpected,
-                )));
-            }
-            if !sink(done, len, data) {
-                break;
-            }
-            done = done.saturating_add(data.len());
+        Ok(max.min(1024).min(limit).min(piece).max(1))
+    }
+
+    /// One TPM2_NV_Read of `want` bytes at `offset`; returns where the data lies in the
+    /// response buffer and its length (exactly `want`).
+    #[inline(never)]
+    fn nv_read_piece(
+        &mut self,
+        index: u32,
+        auth_handle: u32,
+        offset: usize,
+        want: u16,
+    ) -> CommandResult<(usize, usize), T> {
+        let offset = u16::try_from(offset).map_err(|_| CommandError::Capacity)?;
+        let n = self.run::<frame::TpmNvReadCommand>(
+            0x14E,
+            &[auth_handle, index],
+            &[Session::PASSWORD],
+            |w| {
+                w.u16(want)?;
+                w.u16(offset)
+            },
+        )?;
+        let data = response::parse_nv_read(self.rsp.get(..n).unwrap_or_default())?;
+        if data.len() != usize::from(want) {
+            return Err(CommandError::Malformed(Malformed::new(
+                10,
+                crate::wire::MalformedKind::Unexpected,
+            )));
         }
-        Ok(())
+        // Checked by parse_nv_read: header (10), parameterSize (4), the TPM2B's size (2),
+        // then the data.
+        Ok((16, data.len()))
     }
 
     /// Reads the EK certificate of `kind` from its TCG NV index into `out` (owner auth,
@@ -914,23 +960,9 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     /// # Errors
     /// As [`Tpm::read_ek_certificate_with`]; [`CommandError::Capacity`] if `out` is too small.
     pub fn read_ek_certificate(&mut self, kind: EkKind, out: &mut [u8]) -> CommandResult<usize, T> {
-        let capacity = out.len();
-        let mut fits = true;
-        let len = self.read_ek_certificate_with(kind, usize::MAX, |offset, total, data| {
-            let dst = out
-                .get_mut(offset..offset.saturating_add(data.len()))
-                .filter(|_| total <= capacity);
-            match dst {
-                Some(dst) => dst.copy_from_slice(data),
-                None => fits = false,
-            }
-            fits
-        })?;
-        if fits {
-            Ok(len)
-        } else {
-            Err(CommandError::Capacity)
-        }
+        into_buffer(out, |sink| {
+            self.read_ek_certificate_with(kind, usize::MAX, |o, t, d| sink.put(o, t, d))
+        })
     }
 
     /// Reads the EK certificate of `kind` from its NV index in pieces, like
@@ -948,27 +980,34 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         &mut self,
         kind: EkKind,
         max_piece: usize,
-        sink: impl FnMut(usize, usize, &[u8]) -> bool,
+        mut sink: impl FnMut(usize, usize, &[u8]) -> bool,
     ) -> CommandResult<usize, T> {
         let index = kind.certificate_index();
         let size = usize::from(self.nv_read_public(index)?.data_size);
         let mut head = [0u8; 9];
         let head_len = head.len().min(size);
         let mut got = 0usize;
-        self.nv_read_range(index, RH_OWNER, 0, head_len, usize::MAX, |_, _, data| {
-            if let Some(dst) = head.get_mut(got..got.saturating_add(data.len())) {
-                dst.copy_from_slice(data);
-                got += data.len();
-            }
-            true
-        })?;
+        self.nv_read_range(
+            index,
+            RH_OWNER,
+            0,
+            head_len,
+            usize::MAX,
+            &mut |_, _, data| {
+                if let Some(dst) = head.get_mut(got..got.saturating_add(data.len())) {
+                    dst.copy_from_slice(data);
+                    got += data.len();
+                }
+                true
+            },
+        )?;
         let (start, len) = certificate_span(head.get(..got).unwrap_or_default(), size).ok_or(
             CommandError::Malformed(Malformed::new(0, crate::wire::MalformedKind::Unexpected)),
         )?;
         if len > MAX_EK_CERTIFICATE {
             return Err(CommandError::Capacity);
         }
-        self.nv_read_range(index, RH_OWNER, start, len, max_piece, sink)?;
+        self.nv_read_range(index, RH_OWNER, start, len, max_piece, &mut sink)?;
         Ok(len)
     }
 

@@ -35,10 +35,12 @@ const SPI_HZ: u32 = 10_000_000;
 const UART_BAUD: u32 = 115_200;
 /// How long a link read waits for the verifier before the session is given up.
 const LINK_IDLE_TIMEOUT_US: u64 = 30_000_000;
-/// How long RST# is released before the first bus access. The TCG profile leaves it to the
-/// part; 100 ms covers both vendors' start-up, and the TPM stack retries early NACKs and waits
-/// for the locality (TIMEOUT_A) besides.
-const TPM_RESET_SETTLE_MS: u32 = 100;
+/// SLB9670 reset timing (datasheet; Linux's `tpm_tis_spi_slb9670.c` and SLB9670 reset driver):
+/// RST# asserted at least t_WRST (2 µs; 2 ms here), then deasserted t_RSTIN (60 ms) before the
+/// next step; the sequence is done twice.
+const TPM_RESET_PULSE_MS: u32 = 2;
+/// t_RSTIN: RST# deasserted this long after each pulse.
+const TPM_RESET_SETTLE_MS: u32 = 60;
 /// Pause between verifier sessions.
 const SESSION_PAUSE_MS: u32 = 5_000;
 const FLASH_ORIGIN: usize = 0x1000_0000;
@@ -128,20 +130,26 @@ fn main() -> ! {
     };
     let mut link = TimedLink::new(link_uart, Micros(timer), LINK_IDLE_TIMEOUT_US);
 
-    // The TPM's reset line (GP20 to RST#): hold it low, release, and give the TPM time to
-    // initialise before the first access (the TIS init then waits for the locality).
-    let mut tpm_reset = pins
-        .gpio20
-        .into_push_pull_output_in_state(gpio::PinState::Low);
-    timer.delay_ms(2);
-    let _ = tpm_reset.set_high();
-    timer.delay_ms(TPM_RESET_SETTLE_MS);
-
     // SPI0: SCK GP18, MOSI GP19, MISO GP16, mode 0. Chip select GP17 is a plain GPIO that
-    // the SPI transport holds low from header through wait states and data.
+    // the SPI transport holds low from header through wait states and data. It is driven
+    // high before the TPM's reset: a chip select low (the pad's default pull-down) while the
+    // TPM leaves reset is an access it may misread.
     let cs: ChipSelect = pins
         .gpio17
         .into_push_pull_output_in_state(gpio::PinState::High);
+
+    // The TPM's reset line (GP20 to RST#): the SLB9670 datasheet's sequence, also Linux's
+    // for this part: pulse, t_RSTIN (60 ms), pulse again, t_RSTIN. The TIS init then waits
+    // for ACCESS.valid and the locality (TIMEOUT_A each).
+    let mut tpm_reset = pins
+        .gpio20
+        .into_push_pull_output_in_state(gpio::PinState::Low);
+    for _ in 0..2 {
+        let _ = tpm_reset.set_low();
+        timer.delay_ms(TPM_RESET_PULSE_MS);
+        let _ = tpm_reset.set_high();
+        timer.delay_ms(TPM_RESET_SETTLE_MS);
+    }
     let spi_pins = (
         pins.gpio19.into_function(),
         pins.gpio16.into_function(),
