@@ -881,6 +881,27 @@ impl ApiLedger {
     }
 }
 
+/// Waits until every thread of process `pid` is stopped (state `T` in /proc): `kill` returns
+/// once the signal is sent, not once it has taken effect.
+fn wait_until_stopped(pid: u32) {
+    let start = std::time::Instant::now();
+    let tasks = format!("/proc/{pid}/task");
+    loop {
+        let stopped = std::fs::read_dir(&tasks).unwrap().all(|task| {
+            let stat =
+                std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+            // After "pid (comm) ": the state letter.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        });
+        if stopped {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "vouchd ({pid}) did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
         .args([signal, &pid.to_string()])
@@ -932,6 +953,7 @@ fn database_files_copied_while_vouchd_is_frozen_hold_everything_acknowledged() {
             wait_for_verdicts(&ledger, ledger.len(), &format!("before stop {round}"));
             std::thread::sleep(Duration::from_millis(rng.below(300)));
             signal(pid, "-STOP");
+            wait_until_stopped(pid);
             // Read after the stop: acknowledged before it.
             let acks = ledger.acks();
             let changes = api.lock().unwrap().snapshot();
