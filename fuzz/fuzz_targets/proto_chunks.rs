@@ -4,18 +4,11 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use vouch_fuzz::blob_kind;
 use vouch_proto::chunk::{self, Progress, Reassembler};
 use vouch_proto::wire::{BlobKind, CHUNK_DATA, Chunk};
 
 const LIMIT: usize = 2048;
-
-fn blob(b: u8) -> BlobKind {
-    match b % 3 {
-        0 => BlobKind::EkCertificate,
-        1 => BlobKind::EventLog,
-        _ => BlobKind::PcrValues,
-    }
-}
 
 fuzz_target!(|data: &[u8]| {
     // Each chunk: blob (one byte), total and offset (two bytes each, big-endian), data length
@@ -32,7 +25,7 @@ fuzz_target!(|data: &[u8]| {
             continue;
         };
         let chunk = Chunk {
-            blob: blob(*kind),
+            blob: blob_kind(*kind),
             total: u32::from(u16::from_be_bytes([*t0, *t1])),
             offset: u32::from(u16::from_be_bytes([*o0, *o1])),
             data,

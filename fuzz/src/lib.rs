@@ -16,6 +16,17 @@ pub fn split2(data: &[u8]) -> (&[u8], &[u8]) {
     rest.split_at(at.min(rest.len()))
 }
 
+/// A payload kind from one input byte (the chunk reassembly targets).
+#[must_use]
+pub fn blob_kind(b: u8) -> vouch_proto::wire::BlobKind {
+    use vouch_proto::wire::BlobKind;
+    match b % 3 {
+        0 => BlobKind::EkCertificate,
+        1 => BlobKind::EventLog,
+        _ => BlobKind::PcrValues,
+    }
+}
+
 /// The attestation core's fixtures, from `verifier/attest/tests/data`.
 pub mod fixtures {
     /// swtpm's local CA root (PEM), which issued `ISSUER`.

@@ -390,5 +390,75 @@ pub fn generated() -> Vec<Seed> {
         "data-key",
         ciphertext("cluster-a", &[0x42; 48]),
     );
+    // vouchd's reassembly: a limit, then chunks as proto_chunks lays them out.
+    add("vouchd_blob", "event-log", {
+        let mut v = 4096u16.to_be_bytes().to_vec();
+        v.extend(chunk_input(1, total, &log));
+        v
+    });
+    add("vouchd_blob", "over-the-limit-then-two", {
+        let mut v = 512u16.to_be_bytes().to_vec();
+        v.extend(chunk_input(0, 700, &[0x30; 700]));
+        v.extend(chunk_input(2, 64, &[0; 64]));
+        v
+    });
+    for (name, bytes) in api_body_seeds() {
+        add("api_bodies", name, bytes);
+    }
     seeds
+}
+
+/// A valid body for each of `api_bodies`'s routes, after the byte that picks the route (its
+/// index in the target's table); host operations start with a signature header line.
+fn api_body_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    let bodies: [(&str, &str); 12] = [
+        (
+            "principal",
+            r#"{"name":"alice","kind":"person","groups":["TrustedAdmins"]}"#,
+        ),
+        ("token", r#"{"description":"ci"}"#),
+        (
+            "management-server",
+            r#"{"id":"vc-2","certificate_pem":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}"#,
+        ),
+        (
+            "cluster",
+            r#"{"name":"prod","pcrs":[0,1,7],"bank":"sha384"}"#,
+        ),
+        (
+            "ca-certs",
+            r#"{"certificate_pem":"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"}"#,
+        ),
+        (
+            "ek",
+            r#"{"kind":"bare_public_key","pem":"-----BEGIN PUBLIC KEY-----\nMFkw\n-----END PUBLIC KEY-----\n"}"#,
+        ),
+        (
+            "software-version",
+            r#"{"name":"fw-1","pcrs":{"sha256":{"0":"00000000000000000000000000000000000000000000000000000000000000aa"}}}"#,
+        ),
+        (
+            "host",
+            "id=vc-1; ts=1; nonce=00; sig=AA==\n{\"name\":\"h1\",\"ek_hash\":\"aa\"}",
+        ),
+        (
+            "remove-cluster",
+            "id=vc-1; ts=1; nonce=00; sig=AA==\n{\"force\":true}",
+        ),
+        ("cluster-key-provider", r#"{"provider":"kp-1"}"#),
+        ("encrypt", r#"{"plaintext":"aGk=","aad":"eA=="}"#),
+        (
+            "batch",
+            r#"{"items":[{"op":"decrypt","ciphertext":"AA=="}]}"#,
+        ),
+    ];
+    bodies
+        .iter()
+        .zip(0u8..)
+        .map(|((name, body), route)| {
+            let mut v = vec![route];
+            v.extend(body.as_bytes());
+            (*name, v)
+        })
+        .collect()
 }

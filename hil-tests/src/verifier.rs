@@ -825,6 +825,49 @@ impl Verifier {
         }
     }
 
+    /// Registers key server `kms-1` with `endpoints` (`host:port`, tried in order), the client
+    /// certificate and key vouchd presents and the CA that signs the server's certificate (PEM);
+    /// makes a primary key on it; and gives `cluster` the key provider `provider-1` over that
+    /// key, with `settings` (wrapping, refresh, lifetime) added to its definition.
+    pub fn give_cluster_a_provider(
+        &self,
+        cluster: &str,
+        endpoints: &[String],
+        (client_certificate, client_key, ca): (&str, &str, &str),
+        settings: &Value,
+    ) -> Result<(), HarnessError> {
+        let created = |(status, body): (u16, Value)| {
+            if (200..300).contains(&status) {
+                Ok(body)
+            } else {
+                Err(failed("key provider", format!("status {status}: {body}")))
+            }
+        };
+        created(self.call(
+            "POST",
+            "/v1/key-servers",
+            Some(json!({
+                "name": "kms-1",
+                "endpoints": endpoints,
+                "client_certificate_pem": client_certificate,
+                "client_key_pem": client_key,
+                "ca_certificate_pem": ca,
+            })),
+        )?)?;
+        let key = created(self.call("POST", "/v1/key-servers/kms-1/keys", Some(json!({})))?)?;
+        let mut provider = json!({"name": "provider-1", "key_server": "kms-1", "primary_key_id": key.get("key_id")});
+        if let (Some(p), Some(extra)) = (provider.as_object_mut(), settings.as_object()) {
+            p.extend(extra.clone());
+        }
+        created(self.call("POST", "/v1/key-providers", Some(provider))?)?;
+        created(self.call(
+            "PUT",
+            &format!("/v1/clusters/{cluster}/key-provider"),
+            Some(json!({"provider": "provider-1"})),
+        )?)?;
+        Ok(())
+    }
+
     /// The host's record: state, attested_at, valid_until, recent results.
     pub fn host(&self, ek_hash: &str) -> Result<Value, HarnessError> {
         self.expect("GET", &format!("/v1/hosts/{ek_hash}"), None, 200)

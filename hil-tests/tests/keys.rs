@@ -179,9 +179,7 @@ fn ok(verifier: &Verifier, method: &str, path: &str, body: serde_json::Value) ->
     v
 }
 
-/// Registers key server `kms-1` with `replicas` as its endpoints (in order), makes a primary
-/// key on it, and gives `cluster` the key provider `provider-1` over that key, with `settings`
-/// (wrapping, refresh, lifetime) added to its definition.
+/// Gives `cluster` a key provider on a key server with `replicas` as its endpoints.
 fn give_cluster_a_provider(
     verifier: &Verifier,
     cluster: &str,
@@ -193,31 +191,14 @@ fn give_cluster_a_provider(
         .iter()
         .map(|r| format!("127.0.0.1:{}", r.port))
         .collect();
-    ok(
-        verifier,
-        "POST",
-        "/v1/key-servers",
-        json!({
-            "name": "kms-1",
-            "endpoints": endpoints,
-            "client_certificate_pem": pki.client_cert,
-            "client_key_pem": pki.client_key,
-            "ca_certificate_pem": pki.ca,
-        }),
-    );
-    let key = ok(verifier, "POST", "/v1/key-servers/kms-1/keys", json!({}));
-    let mut provider =
-        json!({"name": "provider-1", "key_server": "kms-1", "primary_key_id": key["key_id"]});
-    for (k, v) in settings.as_object().unwrap() {
-        provider[k] = v.clone();
-    }
-    ok(verifier, "POST", "/v1/key-providers", provider);
-    ok(
-        verifier,
-        "PUT",
-        &format!("/v1/clusters/{cluster}/key-provider"),
-        json!({"provider": "provider-1"}),
-    );
+    verifier
+        .give_cluster_a_provider(
+            cluster,
+            &endpoints,
+            (&pki.client_cert, &pki.client_key, &pki.ca),
+            &settings,
+        )
+        .unwrap();
 }
 
 #[test]

@@ -10,6 +10,9 @@
     reason = "test code: a panic is a test failure"
 )]
 
+#[path = "../../verifier/kmip/tests/common/mod.rs"]
+mod pykmip;
+
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -17,14 +20,15 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use embedded_io_adapters::std::FromStd;
+use heapless::Vec as HVec;
 use hil_tests::socket::{SocketError, SwtpmSocket};
 use hil_tests::swtpm::Swtpm;
 use hil_tests::verifier::{Verifier, pem};
 use serde_json::{Value, json};
 use vouch_agent::measure::BootImage;
-use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, Outcome};
+use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, KeyClient, Outcome};
 use vouch_proto::frame::{self, FrameReader, MAX_FRAME};
-use vouch_proto::wire::{RefusalKind, VerifierMessage};
+use vouch_proto::wire::{KeyRequest, KeyResponse, RefusalKind, VerifierMessage};
 use vouch_tpm::{AkKind, EkKind, StartupType, Tpm, Transport};
 use vouchd::store::Store as _;
 
@@ -644,16 +648,18 @@ fn attest_continuously(
     verifier: &Verifier,
     hosts: &[Host],
     ledger: &Ledger,
+    keys: Option<&KeyLedger>,
     stop: &Arc<AtomicBool>,
 ) -> Vec<JoinHandle<u32>> {
     hosts
         .iter()
         .enumerate()
         .map(|(i, host)| {
-            let (tpm, log, ledger, stop) = (
+            let (tpm, log, ledger, keys, stop) = (
                 host.tpm.clone(),
                 host.event_log.clone(),
                 ledger.clone(),
+                keys.cloned(),
                 Arc::clone(stop),
             );
             let addr = verifier.agent_addr();
@@ -669,13 +675,80 @@ fn attest_continuously(
                     stream.set_read_timeout(Some(WAIT)).unwrap();
                     let mut link = Tapped::new(FromStd::new(stream), i, ledger.clone());
                     // A session cut by a kill ends with a link error: the agent starts another.
-                    let _ = session::run(&mut tpm, &log, &mut link, &config);
+                    // With a key ledger, each session also encrypts one secret of its own.
+                    let mut client = EncryptOnce {
+                        plaintext: format!("host-{i} session-{sessions}").into_bytes(),
+                        asked: false,
+                        ledger: keys.clone(),
+                    };
+                    let _ = session::run_with_keys(&mut tpm, &log, &mut link, &config, &mut client);
                     sessions += 1;
                 }
                 sessions
             })
         })
         .collect()
+}
+
+/// Ciphertexts the agents received: (plaintext, ciphertext), made under the associated data
+/// [`KEY_AAD`].
+#[derive(Debug, Clone, Default)]
+struct KeyLedger(Arc<Mutex<Vec<Encrypted>>>);
+
+/// (plaintext, ciphertext)
+type Encrypted = (Vec<u8>, Vec<u8>);
+
+const KEY_AAD: &[u8] = b"durability";
+
+/// Asks to encrypt one plaintext (when it has a ledger) and writes the ciphertext it receives
+/// to the ledger.
+struct EncryptOnce {
+    plaintext: Vec<u8>,
+    asked: bool,
+    ledger: Option<KeyLedger>,
+}
+
+impl KeyClient for EncryptOnce {
+    fn next_request(&mut self) -> Option<KeyRequest> {
+        if self.asked || self.ledger.is_none() {
+            return None;
+        }
+        self.asked = true;
+        Some(KeyRequest::Encrypt {
+            plaintext: HVec::from_slice(&self.plaintext).unwrap(),
+            aad: HVec::from_slice(KEY_AAD).unwrap(),
+        })
+    }
+
+    fn response(&mut self, response: KeyResponse) {
+        if let (Some(ledger), KeyResponse::Ciphertext(ct)) = (&self.ledger, response) {
+            ledger
+                .0
+                .lock()
+                .unwrap()
+                .push((self.plaintext.clone(), ct.to_vec()));
+        }
+    }
+}
+
+/// Asks to decrypt each ciphertext in turn (under [`KEY_AAD`]) and keeps the answers.
+struct Decrypts {
+    queue: std::collections::VecDeque<Vec<u8>>,
+    answers: Vec<KeyResponse>,
+}
+
+impl KeyClient for Decrypts {
+    fn next_request(&mut self) -> Option<KeyRequest> {
+        let ciphertext = self.queue.pop_front()?;
+        Some(KeyRequest::Decrypt {
+            ciphertext: HVec::from_slice(&ciphertext).unwrap(),
+            aad: HVec::from_slice(KEY_AAD).unwrap(),
+        })
+    }
+
+    fn response(&mut self, response: KeyResponse) {
+        self.answers.push(response);
+    }
 }
 
 /// Configuration changes acknowledged over the API (a 2xx): principals, and a token of each.
@@ -757,20 +830,31 @@ fn wait_for_verdicts(ledger: &Ledger, count: usize, what: &str) {
 /// among the stored results (matched by the quote's nonce, with the same verdict), every host
 /// is in the state of its latest result with its `host.state_changed` event, and every change
 /// the API acknowledged is there: principals, tokens that still authenticate, and their audit
-/// events. The AK bound before the faults is still bound.
+/// events. Every ciphertext an agent received over its key channel decrypts to its secret.
+/// The AK bound before the faults is still bound.
 #[test]
 fn vouchd_killed_again_and_again_loses_nothing_it_acknowledged() {
     const HOSTS: usize = 3;
-    const KILLS: usize = 10;
+    const KILLS: usize = 8;
     let image = vec![8u8; 1024];
     let hosts: Vec<Host> = (0..HOSTS).map(|_| boot(&image)).collect();
+    let kms = pykmip::PyKmip::start();
     let mut verifier = Verifier::start_process(600).unwrap();
     let ek_hashes = enroll_all(&verifier, &hosts, &image);
+    verifier
+        .give_cluster_a_provider(
+            "lab",
+            &[format!("127.0.0.1:{}", kms.port)],
+            (&kms.pki.client_cert, &kms.pki.client_key, &kms.pki.ca),
+            &json!({"wrapping": "local"}),
+        )
+        .unwrap();
     let mut rng = hil_tests::rng::Rng::new(fault_seed());
 
     let ledger = Ledger::default();
+    let keys = KeyLedger::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let agents = attest_continuously(&verifier, &hosts, &ledger, &stop);
+    let agents = attest_continuously(&verifier, &hosts, &ledger, Some(&keys), &stop);
     let mut api = ApiLedger::default();
     let mut changes = 0;
     for round in 0..KILLS {
@@ -797,9 +881,11 @@ fn vouchd_killed_again_and_again_loses_nothing_it_acknowledged() {
     stop.store(true, Ordering::Relaxed);
     let sessions: u32 = agents.into_iter().map(|a| a.join().unwrap()).sum();
     let acks = ledger.acks();
+    let ciphertexts = keys.0.lock().unwrap().clone();
     println!(
-        "{KILLS} kills: {} verdicts received in {sessions} sessions, {} principals and {} tokens acknowledged",
+        "{KILLS} kills: {} verdicts and {} ciphertexts received in {sessions} sessions, {} principals and {} tokens acknowledged",
         acks.len(),
+        ciphertexts.len(),
         api.principals.len(),
         api.tokens.len()
     );
@@ -851,12 +937,32 @@ fn vouchd_killed_again_and_again_loses_nothing_it_acknowledged() {
             .unwrap();
         assert_eq!(status, 200, "host-{i}: {token}");
     }
-    // The AK bound before the faults is reused.
-    let outcome = Session::open_once(&verifier, &hosts[0], AkKind::EccP256)
-        .join()
-        .unwrap();
+    // The AK bound before the faults is reused, and every ciphertext received decrypts.
+    assert!(!ciphertexts.is_empty(), "no ciphertext was received");
+    let mut decrypt = Decrypts {
+        queue: ciphertexts.iter().map(|(_, ct)| ct.clone()).collect(),
+        answers: Vec::new(),
+    };
+    let stream = TcpStream::connect(verifier.agent_addr()).unwrap();
+    let mut tpm: Tpm<Shared> = Tpm::new(hosts[0].tpm.clone());
+    let outcome = session::run_with_keys(
+        &mut tpm,
+        &hosts[0].event_log,
+        &mut FromStd::new(stream),
+        &agent_config(EkKind::Rsa2048, AkKind::EccP256, Some(1)),
+        &mut decrypt,
+    )
+    .unwrap();
     assert!(!outcome.activated, "{outcome:?}");
     assert_eq!(outcome.last_verdict, Some(true));
+    assert_eq!(decrypt.answers.len(), ciphertexts.len());
+    for ((plaintext, _), answer) in ciphertexts.iter().zip(&decrypt.answers) {
+        assert!(
+            matches!(answer, KeyResponse::Plaintext(p) if p.as_slice() == plaintext.as_slice()),
+            "the ciphertext of {:?} does not decrypt: {answer:?}",
+            String::from_utf8_lossy(plaintext)
+        );
+    }
 
     // Every verdict received is a stored result, the latest at most as new as the host's.
     verifier.kill().unwrap();
@@ -928,6 +1034,27 @@ impl ApiLedger {
     }
 }
 
+/// Waits until every thread of process `pid` is stopped (state `T` in /proc): `kill` returns
+/// once the signal is sent, not once it has taken effect.
+fn wait_until_stopped(pid: u32) {
+    let start = std::time::Instant::now();
+    let tasks = format!("/proc/{pid}/task");
+    loop {
+        let stopped = std::fs::read_dir(&tasks).unwrap().all(|task| {
+            let stat =
+                std::fs::read_to_string(task.unwrap().path().join("stat")).unwrap_or_default();
+            // After "pid (comm) ": the state letter.
+            stat.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('T'))
+        });
+        if stopped {
+            return;
+        }
+        assert!(start.elapsed() < WAIT, "vouchd ({pid}) did not stop");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn signal(pid: u32, signal: &str) {
     let status = std::process::Command::new("kill")
         .args([signal, &pid.to_string()])
@@ -952,7 +1079,7 @@ fn database_files_copied_while_vouchd_is_frozen_hold_everything_acknowledged() {
     let mut rng = hil_tests::rng::Rng::new(fault_seed());
     let ledger = Ledger::default();
     let stop = Arc::new(AtomicBool::new(false));
-    let agents = attest_continuously(&verifier, &hosts, &ledger, &stop);
+    let agents = attest_continuously(&verifier, &hosts, &ledger, None, &stop);
     let api = Mutex::new(ApiLedger::default());
     let copies = tempfile::tempdir().unwrap();
     let database = verifier.data_dir().join(vouchd::server::DATABASE_FILE);
@@ -979,6 +1106,7 @@ fn database_files_copied_while_vouchd_is_frozen_hold_everything_acknowledged() {
             wait_for_verdicts(&ledger, ledger.len(), &format!("before stop {round}"));
             std::thread::sleep(Duration::from_millis(rng.below(300)));
             signal(pid, "-STOP");
+            wait_until_stopped(pid);
             // Read after the stop: acknowledged before it.
             let acks = ledger.acks();
             let changes = api.lock().unwrap().snapshot();

@@ -60,7 +60,7 @@ use vouch_proto::wire::{AgentFailure, AgentMessage, VerifierMessage};
 
 use crate::service::AppState;
 
-pub use blob::ChunkError;
+pub use blob::{Blob, ChunkError};
 pub use refusal::{ActivationFailure, ProtocolViolation, Refusal, UntrustedEk};
 pub use session::{Session, Step};
 pub use states::PhaseName;
