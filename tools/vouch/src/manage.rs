@@ -10,11 +10,11 @@ use serde_json::Value;
 use vouch::signature::HostSigner;
 use vouch_api::{
     AttestationRecord, CaCert, Cluster, ClusterChange, ClusterEk, ClusterKeyProvider, ClusterView,
-    CreatedKmsKey, CreatedToken, EkEntryKind, Event, Health, HostState, HostStatus, HostToken,
-    HostView, KeyProvider, KeyServer, ManagementServer, NewCaCerts, NewCluster, NewClusterEk,
-    NewHost, NewKeyProvider, NewKeyServer, NewKmsKey, NewManagementServer, NewPrimaryKey,
-    NewPrincipal, NewToken, Principal, PrincipalKind, SetClusterKeyProvider, SoftwareVersionBody,
-    SoftwareVersionRecord, TokenInfo, WrappingMode,
+    CreatedKmsKey, CreatedToken, DeepHealth, EkEntryKind, Event, Health, HostState, HostStatus,
+    HostToken, HostView, KeyProvider, KeyServer, ManagementServer, NewCaCerts, NewCluster,
+    NewClusterEk, NewHost, NewKeyProvider, NewKeyServer, NewKmsKey, NewManagementServer,
+    NewPrimaryKey, NewPrincipal, NewToken, Principal, PrincipalKind, SetClusterKeyProvider,
+    SoftwareVersionBody, SoftwareVersionRecord, TokenInfo, WrappingMode,
 };
 
 use crate::client::{Api, ServerOpts, encode, pretty, seg};
@@ -393,11 +393,56 @@ fn wire<T>(flag: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T, F
 }
 
 /// `vouch health`: the server is up and its certificate is the one expected.
-pub fn health(opts: &ServerOpts) -> Result<(), Failure> {
-    let api = Api::connect(opts, false)?;
-    let v: Health = api.get("/healthz")?;
-    done(&api, &v, || format!("vouchd is {}", v.status));
-    Ok(())
+pub fn health(opts: &ServerOpts, deep: bool) -> Result<(), Failure> {
+    if !deep {
+        let api = Api::connect(opts, false)?;
+        let v: Health = api.get("/healthz")?;
+        done(&api, &v, || format!("vouchd is {}", v.status));
+        return Ok(());
+    }
+    let api = connect(opts)?;
+    let v: DeepHealth = api.get("/v1/health")?;
+    done(&api, &v, || {
+        let mut lines = vec![
+            format!("vouchd is {}", v.status),
+            format!("  store                {}", v.store),
+        ];
+        for k in &v.key_servers {
+            for e in &k.endpoints {
+                lines.push(format!(
+                    "  key server {} {}  {}",
+                    k.name,
+                    e.endpoint,
+                    match &e.error {
+                        None => "reachable".to_owned(),
+                        Some(why) => format!("UNREACHABLE: {why}"),
+                    }
+                ));
+            }
+        }
+        for c in &v.certificates {
+            let left = if c.days_left < 0 {
+                "EXPIRED".to_owned()
+            } else {
+                format!("{} days left", c.days_left)
+            };
+            lines.push(format!(
+                "  certificate {}  {}  expires {} ({left})",
+                c.what,
+                c.subject,
+                utc(c.not_after)
+            ));
+        }
+        lines.join("\n")
+    });
+    if v.status == "ok" {
+        Ok(())
+    } else {
+        Err(Failure::Refused(format!(
+            "vouchd is {}: see above",
+            v.status
+        )))
+    }
 }
 
 pub fn whoami(opts: &ServerOpts) -> Result<(), Failure> {

@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod keys;
 
 use std::sync::Arc;
