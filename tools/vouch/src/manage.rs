@@ -172,9 +172,15 @@ pub enum KmsCmd {
         /// The CA certificate(s) of the key server, PEM (`--ca` is vouchd's own CA).
         #[arg(long)]
         kms_ca: PathBuf,
+        /// Add it without vouchd first connecting to it (TLS with the client certificate).
+        #[arg(long)]
+        no_check: bool,
     },
     /// List the key servers.
     List,
+    /// Each key server's endpoints (replicas) as vouchd reaches them now, and its
+    /// certificates' expiry (see `vouch health --deep`); exit 1 when one answers on none.
+    Status,
     /// Remove a key server no provider uses.
     Remove { name: String },
 }
@@ -867,6 +873,7 @@ pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
             client_cert,
             client_key,
             kms_ca,
+            no_check,
         } => {
             let body = NewKeyServer {
                 name: name.clone(),
@@ -875,7 +882,12 @@ pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
                 client_key_pem: read_text(client_key, "client key")?,
                 ca_certificate_pem: read_text(kms_ca, "key server CA certificate")?,
             };
-            let v: KeyServer = api.post("/v1/key-servers", &body)?;
+            let path = if *no_check {
+                "/v1/key-servers?no_check=true"
+            } else {
+                "/v1/key-servers"
+            };
+            let v: KeyServer = api.post(path, &body)?;
             done(&api, &v, || {
                 format!("key server {name} added: {}", endpoints.join(", "))
             });
@@ -885,6 +897,42 @@ pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
             list(&api, &v, &["NAME", "ENDPOINTS", "CREATED"], |k| {
                 vec![k.name.clone(), k.endpoints.join(","), utc(k.created_at)]
             });
+        }
+        KmsCmd::Status => {
+            let v: DeepHealth = api.get("/v1/health")?;
+            let rows: Vec<(String, String, String)> = v
+                .key_servers
+                .iter()
+                .flat_map(|k| {
+                    k.endpoints.iter().map(|e| {
+                        (
+                            k.name.clone(),
+                            e.endpoint.clone(),
+                            e.error.as_ref().map_or_else(
+                                || "reachable".to_owned(),
+                                |w| format!("UNREACHABLE: {w}"),
+                            ),
+                        )
+                    })
+                })
+                .collect();
+            if api.json {
+                crate::output::emit_line(format_args!("{}", pretty(&v.key_servers)));
+            } else {
+                list(&api, &rows, &["KMS", "ENDPOINT", "STATE"], |(k, e, s)| {
+                    vec![k.clone(), e.clone(), s.clone()]
+                });
+            }
+            if let Some(k) = v
+                .key_servers
+                .iter()
+                .find(|k| !k.endpoints.iter().any(|e| e.reachable))
+            {
+                return Err(Failure::Refused(format!(
+                    "key server {} answers on none of its endpoints",
+                    k.name
+                )));
+            }
         }
         KmsCmd::Remove { name } => {
             api.delete(&format!("/v1/key-servers/{}", seg(name)))?;

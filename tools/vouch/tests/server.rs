@@ -800,8 +800,11 @@ fn deep_health_tries_key_servers_and_lists_certificate_expiry() {
         .unwrap();
     let cert = v.file("client.pem", cert.pem().as_bytes());
     let key = v.file("client.key", key.serialize_pem().as_bytes());
-    let kms = |name: &str, endpoints: &[&str]| {
+    let kms = |name: &str, endpoints: &[&str], check: bool| {
         let mut args = vec!["kms", "add", name];
+        if !check {
+            args.push("--no-check");
+        }
         for e in endpoints {
             args.extend(["--endpoint", e]);
         }
@@ -813,9 +816,18 @@ fn deep_health_tries_key_servers_and_lists_certificate_expiry() {
             "--kms-ca",
             ca.as_str(),
         ]);
-        v.ok(&args);
+        v.admin(&args)
     };
     let down = closed.to_string();
+    // vouchd connects to a key server before adding it: refused with what to do.
+    let o = kms("kms-1", &[&down], true);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--no-check"), "{}", stderr(&o));
+    // The rest are added unchecked: one replica is only a TCP listener, the other is down.
+    let kms = |name: &str, endpoints: &[&str]| {
+        let o = kms(name, endpoints, false);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
     kms("kms-1", &[&down, &up]);
     let health = v.json(&["health", "--deep"]);
     assert_eq!(health["status"], "ok", "{health}");
@@ -838,6 +850,14 @@ fn deep_health_tries_key_servers_and_lists_certificate_expiry() {
     let o = v.admin(&["health", "--deep"]);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("UNREACHABLE"), "{}", stdout(&o));
+    let o = v.admin(&["kms", "status"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("kms-2 answers on none"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains(&up), "{}", stdout(&o));
     drop(listening);
 }
 

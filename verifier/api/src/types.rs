@@ -418,6 +418,16 @@ contract! {
         pub force: bool,
     }
 
+    /// `POST /v1/key-servers` query.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+    #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+    pub struct AddKeyServer {
+        /// Add it without first connecting to it (TLS with the client certificate).
+        #[serde(default)]
+        pub no_check: bool,
+    }
+
     /// `GET /v1/events` query.
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
