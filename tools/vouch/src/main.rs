@@ -58,7 +58,12 @@ enum Command {
     #[command(subcommand)]
     Image(ImageCmd),
     /// Check that vouchd answers and its certificate is the one trusted (no token needed).
-    Health,
+    Health {
+        /// Also check (TrustedAdmins) the store, each key server's endpoints and the expiry of
+        /// every certificate vouchd depends on; exit 1 when degraded.
+        #[arg(long)]
+        deep: bool,
+    },
     /// Show the principal the token belongs to.
     Whoami,
     /// Principals (people and service accounts) and their groups.
@@ -240,7 +245,7 @@ fn main() -> ExitCode {
         Command::Ek(EkCmd::Remove { c, ek_hash }) => manage::ek_remove(server, &c, &ek_hash),
         Command::Credential(CredentialCmd::Make(args)) => credential::make(&args),
         Command::Image(ImageCmd::Add(args)) => image_cmd::add(&args, server),
-        Command::Health => manage::health(server),
+        Command::Health { deep } => manage::health(server, deep),
         Command::Whoami => manage::whoami(server),
         Command::Principal(cmd) => manage::principal(server, &cmd),
         Command::Token(cmd) => manage::token(server, &cmd),

@@ -10,11 +10,11 @@ use serde_json::Value;
 use vouch::signature::HostSigner;
 use vouch_api::{
     AttestationRecord, CaCert, Cluster, ClusterChange, ClusterEk, ClusterKeyProvider, ClusterView,
-    CreatedKmsKey, CreatedToken, EkEntryKind, Event, Health, HostState, HostStatus, HostToken,
-    HostView, KeyProvider, KeyServer, ManagementServer, NewCaCerts, NewCluster, NewClusterEk,
-    NewHost, NewKeyProvider, NewKeyServer, NewKmsKey, NewManagementServer, NewPrimaryKey,
-    NewPrincipal, NewToken, Principal, PrincipalKind, SetClusterKeyProvider, SoftwareVersionBody,
-    SoftwareVersionRecord, TokenInfo, WrappingMode,
+    CreatedKmsKey, CreatedToken, DeepHealth, EkEntryKind, Event, Health, HostState, HostStatus,
+    HostToken, HostView, KeyProvider, KeyServer, ManagementServer, NewCaCerts, NewCluster,
+    NewClusterEk, NewHost, NewKeyProvider, NewKeyServer, NewKmsKey, NewManagementServer,
+    NewPrimaryKey, NewPrincipal, NewToken, Principal, PrincipalKind, SetClusterKeyProvider,
+    SoftwareVersionBody, SoftwareVersionRecord, TokenInfo, WrappingMode,
 };
 
 use crate::client::{Api, ServerOpts, encode, pretty, seg};
@@ -172,9 +172,15 @@ pub enum KmsCmd {
         /// The CA certificate(s) of the key server, PEM (`--ca` is vouchd's own CA).
         #[arg(long)]
         kms_ca: PathBuf,
+        /// Add it without vouchd first connecting to it (TLS with the client certificate).
+        #[arg(long)]
+        no_check: bool,
     },
     /// List the key servers.
     List,
+    /// Each key server's endpoints (replicas) as vouchd reaches them now, and its
+    /// certificates' expiry (see `vouch health --deep`); exit 1 when one answers on none.
+    Status,
     /// Remove a key server no provider uses.
     Remove { name: String },
 }
@@ -393,11 +399,56 @@ fn wire<T>(flag: &str, value: &str, parse: fn(&str) -> Option<T>) -> Result<T, F
 }
 
 /// `vouch health`: the server is up and its certificate is the one expected.
-pub fn health(opts: &ServerOpts) -> Result<(), Failure> {
-    let api = Api::connect(opts, false)?;
-    let v: Health = api.get("/healthz")?;
-    done(&api, &v, || format!("vouchd is {}", v.status));
-    Ok(())
+pub fn health(opts: &ServerOpts, deep: bool) -> Result<(), Failure> {
+    if !deep {
+        let api = Api::connect(opts, false)?;
+        let v: Health = api.get("/healthz")?;
+        done(&api, &v, || format!("vouchd is {}", v.status));
+        return Ok(());
+    }
+    let api = connect(opts)?;
+    let v: DeepHealth = api.get("/v1/health")?;
+    done(&api, &v, || {
+        let mut lines = vec![
+            format!("vouchd is {}", v.status),
+            format!("  store                {}", v.store),
+        ];
+        for k in &v.key_servers {
+            for e in &k.endpoints {
+                lines.push(format!(
+                    "  key server {} {}  {}",
+                    k.name,
+                    e.endpoint,
+                    match &e.error {
+                        None => "reachable".to_owned(),
+                        Some(why) => format!("UNREACHABLE: {why}"),
+                    }
+                ));
+            }
+        }
+        for c in &v.certificates {
+            let left = if c.days_left < 0 {
+                "EXPIRED".to_owned()
+            } else {
+                format!("{} days left", c.days_left)
+            };
+            lines.push(format!(
+                "  certificate {}  {}  expires {} ({left})",
+                c.what,
+                c.subject,
+                utc(c.not_after)
+            ));
+        }
+        lines.join("\n")
+    });
+    if v.status == "ok" {
+        Ok(())
+    } else {
+        Err(Failure::Refused(format!(
+            "vouchd is {}: see above",
+            v.status
+        )))
+    }
 }
 
 pub fn whoami(opts: &ServerOpts) -> Result<(), Failure> {
@@ -822,6 +873,7 @@ pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
             client_cert,
             client_key,
             kms_ca,
+            no_check,
         } => {
             let body = NewKeyServer {
                 name: name.clone(),
@@ -830,7 +882,12 @@ pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
                 client_key_pem: read_text(client_key, "client key")?,
                 ca_certificate_pem: read_text(kms_ca, "key server CA certificate")?,
             };
-            let v: KeyServer = api.post("/v1/key-servers", &body)?;
+            let path = if *no_check {
+                "/v1/key-servers?no_check=true"
+            } else {
+                "/v1/key-servers"
+            };
+            let v: KeyServer = api.post(path, &body)?;
             done(&api, &v, || {
                 format!("key server {name} added: {}", endpoints.join(", "))
             });
@@ -840,6 +897,42 @@ pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
             list(&api, &v, &["NAME", "ENDPOINTS", "CREATED"], |k| {
                 vec![k.name.clone(), k.endpoints.join(","), utc(k.created_at)]
             });
+        }
+        KmsCmd::Status => {
+            let v: DeepHealth = api.get("/v1/health")?;
+            let rows: Vec<(String, String, String)> = v
+                .key_servers
+                .iter()
+                .flat_map(|k| {
+                    k.endpoints.iter().map(|e| {
+                        (
+                            k.name.clone(),
+                            e.endpoint.clone(),
+                            e.error.as_ref().map_or_else(
+                                || "reachable".to_owned(),
+                                |w| format!("UNREACHABLE: {w}"),
+                            ),
+                        )
+                    })
+                })
+                .collect();
+            if api.json {
+                crate::output::emit_line(format_args!("{}", pretty(&v.key_servers)));
+            } else {
+                list(&api, &rows, &["KMS", "ENDPOINT", "STATE"], |(k, e, s)| {
+                    vec![k.clone(), e.clone(), s.clone()]
+                });
+            }
+            if let Some(k) = v
+                .key_servers
+                .iter()
+                .find(|k| !k.endpoints.iter().any(|e| e.reachable))
+            {
+                return Err(Failure::Refused(format!(
+                    "key server {} answers on none of its endpoints",
+                    k.name
+                )));
+            }
         }
         KmsCmd::Remove { name } => {
             api.delete(&format!("/v1/key-servers/{}", seg(name)))?;

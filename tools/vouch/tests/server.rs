@@ -776,6 +776,93 @@ fn a_clusters_trust_is_exported_and_imported_all_or_nothing() {
 }
 
 #[test]
+fn deep_health_tries_key_servers_and_lists_certificate_expiry() {
+    let v = vouchd();
+    let health = v.json(&["health", "--deep"]);
+    assert_eq!(health["status"], "ok", "{health}");
+    assert_eq!(health["store"], "ok", "{health}");
+    assert_eq!(health["certificates"][0]["what"], "tls", "{health}");
+    assert!(health["certificates"][0]["days_left"].as_i64().unwrap() > 0);
+
+    v.ok(&["cluster", "add", "lab"]);
+    let ca = v.file("ca.pem", tpm_ca_pem().as_bytes());
+    v.ok(&["tpm-ca", "add", "--cluster", "lab", &ca]);
+    // A key server with two replicas on loopback: one listening, one not.
+    let listening = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let up = listening.local_addr().unwrap().to_string();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["vouchd.example".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let cert = v.file("client.pem", cert.pem().as_bytes());
+    let key = v.file("client.key", key.serialize_pem().as_bytes());
+    let kms = |name: &str, endpoints: &[&str], check: bool| {
+        let mut args = vec!["kms", "add", name];
+        if !check {
+            args.push("--no-check");
+        }
+        for e in endpoints {
+            args.extend(["--endpoint", e]);
+        }
+        args.extend([
+            "--client-cert",
+            cert.as_str(),
+            "--client-key",
+            key.as_str(),
+            "--kms-ca",
+            ca.as_str(),
+        ]);
+        v.admin(&args)
+    };
+    let down = closed.to_string();
+    // vouchd connects to a key server before adding it: refused with what to do.
+    let o = kms("kms-1", &[&down], true);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("--no-check"), "{}", stderr(&o));
+    // The rest are added unchecked: one replica is only a TCP listener, the other is down.
+    let kms = |name: &str, endpoints: &[&str]| {
+        let o = kms(name, endpoints, false);
+        assert!(o.status.success(), "{}", stderr(&o));
+    };
+    kms("kms-1", &[&down, &up]);
+    let health = v.json(&["health", "--deep"]);
+    assert_eq!(health["status"], "ok", "{health}");
+    let endpoints = &health["key_servers"][0]["endpoints"];
+    assert_eq!(endpoints[0]["reachable"], false, "{health}");
+    assert!(endpoints[0]["error"].is_string(), "{health}");
+    assert_eq!(endpoints[1]["reachable"], true, "{health}");
+    let whats: Vec<&str> = health["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["what"].as_str())
+        .collect();
+    for what in ["tls", "tpm-ca:lab", "kms-client:kms-1", "kms-ca:kms-1"] {
+        assert!(whats.contains(&what), "{what}: {health}");
+    }
+
+    // A key server answering on no endpoint: degraded, exit 1, and the reason shown.
+    kms("kms-2", &[&down]);
+    let o = v.admin(&["health", "--deep"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("UNREACHABLE"), "{}", stdout(&o));
+    let o = v.admin(&["kms", "status"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stderr(&o).contains("kms-2 answers on none"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).contains(&up), "{}", stdout(&o));
+    drop(listening);
+}
+
+#[test]
 fn tls_trust_is_required_and_checked() {
     let v = vouchd();
     // No way to trust the server: refused before connecting, saying what to pass.

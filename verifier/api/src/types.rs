@@ -43,6 +43,51 @@ contract! {
         pub status: String,
     }
 
+    /// `GET /v1/health` (TrustedAdmins): the store, each key server's endpoints, and the
+    /// expiry of every certificate vouchd depends on.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DeepHealth {
+        /// `ok`, or `degraded` when the store fails, a key server answers on no endpoint, or
+        /// a certificate has expired.
+        pub status: String,
+        /// `ok`, or why the store failed.
+        pub store: String,
+        pub key_servers: Vec<KeyServerHealth>,
+        /// Soonest expiry first.
+        pub certificates: Vec<CertificateHealth>,
+    }
+
+    /// A key server's endpoints, each tried now.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct KeyServerHealth {
+        pub name: String,
+        pub endpoints: Vec<EndpointHealth>,
+    }
+
+    /// One endpoint (replica) of a key server.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct EndpointHealth {
+        /// `host:port`.
+        pub endpoint: String,
+        /// Whether a TCP connection was accepted within the check's timeout.
+        pub reachable: bool,
+        /// Why not, when not.
+        pub error: Option<String>,
+    }
+
+    /// A certificate vouchd depends on, and when it expires.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct CertificateHealth {
+        /// `tls` (the API's), `kms-client:NAME` (vouchd's client certificate for a key server),
+        /// `kms-ca:NAME`, or `tpm-ca:CLUSTER`.
+        pub what: String,
+        pub subject: String,
+        /// notAfter, Unix seconds.
+        pub not_after: i64,
+        /// Whole days left (negative once expired).
+        pub days_left: i64,
+    }
+
     /// One public key of the token-signing key set (RFC 7517).
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Jwk {
@@ -378,6 +423,16 @@ contract! {
         /// request, as a host operation does. Without it, a cluster with hosts is not removed.
         #[serde(default)]
         pub force: bool,
+    }
+
+    /// `POST /v1/key-servers` query.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+    #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+    pub struct AddKeyServer {
+        /// Add it without first connecting to it (TLS with the client certificate).
+        #[serde(default)]
+        pub no_check: bool,
     }
 
     /// `GET /v1/events` query.

@@ -3,7 +3,7 @@
 //! attestation token).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -70,7 +70,8 @@ pub async fn get_key_server(
     post,
     path = "/v1/key-servers",
     tag = "key-servers",
-    summary = "Add a key server: KMIP endpoints tried in order, client certificate and key, CA",
+    summary = "Add a key server: KMIP endpoints tried in order, client certificate and key, CA; connected to first unless no_check",
+    params(vouch_api::types::AddKeyServer),
     request_body = NewKeyServer,
     responses((status = 201, description = "Created", body = api::KeyServer)),
     security(("bearer" = [])),
@@ -78,6 +79,7 @@ pub async fn get_key_server(
 pub async fn add_key_server(
     State(state): State<AppState>,
     admin: TrustedAdmin,
+    Query(q): Query<vouch_api::types::AddKeyServer>,
     JsonBody(body): JsonBody<NewKeyServer>,
 ) -> Result<(StatusCode, Json<api::KeyServer>), Error> {
     check_name("key server", &body.name)?;
@@ -94,8 +96,17 @@ pub async fn add_key_server(
         ca_certificates: body.ca_certificate_pem,
         created_at: crate::now(),
     };
-    // The endpoints and PEM must make a KMIP client.
-    key_server(&record)?;
+    // The endpoints and PEM must make a KMIP client, which reaches a replica (TLS with the
+    // client certificate) unless the check is skipped.
+    let client = key_server(&record)?;
+    if !q.no_check {
+        client.connect().await.map_err(|e| {
+            Error::BadRequest(format!(
+                "cannot connect to key server {}: {e}; check its endpoints, the client certificate and the CA, or add it without the check (--no-check)",
+                record.name
+            ))
+        })?;
+    }
     let r = record.clone();
     store::run(&state.store, move |s| s.add_key_server(&r)).await?;
     audit(

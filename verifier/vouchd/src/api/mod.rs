@@ -49,6 +49,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi_json))
         .routes(routes!(jwks))
         .routes(routes!(whoami))
+        .routes(routes!(deep_health))
         .routes(routes!(list_principals, create_principal))
         .routes(routes!(get_principal, delete_principal))
         .routes(routes!(add_group, remove_group))
@@ -245,6 +246,18 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, Error> {
     Ok(Json(Health {
         status: "ok".into(),
     }))
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/health",
+    tag = "health",
+    summary = "Deep health: the store, each key server's endpoints, certificate expiry",
+    responses((status = 200, description = "Success", body = api::DeepHealth)),
+    security(("bearer" = [])),
+)]
+async fn deep_health(State(state): State<AppState>, _admin: TrustedAdmin) -> Json<api::DeepHealth> {
+    Json(crate::service::health::deep(&state).await)
 }
 
 #[utoipa::path(

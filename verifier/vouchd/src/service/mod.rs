@@ -8,6 +8,7 @@ pub mod console;
 pub mod error;
 pub mod events;
 pub mod generation;
+pub mod health;
 pub mod keys;
 
 use std::sync::Arc;
