@@ -181,9 +181,10 @@ fn json_number(text: &str, key: &str) -> Option<f64> {
 
 /// The median of criterion's last run of `name`, in microseconds.
 fn criterion_median_us(name: &str) -> Option<f64> {
+    // Criterion names the directory after the benchmark with '/' made '_'.
     let path = shell::root()
         .join("target/criterion")
-        .join(name)
+        .join(name.replace('/', "_"))
         .join("new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let median = text.get(text.find("\"median\"")?..)?;
