@@ -172,7 +172,8 @@ fn json_number(text: &str, key: &str) -> Option<f64> {
     let rest = text
         .get(at + key.len() + 2..)?
         .trim_start()
-        .strip_prefix(':')?;
+        .strip_prefix(':')?
+        .trim_start();
     let end = rest
         .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
         .unwrap_or(rest.len());
