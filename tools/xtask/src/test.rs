@@ -186,7 +186,8 @@ fn json_number(text: &str, key: &str) -> Option<f64> {
     let rest = text
         .get(at + key.len() + 2..)?
         .trim_start()
-        .strip_prefix(':')?;
+        .strip_prefix(':')?
+        .trim_start();
     let end = rest
         .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
         .unwrap_or(rest.len());
@@ -195,9 +196,10 @@ fn json_number(text: &str, key: &str) -> Option<f64> {
 
 /// The median of criterion's last run of `name`, in microseconds.
 fn criterion_median_us(name: &str) -> Option<f64> {
+    // Criterion names the directory after the benchmark with '/' made '_'.
     let path = shell::root()
         .join("target/criterion")
-        .join(name)
+        .join(name.replace('/', "_"))
         .join("new/estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let median = text.get(text.find("\"median\"")?..)?;

@@ -24,8 +24,10 @@ use zeroize::Zeroizing;
 pub const KEY_LEN: usize = 32;
 /// The most items in one batch.
 pub const MAX_BATCH: usize = 64;
-/// The most idle KMIP connections a remote-wrapping provider keeps open for reuse.
-pub const MAX_POOLED_CONNECTIONS: usize = 64;
+/// The most KMIP connections a remote-wrapping provider has open at once (in use or idle,
+/// kept for reuse); further operations wait for one. More would not make a key server answer
+/// faster, and a burst of requests would otherwise open a burst of TLS sessions.
+pub const MAX_KMIP_CONNECTIONS: usize = 16;
 /// After the key server was found unreachable, how long the cached key serves before the key
 /// server is tried again (within the key's lifetime), so that an outage does not make every
 /// request wait on a connection attempt.
@@ -147,6 +149,8 @@ struct Shared {
     fetching: tokio::sync::Mutex<()>,
     /// Idle connections for remote wrapping, reused instead of a new mTLS handshake each time.
     pool: Mutex<Vec<Connection>>,
+    /// A permit per connection in use ([`MAX_KMIP_CONNECTIONS`]).
+    connections: tokio::sync::Semaphore,
     fetches: AtomicU64,
 }
 
@@ -193,6 +197,7 @@ impl KeyProvider {
                 refreshing: Mutex::new(HashSet::new()),
                 fetching: tokio::sync::Mutex::new(()),
                 pool: Mutex::new(Vec::new()),
+                connections: tokio::sync::Semaphore::new(MAX_KMIP_CONNECTIONS),
                 fetches: AtomicU64::new(0),
             }),
             config,
@@ -790,6 +795,13 @@ impl Shared {
         F: for<'c> FnMut(&'c mut Connection) -> KmipFuture<'c, T> + Send,
         T: Send,
     {
+        let _permit =
+            self.connections
+                .acquire()
+                .await
+                .map_err(|_| vouch_kmip::Error::Unreachable {
+                    attempts: Vec::new(),
+                })?;
         let idle = self.pool.lock().ok().and_then(|mut p| p.pop());
         if let Some(mut connection) = idle {
             match f(&mut connection).await {
@@ -808,7 +820,7 @@ impl Shared {
 
     fn put_back(&self, connection: Connection) {
         if let Ok(mut pool) = self.pool.lock()
-            && pool.len() < MAX_POOLED_CONNECTIONS
+            && pool.len() < MAX_KMIP_CONNECTIONS
         {
             pool.push(connection);
         }

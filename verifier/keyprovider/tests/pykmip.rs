@@ -547,8 +547,17 @@ async fn one_refresh_ahead_of_expiry_and_no_request_waits_on_it() {
         p.refreshing(),
         "the refresh is still held at the key server"
     );
-    assert_eq!(relay.connections(), 2, "one refresh for 3,840 operations");
-    assert_eq!(p.fetches(), 2);
+    assert_eq!(p.fetches(), 2, "one refresh for 3,840 operations");
+    // The refresh's connection reaches the relay in its own time: wait for it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while relay.connections() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never connected"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(relay.connections(), 2, "one connection for the refresh");
 
     // Released: the refresh completes and the key it fetched serves past the first key's
     // refresh time without another fetch.
