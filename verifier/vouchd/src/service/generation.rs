@@ -78,6 +78,7 @@ mod tests {
                 pcrs: vec![0],
                 bank: "sha256".into(),
                 created_at: 1,
+                disabled_at: None,
             })
             .unwrap();
         let soon = start + CHECK_PERIOD / 2;
