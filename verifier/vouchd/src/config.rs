@@ -28,6 +28,13 @@ pub struct Config {
     pub token_lifetime_secs: u64,
     /// How often every trusted host is attested again, in seconds.
     pub reattest_interval_secs: u64,
+    /// A check-in agent (protocol v3) is told to come back after the re-attestation interval
+    /// shortened by a random part of up to this percentage, so a fleet that powered on together
+    /// spreads out (0 to 50).
+    pub checkin_jitter_percent: u8,
+    /// A check-in agent that was not attested is told to come back after this many seconds
+    /// (at most the re-attestation interval), so its next attestation is pulled early.
+    pub checkin_retry_secs: u64,
     /// An agent session that sends nothing for this long is closed, in seconds.
     pub agent_idle_timeout_secs: u64,
     /// The most agent sessions served at once; more connections wait in the kernel's backlog.
@@ -78,6 +85,8 @@ impl Default for Config {
             tls_self_signed_names: vec!["localhost".into()],
             token_lifetime_secs: 300,
             reattest_interval_secs: 600,
+            checkin_jitter_percent: 10,
+            checkin_retry_secs: 30,
             agent_idle_timeout_secs: 30,
             agent_max_sessions: 10_000,
             agent_handshake_timeout_secs: 15,
@@ -155,6 +164,12 @@ impl Config {
         if self.reattest_interval_secs < 10 {
             return Err(ConfigError::Invalid(
                 "reattest_interval_secs must be at least 10".into(),
+            ));
+        }
+        if self.checkin_jitter_percent > 50 || self.checkin_retry_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "checkin_jitter_percent must be at most 50 and checkin_retry_secs at least 1"
+                    .into(),
             ));
         }
         if self.agent_idle_timeout_secs == 0 {

@@ -14,7 +14,11 @@
 //!    the event log, then `Evidence` → vouch-attest verifies quote, replay and policy →
 //!    `Verdict`; the result is recorded and, when attested, an attestation token issued.
 //! 5. The session stays open; every re-attestation interval the verifier sends a new
-//!    `QuoteRequest` (continuous attestation).
+//!    `QuoteRequest` (continuous attestation). Or, when the agent sent `CheckIn` right after
+//!    `Welcome` (v3), the verifier sends `NextCheckIn` after the verdict and closes: the agent
+//!    comes back by itself, at the re-attestation interval shortened by up to
+//!    `checkin_jitter_percent` (spreading the fleet's load), or after `checkin_retry_secs` when
+//!    it was not attested (the verifier pulls that attestation early).
 //!
 //! Nothing the agent says changes what is recorded of a host until it proves possession of
 //! that host's TPM: a quote the host's bound AK signed over the nonce just issued
@@ -163,6 +167,8 @@ impl Drop for UnprovenSlot {
 pub enum SessionEnd {
     /// The agent closed the connection.
     Closed,
+    /// A check-in session gave its verdict and the next check-in time, and closed.
+    CheckedIn,
     /// The agent sent nothing in time.
     TimedOut,
     /// The verifier refused the agent (the `Refused` was sent).
@@ -184,6 +190,7 @@ impl SessionEnd {
     fn label(&self) -> &'static str {
         match self {
             Self::Closed => "closed",
+            Self::CheckedIn => "checked_in",
             Self::TimedOut => "timeout",
             Self::Refused(..) => "refused",
             Self::AgentError { .. } => "agent_error",
@@ -304,6 +311,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         if let Err(e) = send(&mut stream, m).await {
                             return SessionEnd::Io(e);
                         }
+                    }
+                    if session.checked_in() {
+                        let _ = stream.shutdown().await;
+                        return SessionEnd::CheckedIn;
                     }
                 }
                 Err(refusal) => return refuse_and_end(&mut stream, &session, refusal).await,
