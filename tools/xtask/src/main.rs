@@ -7,6 +7,7 @@
 mod deb;
 mod elf;
 mod firmware;
+mod fleet;
 mod setup;
 mod shell;
 mod stack;
@@ -35,6 +36,10 @@ Verbs:
   demo               start swtpm and show what the TPM stack reads over each bus
   qemu               build the firmware and boot the mps2-an386 board in QEMU with swtpm
   bench              the verifier's criterion benchmarks, pinned to one core
+  fleet --hosts N [--interval SECS] [--duration SECS] [--mode checkin|persistent]
+        [--cold] [--servers HOST:PORT,...] [--store URL] [--json]
+                     a fleet of simulated agents (software TPMs) against a release vouchd
+                     on loopback; progress on stderr, the report as JSON (README: Performance)
   fuzz [SECONDS]      run every cargo-fuzz target (fuzz/) for SECONDS each (default 60)
   deb [--debug] [--bin-dir DIR] [--out DIR]
                      build the Debian packages vouchd and vouch (release build unless
@@ -67,6 +72,7 @@ fn main() -> ExitCode {
         "demo" => test::demo(&[]),
         "qemu" => test::demo(&["--board-only"]),
         "bench" => test::bench(rest),
+        "fleet" => fleet::run(rest),
         "fuzz" => test::fuzz(rest),
         "deb" => deb::run(rest),
         "help" | "--help" | "-h" => {
