@@ -38,6 +38,9 @@ pub struct Config {
     /// An agent session that sends nothing for this long is closed, in seconds.
     pub agent_idle_timeout_secs: u64,
     /// The most agent sessions served at once; more connections wait in the kernel's backlog.
+    /// 0 (the default): as many as the process's open-file limit allows (RLIMIT_NOFILE, raised
+    /// to its hard limit at start, less what the API and the rest need). A larger number is
+    /// capped by that limit, with a warning. Each open session costs one file and ~10 KiB.
     pub agent_max_sessions: usize,
     /// An agent must prove possession of its TPM (an attested or not-attested verdict on a quote
     /// its bound AK signed over a fresh nonce) within this many seconds of connecting, however
@@ -58,6 +61,10 @@ pub struct Config {
     pub api_request_timeout_secs: u64,
     /// An API connection that sends and receives nothing for this many seconds is closed.
     pub api_idle_timeout_secs: u64,
+    /// Attestation results kept per host: its last this many, and every result that changed
+    /// its state (attested or not). Older results are deleted as new ones are recorded, so the
+    /// database stays bounded however long hosts are attested. 0 keeps every result.
+    pub attestation_history_per_host: u32,
     /// The largest event log an agent may send, in bytes.
     pub max_event_log: usize,
     /// The key-encryption key (64 hex digits, mode 0600) that seals the secrets the database
@@ -87,8 +94,9 @@ impl Default for Config {
             reattest_interval_secs: 600,
             checkin_jitter_percent: 10,
             checkin_retry_secs: 30,
+            attestation_history_per_host: 20,
             agent_idle_timeout_secs: 30,
-            agent_max_sessions: 10_000,
+            agent_max_sessions: 0,
             agent_handshake_timeout_secs: 15,
             agent_max_unproven_per_address: 8,
             agent_refusal_events_per_minute: 6,
@@ -195,11 +203,6 @@ impl Config {
         if self.agent_max_unproven_per_address == 0 || self.api_max_connections == 0 {
             return Err(ConfigError::Invalid(
                 "agent_max_unproven_per_address and api_max_connections must be at least 1".into(),
-            ));
-        }
-        if self.agent_max_sessions == 0 {
-            return Err(ConfigError::Invalid(
-                "agent_max_sessions must be at least 1".into(),
             ));
         }
         Ok(())

@@ -80,7 +80,7 @@ pub const NONCE_LEN: usize = 32;
 /// Serves agent sessions on `listener` until `state.shutdown` is cancelled; sessions run on
 /// `state.tasks`.
 pub async fn serve(listener: TcpListener, state: AppState) {
-    let slots = Arc::new(Semaphore::new(state.config.agent_max_sessions));
+    let slots = Arc::new(Semaphore::new(session_limit(&state.config)));
     let per_address = Arc::new(UnprovenSessions::default());
     let max_unproven = state.config.agent_max_unproven_per_address;
     loop {
@@ -119,6 +119,51 @@ pub async fn serve(listener: TcpListener, state: AppState) {
             drop(permit);
         });
     }
+}
+
+/// Open files kept for everything but agent sessions and API connections: the database and
+/// its journal, the listeners, outgoing connections (webhook, key servers), the runtime.
+const RESERVED_FILES: u64 = 256;
+
+/// How many agent sessions run at once: `agent_max_sessions`, or (0) as many as the process's
+/// open-file limit allows once raised to its hard limit, less the API's connections and
+/// [`RESERVED_FILES`]. A configured number above that is capped, with a warning saying why.
+pub fn session_limit(config: &crate::config::Config) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let files = limit.current.unwrap_or(u64::MAX);
+    let api = u64::try_from(config.api_max_connections).unwrap_or(u64::MAX);
+    let available = usize::try_from(files.saturating_sub(RESERVED_FILES.saturating_add(api)))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let configured = config.agent_max_sessions;
+    if configured == 0 {
+        tracing::info!(
+            sessions = available,
+            open_file_limit = files,
+            "agent sessions at once: as many as the open-file limit allows"
+        );
+        return available;
+    }
+    if configured > available {
+        tracing::warn!(
+            configured,
+            sessions = available,
+            open_file_limit = files,
+            "agent_max_sessions is capped by the process's open-file limit (RLIMIT_NOFILE); raise the limit (e.g. LimitNOFILE= in the service unit) to serve more sessions at once"
+        );
+        return available;
+    }
+    configured
 }
 
 /// How many sessions each address holds open before proving possession of a TPM.
