@@ -334,7 +334,8 @@ pub async fn run(
     ));
     let hard_end = launch + enroll_limit + options.duration + Duration::from_secs(5);
     let end = Arc::new(Mutex::new(hard_end));
-    // Outside a cold start, hosts enrol a few at a time, as they would join a running fleet.
+    // Outside a cold start, hosts enrol a few at a time, as they would join a running fleet
+    // (check-in hosts also spread their first check-in over one interval).
     let gate = Arc::new(tokio::sync::Semaphore::new(if options.cold {
         tokio::sync::Semaphore::MAX_PERMITS
     } else {
@@ -356,6 +357,7 @@ pub async fn run(
             gate: Arc::clone(&gate),
             launch,
             interval: options.interval,
+            cold: options.cold,
         };
         match options.mode {
             Mode::Checkin => tasks.spawn(ctx.check_ins()),
@@ -544,6 +546,7 @@ struct HostTask {
     gate: Arc<tokio::sync::Semaphore>,
     launch: Instant,
     interval: Duration,
+    cold: bool,
 }
 
 impl HostTask {
@@ -589,6 +592,14 @@ impl HostTask {
         loop {
             if Instant::now() >= self.end() {
                 return;
+            }
+            if first && !self.cold {
+                // Steady state: the fleet has been running, so its check-ins are spread over one
+                // interval; host i first checks in at i/N of it.
+                let hosts = u32::try_from(self.hosts.len()).unwrap_or(u32::MAX).max(1);
+                let index = u32::try_from(self.index).unwrap_or(0);
+                let offset = self.interval / hosts * index;
+                tokio::time::sleep_until((self.launch + offset).into()).await;
             }
             let permit = self.enrolment_permit(first).await;
             let result = agent::check_in(source, self.server, host, &self.boot).await;
