@@ -336,11 +336,14 @@ pub async fn run(
     let end = Arc::new(Mutex::new(hard_end));
     // Outside a cold start, hosts enrol a few at a time, as they would join a running fleet
     // (check-in hosts also spread their first check-in over one interval).
+    // A cold start lets every host try at once, up to the connections this process may open.
     let gate = Arc::new(tokio::sync::Semaphore::new(if options.cold {
-        tokio::sync::Semaphore::MAX_PERMITS
+        connections_here
     } else {
         64
     }));
+    // Every connection of this process holds a place: never more than its files allow.
+    let connections = Arc::new(tokio::sync::Semaphore::new(connections_here));
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..options.hosts {
         let server = servers
@@ -355,6 +358,7 @@ pub async fn run(
             stats: Arc::clone(&stats),
             end: Arc::clone(&end),
             gate: Arc::clone(&gate),
+            connections: Arc::clone(&connections),
             launch,
             interval: options.interval,
             cold: options.cold,
@@ -544,6 +548,7 @@ struct HostTask {
     stats: Arc<Stats>,
     end: Arc<Mutex<Instant>>,
     gate: Arc<tokio::sync::Semaphore>,
+    connections: Arc<tokio::sync::Semaphore>,
     launch: Instant,
     interval: Duration,
     cold: bool,
@@ -602,8 +607,9 @@ impl HostTask {
                 tokio::time::sleep_until((self.launch + offset).into()).await;
             }
             let permit = self.enrolment_permit(first).await;
+            let connection = Arc::clone(&self.connections).acquire_owned().await.ok();
             let result = agent::check_in(source, self.server, host, &self.boot).await;
-            drop(permit);
+            drop((permit, connection));
             let wait = match result {
                 Ok((attestation, after)) => {
                     failures = 0;
