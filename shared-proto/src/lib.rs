@@ -22,6 +22,21 @@
 //!    the old variant stays decodable until `MIN_VERSION` passes it.
 //! 4. Bump [`CURRENT_VERSION`] with any change to the bytes; raise [`MIN_VERSION`] only when
 //!    support for an old version is dropped. Golden tests pin the bytes of every version.
+//!
+//! # Persistent sessions and check-in
+//! An agent attests in one of two ways on the same contract. A *persistent* session (v1) stays
+//! open and the verifier sends a new `QuoteRequest` every re-attestation interval: the verifier
+//! can attest at any moment, and a board behind a UART bridge or a small fleet needs nothing
+//! else, but every host holds a connection (a socket and a task on the verifier) all the time.
+//! A *check-in* session (v3, [`wire::AgentMessage::CheckIn`]) proves once — bound AK, fresh
+//! nonce, quote, event log — receives the verdict and [`wire::NextCheckIn`], and disconnects:
+//! the verifier holds nothing between attestations, so one verifier serves far more hosts than
+//! it could hold sockets, and spreads their load by the jitter it puts in the next check-in
+//! time. The price: the verifier cannot ask at an arbitrary moment; it pulls an attestation
+//! early only by shortening the next interval it gives, and a host that goes silent is noticed
+//! when its verdict's validity runs out. A check-in agent whose AK is already bound goes
+//! straight from `Enroll` to the quote (no MakeCredential/ActivateCredential each time: the
+//! verifier keeps the bound AK), so a check-in costs one quote.
 #![cfg_attr(not(test), no_std)]
 
 pub mod channel;
@@ -32,8 +47,10 @@ pub mod wire;
 /// The oldest protocol version this build still speaks.
 pub const MIN_VERSION: u16 = 1;
 /// The protocol version this build prefers. v2 added the channel bound to the attestation
-/// (`BoundEvidence`, `ChannelKey`, `Sealed`); v1 peers keep working without it.
-pub const CURRENT_VERSION: u16 = 2;
+/// (`BoundEvidence`, `ChannelKey`, `Sealed`); v3 added check-in attestation (`CheckIn`,
+/// `NextCheckIn`). Older peers keep working without them: each addition is a message the
+/// agent chooses to send, so a v3 verifier serves v1 and v2 agents as before.
+pub const CURRENT_VERSION: u16 = 3;
 
 /// Why two peers have no protocol version in common.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +89,7 @@ mod tests {
         assert_eq!(negotiate(1, 1), Ok(1));
         assert_eq!(negotiate(1, 2), Ok(2));
         assert_eq!(negotiate(2, 2), Ok(2));
+        assert_eq!(negotiate(1, 3), Ok(3));
         assert_eq!(negotiate(1, 7), Ok(CURRENT_VERSION));
         assert_eq!(
             negotiate(0, 0),

@@ -15,6 +15,12 @@
 //!    [`AgentMessage::Sealed`] key requests; V answers each with a `Sealed` key response.
 //!    `QuoteRequest`s may come in between.
 //!
+//! 6. (v3) Check-in attestation: right after `Welcome` (before any chunk) the agent may send
+//!    [`AgentMessage::CheckIn`]. The session then ends after its one verdict: V sends
+//!    `Verdict`, then [`VerifierMessage::NextCheckIn`] (when to connect again) and closes the
+//!    connection. A check-in session has no key channel (V refuses `BoundEvidence` in it). An
+//!    agent that does not send `CheckIn` keeps the persistent session of steps 1–5.
+//!
 //! TPM structures travel as their exact TPM wire bytes (TPM2B_PUBLIC, TPMS_ATTEST,
 //! TPMT_SIGNATURE, ...), because the verifier checks signatures and names over those bytes.
 
@@ -282,6 +288,17 @@ pub struct Sealed {
     pub body: Vec<u8, MAX_SEALED>,
 }
 
+/// When a check-in agent should attest again (since v3), sent after the `Verdict` of a check-in
+/// session, just before the verifier closes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
+pub struct NextCheckIn {
+    /// Seconds from now until the agent's next check-in. The verifier spreads check-ins by
+    /// jitter and may shorten this to pull an attestation early; the agent should not come
+    /// back sooner (unless the host rebooted), and must not wait much longer: its verdict is
+    /// valid for `Verdict::valid_for_secs` only.
+    pub after_secs: u32,
+}
+
 /// Every message an agent sends. Variants are append-only (see the crate's evolution rules).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, MaxSize)]
 #[allow(
@@ -305,6 +322,9 @@ pub enum AgentMessage {
     BoundEvidence(BoundEvidence),
     /// Since v2.
     Sealed(Sealed),
+    /// Since v3: this session is a check-in (one attestation, then [`NextCheckIn`] and the
+    /// end of the session). Only directly after `Welcome`.
+    CheckIn,
 }
 
 /// Every message a verifier sends. Variants are append-only (see the crate's evolution rules).
@@ -328,6 +348,8 @@ pub enum VerifierMessage {
     ChannelKey(ChannelKey),
     /// Since v2.
     Sealed(Sealed),
+    /// Since v3.
+    NextCheckIn(NextCheckIn),
 }
 
 /// The largest postcard encoding of any message in either direction.

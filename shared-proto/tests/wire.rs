@@ -363,3 +363,16 @@ fn v2_messages_fit_the_v1_frame_budget() {
         assert!(Sealed::POSTCARD_MAX_SIZE < Enroll::POSTCARD_MAX_SIZE);
     }
 }
+
+#[test]
+fn golden_v3_check_in_messages() {
+    // AgentMessage variant 8, a unit variant: one byte.
+    assert_eq!(hex(&frame_of(&AgentMessage::CheckIn)), "020800");
+    // VerifierMessage variant 7, after_secs 300 as a varint (ac 02).
+    let next = VerifierMessage::NextCheckIn(NextCheckIn { after_secs: 300 });
+    assert_eq!(hex(&frame_of(&next)), "0407ac0200");
+    let back: VerifierMessage = decode_frame(&frame_of(&next)).unwrap();
+    assert_eq!(back, next);
+    let back: AgentMessage = decode_frame(&frame_of(&AgentMessage::CheckIn)).unwrap();
+    assert_eq!(back, AgentMessage::CheckIn);
+}

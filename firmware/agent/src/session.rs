@@ -79,6 +79,8 @@ pub struct Outcome {
     pub channel: bool,
     /// Key responses received over the channel.
     pub key_responses: u32,
+    /// A check-in session (v3): when the verifier wants the next check-in, in seconds.
+    pub next_checkin_secs: Option<u32>,
 }
 
 /// What the agent asks of the key provider service once attested (protocol v2): requests go
@@ -251,6 +253,34 @@ pub fn run_with_keys<T: Transport, L: Read + Write, const N: usize>(
     config: &AgentConfig<'_>,
     keys: &mut dyn KeyClient,
 ) -> Result<Outcome, T, L> {
+    session(tpm, event_log, link, config, keys, false)
+}
+
+/// A check-in (protocol v3): one attestation, then the verifier says when to come back
+/// ([`Outcome::next_checkin_secs`]) and closes the link; the caller disconnects and connects
+/// again then. There is no key channel in a check-in. A verifier older than v3 serves it as a
+/// persistent session: the caller should then set `stop_after_verdicts` to 1 and come back on
+/// its own interval.
+///
+/// # Errors
+/// See [`SessionError`].
+pub fn check_in<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    event_log: &[u8],
+    link: &mut L,
+    config: &AgentConfig<'_>,
+) -> Result<Outcome, T, L> {
+    session(tpm, event_log, link, config, &mut NoKeys, true)
+}
+
+fn session<T: Transport, L: Read + Write, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    event_log: &[u8],
+    link: &mut L,
+    config: &AgentConfig<'_>,
+    keys: &mut dyn KeyClient,
+    checkin: bool,
+) -> Result<Outcome, T, L> {
     let mut conn = Conn {
         link,
         reader: FrameReader::new(),
@@ -276,6 +306,10 @@ pub fn run_with_keys<T: Transport, L: Read + Write, const N: usize>(
         Some(_) => return Err(SessionError::Protocol("expected Welcome")),
         None => return Err(SessionError::Closed),
     };
+    let checkin = checkin && version >= 3;
+    if checkin {
+        conn.send(&AgentMessage::CheckIn)?;
+    }
 
     // Objects and sessions an earlier session leaked (a response lost to a reset link, a
     // cancelled command) would fill the TPM's few slots: flush them first.
@@ -287,7 +321,7 @@ pub fn run_with_keys<T: Transport, L: Read + Write, const N: usize>(
         Err(e) => return Err(tpm_failure(&mut conn, e)),
     };
     let result = enrolled_session(
-        tpm, event_log, &mut conn, config, ek.handle, &ek.public, version, keys,
+        tpm, event_log, &mut conn, config, ek.handle, &ek.public, version, checkin, keys,
     );
     let _ = tpm.flush_context(ek.handle);
     result
@@ -309,15 +343,20 @@ fn enrolled_session<T: Transport, L: Read + Write, const N: usize>(
     ek: u32,
     ek_public: &Public,
     version: u16,
+    checkin: bool,
     keys: &mut dyn KeyClient,
 ) -> Result<Outcome, T, L> {
     let has_ek_certificate = send_ek_certificate(tpm, conn, config.ek)?;
     enroll(tpm, conn, config, ek, ek_public, has_ek_certificate)?;
-    attest(tpm, event_log, conn, config, ek, version, keys)
+    attest(tpm, event_log, conn, config, ek, version, checkin, keys)
 }
 
 /// After enrollment: the credential challenge, quotes and the key channel, with the session's
 /// state in this frame (not under enrollment's).
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one private step of run_with_keys, which holds them all"
+)]
 #[inline(never)]
 fn attest<T: Transport, L: Read + Write, const N: usize>(
     tpm: &mut Tpm<T, N>,
@@ -326,6 +365,7 @@ fn attest<T: Transport, L: Read + Write, const N: usize>(
     config: &AgentConfig<'_>,
     ek: u32,
     version: u16,
+    checkin: bool,
     keys: &mut dyn KeyClient,
 ) -> Result<Outcome, T, L> {
     let mut state = State {
@@ -337,9 +377,10 @@ fn attest<T: Transport, L: Read + Write, const N: usize>(
         last_nonce: Vec::new(),
         channel: None,
         keys_done: false,
+        checkin,
     };
-    // v2: an ephemeral key bound into every quote of this session.
-    if version >= 2 && crate::channel::ENABLED {
+    // v2: an ephemeral key bound into every quote of this session (a check-in has no channel).
+    if version >= 2 && crate::channel::ENABLED && !checkin {
         match crate::channel::SessionKey::generate(tpm) {
             Ok(key) => state.session_key = Some(key),
             Err(e) => return Err(tpm_failure(conn, e)),
@@ -385,6 +426,8 @@ struct State {
     last_nonce: Vec<u8, MAX_DIGEST>,
     channel: Option<crate::channel::Channel>,
     keys_done: bool,
+    /// A check-in session (v3): `NextCheckIn` after the verdict ends it.
+    checkin: bool,
 }
 
 impl State {
@@ -444,7 +487,7 @@ fn step<T: Transport, L: Read + Write, const N: usize>(
             // Attested on a v2 link: a ChannelKey follows; wait for it unless done.
             let channel_follows =
                 verdict.attested && state.session_key.is_some() && !state.keys_done;
-            if state.stop(config) && !channel_follows {
+            if state.stop(config) && !channel_follows && !state.checkin {
                 return Ok(Step::Done);
             }
         }
@@ -457,6 +500,10 @@ fn step<T: Transport, L: Read + Write, const N: usize>(
         }
         VerifierMessage::Welcome(_) => {
             return Err(protocol_failure(conn, "Welcome after the handshake"));
+        }
+        VerifierMessage::NextCheckIn(next) => {
+            state.outcome.next_checkin_secs = Some(next.after_secs);
+            return Ok(Step::Done);
         }
     }
     Ok(Step::Continue)

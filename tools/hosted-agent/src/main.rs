@@ -3,7 +3,9 @@
 //! It opens the TPM (swtpm's socket, or `/dev/tpmrm0`), optionally performs the firmware's
 //! measured boot of an image (for a software TPM that nothing measured), connects to vouchd's
 //! agent port, enrolls, and answers every quote request until the verifier ends the session;
-//! then it reconnects, so vouchd can re-attest it on its interval.
+//! then it reconnects, so vouchd can re-attest it on its interval. With `--checkin` it attests
+//! by check-in instead (protocol v3): connect, one attestation, disconnect, and come back when
+//! the verifier said.
 
 mod tpm;
 
@@ -59,6 +61,14 @@ struct Args {
     /// spreads the agents again over replicas that come back or are added.
     #[arg(long, conflicts_with = "once")]
     reconnect_each_verdict: bool,
+    /// Attest by check-in: disconnect after each verdict and connect again when the verifier
+    /// says (instead of holding a session open for the verifier's quote requests).
+    #[arg(long)]
+    checkin: bool,
+    /// With `--checkin`: when the verifier does not say when to come back (older than
+    /// protocol v3), check in again after this many seconds.
+    #[arg(long, default_value_t = 600)]
+    checkin_interval: u64,
     /// Seconds the verifier may stay silent before the session is abandoned.
     #[arg(long, default_value_t = 120)]
     idle_timeout: u64,
@@ -94,7 +104,8 @@ fn run(args: &Args) -> Result<(), String> {
             AkKind::EccP256
         },
         ak_handle,
-        stop_after_verdicts: (args.once || args.reconnect_each_verdict).then_some(1),
+        stop_after_verdicts: (args.once || args.reconnect_each_verdict || args.checkin)
+            .then_some(1),
     };
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -102,6 +113,15 @@ fn run(args: &Args) -> Result<(), String> {
             Ok(outcome) => {
                 report(&outcome);
                 backoff = Duration::from_secs(1);
+                if args.checkin && !args.once {
+                    let after = outcome
+                        .next_checkin_secs
+                        .map_or(args.checkin_interval, u64::from)
+                        .min(MAX_CHECKIN_SECS);
+                    eprintln!("vouch-hosted-agent: next check-in in {after} s");
+                    std::thread::sleep(Duration::from_secs(after));
+                    continue;
+                }
                 if args.once {
                     return if outcome.last_verdict == Some(true) {
                         Ok(())
@@ -133,6 +153,9 @@ fn run(args: &Args) -> Result<(), String> {
     }
 }
 
+/// The longest wait between check-ins, whatever the verifier says (a day).
+const MAX_CHECKIN_SECS: u64 = 86_400;
+
 /// Why a session did not complete.
 enum Failure {
     /// The TPM answered TPM_RC_INITIALIZE: it was reset since it was measured.
@@ -153,7 +176,12 @@ fn session_once(
     let _ = stream.set_nodelay(true);
     eprintln!("vouch-hosted-agent: connected to {verifier}");
     let mut link = FromStd::new(stream);
-    session::run(tpm, event_log, &mut link, config).map_err(|e| match e {
+    let outcome = if args.checkin {
+        session::check_in(tpm, event_log, &mut link, config)
+    } else {
+        session::run(tpm, event_log, &mut link, config)
+    };
+    outcome.map_err(|e| match e {
         SessionError::Tpm(CommandError::Tpm(ResponseCode::INITIALIZE)) => Failure::TpmReset,
         e => Failure::Other(format!("session failed: {e:?}")),
     })

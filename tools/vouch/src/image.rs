@@ -106,6 +106,15 @@ fn loads<H: FileHeader<Endian = Endianness>>(bytes: &[u8]) -> Result<Vec<(u64, &
 /// The software version a board running `layout` would present: event digests and final
 /// values of PCRs 0 and 1 in the SHA-1, SHA-256 and SHA-384 banks.
 pub fn software_version(name: &str, boot: &BootImage<'_>) -> Result<SoftwareVersion, String> {
+    let log = boot_event_log(boot)?;
+    let parsed = vouch_attest::eventlog::parse(&log)
+        .map_err(|e| format!("the agent's event log does not parse: {e}"))?;
+    Ok(SoftwareVersion::from_event_log(name, &parsed, &BOOT_PCRS))
+}
+
+/// The TCG event log the agent keeps for its measured boot of `boot`, in the SHA-1, SHA-256
+/// and SHA-384 banks.
+pub fn boot_event_log(boot: &BootImage<'_>) -> Result<Vec<u8>, String> {
     let banks = [SHA1, SHA256, SHA384];
     let sizes: Vec<(u16, u16)> = banks
         .iter()
@@ -119,9 +128,7 @@ pub fn software_version(name: &str, boot: &BootImage<'_>) -> Result<SoftwareVers
         log.record(m.pcr, m.event_type, &m.digests, m.event_data())
             .map_err(|_| "event log buffer too small")?;
     }
-    let parsed = vouch_attest::eventlog::parse(log.as_bytes())
-        .map_err(|e| format!("the agent's event log does not parse: {e}"))?;
-    Ok(SoftwareVersion::from_event_log(name, &parsed, &BOOT_PCRS))
+    Ok(log.as_bytes().to_vec())
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 mod deb;
 mod elf;
 mod firmware;
+mod fleet;
 mod setup;
 mod shell;
 mod stack;
@@ -46,6 +47,10 @@ Verbs:
                      the key provider under load: release vouchd pinned to CPU 0, PyKMIP,
                      a host attested on swtpm, N clients on CPU 1 over loopback TLS; prints
                      ops_per_s, p50/p99/max latency and errors (README, Performance)
+  fleet --hosts N [--interval SECS] [--duration SECS] [--mode checkin|persistent]
+        [--cold] [--servers HOST:PORT,...] [--store URL] [--json]
+                     a fleet of simulated agents (software TPMs) against a release vouchd
+                     on loopback; progress on stderr, the report as JSON (README: Performance)
   fuzz [SECONDS]      run every cargo-fuzz target (fuzz/) for SECONDS each (default 60)
   deb [--debug] [--bin-dir DIR] [--out DIR]
                      build the Debian packages vouchd and vouch (release build unless
@@ -79,6 +84,7 @@ fn main() -> ExitCode {
         "qemu" => test::demo(&["--board-only"]),
         "bench" => test::bench(rest),
         "keyload" => test::keyload(rest),
+        "fleet" => fleet::run(rest),
         "fuzz" => test::fuzz(rest),
         "deb" => deb::run(rest),
         "help" | "--help" | "-h" => {

@@ -28,9 +28,19 @@ pub struct Config {
     pub token_lifetime_secs: u64,
     /// How often every trusted host is attested again, in seconds.
     pub reattest_interval_secs: u64,
+    /// A check-in agent (protocol v3) is told to come back after the re-attestation interval
+    /// shortened by a random part of up to this percentage, so a fleet that powered on together
+    /// spreads out (0 to 50).
+    pub checkin_jitter_percent: u8,
+    /// A check-in agent that was not attested is told to come back after this many seconds
+    /// (at most the re-attestation interval), so its next attestation is pulled early.
+    pub checkin_retry_secs: u64,
     /// An agent session that sends nothing for this long is closed, in seconds.
     pub agent_idle_timeout_secs: u64,
     /// The most agent sessions served at once; more connections wait in the kernel's backlog.
+    /// 0 (the default): as many as the process's open-file limit allows (RLIMIT_NOFILE, raised
+    /// to its hard limit at start, less what the API and the rest need). A larger number is
+    /// capped by that limit, with a warning. Each open session costs one file and ~10 KiB.
     pub agent_max_sessions: usize,
     /// An agent must prove possession of its TPM (an attested or not-attested verdict on a quote
     /// its bound AK signed over a fresh nonce) within this many seconds of connecting, however
@@ -51,6 +61,10 @@ pub struct Config {
     pub api_request_timeout_secs: u64,
     /// An API connection that sends and receives nothing for this many seconds is closed.
     pub api_idle_timeout_secs: u64,
+    /// Attestation results kept per host: its last this many, and every result that changed
+    /// its state (attested or not). Older results are deleted as new ones are recorded, so the
+    /// database stays bounded however long hosts are attested. 0 keeps every result.
+    pub attestation_history_per_host: u32,
     /// The largest event log an agent may send, in bytes.
     pub max_event_log: usize,
     /// The key-encryption key (64 hex digits, mode 0600) that seals the secrets the database
@@ -90,8 +104,11 @@ impl Default for Config {
             tls_self_signed_names: vec!["localhost".into()],
             token_lifetime_secs: 300,
             reattest_interval_secs: 600,
+            checkin_jitter_percent: 10,
+            checkin_retry_secs: 30,
+            attestation_history_per_host: 20,
             agent_idle_timeout_secs: 30,
-            agent_max_sessions: 10_000,
+            agent_max_sessions: 0,
             agent_handshake_timeout_secs: 15,
             agent_max_unproven_per_address: 8,
             agent_refusal_events_per_minute: 6,
@@ -173,6 +190,12 @@ impl Config {
                 "reattest_interval_secs must be at least 10".into(),
             ));
         }
+        if self.checkin_jitter_percent > 50 || self.checkin_retry_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "checkin_jitter_percent must be at most 50 and checkin_retry_secs at least 1"
+                    .into(),
+            ));
+        }
         if self.agent_idle_timeout_secs == 0 {
             return Err(ConfigError::Invalid(
                 "agent_idle_timeout_secs must be at least 1".into(),
@@ -219,11 +242,6 @@ impl Config {
         if self.store_max_connections == 0 || self.store_max_connections > 1000 {
             return Err(ConfigError::Invalid(
                 "store_max_connections must be between 1 and 1000".into(),
-            ));
-        }
-        if self.agent_max_sessions == 0 {
-            return Err(ConfigError::Invalid(
-                "agent_max_sessions must be at least 1".into(),
             ));
         }
         Ok(())

@@ -82,6 +82,23 @@ impl Drop for Running {
 
 /// The database file in the data directory.
 pub const DATABASE_FILE: &str = "vouchd.sqlite3";
+
+/// The agent listener's backlog: connections the kernel completes while every session slot is
+/// taken or the accept loop is behind (a fleet powering on). The kernel caps it at
+/// `net.core.somaxconn` (4096 on Debian 12); the standard library's default is 128.
+pub const AGENT_BACKLOG: u32 = 4096;
+
+/// A listener on `addr` with a backlog of `backlog` connections.
+fn listen_with_backlog(addr: std::net::SocketAddr, backlog: u32) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(backlog)
+}
 /// The attestation-token signing key in the data directory.
 pub const SIGNING_KEY_FILE: &str = "token-signing-key.p8";
 /// The default key-encryption key file in the data directory.
@@ -187,8 +204,11 @@ async fn open_sqlite(
     // SQLite gives the WAL and shared-memory files the database file's mode.
     owner_only(&db, true)?;
     let path = db.clone();
+    let retention = config.attestation_history_per_host;
     let store = tokio::task::spawn_blocking(move || {
-        let store = SqliteStore::open(&path)?.with_sealing(current, previous);
+        let store = SqliteStore::open(&path)?
+            .with_sealing(current, previous)
+            .with_retention(retention);
         log_resealed(store.reseal_secrets()?);
         Ok::<_, crate::store::StoreError>(store)
     })
@@ -305,8 +325,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let api_listener = TcpListener::bind(config.api_listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.api_listen))?;
-    let agent_listener = TcpListener::bind(config.agent_listen)
-        .await
+    let agent_listener = listen_with_backlog(config.agent_listen, AGENT_BACKLOG)
         .with_context(|| format!("cannot listen on {}", config.agent_listen))?;
     let api_addr = api_listener.local_addr()?;
     let agent_addr = agent_listener.local_addr()?;

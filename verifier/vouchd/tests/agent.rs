@@ -81,9 +81,9 @@ async fn hello_negotiates_a_version_or_is_refused() {
     a.send(&hello(1, 7)).await;
     assert_eq!(
         a.recv().await,
-        Some(VerifierMessage::Welcome(Welcome { version: 2 }))
+        Some(VerifierMessage::Welcome(Welcome { version: 3 }))
     );
-    // A v1 agent keeps working (v2 only added the key channel).
+    // A v1 agent keeps working (v2 only added the key channel, v3 check-in).
     let mut old = Agent::connect(h.running.agent_addr).await;
     old.send(&hello(1, 1)).await;
     assert_eq!(

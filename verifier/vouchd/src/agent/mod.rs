@@ -14,7 +14,11 @@
 //!    the event log, then `Evidence` → vouch-attest verifies quote, replay and policy →
 //!    `Verdict`; the result is recorded and, when attested, an attestation token issued.
 //! 5. The session stays open; every re-attestation interval the verifier sends a new
-//!    `QuoteRequest` (continuous attestation).
+//!    `QuoteRequest` (continuous attestation). Or, when the agent sent `CheckIn` right after
+//!    `Welcome` (v3), the verifier sends `NextCheckIn` after the verdict and closes: the agent
+//!    comes back by itself, at the re-attestation interval shortened by up to
+//!    `checkin_jitter_percent` (spreading the fleet's load), or after `checkin_retry_secs` when
+//!    it was not attested (the verifier pulls that attestation early).
 //!
 //! Nothing the agent says changes what is recorded of a host until it proves possession of
 //! that host's TPM: a quote the host's bound AK signed over the nonce just issued
@@ -76,7 +80,7 @@ pub const NONCE_LEN: usize = 32;
 /// Serves agent sessions on `listener` until `state.shutdown` is cancelled; sessions run on
 /// `state.tasks`.
 pub async fn serve(listener: TcpListener, state: AppState) {
-    let slots = Arc::new(Semaphore::new(state.config.agent_max_sessions));
+    let slots = Arc::new(Semaphore::new(session_limit(&state.config)));
     let per_address = Arc::new(UnprovenSessions::default());
     let max_unproven = state.config.agent_max_unproven_per_address;
     loop {
@@ -115,6 +119,51 @@ pub async fn serve(listener: TcpListener, state: AppState) {
             drop(permit);
         });
     }
+}
+
+/// Open files kept for everything but agent sessions and API connections: the database and
+/// its journal, the listeners, outgoing connections (webhook, key servers), the runtime.
+const RESERVED_FILES: u64 = 256;
+
+/// How many agent sessions run at once: `agent_max_sessions`, or (0) as many as the process's
+/// open-file limit allows once raised to its hard limit, less the API's connections and
+/// [`RESERVED_FILES`]. A configured number above that is capped, with a warning saying why.
+pub fn session_limit(config: &crate::config::Config) -> usize {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if setrlimit(Resource::Nofile, raised).is_ok() {
+            limit = getrlimit(Resource::Nofile);
+        }
+    }
+    let files = limit.current.unwrap_or(u64::MAX);
+    let api = u64::try_from(config.api_max_connections).unwrap_or(u64::MAX);
+    let available = usize::try_from(files.saturating_sub(RESERVED_FILES.saturating_add(api)))
+        .unwrap_or(usize::MAX)
+        .max(1);
+    let configured = config.agent_max_sessions;
+    if configured == 0 {
+        tracing::info!(
+            sessions = available,
+            open_file_limit = files,
+            "agent sessions at once: as many as the open-file limit allows"
+        );
+        return available;
+    }
+    if configured > available {
+        tracing::warn!(
+            configured,
+            sessions = available,
+            open_file_limit = files,
+            "agent_max_sessions is capped by the process's open-file limit (RLIMIT_NOFILE); raise the limit (e.g. LimitNOFILE= in the service unit) to serve more sessions at once"
+        );
+        return available;
+    }
+    configured
 }
 
 /// How many sessions each address holds open before proving possession of a TPM.
@@ -163,6 +212,8 @@ impl Drop for UnprovenSlot {
 pub enum SessionEnd {
     /// The agent closed the connection.
     Closed,
+    /// A check-in session gave its verdict and the next check-in time, and closed.
+    CheckedIn,
     /// The agent sent nothing in time.
     TimedOut,
     /// The verifier refused the agent (the `Refused` was sent).
@@ -184,6 +235,7 @@ impl SessionEnd {
     fn label(&self) -> &'static str {
         match self {
             Self::Closed => "closed",
+            Self::CheckedIn => "checked_in",
             Self::TimedOut => "timeout",
             Self::Refused(..) => "refused",
             Self::AgentError { .. } => "agent_error",
@@ -308,6 +360,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         if let Err(e) = send(&mut stream, m).await {
                             return SessionEnd::Io(e);
                         }
+                    }
+                    if session.checked_in() {
+                        let _ = stream.shutdown().await;
+                        return SessionEnd::CheckedIn;
                     }
                 }
                 Err(refusal) => return refuse_and_end(&mut stream, &session, refusal).await,

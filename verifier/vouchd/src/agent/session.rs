@@ -41,6 +41,8 @@ pub struct Session {
     ek_hash: Option<String>,
     /// Whether the agent proved possession of the host's TPM in this session.
     proven: bool,
+    /// Whether the agent asked for a check-in session (v3): one verdict, then the end.
+    checkin: bool,
     /// Tests replay recorded quotes, whose nonce is fixed.
     #[cfg(test)]
     fixed_nonce: Option<Vec<u8>>,
@@ -55,6 +57,7 @@ impl Session {
             phase: Phase::AwaitingHello,
             ek_hash: None,
             proven: false,
+            checkin: false,
             #[cfg(test)]
             fixed_nonce: None,
         }
@@ -94,6 +97,11 @@ impl Session {
         self.proven
     }
 
+    /// Whether this is a check-in session that has given its verdict: the session is over.
+    pub fn checked_in(&self) -> bool {
+        self.checkin && matches!(self.phase, Phase::Decided(_))
+    }
+
     /// The EK hash the agent claims, once its EK public area decoded (not a proof of anything
     /// before [`Session::proven`]).
     pub fn ek_hash(&self) -> Option<&str> {
@@ -108,13 +116,45 @@ impl Session {
         {
             self.ek_hash = Some(crate::ek::ek_hash(&EkKey::from_public(&ek)));
         }
+        if matches!(message, AgentMessage::CheckIn)
+            && let Phase::AwaitingEnroll(enrolling) = &self.phase
+            && enrolling.version >= 3
+            && enrolling.is_untouched()
+            && !self.checkin
+        {
+            self.checkin = true;
+            return Ok(vec![]);
+        }
         let phase = std::mem::replace(&mut self.phase, Phase::Ended);
-        let (next, answers) = self.step(phase, message).await?;
-        if matches!(next, Phase::Decided(_)) {
+        let (next, mut answers) = self.step(phase, message).await?;
+        if let Phase::Decided(decided) = &next {
             self.proven = true;
+            if self.checkin {
+                let after_secs = self.next_checkin(decided.verdict.token().is_some());
+                answers.push(VerifierMessage::NextCheckIn(wire::NextCheckIn {
+                    after_secs,
+                }));
+            }
         }
         self.phase = next;
         Ok(answers)
+    }
+
+    /// Seconds until a check-in agent should attest again: the re-attestation interval
+    /// shortened by a random part of up to `checkin_jitter_percent` (never lengthened, so the
+    /// verdict, valid for the interval plus the idle timeout, outlives the wait), or
+    /// `checkin_retry_secs` after a verdict of not attested, to pull the next attestation early.
+    fn next_checkin(&self, attested: bool) -> u32 {
+        let config = &self.state.config;
+        let interval = if attested {
+            config.reattest_interval_secs
+        } else {
+            config.checkin_retry_secs.min(config.reattest_interval_secs)
+        };
+        let spread = interval.saturating_mul(u64::from(config.checkin_jitter_percent)) / 100;
+        let random = crate::random::<8>().map_or(0, u64::from_le_bytes);
+        let cut = random.checked_rem(spread.saturating_add(1)).unwrap_or(0);
+        u32::try_from(interval.saturating_sub(cut).max(1)).unwrap_or(u32::MAX)
     }
 
     async fn step(&self, phase: Phase, message: AgentMessage) -> Transition {
@@ -138,6 +178,13 @@ impl Session {
             (Phase::AwaitingQuote(quoting), AgentMessage::Evidence(evidence)) => {
                 self.evidence(quoting, &evidence.attest, &evidence.signature, None)
                     .await
+            }
+            (Phase::AwaitingQuote(_), AgentMessage::BoundEvidence(_)) if self.checkin => {
+                Err(ProtocolViolation::KeyChannel(
+                    "a check-in session has no key channel; key operations need a persistent session"
+                        .into(),
+                )
+                .into())
             }
             (Phase::AwaitingQuote(quoting), AgentMessage::BoundEvidence(evidence))
                 if quoting.enrolled.version >= 2 =>
@@ -795,15 +842,27 @@ mod tests {
     }
 
     async fn enrol_with(session: &mut Session, ak: &str) -> Vec<VerifierMessage> {
+        enrol_as(session, ak, false).await
+    }
+
+    /// Enrols as a v1 agent, or as a v3 check-in agent.
+    async fn enrol_as(session: &mut Session, ak: &str, checkin: bool) -> Vec<VerifierMessage> {
+        let version = if checkin { 3 } else { 1 };
         let hello = AgentMessage::Hello(Hello {
             min_version: 1,
-            max_version: 1,
+            max_version: version,
             agent: HString::try_from("test").unwrap(),
         });
         assert_eq!(
             session.on_message(hello).await.unwrap(),
-            vec![VerifierMessage::Welcome(Welcome { version: 1 })]
+            vec![VerifierMessage::Welcome(Welcome { version })]
         );
+        if checkin {
+            assert_eq!(
+                session.on_message(AgentMessage::CheckIn).await.unwrap(),
+                vec![]
+            );
+        }
         let cert = data("ek/ek-rsa2048.crt");
         for chunk in vouch_proto::chunk::split(BlobKind::EkCertificate, &cert).unwrap() {
             assert_eq!(
@@ -979,6 +1038,84 @@ mod tests {
         }
         let err = session.reattest().await.unwrap_err();
         assert_eq!(err.kind(), RefusalKind::UntrustedEk, "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_check_in_ends_with_the_next_check_in_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (pcrs, version) = fixture_pcrs();
+        configure(state.store.as_ref(), &version, true);
+        let mut session = Session::new("test", state.clone());
+        session.fixed_nonce = Some(vec![0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        let out = enrol_as(&mut session, "rsa2048-sha256", true).await;
+        // A bound AK: straight to the quote, no credential challenge.
+        assert!(matches!(out.as_slice(), [VerifierMessage::QuoteRequest(_)]));
+        for chunk in vouch_proto::chunk::split(BlobKind::PcrValues, &pcrs).unwrap() {
+            session
+                .on_message(AgentMessage::Chunk(chunk))
+                .await
+                .unwrap();
+        }
+        let evidence = AgentMessage::Evidence(Evidence {
+            attest: HVec::from_slice(&data("quotes/rsa2048-sha256.quote")).unwrap(),
+            signature: HVec::from_slice(&data("quotes/rsa2048-sha256.sig")).unwrap(),
+        });
+        let out = session.on_message(evidence).await.unwrap();
+        let [
+            VerifierMessage::Verdict(v),
+            VerifierMessage::NextCheckIn(next),
+        ] = out.as_slice()
+        else {
+            panic!("expected a verdict and the next check-in, got {out:?}");
+        };
+        assert!(v.attested, "{v:?}");
+        // The interval (600 s) shortened by at most 10 %: never past the verdict's validity.
+        assert!((540..=600).contains(&next.after_secs), "{next:?}");
+        assert!(next.after_secs <= v.valid_for_secs);
+        assert!(session.checked_in());
+
+        // CheckIn only right after Welcome, and only from v3.
+        let mut session = Session::new("test", state.clone());
+        enrol(&mut session).await;
+        let err = session.on_message(AgentMessage::CheckIn).await.unwrap_err();
+        assert_eq!(err.kind(), RefusalKind::Protocol);
+        assert!(!session.checked_in());
+    }
+
+    #[tokio::test]
+    async fn a_check_in_that_is_not_attested_is_pulled_back_early() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (pcrs, mut version) = fixture_pcrs();
+        if let Some(bank) = version.pcrs.values_mut().next() {
+            bank.insert(7, HexBytes(vec![0xee; 32]));
+        }
+        configure(state.store.as_ref(), &version, true);
+        let mut session = Session::new("test", state.clone());
+        session.fixed_nonce = Some(vec![0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        enrol_as(&mut session, "rsa2048-sha256", true).await;
+        for chunk in vouch_proto::chunk::split(BlobKind::PcrValues, &pcrs).unwrap() {
+            session
+                .on_message(AgentMessage::Chunk(chunk))
+                .await
+                .unwrap();
+        }
+        let evidence = AgentMessage::Evidence(Evidence {
+            attest: HVec::from_slice(&data("quotes/rsa2048-sha256.quote")).unwrap(),
+            signature: HVec::from_slice(&data("quotes/rsa2048-sha256.sig")).unwrap(),
+        });
+        let out = session.on_message(evidence).await.unwrap();
+        let [
+            VerifierMessage::Verdict(v),
+            VerifierMessage::NextCheckIn(next),
+        ] = out.as_slice()
+        else {
+            panic!("expected a verdict and the next check-in, got {out:?}");
+        };
+        assert!(!v.attested);
+        // checkin_retry_secs (30) shortened by at most 10 %.
+        assert!((27..=30).contains(&next.after_secs), "{next:?}");
     }
 
     #[tokio::test]

@@ -111,6 +111,11 @@ pub struct AwaitingEnroll {
 }
 
 impl AwaitingEnroll {
+    /// Whether nothing arrived since `Welcome` (a `CheckIn` is only accepted then).
+    pub fn is_untouched(&self) -> bool {
+        self.certificate.is_none() && !self.chunks.is_incomplete()
+    }
+
     /// Takes a chunk of the EK certificate.
     pub fn chunk(&mut self, chunk: &Chunk) -> Result<(), ProtocolViolation> {
         if chunk.blob != BlobKind::EkCertificate {
@@ -243,5 +248,6 @@ pub fn message_name(m: &AgentMessage) -> &'static str {
         AgentMessage::Error(_) => "Error",
         AgentMessage::BoundEvidence(_) => "BoundEvidence",
         AgentMessage::Sealed(_) => "Sealed",
+        AgentMessage::CheckIn => "CheckIn",
     }
 }

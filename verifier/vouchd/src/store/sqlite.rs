@@ -36,6 +36,8 @@ pub struct SqliteStore {
     /// The key-encryption keys: the first seals, every one opens. None: secrets are stored as
     /// given (in-memory tests).
     sealing: Vec<SealingKey>,
+    /// Results kept per host besides its state changes; 0 keeps every result.
+    retention: u32,
 }
 
 /// The associated data of the sealed token-signing key.
@@ -265,7 +267,17 @@ impl SqliteStore {
             conn: Mutex::new(conn),
             writes: AtomicU64::new(0),
             sealing: Vec::new(),
+            retention: 0,
         })
+    }
+
+    /// Keeps, per host, only its last `results` attestation results and every result that
+    /// changed its state (attested or not); older results go as new ones are recorded. 0 keeps
+    /// every result.
+    #[must_use]
+    pub fn with_retention(mut self, results: u32) -> Self {
+        self.retention = results;
+        self
     }
 
     /// Seals secrets under `current` from now on; values sealed under `previous` (a rotation)
@@ -909,6 +921,23 @@ impl Store for SqliteStore {
                 ],
             )
             .map_err(backend)?;
+            if self.retention > 0 && before == state {
+                // Retention: past the last N, a result that repeats the one before it goes;
+                // the first result and every state change stay.
+                exec(
+                    tx,
+                    "DELETE FROM attestations WHERE id IN (
+                        SELECT id FROM (
+                            SELECT id, attested,
+                                   LAG(attested) OVER (ORDER BY id) AS previous,
+                                   ROW_NUMBER() OVER (ORDER BY id DESC) AS newest
+                            FROM attestations WHERE ek_hash = ?1
+                        ) WHERE newest > ?2 AND previous = attested
+                    )",
+                    params![a.ek_hash, self.retention],
+                )
+                .map_err(backend)?;
+            }
             let event = if before == state {
                 None
             } else {

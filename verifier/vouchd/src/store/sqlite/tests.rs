@@ -589,3 +589,54 @@ fn a_refused_result_keeps_what_the_host_presented() {
     s.record_attestation(&record).unwrap();
     assert_eq!(s.list_attestations("aa", 1).unwrap(), vec![record]);
 }
+
+#[test]
+fn retention_keeps_the_last_results_and_every_state_change() {
+    let s = SqliteStore::open_in_memory().unwrap().with_retention(3);
+    s.create_cluster(&cluster("prod")).unwrap();
+    s.add_host(&host("aa", "prod")).unwrap();
+    s.add_host(&host("bb", "prod")).unwrap();
+    let result = |ek: &str, at: i64, attested: bool| AttestationRecord {
+        ek_hash: ek.into(),
+        cluster: "prod".into(),
+        at,
+        attested,
+        software_version: attested.then(|| "fw-1".into()),
+        reason: (!attested).then(|| "PCR 7 differs".into()),
+        pcr_digest: None,
+        nonce: None,
+        valid_until: None,
+        token: None,
+        presented: None,
+    };
+    // aa: attested at 1..=5, not at 6 and 7, attested again at 8..=12.
+    for at in 1..=12 {
+        s.record_attestation(&result("aa", at, !(6..=7).contains(&at)))
+            .unwrap();
+        s.record_attestation(&result("bb", at, true)).unwrap();
+    }
+    let kept: Vec<i64> = s
+        .list_attestations("aa", 100)
+        .unwrap()
+        .iter()
+        .map(|a| a.at)
+        .collect();
+    // The last three, and the changes: the first result (1), to not attested (6), back (8).
+    assert_eq!(kept, vec![12, 11, 10, 8, 6, 1]);
+    // Another host's history is its own.
+    let kept: Vec<i64> = s
+        .list_attestations("bb", 100)
+        .unwrap()
+        .iter()
+        .map(|a| a.at)
+        .collect();
+    assert_eq!(kept, vec![12, 11, 10, 1]);
+    // Without retention, everything stays.
+    let all = SqliteStore::open_in_memory().unwrap();
+    all.create_cluster(&cluster("prod")).unwrap();
+    all.add_host(&host("aa", "prod")).unwrap();
+    for at in 1..=12 {
+        all.record_attestation(&result("aa", at, true)).unwrap();
+    }
+    assert_eq!(all.list_attestations("aa", 100).unwrap().len(), 12);
+}
