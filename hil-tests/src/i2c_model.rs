@@ -102,6 +102,9 @@ pub struct I2cConfig {
     pub glitch_probability: f64,
     /// Seed of the NACK, corruption and glitch draws.
     pub seed: u64,
+    /// NACK every transfer while a command executes (Infineon and Nuvoton parts do while
+    /// busy); needs the TIS quirks' clock and durations.
+    pub nack_while_executing: bool,
     /// The TIS state machine's tunables.
     pub tis: TisConfig,
 }
@@ -115,6 +118,7 @@ impl Default for I2cConfig {
             corrupt_probability: 0.0,
             glitch_probability: 0.0,
             seed: 1,
+            nack_while_executing: false,
             tis: TisConfig::default(),
         }
     }
@@ -209,6 +213,21 @@ impl<T: vouch_tpm::Transport> I2cTpm<T> {
     /// Every protocol error recorded (TIS and bus level).
     pub fn errors(&self) -> Vec<String> {
         self.inner.borrow().tis.errors().to_vec()
+    }
+
+    /// A TPM reset on the register path: the TIS loses its locality and any command
+    /// ([`Tis::reset`]), LOC_SEL goes back to 0 and TPM_DATA_CSUM_ENABLE to 0.
+    pub fn reset_tpm(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.tis.reset();
+        inner.loc_sel = 0;
+        inner.csum_enable = 0;
+        inner.selected = None;
+    }
+
+    /// TPM_DATA_CSUM_ENABLE as the TPM holds it.
+    pub fn checksum_enabled(&self) -> bool {
+        self.inner.borrow().csum_enable == 1
     }
 }
 
@@ -331,6 +350,10 @@ impl<T: vouch_tpm::Transport> Inner<T> {
         self.stats.transactions += 1;
         if address != self.cfg.address {
             self.stats.wrong_address += 1;
+            return Err(ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address));
+        }
+        if self.cfg.nack_while_executing && self.tis.executing() {
+            self.stats.injected_nacks += 1;
             return Err(ErrorKind::NoAcknowledge(NoAcknowledgeSource::Address));
         }
         if self.consecutive_nacks < self.cfg.max_consecutive_nacks

@@ -15,10 +15,15 @@
 //! - [`tools`]: tpm2-tools runners (makecredential, checkquote), `certtool` chain checks,
 //!   PEM output.
 //! - [`qemu`]: boots a board's firmware under QEMU (`qemu/<board>.args`) against a swtpm.
-//! - [`clock`]: `vouch_tpm::Clock` and `DelayNs` on the host clock.
+//! - [`clock`]: `vouch_tpm::Clock` and `DelayNs` on the host clock and a simulated one.
+//! - [`parts`]: profiles of the real parts the boards name (SLB9670/SLB9673, ST33, NPCT75x)
+//!   for the bus models, in simulated time; [`parts::PaddedNv`], an NV index filled with 0xFF.
 //! - [`rng`], [`crc`]: the seeded generator behind fault injection; CRC-16/KERMIT.
 //!
-//! The binary `vouch-demo` (`cargo xtask demo`) shows what vouch-tpm reads over each path.
+//! - [`keyload`]: the key provider under load (`cargo xtask keyload`).
+//!
+//! The binary `vouch-demo` (`cargo xtask demo`) shows what vouch-tpm reads over each path;
+//! `vouch-keyload` is `cargo xtask keyload`.
 //!
 //! Invariant: the harness never touches anything outside each test's temp dir, and never skips:
 //! a missing tool is a test failure.
@@ -26,6 +31,16 @@
 pub mod clock;
 pub mod crc;
 pub mod i2c_model;
+pub mod keyload;
+pub mod parts;
+/// The PyKMIP harness of vouch-kmip's tests (a real PyKMIP server per use), for
+/// [`keyload`].
+#[path = "../../verifier/kmip/tests/common/mod.rs"]
+#[allow(
+    missing_debug_implementations,
+    reason = "a test harness shared by path"
+)]
+pub mod pykmip;
 pub mod qemu;
 pub mod rng;
 pub mod socket;

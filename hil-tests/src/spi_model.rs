@@ -190,6 +190,11 @@ impl<T: vouch_tpm::Transport> SpiTpm<T> {
     pub fn errors(&self) -> Vec<String> {
         self.inner.borrow().tis.errors().to_vec()
     }
+
+    /// A TPM reset on the register path ([`Tis::reset`]).
+    pub fn reset_tpm(&self) {
+        self.inner.borrow_mut().tis.reset();
+    }
 }
 
 impl<T: vouch_tpm::Transport> Inner<T> {

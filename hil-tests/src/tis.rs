@@ -75,6 +75,40 @@ pub const DID_VID: u32 = 0x0001_1014;
 /// `TPM_RID`.
 pub const RID: u8 = 0x01;
 
+/// A response code the model answers instead of running a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Answer {
+    /// The command code answered.
+    pub cc: u32,
+    /// The response code (e.g. TPM_RC_RETRY 0x922, TPM_RC_TESTING 0x90A, TPM_RC_YIELDED 0x908).
+    pub rc: u32,
+    /// How many times, counting down.
+    pub times: u32,
+}
+
+/// How a real part differs from QEMU's model, in simulated time (see [`crate::parts`]). All
+/// zero / empty by default. Everything timed needs [`Quirks::clock`].
+#[derive(Debug, Clone, Default)]
+pub struct Quirks {
+    /// The simulated clock the driver under test waits on; the model reads it to time
+    /// execution and its quirks.
+    pub clock: Option<crate::clock::SimClock>,
+    /// How long a command runs, by command code, in simulated µs (replaces the poll count).
+    pub duration_us: Option<fn(u32) -> u64>,
+    /// How long after a commandReady request STS.commandReady comes up (µs).
+    pub ready_delay_us: u64,
+    /// After every FIFO byte and at completion, burstCount reads 0 for this long (µs).
+    pub zero_burst_us: u64,
+    /// The first this many commands stick after their last byte (the Infineon erratum Linux
+    /// works around): STS reads without stsValid, tpmGo is ignored, until commandReady.
+    pub sticky_commands: usize,
+    /// Response codes answered instead of running commands.
+    pub answers: Vec<Answer>,
+    /// TPM_ACCESS reads 0 (no tpmRegValidSts) and ignores writes until this simulated time
+    /// after power-up or a reset (µs).
+    pub access_valid_after_us: u64,
+}
+
 /// Tunables of the state machine.
 #[derive(Debug, Clone)]
 pub struct TisConfig {
@@ -86,6 +120,8 @@ pub struct TisConfig {
     pub max_exec_polls: u32,
     /// Seed of the execution-delay draws.
     pub seed: u64,
+    /// A real part's quirks (none by default).
+    pub quirks: Quirks,
 }
 
 impl Default for TisConfig {
@@ -95,6 +131,7 @@ impl Default for TisConfig {
             max_burst: 4096,
             max_exec_polls: 5,
             seed: 1,
+            quirks: Quirks::default(),
         }
     }
 }
@@ -138,6 +175,16 @@ pub struct TisStats {
     pub aborted_receptions: usize,
     /// `responseRetry` writes honoured.
     pub response_retries: usize,
+    /// `TPM_STS` reads (all states).
+    pub sts_reads: usize,
+    /// `TPM_STS` reads while a command was executing, by command code, in order.
+    pub exec_polls_by_command: Vec<(u32, usize)>,
+    /// Commands answered from [`Quirks::answers`] instead of running.
+    pub answered: usize,
+    /// Commands that stuck ([`Quirks::sticky_commands`]).
+    pub stuck: usize,
+    /// TPM resets on the register path ([`Tis::reset`]).
+    pub resets: usize,
 }
 
 /// The TIS register state machine, forwarding complete commands to `backend`.
@@ -154,13 +201,26 @@ pub struct Tis<T> {
     rw_offset: usize,
     stats: TisStats,
     errors: Vec<String>,
+    /// Simulated time the running command completes ([`Quirks::duration_us`]).
+    done_at: Option<u64>,
+    /// Simulated time STS.commandReady comes up.
+    ready_at: u64,
+    /// Simulated time burstCount stops reading 0.
+    burst_zero_until: u64,
+    /// The received command stuck (erratum) until commandReady.
+    stuck: bool,
+    sticky_left: usize,
+    /// Simulated time ACCESS becomes valid.
+    valid_at: u64,
+    /// The command code executing.
+    executing_cc: u32,
 }
 
 impl<T: vouch_tpm::Transport> Tis<T> {
     /// A TPM at reset: no locality active, Idle.
     pub fn new(backend: T, cfg: TisConfig) -> Self {
         let rng = Rng::new(cfg.seed);
-        Self {
+        let mut tis = Self {
             backend,
             rng,
             active: None,
@@ -171,8 +231,55 @@ impl<T: vouch_tpm::Transport> Tis<T> {
             rw_offset: 0,
             stats: TisStats::default(),
             errors: Vec::new(),
+            done_at: None,
+            ready_at: 0,
+            burst_zero_until: 0,
+            stuck: false,
+            sticky_left: cfg.quirks.sticky_commands,
+            valid_at: 0,
+            executing_cc: 0,
             cfg,
-        }
+        };
+        tis.valid_at = tis
+            .now()
+            .saturating_add(tis.cfg.quirks.access_valid_after_us);
+        tis
+    }
+
+    /// Simulated time (0 without a clock).
+    fn now(&self) -> u64 {
+        self.cfg
+            .quirks
+            .clock
+            .as_ref()
+            .map_or(0, crate::clock::SimClock::elapsed_us)
+    }
+
+    /// A TPM reset on the register path (the reset pin, a brown-out, a TPM firmware fault):
+    /// no locality, Idle, any command and response lost, ACCESS invalid for
+    /// [`Quirks::access_valid_after_us`] again. The backend (swtpm) is reset separately by
+    /// the test (`Swtpm::power_cycle`), as the TPM's own state is.
+    pub fn reset(&mut self) {
+        self.active = None;
+        self.pending = [false; LOCALITIES];
+        self.enter_idle();
+        self.done_at = None;
+        self.stuck = false;
+        self.stats.resets += 1;
+        self.valid_at = self
+            .now()
+            .saturating_add(self.cfg.quirks.access_valid_after_us);
+    }
+
+    /// Whether a command is executing now (its simulated duration not over).
+    pub fn executing(&self) -> bool {
+        matches!(self.state, State::Execution { .. })
+            && self.done_at.is_some_and(|t| self.now() < t)
+    }
+
+    /// The quirks, e.g. to add answers between commands.
+    pub fn quirks_mut(&mut self) -> &mut Quirks {
+        &mut self.cfg.quirks
     }
 
     /// The command life-cycle state.
@@ -217,6 +324,9 @@ impl<T: vouch_tpm::Transport> Tis<T> {
 
     /// Reads `TPM_ACCESS` of `locality`.
     pub fn read_access(&self, locality: usize) -> u8 {
+        if self.now() < self.valid_at {
+            return 0;
+        }
         let mut v = access::VALID | access::ESTABLISHMENT;
         if self.active == Some(locality) {
             v |= access::ACTIVE_LOCALITY;
@@ -238,6 +348,12 @@ impl<T: vouch_tpm::Transport> Tis<T> {
     /// Writes `TPM_ACCESS` of `locality`.
     pub fn write_access(&mut self, locality: usize, value: u8) {
         if locality >= LOCALITIES {
+            return;
+        }
+        if self.now() < self.valid_at {
+            self.errors.push(format!(
+                "ACCESS write {value:#04x} before tpmRegValidSts dropped (the TPM is initialising)"
+            ));
             return;
         }
         if value & access::ACTIVE_LOCALITY != 0 && self.active == Some(locality) {
@@ -264,6 +380,7 @@ impl<T: vouch_tpm::Transport> Tis<T> {
     }
 
     fn enter_idle(&mut self) {
+        self.stuck = false;
         self.state = State::Idle;
         self.status = 0;
         self.rw_offset = 0;
@@ -272,6 +389,9 @@ impl<T: vouch_tpm::Transport> Tis<T> {
 
     /// `burstCount` now.
     fn burst_count(&self) -> u16 {
+        if self.now() < self.burst_zero_until {
+            return 0;
+        }
         let avail = match self.state {
             State::Completion => self.buffer.len().saturating_sub(self.rw_offset),
             _ => self.cfg.buffer_size.saturating_sub(self.rw_offset),
@@ -286,17 +406,35 @@ impl<T: vouch_tpm::Transport> Tis<T> {
         if self.active != Some(locality) {
             return u32::MAX;
         }
+        self.stats.sts_reads += 1;
+        if self.stuck {
+            return sts::FAMILY_TPM2;
+        }
         if let State::Execution { polls_left } = self.state {
-            if polls_left == 0 {
+            let done = match self.done_at {
+                Some(t) => self.now() >= t,
+                None => polls_left == 0,
+            };
+            if done {
                 self.state = State::Completion;
                 self.status = sts::VALID | sts::DATA_AVAIL;
                 self.rw_offset = 0;
+                self.done_at = None;
+                self.burst_zero_until = self.now().saturating_add(self.cfg.quirks.zero_burst_us);
             } else {
                 self.state = State::Execution {
-                    polls_left: polls_left - 1,
+                    polls_left: polls_left.saturating_sub(1),
                 };
                 self.stats.exec_polls += 1;
+                let cc = self.executing_cc;
+                match self.stats.exec_polls_by_command.last_mut() {
+                    Some((c, n)) if *c == cc => *n += 1,
+                    _ => self.stats.exec_polls_by_command.push((cc, 1)),
+                }
             }
+        }
+        if self.state == State::Ready && self.now() < self.ready_at {
+            return sts::FAMILY_TPM2 | u32::from(sts::VALID);
         }
         let burst = self.burst_count();
         self.stats.max_burst_reported = self.stats.max_burst_reported.max(burst);
@@ -322,10 +460,13 @@ impl<T: vouch_tpm::Transport> Tis<T> {
                     self.status = sts::COMMAND_READY;
                     self.buffer.clear();
                     self.rw_offset = 0;
+                    self.stuck = false;
+                    self.ready_at = self.now().saturating_add(self.cfg.quirks.ready_delay_us);
                 }
                 State::Ready => self.rw_offset = 0,
                 State::Execution { .. } => {
                     // Aborting a running command: the response is discarded.
+                    self.done_at = None;
                     self.state = State::Ready;
                     self.status = sts::COMMAND_READY;
                     self.buffer.clear();
@@ -333,7 +474,10 @@ impl<T: vouch_tpm::Transport> Tis<T> {
                 }
             },
             sts::GO => {
-                if self.state == State::Reception && self.status & sts::EXPECT == 0 {
+                if self.stuck {
+                    self.errors
+                        .push("tpmGo while the status is stuck ignored".to_owned());
+                } else if self.state == State::Reception && self.status & sts::EXPECT == 0 {
                     self.execute();
                 } else {
                     self.errors
@@ -355,8 +499,31 @@ impl<T: vouch_tpm::Transport> Tis<T> {
         if let Some(cc) = be_u32(command.get(6..10)) {
             self.stats.command_codes.push(cc);
         }
+        let cc = be_u32(command.get(6..10)).unwrap_or(0);
+        self.executing_cc = cc;
         let mut response = vec![0u8; self.cfg.buffer_size];
-        let len = match self.backend.transact(&command, &mut response) {
+        let answer = self
+            .cfg
+            .quirks
+            .answers
+            .iter_mut()
+            .find(|a| a.cc == cc && a.times > 0);
+        let answered = answer.map(|a| {
+            a.times -= 1;
+            a.rc
+        });
+        let result = match answered {
+            Some(rc) => {
+                self.stats.answered += 1;
+                let [r0, r1, r2, r3] = rc.to_be_bytes();
+                response.truncate(0);
+                response.extend_from_slice(&[0x80, 0x01, 0, 0, 0, 10, r0, r1, r2, r3]);
+                response.resize(self.cfg.buffer_size, 0);
+                Ok(10)
+            }
+            None => self.backend.transact(&command, &mut response),
+        };
+        let len = match result {
             Ok(len) => len,
             Err(e) => {
                 self.errors.push(format!("backend failed: {e:?}"));
@@ -372,6 +539,12 @@ impl<T: vouch_tpm::Transport> Tis<T> {
         let polls_left = self.rng.below(u64::from(self.cfg.max_exec_polls) + 1);
         self.state = State::Execution {
             polls_left: u32::try_from(polls_left).unwrap_or(0),
+        };
+        self.done_at = match (answered, self.cfg.quirks.duration_us) {
+            (None, Some(f)) if self.cfg.quirks.clock.is_some() => {
+                Some(self.now().saturating_add(f(cc)))
+            }
+            _ => None,
         };
         self.status = sts::VALID;
     }
@@ -411,10 +584,16 @@ impl<T: vouch_tpm::Transport> Tis<T> {
         self.buffer.push(byte);
         self.rw_offset = self.buffer.len();
         self.stats.fifo_written += 1;
+        self.burst_zero_until = self.now().saturating_add(self.cfg.quirks.zero_burst_us);
         if let Some(size) = be_u32(self.buffer.get(2..6))
             && usize::try_from(size).is_ok_and(|s| s <= self.buffer.len())
         {
             self.status = sts::VALID;
+            if self.sticky_left > 0 {
+                self.sticky_left -= 1;
+                self.stuck = true;
+                self.stats.stuck += 1;
+            }
         }
     }
 
@@ -434,6 +613,7 @@ impl<T: vouch_tpm::Transport> Tis<T> {
         }
         match self.buffer.get(self.rw_offset) {
             Some(&b) => {
+                self.burst_zero_until = self.now().saturating_add(self.cfg.quirks.zero_burst_us);
                 self.rw_offset += 1;
                 if self.rw_offset >= self.buffer.len() {
                     self.status = sts::VALID;

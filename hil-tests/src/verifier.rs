@@ -29,6 +29,8 @@ pub struct Verifier {
     admin: String,
     config: Config,
     signing_key: EcdsaKeyPair,
+    /// The management server's key, PKCS#8 (replicas sign with the same).
+    signing_pkcs8: Vec<u8>,
     /// Set when vouchd runs as its own process (the `vouchd` binary) rather than in-process.
     process: Option<Process>,
     _dir: Option<tempfile::TempDir>,
@@ -122,6 +124,84 @@ impl Verifier {
         Self::start_inner(reattest_interval_secs, Some(process), |_| {})
     }
 
+    /// Starts `count` vouchd processes on the PostgreSQL database `store`, sharing the
+    /// key-encryption key in `kek_file`, each with a data directory and ports of its own. The
+    /// first bootstraps the database and registers the harness's management server; every one
+    /// is called with the first's admin token and signs with the same management key.
+    pub fn start_replicas(
+        count: usize,
+        reattest_interval_secs: u64,
+        store: &str,
+        kek_file: &Path,
+    ) -> Result<Vec<Self>, HarnessError> {
+        let binary = vouchd_binary()?;
+        let process = || Process {
+            binary: binary.clone(),
+            child: None,
+            fingerprint: String::new(),
+        };
+        let first = Self::start_inner(reattest_interval_secs, Some(process()), |c| {
+            c.store = Some(store.to_owned());
+            c.key_encryption_key_file = Some(kek_file.to_owned());
+        })?;
+        let mut replicas = Vec::with_capacity(count);
+        for _ in 1..count {
+            let dir = tempfile::Builder::new()
+                .prefix("vouchd-")
+                .tempdir()
+                .map_err(|e| failed("temporary directory", e))?;
+            let config = Config {
+                data_dir: dir.path().join("data"),
+                api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+                ..first.config.clone()
+            };
+            let signing_key =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &first.signing_pkcs8)
+                    .map_err(|e| failed("signing key", e))?;
+            let mut replica = Self {
+                runtime: None,
+                running: None,
+                client: reqwest::Client::new(),
+                base: String::new(),
+                admin: first.admin.clone(),
+                config,
+                signing_key,
+                signing_pkcs8: first.signing_pkcs8.clone(),
+                process: Some(process()),
+                _dir: Some(dir),
+            };
+            if replica.boot()?.is_some() {
+                return Err(failed(
+                    "replica",
+                    "bootstrapped a database already bootstrapped",
+                ));
+            }
+            replicas.push(replica);
+        }
+        replicas.insert(0, first);
+        Ok(replicas)
+    }
+
+    /// A GET of a text resource (such as `/metrics`) as the bootstrap admin.
+    pub fn get_text(&self, path: &str) -> Result<String, HarnessError> {
+        let runtime = self
+            .runtime
+            .as_ref()
+            .ok_or_else(|| failed("call", "vouchd is stopped"))?;
+        let request = self
+            .client
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.admin);
+        runtime.block_on(async {
+            let response = request.send().await.map_err(|e| failed(path, e))?;
+            if !response.status().is_success() {
+                return Err(failed(path, response.status()));
+            }
+            response.text().await.map_err(|e| failed(path, e))
+        })
+    }
+
     /// Starts vouchd and registers the harness's management server, whose key signs the
     /// harness's host operations.
     fn start_inner(
@@ -138,6 +218,86 @@ impl Verifier {
             201,
         )?;
         Ok(verifier)
+    }
+
+    /// Starts vouchd on an existing data directory (a restored backup, say), calling its API
+    /// with `admin`, a token valid in that database. Host operations need
+    /// [`Verifier::start`]'s registered management server, which this one does not have.
+    pub fn start_on(
+        data_dir: PathBuf,
+        admin: &str,
+        reattest_interval_secs: u64,
+    ) -> Result<Self, HarnessError> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let config = Config {
+            api_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            agent_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            data_dir,
+            reattest_interval_secs,
+            agent_idle_timeout_secs: 20,
+            ..Config::default()
+        };
+        let key_pair = rcgen::KeyPair::generate().map_err(|e| failed("key", e))?;
+        let signing_pkcs8 = key_pair.serialize_der();
+        let signing_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &signing_pkcs8)
+            .map_err(|e| failed("signing key", e))?;
+        let mut verifier = Self {
+            runtime: None,
+            running: None,
+            client: reqwest::Client::new(),
+            base: String::new(),
+            admin: admin.to_owned(),
+            config,
+            signing_key,
+            signing_pkcs8,
+            process: None,
+            _dir: None,
+        };
+        if verifier.boot()?.is_some() {
+            return Err(failed(
+                "start",
+                "the data directory was empty: vouchd bootstrapped it anew",
+            ));
+        }
+        Ok(verifier)
+    }
+
+    /// The directory holding the data directory: configuration files and logs go there.
+    fn work_dir(&self) -> PathBuf {
+        self.config
+            .data_dir
+            .parent()
+            .unwrap_or(&self.config.data_dir)
+            .to_path_buf()
+    }
+
+    /// Writes a configuration file for the `vouchd` binary's offline commands (`backup`,
+    /// `admin`) naming this vouchd's data directory; returns its path.
+    pub fn config_file(&self) -> Result<PathBuf, HarnessError> {
+        let path = self.work_dir().join("vouchd-offline.toml");
+        std::fs::write(
+            &path,
+            format!("data_dir = \"{}\"\n", self.config.data_dir.display()),
+        )
+        .map_err(|e| failed("config", e))?;
+        Ok(path)
+    }
+
+    /// Runs the `vouchd` binary with `args`; returns its output, or its stderr on failure.
+    pub fn vouchd(args: &[&std::ffi::OsStr]) -> Result<std::process::Output, HarnessError> {
+        let output = Command::new(vouchd_binary()?)
+            .args(args)
+            .env_remove(vouchd::server::KEY_ENCRYPTION_KEY_ENV)
+            .output()
+            .map_err(|e| failed("vouchd", e))?;
+        if output.status.success() {
+            Ok(output)
+        } else {
+            Err(failed(
+                &format!("vouchd {args:?}"),
+                String::from_utf8_lossy(&output.stderr),
+            ))
+        }
     }
 
     /// Starts vouchd; returns it and the PEM certificate of the harness's management server,
@@ -164,9 +324,9 @@ impl Verifier {
         };
         tune(&mut config);
         let key_pair = rcgen::KeyPair::generate().map_err(|e| failed("key", e))?;
-        let signing_key =
-            EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &key_pair.serialize_der())
-                .map_err(|e| failed("signing key", e))?;
+        let signing_pkcs8 = key_pair.serialize_der();
+        let signing_key = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, &signing_pkcs8)
+            .map_err(|e| failed("signing key", e))?;
         let certificate =
             rcgen::CertificateParams::new(vec![format!("{MANAGEMENT_SERVER}.example")])
                 .and_then(|p| p.self_signed(&key_pair))
@@ -179,6 +339,7 @@ impl Verifier {
             admin: String::new(),
             config,
             signing_key,
+            signing_pkcs8,
             process,
             _dir: Some(dir),
         };
@@ -229,12 +390,7 @@ impl Verifier {
                 *addr = probe.local_addr().map_err(|e| failed("port", e))?;
             }
         }
-        let dir = self
-            .config
-            .data_dir
-            .parent()
-            .unwrap_or(&self.config.data_dir)
-            .to_path_buf();
+        let dir = self.work_dir();
         let config_file = dir.join("vouchd.toml");
         let toml = format!(
             "api_listen = \"{}\"\nagent_listen = \"{}\"\ndata_dir = \"{}\"\nreattest_interval_secs = {}\nagent_idle_timeout_secs = {}\nagent_handshake_timeout_secs = {}\n",
@@ -245,6 +401,16 @@ impl Verifier {
             self.config.agent_idle_timeout_secs,
             self.config.agent_handshake_timeout_secs,
         );
+        let mut toml = toml;
+        if let Some(store) = &self.config.store {
+            toml.push_str(&format!("store = \"{store}\"\n"));
+        }
+        if let Some(kek) = &self.config.key_encryption_key_file {
+            toml.push_str(&format!(
+                "key_encryption_key_file = \"{}\"\n",
+                kek.display()
+            ));
+        }
         std::fs::write(&config_file, toml).map_err(|e| failed("config", e))?;
         let stdout_path = dir.join("vouchd.stdout");
         let stdout = std::fs::File::create(&stdout_path).map_err(|e| failed("stdout", e))?;
@@ -332,6 +498,15 @@ impl Verifier {
         Ok(())
     }
 
+    /// The process id of a process-mode vouchd while it runs (for faults injected from
+    /// another thread: `kill -KILL`, `kill -STOP`).
+    pub fn pid(&self) -> Option<u32> {
+        self.process
+            .as_ref()
+            .and_then(|p| p.child.as_ref())
+            .map(Child::id)
+    }
+
     /// Asks a process-mode vouchd to stop with SIGTERM (as systemd and container runtimes do)
     /// and waits up to `limit` for it to exit; returns its exit status.
     pub fn terminate(&mut self, limit: Duration) -> Result<std::process::ExitStatus, HarnessError> {
@@ -414,11 +589,60 @@ impl Verifier {
         path: &str,
         body: Option<Value>,
     ) -> Result<(u16, Value), HarnessError> {
-        self.send(method, path, body, false)
+        self.send(&self.admin, method, path, body, false)
+    }
+
+    /// An API call with `bearer` as the token; returns the status and the JSON body.
+    pub fn call_as(
+        &self,
+        bearer: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), HarnessError> {
+        self.send(bearer, method, path, body, false)
+    }
+
+    /// A host operation signed once by the management server and sent to this vouchd, then
+    /// the very same request (signature, timestamp, nonce) to `other` (a replay); returns both
+    /// statuses.
+    pub fn send_signed_then_replay(
+        &self,
+        other: &Self,
+        method: &str,
+        path: &str,
+        body: &Value,
+    ) -> Result<(u16, u16), HarnessError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| failed("JSON", e))?;
+        let signature = self.signature(method, path, &bytes)?;
+        let method_value =
+            reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| failed("method", e))?;
+        let send = |target: &Self| -> Result<u16, HarnessError> {
+            let runtime = target
+                .runtime
+                .as_ref()
+                .ok_or_else(|| failed("call", "vouchd is stopped"))?;
+            let request = target
+                .client
+                .request(method_value.clone(), format!("{}{path}", target.base))
+                .bearer_auth(&target.admin)
+                .header("content-type", "application/json")
+                .header("vouch-signature", signature.clone())
+                .body(bytes.clone());
+            runtime.block_on(async {
+                request
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| failed(path, e))
+            })
+        };
+        Ok((send(self)?, send(other)?))
     }
 
     fn send(
         &self,
+        bearer: &str,
         method: &str,
         path: &str,
         body: Option<Value>,
@@ -437,7 +661,7 @@ impl Verifier {
         let mut request = self
             .client
             .request(method_value, format!("{}{path}", self.base))
-            .bearer_auth(&self.admin);
+            .bearer_auth(bearer);
         if body.is_some() {
             request = request
                 .header("content-type", "application/json")
@@ -549,6 +773,7 @@ impl Verifier {
         ek_certificate_pem: &str,
     ) -> Result<String, HarnessError> {
         let (status, body) = self.send(
+            &self.admin,
             "POST",
             &format!("/v1/clusters/{cluster}/hosts"),
             Some(json!({"name": name, "ek_certificate_pem": ek_certificate_pem})),
@@ -587,6 +812,7 @@ impl Verifier {
         ek_hash: &str,
     ) -> Result<(), HarnessError> {
         let (status, body) = self.send(
+            &self.admin,
             "POST",
             &format!("/v1/clusters/{cluster}/hosts"),
             Some(json!({"name": name, "ek_hash": ek_hash})),

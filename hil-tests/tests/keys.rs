@@ -179,6 +179,47 @@ fn ok(verifier: &Verifier, method: &str, path: &str, body: serde_json::Value) ->
     v
 }
 
+/// Registers key server `kms-1` with `replicas` as its endpoints (in order), makes a primary
+/// key on it, and gives `cluster` the key provider `provider-1` over that key, with `settings`
+/// (wrapping, refresh, lifetime) added to its definition.
+fn give_cluster_a_provider(
+    verifier: &Verifier,
+    cluster: &str,
+    replicas: &[&pykmip::PyKmip],
+    settings: serde_json::Value,
+) {
+    let pki = &replicas[0].pki;
+    let endpoints: Vec<String> = replicas
+        .iter()
+        .map(|r| format!("127.0.0.1:{}", r.port))
+        .collect();
+    ok(
+        verifier,
+        "POST",
+        "/v1/key-servers",
+        json!({
+            "name": "kms-1",
+            "endpoints": endpoints,
+            "client_certificate_pem": pki.client_cert,
+            "client_key_pem": pki.client_key,
+            "ca_certificate_pem": pki.ca,
+        }),
+    );
+    let key = ok(verifier, "POST", "/v1/key-servers/kms-1/keys", json!({}));
+    let mut provider =
+        json!({"name": "provider-1", "key_server": "kms-1", "primary_key_id": key["key_id"]});
+    for (k, v) in settings.as_object().unwrap() {
+        provider[k] = v.clone();
+    }
+    ok(verifier, "POST", "/v1/key-providers", provider);
+    ok(
+        verifier,
+        "PUT",
+        &format!("/v1/clusters/{cluster}/key-provider"),
+        json!({"provider": "provider-1"}),
+    );
+}
+
 #[test]
 fn an_attested_hosted_agent_generates_encrypts_and_decrypts_over_the_bound_channel() {
     let started = Instant::now();
@@ -211,31 +252,7 @@ fn an_attested_hosted_agent_generates_encrypts_and_decrypts_over_the_bound_chann
     verifier
         .add_host("lab", "lab-other", &c.certificate_pem)
         .unwrap();
-    ok(
-        &verifier,
-        "POST",
-        "/v1/key-servers",
-        json!({
-            "name": "kms-1",
-            "endpoints": [format!("127.0.0.1:{}", kms.port)],
-            "client_certificate_pem": kms.pki.client_cert,
-            "client_key_pem": kms.pki.client_key,
-            "ca_certificate_pem": kms.pki.ca,
-        }),
-    );
-    let key = ok(&verifier, "POST", "/v1/key-servers/kms-1/keys", json!({}));
-    ok(
-        &verifier,
-        "POST",
-        "/v1/key-providers",
-        json!({"name": "provider-1", "key_server": "kms-1", "primary_key_id": key["key_id"], "wrapping": "local"}),
-    );
-    ok(
-        &verifier,
-        "PUT",
-        "/v1/clusters/lab/key-provider",
-        json!({"provider": "provider-1"}),
-    );
+    give_cluster_a_provider(&verifier, "lab", &[&kms], json!({"wrapping": "local"}));
 
     // The attested host of lab: a data key, a round trip, a tampered ciphertext refused.
     let mut script = Script::default();
@@ -326,4 +343,165 @@ impl KeyClient for OneRequest {
     fn response(&mut self, response: KeyResponse) {
         self.1.push(response);
     }
+}
+
+/// Asks each of its requests in turn and keeps every answer.
+#[derive(Default)]
+struct Requests {
+    queue: std::collections::VecDeque<KeyRequest>,
+    answers: Vec<KeyResponse>,
+}
+
+impl KeyClient for Requests {
+    fn next_request(&mut self) -> Option<KeyRequest> {
+        self.queue.pop_front()
+    }
+    fn response(&mut self, response: KeyResponse) {
+        self.answers.push(response);
+    }
+}
+
+/// A key result the agent received: a ciphertext of `plaintext` under `aad` (an Encrypt), or a
+/// data key `plaintext` wrapped as `ciphertext` (a GenerateKey).
+#[derive(Debug, Clone)]
+struct KeyAck {
+    phase: &'static str,
+    plaintext: Vec<u8>,
+    aad: Vec<u8>,
+    ciphertext: Vec<u8>,
+}
+
+/// One agent session (an attestation and its key channel) asking for two ciphertexts and a
+/// data key; every result received is added to `ledger`. Panics on a refusal.
+fn make_ciphertexts(
+    verifier: &Verifier,
+    host: &Host,
+    phase: &'static str,
+    ledger: &mut Vec<KeyAck>,
+) {
+    let n = ledger.len();
+    let plaintexts: Vec<Vec<u8>> = (0..2)
+        .map(|i| format!("{phase} secret {n} {i}").into_bytes())
+        .collect();
+    let aad = format!("vm-{n}").into_bytes();
+    let mut requests = Requests::default();
+    for p in &plaintexts {
+        requests.queue.push_back(KeyRequest::Encrypt {
+            plaintext: bytes(p),
+            aad: bytes(&aad),
+        });
+    }
+    requests
+        .queue
+        .push_back(KeyRequest::GenerateKey { aad: bytes(&aad) });
+    let outcome = run_agent(verifier, host, &mut requests);
+    assert_eq!(outcome.last_verdict, Some(true), "{phase}");
+    for (i, answer) in requests.answers.into_iter().enumerate() {
+        let (plaintext, ciphertext) = match (answer, plaintexts.get(i)) {
+            (KeyResponse::Ciphertext(ct), Some(p)) => (p.clone(), ct.to_vec()),
+            (KeyResponse::DataKey { key, wrapped }, None) => (key.to_vec(), wrapped.to_vec()),
+            (other, _) => panic!("{phase}: request {i} answered {other:?}"),
+        };
+        ledger.push(KeyAck {
+            phase,
+            plaintext,
+            aad: aad.clone(),
+            ciphertext,
+        });
+    }
+    assert_eq!(ledger.len(), n + 3, "{phase}: every request answered");
+}
+
+/// Every ciphertext in `ledger` decrypts (in one agent session) to what it was made from.
+fn decrypt_all(verifier: &Verifier, host: &Host, ledger: &[KeyAck]) {
+    let mut requests = Requests::default();
+    for ack in ledger {
+        requests.queue.push_back(KeyRequest::Decrypt {
+            ciphertext: bytes(&ack.ciphertext),
+            aad: bytes(&ack.aad),
+        });
+    }
+    let outcome = run_agent(verifier, host, &mut requests);
+    assert_eq!(outcome.last_verdict, Some(true));
+    assert_eq!(requests.answers.len(), ledger.len());
+    for (ack, answer) in ledger.iter().zip(&requests.answers) {
+        assert!(
+            matches!(answer, KeyResponse::Plaintext(p) if p.as_slice() == ack.plaintext),
+            "a ciphertext made {} does not decrypt: {answer:?}",
+            ack.phase
+        );
+    }
+}
+
+/// Key server faults while a host encrypts: two PyKMIP replicas sharing one database behind
+/// one key server (endpoints tried in order), a provider wrapping locally that checks the key
+/// on the key server at every use (`refresh_seconds` 0). The first replica stops: the second
+/// serves. Both stop: the cached key serves (local wrapping) within its lifetime. Both start
+/// again with their database. Then vouchd restarts (its cache gone, the key fetched again from
+/// the restarted key server) and every ciphertext and data key the agent received — before,
+/// at failover, during the outage, after — decrypts to what it was made from.
+#[test]
+fn ciphertexts_made_across_key_server_failover_and_outage_all_decrypt_afterwards() {
+    let mut first = pykmip::PyKmip::start();
+    let mut second = first.replica();
+    let mut verifier = Verifier::start(600).unwrap();
+    let host = boot();
+    verifier
+        .trust_cluster(
+            "lab",
+            &hil_tests::verifier::ca_pems(&host.swtpm).unwrap(),
+            &[0, 1],
+        )
+        .unwrap();
+    verifier.accept("lab", &software_version()).unwrap();
+    verifier
+        .add_host("lab", "lab-host", &host.certificate_pem)
+        .unwrap();
+    give_cluster_a_provider(
+        &verifier,
+        "lab",
+        &[&first, &second],
+        json!({"wrapping": "local", "refresh_seconds": 0, "lifetime_seconds": 600}),
+    );
+
+    let mut ledger = Vec::new();
+    make_ciphertexts(&verifier, &host, "before the faults", &mut ledger);
+
+    // The first replica fails: the second one, on the same database, answers.
+    first.stop();
+    let second_log =
+        || std::fs::read_to_string(second.dir().join("server.log")).unwrap_or_default();
+    let served = second_log().matches("Processing operation").count();
+    make_ciphertexts(
+        &verifier,
+        &host,
+        "after the first replica failed",
+        &mut ledger,
+    );
+    assert!(
+        second_log().matches("Processing operation").count() > served,
+        "the replica served nothing:\n{}",
+        second.logs()
+    );
+
+    // Both fail: the cached key serves.
+    second.stop();
+    make_ciphertexts(
+        &verifier,
+        &host,
+        "while no key server answered",
+        &mut ledger,
+    );
+
+    // Both come back with their database; vouchd restarts and forgets its cache.
+    first.restart();
+    second.restart();
+    make_ciphertexts(
+        &verifier,
+        &host,
+        "after the key server came back",
+        &mut ledger,
+    );
+    verifier.restart().unwrap();
+    decrypt_all(&verifier, &host, &ledger);
 }

@@ -11,19 +11,22 @@
 )]
 
 use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use embedded_io_adapters::std::FromStd;
-use hil_tests::socket::SwtpmSocket;
+use hil_tests::socket::{SocketError, SwtpmSocket};
 use hil_tests::swtpm::Swtpm;
 use hil_tests::verifier::{Verifier, pem};
-use serde_json::Value;
+use serde_json::{Value, json};
 use vouch_agent::measure::BootImage;
 use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, Outcome};
-use vouch_proto::wire::RefusalKind;
+use vouch_proto::frame::{self, FrameReader, MAX_FRAME};
+use vouch_proto::wire::{RefusalKind, VerifierMessage};
 use vouch_tpm::{AkKind, EkKind, StartupType, Tpm, Transport};
+use vouchd::store::Store as _;
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -109,6 +112,17 @@ fn enroll(verifier: &Verifier, host: &Host, image: &[u8]) -> String {
         .unwrap()
 }
 
+/// The agent's configuration in these tests.
+fn agent_config(ek: EkKind, ak: AkKind, stop_after_verdicts: Option<u32>) -> AgentConfig<'static> {
+    AgentConfig {
+        agent: "hil-tests",
+        ek,
+        ak,
+        ak_handle: DEFAULT_AK_HANDLE,
+        stop_after_verdicts,
+    }
+}
+
 /// An agent session in a thread; the test ends it by closing the connection.
 struct Session {
     stream: TcpStream,
@@ -142,13 +156,7 @@ impl Session {
         let log = host.event_log.clone();
         let thread = std::thread::spawn(move || {
             let mut tpm: Tpm<Shared> = Tpm::new(tpm);
-            let config = AgentConfig {
-                agent: "hil-tests",
-                ek,
-                ak,
-                ak_handle: DEFAULT_AK_HANDLE,
-                stop_after_verdicts,
-            };
+            let config = agent_config(ek, ak, stop_after_verdicts);
             session::run(&mut tpm, &log, &mut FromStd::new(theirs), &config)
                 .map_err(|e| format!("{e:?}"))
         });
@@ -271,6 +279,47 @@ fn a_pcr_changed_after_enrollment_is_caught_by_reattestation() {
     assert_eq!(outcome.last_verdict, Some(false));
 }
 
+/// Trust withdrawn while a host's session is open (its manufacturer's CA removed): the next
+/// re-attestation refuses the EK, and the refusal is the host's result (NOT ATTESTED, with a
+/// reason naming the command that fixes it), not only a log line.
+#[test]
+fn a_host_whose_trust_is_withdrawn_is_recorded_refused() {
+    let image = vec![17u8; 1024];
+    let host = boot(&image);
+    // The shortest re-attestation interval vouchd allows.
+    let verifier = Verifier::start(10).unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
+    let session = Session::open(&verifier, &host, AkKind::EccP256);
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+
+    let (status, cas) = verifier
+        .call("GET", "/v1/clusters/lab/tpm-ca-certs", None)
+        .unwrap();
+    assert_eq!(status, 200, "{cas}");
+    for ca in cas.as_array().unwrap() {
+        let id = ca["id"].as_str().unwrap();
+        let (status, body) = verifier
+            .call(
+                "DELETE",
+                &format!("/v1/clusters/lab/tpm-ca-certs/{id}"),
+                None,
+            )
+            .unwrap();
+        assert_eq!(status, 204, "{body}");
+    }
+    let refused = verifier
+        .wait_for_state(&ek_hash, "not_attested", Duration::from_secs(40))
+        .unwrap();
+    let reason = refused["recent"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("cluster lab has no trust configured")
+            && reason.contains("vouch tpm-ca add --cluster lab"),
+        "{refused}"
+    );
+    let ended = session.join().unwrap_err();
+    assert!(ended.contains("UntrustedEk"), "{ended}");
+}
+
 #[test]
 fn a_restarted_verifier_keeps_enrollments_and_results() {
     let image = vec![5u8; 1024];
@@ -292,6 +341,118 @@ fn a_restarted_verifier_keeps_enrollments_and_results() {
     verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
     assert!(!outcome.activated);
     assert_eq!(outcome.last_verdict, Some(true));
+}
+
+/// A host booted with an image of `fill` bytes, enrolled in cluster `lab` of a new verifier and
+/// attested once; with its EK hash.
+fn attested_host(fill: u8) -> (Host, Verifier, String) {
+    let image = vec![fill; 1024];
+    let host = boot(&image);
+    let verifier = Verifier::start(600).unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
+    Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    (host, verifier, ek_hash)
+}
+
+/// A backup taken (`vouchd backup`, its own process) while a host attests, restored
+/// (`vouchd restore`) into a new data directory: the restored vouchd attests the same host
+/// with the AK bound before the backup, and the old admin token works there.
+#[test]
+fn a_backup_taken_while_a_host_attests_restores_and_the_host_attests_again() {
+    use std::ffi::OsStr;
+    let (host, verifier, ek_hash) = attested_host(15);
+
+    // The backup runs while another attestation of the host is under way.
+    let dir = tempfile::tempdir().unwrap();
+    let backup = dir.path().join("vouchd.backup");
+    let session = Session::open_once(&verifier, &host, AkKind::EccP256);
+    let config = verifier.config_file().unwrap();
+    Verifier::vouchd(&[
+        OsStr::new("backup"),
+        OsStr::new("--config"),
+        config.as_os_str(),
+        OsStr::new("--out"),
+        backup.as_os_str(),
+    ])
+    .unwrap();
+    assert_eq!(session.join().unwrap().last_verdict, Some(true));
+    let admin = verifier.admin_token().to_owned();
+    // The key-encryption key is kept apart from backups; the old data directory goes.
+    let kek = dir.path().join("kek");
+    std::fs::copy(verifier.data_dir().join("key-encryption-key"), &kek).unwrap();
+    drop(verifier);
+
+    let restored = dir.path().join("restored");
+    let restored_config = dir.path().join("restored.toml");
+    std::fs::write(
+        &restored_config,
+        format!("data_dir = \"{}\"\n", restored.display()),
+    )
+    .unwrap();
+    Verifier::vouchd(&[
+        OsStr::new("restore"),
+        OsStr::new("--config"),
+        restored_config.as_os_str(),
+        OsStr::new("--key-encryption-key"),
+        kek.as_os_str(),
+        backup.as_os_str(),
+    ])
+    .unwrap();
+    let verifier = Verifier::start_on(restored, &admin, 600).unwrap();
+    let before = verifier.host(&ek_hash).unwrap();
+    assert_eq!(before["name"], "host-1", "{before}");
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert!(
+        !outcome.activated,
+        "the AK bound before the backup is still bound"
+    );
+    assert_eq!(outcome.last_verdict, Some(true));
+    let after = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
+    assert_eq!(after["state"], "attested", "{after}");
+}
+
+/// A disabled cluster: its attested host loses that state at once (so it gets no keys), is
+/// not attested while the cluster stays disabled, with the reason naming the command that
+/// enables it, and is attested again once it is enabled.
+#[test]
+fn a_disabled_clusters_host_is_not_attested_until_it_is_enabled() {
+    let (host, verifier, ek_hash) = attested_host(16);
+
+    let patch = |enabled: bool| {
+        let (status, body) = verifier
+            .call(
+                "PATCH",
+                "/v1/clusters/lab",
+                Some(serde_json::json!({"enabled": enabled})),
+            )
+            .unwrap();
+        assert_eq!(status, 200, "{body}");
+    };
+    patch(false);
+    let now = verifier.host(&ek_hash).unwrap();
+    assert_eq!(now["state"], "not_attested", "{now}");
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert_eq!(outcome.last_verdict, Some(false));
+    let now = verifier.host(&ek_hash).unwrap();
+    let reason = now["recent"][0]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("vouch cluster enable lab"),
+        "{reason}: {now}"
+    );
+
+    patch(true);
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert_eq!(outcome.last_verdict, Some(true));
+    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
 }
 
 #[test]
@@ -375,40 +536,555 @@ fn p256_spki_pem(xy: &[u8]) -> String {
     hil_tests::tools::pem("PUBLIC KEY", &der)
 }
 
+/// One verdict an agent received: the host, the nonce of the quote request it answers (hex,
+/// as vouchd stores it), and the verdict.
+#[derive(Debug, Clone)]
+struct Ack {
+    host: usize,
+    nonce: String,
+    attested: bool,
+}
+
+/// Everything the agents were told, in the order they were told it.
+#[derive(Debug, Clone, Default)]
+struct Ledger(Arc<Mutex<Vec<Ack>>>);
+
+impl Ledger {
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+
+    fn acks(&self) -> Vec<Ack> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// The agent's end of the link, tapped: every verdict the agent reads is written to the ledger
+/// (the moment it arrives is the moment the verifier acknowledged the result), with the nonce of
+/// the quote request before it.
+struct Tapped<L> {
+    inner: L,
+    frames: Box<FrameReader<MAX_FRAME>>,
+    nonce: String,
+    host: usize,
+    ledger: Ledger,
+}
+
+impl<L> Tapped<L> {
+    fn new(inner: L, host: usize, ledger: Ledger) -> Self {
+        Self {
+            inner,
+            frames: Box::new(FrameReader::new()),
+            nonce: String::new(),
+            host,
+            ledger,
+        }
+    }
+}
+
+impl<L: embedded_io::ErrorType> embedded_io::ErrorType for Tapped<L> {
+    type Error = L::Error;
+}
+
+impl<L: embedded_io::Read> embedded_io::Read for Tapped<L> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let n = self.inner.read(buf)?;
+        for &byte in &buf[..n] {
+            let Some(Ok(bytes)) = self.frames.push(byte) else {
+                continue;
+            };
+            match frame::decode::<VerifierMessage>(bytes) {
+                Ok(VerifierMessage::QuoteRequest(q)) => {
+                    self.nonce = hil_tests::tools::hex(&q.nonce);
+                }
+                Ok(VerifierMessage::Verdict(v)) => self.ledger.0.lock().unwrap().push(Ack {
+                    host: self.host,
+                    nonce: std::mem::take(&mut self.nonce),
+                    attested: v.attested,
+                }),
+                _ => {}
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl<L: embedded_io::Write> embedded_io::Write for Tapped<L> {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        self.inner.write(buf)
+    }
+
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        self.inner.flush()
+    }
+}
+
+/// `hosts` booted with `image`, enrolled in cluster `lab` of `verifier` as `host-0`, `host-1`,
+/// …; returns their EK hashes.
+fn enroll_all(verifier: &Verifier, hosts: &[Host], image: &[u8]) -> Vec<String> {
+    let cas: Vec<String> = hosts.iter().flat_map(|h| ca_pems(&h.swtpm)).collect();
+    verifier.trust_cluster("lab", &cas, &[0, 1]).unwrap();
+    verifier
+        .accept("lab", &software_version("fw-1.0", image))
+        .unwrap();
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, h)| {
+            verifier
+                .add_host("lab", &format!("host-{i}"), &h.certificate_pem)
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Sustained attestation: an agent per host opening one session after the other (each ends
+/// after its verdict), reconnecting while vouchd is down, until `stop`. Verdicts go to `ledger`.
+fn attest_continuously(
+    verifier: &Verifier,
+    hosts: &[Host],
+    ledger: &Ledger,
+    stop: &Arc<AtomicBool>,
+) -> Vec<JoinHandle<u32>> {
+    hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| {
+            let (tpm, log, ledger, stop) = (
+                host.tpm.clone(),
+                host.event_log.clone(),
+                ledger.clone(),
+                Arc::clone(stop),
+            );
+            let addr = verifier.agent_addr();
+            std::thread::spawn(move || {
+                let mut tpm: Tpm<Shared> = Tpm::new(tpm);
+                let config = agent_config(EkKind::Rsa2048, AkKind::EccP256, Some(1));
+                let mut sessions = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(stream) = TcpStream::connect(addr) else {
+                        std::thread::sleep(Duration::from_millis(50));
+                        continue;
+                    };
+                    stream.set_read_timeout(Some(WAIT)).unwrap();
+                    let mut link = Tapped::new(FromStd::new(stream), i, ledger.clone());
+                    // A session cut by a kill ends with a link error: the agent starts another.
+                    let _ = session::run(&mut tpm, &log, &mut link, &config);
+                    sessions += 1;
+                }
+                sessions
+            })
+        })
+        .collect()
+}
+
+/// Configuration changes acknowledged over the API (a 2xx): principals, and a token of each.
+#[derive(Debug, Default)]
+struct ApiLedger {
+    principals: Vec<String>,
+    /// (principal, token id, secret)
+    tokens: Vec<(String, String, String)>,
+}
+
+impl ApiLedger {
+    /// Creates a principal and a token for it; records what was acknowledged. `false` once a
+    /// call fails (vouchd is gone).
+    fn change(&mut self, verifier: &Verifier, name: &str) -> bool {
+        let body = json!({"name": name, "kind": "service", "groups": []});
+        match verifier.call("POST", "/v1/principals", Some(body)) {
+            Ok((201, _)) => self.principals.push(name.to_owned()),
+            _ => return false,
+        }
+        let body = json!({"description": "durability"});
+        match verifier.call("POST", &format!("/v1/principals/{name}/tokens"), Some(body)) {
+            Ok((201, token)) => {
+                let text = |k: &str| token[k].as_str().unwrap().to_owned();
+                self.tokens
+                    .push((name.to_owned(), text("id"), text("token")));
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// A seed for fault injection: `VOUCH_FAULT_SEED` to repeat a run, else the clock's.
+fn fault_seed() -> u64 {
+    let seed = std::env::var("VOUCH_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap();
+            now.as_secs() ^ u64::from(now.subsec_nanos())
+        });
+    println!("fault injection seed: {seed} (VOUCH_FAULT_SEED repeats it)");
+    seed
+}
+
+/// Every event vouchd stored, oldest first.
+fn all_events(verifier: &Verifier) -> Vec<Value> {
+    let mut events: Vec<Value> = Vec::new();
+    loop {
+        let after = events.last().map_or(0, |e| e["id"].as_i64().unwrap());
+        let (status, page) = verifier
+            .call("GET", &format!("/v1/events?after={after}&limit=1000"), None)
+            .unwrap();
+        assert_eq!(status, 200, "{page}");
+        let page = page.as_array().cloned().unwrap_or_default();
+        if page.is_empty() {
+            return events;
+        }
+        events.extend(page);
+    }
+}
+
+/// Waits until the ledger holds more than `count` verdicts.
+fn wait_for_verdicts(ledger: &Ledger, count: usize, what: &str) {
+    let start = std::time::Instant::now();
+    while ledger.len() <= count {
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no verdict {what} within 90 s"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Fault: vouchd SIGKILLed again and again, at random offsets, while hosts attest without pause
+/// and an operator changes the configuration. Afterwards every verdict an agent received is
+/// among the stored results (matched by the quote's nonce, with the same verdict), every host
+/// is in the state of its latest result with its `host.state_changed` event, and every change
+/// the API acknowledged is there: principals, tokens that still authenticate, and their audit
+/// events. The AK bound before the faults is still bound.
 #[test]
-fn vouchd_killed_mid_attestation_loses_no_enrollment_and_no_result() {
+fn vouchd_killed_again_and_again_loses_nothing_it_acknowledged() {
+    const HOSTS: usize = 3;
+    const KILLS: usize = 10;
     let image = vec![8u8; 1024];
-    let host = boot(&image);
+    let hosts: Vec<Host> = (0..HOSTS).map(|_| boot(&image)).collect();
     let mut verifier = Verifier::start_process(600).unwrap();
-    let ek_hash = enroll(&verifier, &host, &image);
-    let session = Session::open(&verifier, &host, AkKind::EccP256);
-    let before = verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
-    session.close().unwrap();
+    let ek_hashes = enroll_all(&verifier, &hosts, &image);
+    let mut rng = hil_tests::rng::Rng::new(fault_seed());
 
-    // SIGKILL while the next attestation is in flight.
-    let session = Session::open(&verifier, &host, AkKind::EccP256);
-    std::thread::sleep(Duration::from_millis(20));
-    verifier.kill().unwrap();
-    // The kernel closes the killed verifier's socket: the agent's session ends either way.
-    let _ = session.join();
-
-    verifier.restart().unwrap();
-    let after = verifier.host(&ek_hash).unwrap();
-    assert_eq!(after["ak_bound"], true, "{after}");
-    assert_eq!(after["attested_at"], before["attested_at"], "{after}");
-    assert!(
-        after["recent"].as_array().is_some_and(|r| !r.is_empty()),
-        "the recorded result survived: {after}"
+    let ledger = Ledger::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let agents = attest_continuously(&verifier, &hosts, &ledger, &stop);
+    let mut api = ApiLedger::default();
+    let mut changes = 0;
+    for round in 0..KILLS {
+        // Attestation is under way against this vouchd: its first verdict arrived.
+        wait_for_verdicts(&ledger, ledger.len(), &format!("before kill {round}"));
+        let pid = verifier.pid().unwrap();
+        let offset = Duration::from_millis(rng.below(400));
+        let killer = std::thread::spawn(move || {
+            std::thread::sleep(offset);
+            signal(pid, "-KILL");
+        });
+        // Configuration changes until the kill lands.
+        while !killer.is_finished() {
+            changes += 1;
+            if !api.change(&verifier, &format!("svc-{changes}")) {
+                break;
+            }
+        }
+        killer.join().unwrap();
+        verifier.restart().unwrap();
+    }
+    // Some attestation after the last restart, then the agents stop.
+    wait_for_verdicts(&ledger, ledger.len(), "after the last restart");
+    stop.store(true, Ordering::Relaxed);
+    let sessions: u32 = agents.into_iter().map(|a| a.join().unwrap()).sum();
+    let acks = ledger.acks();
+    println!(
+        "{KILLS} kills: {} verdicts received in {sessions} sessions, {} principals and {} tokens acknowledged",
+        acks.len(),
+        api.principals.len(),
+        api.tokens.len()
     );
-    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+
+    // What the API acknowledged is there.
+    let (_, listed) = verifier.call("GET", "/v1/principals", None).unwrap();
+    let events = all_events(&verifier);
+    let has_event = |kind: &str, subject: &str| {
+        events
+            .iter()
+            .any(|e| e["kind"] == kind && e["subject"] == subject)
+    };
+    for name in &api.principals {
+        assert!(
+            listed
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == name.as_str()),
+            "acknowledged principal {name} is missing"
+        );
+        assert!(
+            has_event("principal.created", name),
+            "no audit event for {name}"
+        );
+    }
+    for (name, id, secret) in &api.tokens {
+        let (status, me) = verifier.call_as(secret, "GET", "/v1/whoami", None).unwrap();
+        assert_eq!(status, 200, "acknowledged token {id} of {name}: {me}");
+        assert_eq!(me["name"], name.as_str());
+        assert!(
+            events
+                .iter()
+                .any(|e| e["kind"] == "token.created" && e["detail"]["id"] == id.as_str()),
+            "no audit event for token {id}"
+        );
+    }
+    // Every host: attested, with its event and a token for the current result.
+    for (i, ek_hash) in ek_hashes.iter().enumerate() {
+        let host = verifier.host(ek_hash).unwrap();
+        assert_eq!(host["state"], "attested", "host-{i}: {host}");
+        assert_eq!(host["ak_bound"], true, "{host}");
+        assert!(
+            has_event("host.state_changed", ek_hash),
+            "host-{i}: no state change event"
+        );
+        let (status, token) = verifier
+            .call("GET", &format!("/v1/hosts/{ek_hash}/token"), None)
+            .unwrap();
+        assert_eq!(status, 200, "host-{i}: {token}");
+    }
+    // The AK bound before the faults is reused.
+    let outcome = Session::open_once(&verifier, &hosts[0], AkKind::EccP256)
         .join()
         .unwrap();
-    verifier.wait_for_state(&ek_hash, "attested", WAIT).unwrap();
-    assert!(
-        !outcome.activated,
-        "the AK bound before the crash is reused"
-    );
+    assert!(!outcome.activated, "{outcome:?}");
     assert_eq!(outcome.last_verdict, Some(true));
+
+    // Every verdict received is a stored result, the latest at most as new as the host's.
+    verifier.kill().unwrap();
+    let store = vouchd::store::sqlite::SqliteStore::open(
+        &verifier.data_dir().join(vouchd::server::DATABASE_FILE),
+    )
+    .unwrap();
+    assert_verdicts_stored(&store, &ek_hashes, &acks);
+    api.assert_stored(&store);
+    for ek_hash in &ek_hashes {
+        let host = store.get_host(ek_hash).unwrap().unwrap();
+        let latest = store.list_attestations(ek_hash, 1).unwrap();
+        assert_eq!(host.state, vouchd::store::HostState::Attested, "{host:?}");
+        assert_eq!(host.attested_at, latest.first().map(|r| r.at), "{host:?}");
+    }
+}
+
+/// Every verdict in `acks` (for the hosts `ek_hashes`, by index) is a stored result with the
+/// same verdict, matched by the quote's nonce; each host's latest stored result is at least as
+/// new as the last verdict it received.
+fn assert_verdicts_stored(store: &dyn vouchd::store::Store, ek_hashes: &[String], acks: &[Ack]) {
+    for (i, ek_hash) in ek_hashes.iter().enumerate() {
+        let stored = store.list_attestations(ek_hash, 100_000).unwrap();
+        let find = |ack: &Ack| {
+            stored
+                .iter()
+                .find(|r| r.nonce.as_deref() == Some(ack.nonce.as_str()))
+                .unwrap_or_else(|| panic!("host-{i}: acknowledged verdict {ack:?} is not stored"))
+        };
+        let mut last_at = None;
+        for ack in acks.iter().filter(|a| a.host == i) {
+            let result = find(ack);
+            assert_eq!(result.attested, ack.attested, "{result:?}");
+            last_at = Some(result.at);
+        }
+        assert!(
+            stored.first().map(|r| r.at) >= last_at,
+            "host-{i}: the latest result is older than the last verdict received"
+        );
+    }
+}
+
+impl ApiLedger {
+    /// Every acknowledged principal is in `store`, every acknowledged token authenticates it.
+    fn assert_stored(&self, store: &dyn vouchd::store::Store) {
+        for name in &self.principals {
+            assert!(
+                store.get_principal(name).unwrap().is_some(),
+                "acknowledged principal {name} is missing"
+            );
+        }
+        for (name, id, secret) in &self.tokens {
+            let hash = vouchd::service::auth::token_hash(secret);
+            let owner = store.principal_for_token(&hash).unwrap();
+            assert_eq!(
+                owner.map(|p| p.name).as_deref(),
+                Some(name.as_str()),
+                "acknowledged token {id} of {name}"
+            );
+        }
+    }
+
+    /// What was acknowledged so far (a snapshot).
+    fn snapshot(&self) -> Self {
+        Self {
+            principals: self.principals.clone(),
+            tokens: self.tokens.clone(),
+        }
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = std::process::Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success(), "kill {signal} {pid}: {status}");
+}
+
+/// Power loss, modelled: vouchd frozen with SIGSTOP at random instants while hosts attest and
+/// an operator changes the configuration, its database files (`vouchd.sqlite3`, `-wal`,
+/// `-shm`) copied at that instant, and vouchd let go on. Each copy opens as a consistent
+/// database (`PRAGMA integrity_check`) holding every write acknowledged before its instant:
+/// the verdicts the agents had read, the principals and tokens the API had answered 2xx.
+#[test]
+fn database_files_copied_while_vouchd_is_frozen_hold_everything_acknowledged() {
+    const HOSTS: usize = 2;
+    const STOPS: usize = 5;
+    let image = vec![12u8; 1024];
+    let hosts: Vec<Host> = (0..HOSTS).map(|_| boot(&image)).collect();
+    let verifier = Verifier::start_process(600).unwrap();
+    let ek_hashes = enroll_all(&verifier, &hosts, &image);
+    let mut rng = hil_tests::rng::Rng::new(fault_seed());
+    let ledger = Ledger::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let agents = attest_continuously(&verifier, &hosts, &ledger, &stop);
+    let api = Mutex::new(ApiLedger::default());
+    let copies = tempfile::tempdir().unwrap();
+    let database = verifier.data_dir().join(vouchd::server::DATABASE_FILE);
+    let pid = verifier.pid().unwrap();
+
+    // (copy, verdicts and configuration changes acknowledged before its instant)
+    let snapshots = std::thread::scope(|scope| {
+        let writer = scope.spawn(|| {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let mut ledger = ApiLedger::default();
+                assert!(
+                    ledger.change(&verifier, &format!("svc-{n}")),
+                    "a configuration change failed"
+                );
+                let mut api = api.lock().unwrap();
+                api.principals.extend(ledger.principals);
+                api.tokens.extend(ledger.tokens);
+            }
+        });
+        let mut snapshots = Vec::new();
+        for round in 0..STOPS {
+            wait_for_verdicts(&ledger, ledger.len(), &format!("before stop {round}"));
+            std::thread::sleep(Duration::from_millis(rng.below(300)));
+            signal(pid, "-STOP");
+            // Read after the stop: acknowledged before it.
+            let acks = ledger.acks();
+            let changes = api.lock().unwrap().snapshot();
+            let dir = copies.path().join(format!("stop-{round}"));
+            std::fs::create_dir(&dir).unwrap();
+            for suffix in ["", "-wal", "-shm"] {
+                let from = std::path::PathBuf::from(format!("{}{suffix}", database.display()));
+                let to = dir.join(format!("{}{suffix}", vouchd::server::DATABASE_FILE));
+                if from.exists() {
+                    std::fs::copy(&from, &to).unwrap();
+                }
+            }
+            signal(pid, "-CONT");
+            snapshots.push((dir, acks, changes));
+        }
+        stop.store(true, Ordering::Relaxed);
+        writer.join().unwrap();
+        snapshots
+    });
+    for agent in agents {
+        agent.join().unwrap();
+    }
+
+    for (dir, acks, changes) in &snapshots {
+        let store =
+            vouchd::store::sqlite::SqliteStore::open(&dir.join(vouchd::server::DATABASE_FILE))
+                .unwrap();
+        assert_eq!(
+            store.pragma("integrity_check").unwrap(),
+            "ok",
+            "{}",
+            dir.display()
+        );
+        assert_verdicts_stored(&store, &ek_hashes, acks);
+        changes.assert_stored(&store);
+        println!(
+            "{}: {} verdicts, {} principals, {} tokens acknowledged, all there",
+            dir.display(),
+            acks.len(),
+            changes.principals.len(),
+            changes.tokens.len()
+        );
+    }
+}
+
+/// The host's TPM, stopping to answer once `ledger` holds a verdict (as if it failed right
+/// then).
+#[derive(Clone)]
+struct FailsAfterVerdict {
+    tpm: Shared,
+    ledger: Ledger,
+}
+
+impl Transport for FailsAfterVerdict {
+    type Error = SocketError;
+    fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, Self::Error> {
+        if self.ledger.len() > 0 {
+            return Err(SocketError::Io(std::io::Error::other(
+                "the TPM stopped answering",
+            )));
+        }
+        self.tpm.transact(command, response)
+    }
+}
+
+/// The agent's TPM fails while it sets up the key channel, right after an attested verdict:
+/// the host does not stay attested until that verdict's validity ends, it is not attested at
+/// once (with the reason), and no token is issued for it.
+#[test]
+fn a_tpm_failing_as_the_key_channel_is_set_up_makes_the_host_not_attested() {
+    let image = vec![13u8; 1024];
+    let host = boot(&image);
+    let verifier = Verifier::start(600).unwrap();
+    let ek_hash = enroll(&verifier, &host, &image);
+    let ledger = Ledger::default();
+    let stream = TcpStream::connect(verifier.agent_addr()).unwrap();
+    let mut link = Tapped::new(FromStd::new(stream), 0, ledger.clone());
+    let mut tpm: Tpm<FailsAfterVerdict> = Tpm::new(FailsAfterVerdict {
+        tpm: host.tpm.clone(),
+        ledger: ledger.clone(),
+    });
+    let config = agent_config(EkKind::Rsa2048, AkKind::EccP256, Some(1));
+    let err = session::run(&mut tpm, &host.event_log, &mut link, &config).unwrap_err();
+    assert!(format!("{err:?}").contains("stopped answering"), "{err:?}");
+    let acks = ledger.acks();
+    assert!(
+        acks.len() == 1 && acks[0].attested,
+        "attested first: {acks:?}"
+    );
+
+    let record = verifier
+        .wait_for_state(&ek_hash, "not_attested", WAIT)
+        .unwrap();
+    let recent = record["recent"].as_array().unwrap();
+    assert_eq!(recent[0]["attested"], false, "{record}");
+    let reason = recent[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("TPM failure") && reason.contains("TpmUnreachable"),
+        "{reason}"
+    );
+    assert_eq!(recent[1]["attested"], true, "{record}");
+    assert_eq!(recent[1]["nonce"], acks[0].nonce.as_str(), "{record}");
+    let (status, body) = verifier
+        .call("GET", &format!("/v1/hosts/{ek_hash}/token"), None)
+        .unwrap();
+    assert_ne!(status, 200, "a token for a host whose TPM failed: {body}");
 }
 
 /// How many results vouchd shows for a host (at most 10).

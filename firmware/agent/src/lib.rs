@@ -36,6 +36,10 @@ pub enum BootError<E> {
     LogFull,
     /// The TPM has no PCR bank with a hash this agent can compute.
     NoUsableBank,
+    /// PCR 0 or 1 (SHA-256) is not at its reset value (all zeros): the TPM was not reset
+    /// since an earlier boot measured into it ("already started"), so measuring again would
+    /// extend on top and every quote would fail. Reset or power-cycle the TPM.
+    AlreadyMeasured,
 }
 
 /// Extends each boot measurement into every active PCR bank, logging it first, and returns
@@ -63,6 +67,20 @@ pub fn measured_boot_into<T: Transport, const N: usize, const M: usize>(
     boot: &BootImage<'_>,
     log: &mut EventLog<M>,
 ) -> Result<(), BootError<T::Error>> {
+    // PCRs 0 and 1 must be at their reset value: the TPM was not started by an earlier boot
+    // that measured into it.
+    let boot_pcrs = [vouch_tpm::PcrBank {
+        alg: vouch_tpm::ALG_SHA256,
+        pcrs: 0b11,
+    }];
+    let values = tpm.pcr_read(&boot_pcrs).map_err(BootError::Tpm)?;
+    if values
+        .digests()
+        .iter()
+        .any(|d| d.as_slice().iter().any(|&b| b != 0))
+    {
+        return Err(BootError::AlreadyMeasured);
+    }
     let active = tpm.pcr_banks().map_err(BootError::Tpm)?;
     let mut algs = [0u16; MAX_BANKS];
     let mut sizes = [(0u16, 0u16); MAX_BANKS];

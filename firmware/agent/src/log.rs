@@ -263,6 +263,12 @@ impl<E> Piece for CommandFailure<'_, E> {
             CommandError::Tpm(rc) => {
                 out.text("TPM rc 0x");
                 Hex32(rc.0).put(out);
+                if rc.0 == 0x921 {
+                    out.text(
+                        " (TPM_RC_LOCKOUT: dictionary-attack lockout; wait out its recovery \
+                         time or clear it with the lockout auth: tpm2_dictionarylockout -c)",
+                    );
+                }
             }
             CommandError::Malformed(m) => {
                 out.text("malformed response ");
@@ -318,6 +324,10 @@ impl<E> Piece for BootFailure<'_, E> {
             }
             BootError::LogFull => out.text("the event log buffer is full"),
             BootError::NoUsableBank => out.text("no PCR bank with a known hash"),
+            BootError::AlreadyMeasured => out.text(
+                "PCR 0/1 already hold an earlier boot's measurements (the TPM was not reset): \
+                 power-cycle the board or reset its TPM",
+            ),
         }
     }
 }

@@ -17,8 +17,8 @@ use vouch_proto::wire::{
 };
 use vouch_proto::{CURRENT_VERSION, MIN_VERSION};
 use vouch_tpm::{
-    AK_ATTRIBUTES, AkKind, Auth, CommandError, EkKind, PcrBank, Public, PublicKey, ResponseCode,
-    Tpm, Transport,
+    AK_ATTRIBUTES, AK_ATTRIBUTES_V1, AkKind, Auth, CommandError, EkKind, PcrBank, Public,
+    PublicKey, ResponseCode, Tpm, Transport,
 };
 
 /// How the agent runs its sessions.
@@ -277,6 +277,11 @@ pub fn run_with_keys<T: Transport, L: Read + Write, const N: usize>(
         None => return Err(SessionError::Closed),
     };
 
+    // Objects and sessions an earlier session leaked (a response lost to a reset link, a
+    // cancelled command) would fill the TPM's few slots: flush them first.
+    if let Err(e) = tpm.flush_transients() {
+        return Err(tpm_failure(&mut conn, e));
+    }
     let ek = match tpm.create_ek(config.ek) {
         Ok(ek) => ek,
         Err(e) => return Err(tpm_failure(&mut conn, e)),
@@ -547,34 +552,33 @@ fn send_ek_certificate<T: Transport, L: Read + Write, const N: usize>(
     kind: EkKind,
 ) -> Result<bool, T, L> {
     let mut sent = Ok(0usize);
-    let read = tpm.nv_read_with(
-        kind.certificate_index(),
-        vouch_tpm::RH_OWNER,
-        CHUNK_DATA,
-        |offset, total, data| {
-            let chunk = (|| {
-                Some(Chunk {
-                    blob: BlobKind::EkCertificate,
-                    total: u32::try_from(total).ok()?,
-                    offset: u32::try_from(offset).ok()?,
-                    data: Vec::from_slice(data).ok()?,
-                })
-            })();
-            sent = match chunk {
-                Some(chunk) => conn
-                    .send(&AgentMessage::Chunk(chunk))
-                    .map(|()| offset.saturating_add(data.len())),
-                None => Err(SessionError::TooLarge("EK certificate")),
-            };
-            sent.is_ok()
-        },
-    );
+    let read = tpm.read_ek_certificate_with(kind, CHUNK_DATA, |offset, total, data| {
+        let chunk = (|| {
+            Some(Chunk {
+                blob: BlobKind::EkCertificate,
+                total: u32::try_from(total).ok()?,
+                offset: u32::try_from(offset).ok()?,
+                data: Vec::from_slice(data).ok()?,
+            })
+        })();
+        sent = match chunk {
+            Some(chunk) => conn
+                .send(&AgentMessage::Chunk(chunk))
+                .map(|()| offset.saturating_add(data.len())),
+            None => Err(SessionError::TooLarge("EK certificate")),
+        };
+        sent.is_ok()
+    });
     let sent = sent?;
     match read {
         Ok(size) if size > 0 && sent == size => Ok(true),
         Ok(_) => Ok(false),
-        // Nothing sent yet: the TPM has no certificate (or cannot read it).
-        Err(_) if sent == 0 => Ok(false),
+        // The index does not exist (TPM_RC_HANDLE): the TPM has no certificate.
+        Err(CommandError::Tpm(rc)) if sent == 0 && rc.is_format_one() && rc.base() == 0x08B => {
+            Ok(false)
+        }
+        // Anything else (an index that is not a certificate or too big, a TPM failure) is
+        // said, not taken for "no certificate".
         Err(e) => Err(tpm_failure(conn, e)),
     }
 }
@@ -628,7 +632,8 @@ fn is_our_ak(public: &Public, kind: AkKind) -> bool {
         (area.key, kind),
         (PublicKey::Ecc { .. }, AkKind::EccP256) | (PublicKey::Rsa { .. }, AkKind::Rsa2048)
     );
-    area.attributes == AK_ATTRIBUTES && kind_matches
+    // AKs persisted before noDA was added keep being used.
+    (area.attributes == AK_ATTRIBUTES || area.attributes == AK_ATTRIBUTES_V1) && kind_matches
 }
 
 /// The persistent AK's TPM2B_PUBLIC into `public`: created under the EK and made persistent on

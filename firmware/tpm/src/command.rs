@@ -32,9 +32,23 @@ pub const RH_ENDORSEMENT: u32 = 0x4000_000B;
 pub const RH_PLATFORM: u32 = 0x4000_000C;
 /// TPM_PT_NV_BUFFER_MAX.
 pub const PT_NV_BUFFER_MAX: u32 = 0x12C;
-/// How often a command answered with TPM_RC_RETRY, TPM_RC_YIELDED or TPM_RC_TESTING is sent.
-pub const COMMAND_RETRIES: usize = 5;
+/// The first pause before a command answered with TPM_RC_RETRY, TPM_RC_YIELDED or
+/// TPM_RC_TESTING is sent again (20 ms); it doubles after every try, up to
+/// [`RETRY_BACKOFF_LAST_US`]. Linux's `tpm_transmit_cmd` (`tpm-interface.c`): 20 ms
+/// (TPM2_DURATION_SHORT) doubling; wolfTPM notes TPM_RC_RETRY while the TPM persists
+/// `daUsed` on the first use of a DA-protected key.
+pub const RETRY_BACKOFF_FIRST_US: u32 = 20_000;
+/// The last pause (2.56 s): 20 + 40 + … + 2560 ms is ~5.1 s of waiting over 9 tries.
+pub const RETRY_BACKOFF_LAST_US: u32 = 2_560_000;
+/// TPM_RC_RETRY, TPM_RC_YIELDED, TPM_RC_TESTING: the command did not run.
 const RETRY_CODES: [u32; 3] = [0x922, 0x908, 0x90A];
+/// TPM_RC_TESTING.
+const RC_TESTING: u32 = 0x90A;
+/// TPM_CC_SelfTest.
+const CC_SELF_TEST: u32 = 0x143;
+/// The largest EK certificate read from NV (bytes). Real ones are 0.9–1.6 KiB; the TCG
+/// profile leaves room up to the NV index's size, which ST33 parts fill with 0xFF.
+pub const MAX_EK_CERTIFICATE: usize = 4096;
 /// The standard EK authPolicy: PolicySecret(TPM_RH_ENDORSEMENT) with SHA-256.
 pub const EK_AUTH_POLICY: [u8; 32] = [
     0x83, 0x71, 0x97, 0x67, 0x44, 0x84, 0xb3, 0xf8, 0x1a, 0x90, 0xcc, 0x8d, 0x46, 0xa5, 0xd7, 0x24,
@@ -44,12 +58,16 @@ pub const EK_AUTH_POLICY: [u8; 32] = [
 /// adminWithPolicy | restricted | decrypt.
 pub const EK_ATTRIBUTES: u32 = 0x0003_00B2;
 /// TPMA_OBJECT of the AK templates: fixedTPM | fixedParent | sensitiveDataOrigin |
-/// userWithAuth | restricted | sign.
-pub const AK_ATTRIBUTES: u32 = 0x0005_0072;
+/// userWithAuth | noDA | restricted | sign. noDA: the AK's empty password is no secret to
+/// guard, and without it every unclean TPM reset after a quote counts as a failed
+/// authorization until the TPM locks out (wolfTPM's AK templates set it too).
+pub const AK_ATTRIBUTES: u32 = 0x0005_0472;
+/// The AK attributes before noDA was added; AKs persisted with them are still used.
+pub const AK_ATTRIBUTES_V1: u32 = 0x0005_0072;
 
 /// TPMA_OBJECT of the ephemeral ECDH key: fixedTPM | fixedParent | sensitiveDataOrigin |
-/// userWithAuth | decrypt (not restricted: TPM2_ECDH_ZGen takes any point).
-pub const ECDH_ATTRIBUTES: u32 = 0x0002_0072;
+/// userWithAuth | noDA | decrypt (not restricted: TPM2_ECDH_ZGen takes any point).
+pub const ECDH_ATTRIBUTES: u32 = 0x0002_0472;
 
 /// Why a command did not yield a value. Says who is at fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -258,6 +276,25 @@ fn pcr_selection(w: &mut Writer<'_>, banks: &[crate::types::PcrBank]) -> Result<
     Ok(())
 }
 
+/// Where the DER certificate lies in an EK certificate NV index of `size` bytes whose first
+/// bytes are `head` (at least 9 when the index has them): `(start, length)`. Skips the TCG
+/// PC Client NV header `10 01 00 <u16 length>` if present; the DER SEQUENCE's length (short
+/// form, or long form with 1–2 length bytes) must fit the index.
+fn certificate_span(head: &[u8], size: usize) -> Option<(usize, usize)> {
+    let (start, der) = match head {
+        [0x10, 0x01, 0x00, _, _, rest @ ..] => (5, rest),
+        _ => (0, head),
+    };
+    let (header, body) = match der {
+        [0x30, 0x82, a, b, ..] => (4, usize::from(u16::from_be_bytes([*a, *b]))),
+        [0x30, 0x81, a, ..] if *a >= 0x80 => (3, usize::from(*a)),
+        [0x30, a, ..] if *a < 0x80 => (2, usize::from(*a)),
+        _ => return None,
+    };
+    let len = header + body;
+    (start + len <= size).then_some((start, len))
+}
+
 /// A TPM 2.0 client over a [`Transport`], with `N`-byte command and response buffers.
 pub struct Tpm<T: Transport, const N: usize = 4096> {
     transport: T,
@@ -381,11 +418,17 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
     }
 
     /// Sends the `len`-byte command in `self.cmd`; returns the response length in `self.rsp`.
+    /// TPM_RC_RETRY, TPM_RC_YIELDED and TPM_RC_TESTING mean the command did not run: it is
+    /// sent again after 20 ms, 40 ms, … up to 2.56 s (~5 s in all), as Linux does.
+    /// TPM_RC_TESTING from SelfTest itself is returned at once (the TPM tests in the
+    /// background; Linux does the same to shorten boot).
     fn exchange(&mut self, len: usize) -> CommandResult<usize, T> {
         let cmd = self.cmd.get(..len).unwrap_or_default();
-        // TPM_RC_RETRY, TPM_RC_YIELDED and TPM_RC_TESTING mean the command did not run: send
-        // it again, a bounded number of times (as tpm2-tss does).
-        let mut attempt = 0;
+        let cc = match cmd.get(6..10) {
+            Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
+            _ => 0,
+        };
+        let mut pause = RETRY_BACKOFF_FIRST_US;
         loop {
             let n = self
                 .transport
@@ -395,10 +438,12 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
                 Some(&[a, b, c, d]) if n == 10 => u32::from_be_bytes([a, b, c, d]),
                 _ => 0,
             };
-            attempt += 1;
-            if !RETRY_CODES.contains(&rc) || attempt >= COMMAND_RETRIES {
+            let self_testing = rc == RC_TESTING && cc == CC_SELF_TEST;
+            if !RETRY_CODES.contains(&rc) || self_testing || pause > RETRY_BACKOFF_LAST_US {
                 return Ok(n);
             }
+            self.transport.back_off(pause);
+            pause = pause.saturating_mul(2);
         }
     }
 
@@ -467,13 +512,57 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         }
     }
 
-    /// TPM2_SelfTest.
+    /// TPM2_SelfTest. TPM_RC_TESTING is success: the TPM runs the tests in the background
+    /// and commands that need them answer TPM_RC_TESTING until done, which [`Tpm`] waits out
+    /// (Linux's `tpm2_do_selftest` treats it the same way).
     ///
     /// # Errors
     /// A response code, a transport failure or a malformed response.
     pub fn self_test(&mut self, full: bool) -> CommandResult<(), T> {
         let n = self.run::<frame::TpmSelfTestCommand>(0x143, &[], &[], |w| w.u8(u8::from(full)))?;
-        Ok(response::parse_empty(self.response(n), 0x143)?)
+        match response::parse_empty(self.response(n), 0x143) {
+            Err(ResponseError::Tpm(ResponseCode(RC_TESTING))) => Ok(()),
+            r => Ok(r?),
+        }
+    }
+
+    /// TPM2_Shutdown(`ty`): an orderly shutdown, so the next TPM2_Startup does not count an
+    /// unclean reset. Linux sends Shutdown(CLEAR) before every reboot and power-off
+    /// (`tpm_chip_unregister` / `tpm_class_shutdown`), Shutdown(STATE) before suspend.
+    ///
+    /// # Errors
+    /// A response code, a transport failure or a malformed response.
+    pub fn shutdown(&mut self, ty: StartupType) -> CommandResult<(), T> {
+        let su = match ty {
+            StartupType::Clear => 0,
+            StartupType::State => 1,
+        };
+        let n = self.run_direct(0x145, &[], &[], |w| w.u16(su))?;
+        Ok(response::parse_empty(self.response(n), 0x145)?)
+    }
+
+    /// Flushes every loaded transient object and every session the TPM holds (TPM_CAP_HANDLES
+    /// of the transient, HMAC/loaded-session and policy/saved-session ranges, then
+    /// TPM2_FlushContext each), as a resource manager does when a client goes away. Handles
+    /// leaked by a response that never arrived (a reset link, a cancelled command) otherwise
+    /// fill the TPM's few slots until TPM_RC_OBJECT_MEMORY. Returns how many were flushed.
+    ///
+    /// # Errors
+    /// A response code, a transport failure or a malformed response.
+    pub fn flush_transients(&mut self) -> CommandResult<usize, T> {
+        let mut flushed = 0;
+        for first in [0x8000_0000u32, 0x0200_0000, 0x0300_0000] {
+            let mut handles = [0u32; 8];
+            // More than 8 of a kind is more than any TPM here holds; one pass is enough.
+            let (count, _) = self.handles(first, &mut handles)?;
+            for &h in handles.get(..count).unwrap_or_default() {
+                // Only the range asked for (GetCapability may run on into the next).
+                if h >> 24 == first >> 24 && self.flush_context(h).is_ok() {
+                    flushed += 1;
+                }
+            }
+        }
+        Ok(flushed)
     }
 
     /// Fills `out` with random bytes from TPM2_GetRandom (several calls if needed).
@@ -756,9 +845,24 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         index: u32,
         auth_handle: u32,
         max_piece: usize,
-        mut sink: impl FnMut(usize, usize, &[u8]) -> bool,
+        sink: impl FnMut(usize, usize, &[u8]) -> bool,
     ) -> CommandResult<usize, T> {
         let size = usize::from(self.nv_read_public(index)?.data_size);
+        self.nv_read_range(index, auth_handle, 0, size, max_piece, sink)?;
+        Ok(size)
+    }
+
+    /// Reads `len` bytes of NV index `index` from `start`, handing pieces to `sink` as
+    /// `(offset from start, len, bytes)` like [`Tpm::nv_read_with`].
+    fn nv_read_range(
+        &mut self,
+        index: u32,
+        auth_handle: u32,
+        start: usize,
+        len: usize,
+        max_piece: usize,
+        mut sink: impl FnMut(usize, usize, &[u8]) -> bool,
+    ) -> CommandResult<(), T> {
         let max = match self.nv_buffer_max {
             Some(m) => m,
             None => {
@@ -773,11 +877,12 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
         let piece = u16::try_from(max_piece).unwrap_or(u16::MAX);
         let chunk = max.min(1024).min(limit).min(piece).max(1);
         let mut done = 0usize;
-        while done < size {
-            let want = u16::try_from(size.saturating_sub(done))
+        while done < len {
+            let want = u16::try_from(len.saturating_sub(done))
                 .unwrap_or(u16::MAX)
                 .min(chunk);
-            let offset = u16::try_from(done).map_err(|_| CommandError::Capacity)?;
+            let offset =
+                u16::try_from(start.saturating_add(done)).map_err(|_| CommandError::Capacity)?;
             let n = self.run::<frame::TpmNvReadCommand>(
                 0x14E,
                 &[auth_handle, index],
@@ -794,21 +899,77 @@ impl<T: Transport, const N: usize> Tpm<T, N> {
                     crate::wire::MalformedKind::Unexpected,
                 )));
             }
-            if !sink(done, size, data) {
+            if !sink(done, len, data) {
                 break;
             }
             done = done.saturating_add(data.len());
         }
-        Ok(size)
+        Ok(())
     }
 
     /// Reads the EK certificate of `kind` from its TCG NV index into `out` (owner auth,
-    /// empty). Returns its length.
+    /// empty): only the DER certificate, see [`Tpm::read_ek_certificate_with`]. Returns its
+    /// length.
     ///
     /// # Errors
-    /// As [`Tpm::nv_read`]; TPM_RC_HANDLE-type codes if the index does not exist.
+    /// As [`Tpm::read_ek_certificate_with`]; [`CommandError::Capacity`] if `out` is too small.
     pub fn read_ek_certificate(&mut self, kind: EkKind, out: &mut [u8]) -> CommandResult<usize, T> {
-        self.nv_read(kind.certificate_index(), RH_OWNER, out)
+        let capacity = out.len();
+        let mut fits = true;
+        let len = self.read_ek_certificate_with(kind, usize::MAX, |offset, total, data| {
+            let dst = out
+                .get_mut(offset..offset.saturating_add(data.len()))
+                .filter(|_| total <= capacity);
+            match dst {
+                Some(dst) => dst.copy_from_slice(data),
+                None => fits = false,
+            }
+            fits
+        })?;
+        if fits {
+            Ok(len)
+        } else {
+            Err(CommandError::Capacity)
+        }
+    }
+
+    /// Reads the EK certificate of `kind` from its NV index in pieces, like
+    /// [`Tpm::nv_read_with`], but only the DER certificate: the index may be bigger than the
+    /// certificate (ST33 parts fill it with 0xFF) and may wrap it in the TCG PC Client
+    /// `10 01 00 <length>` header, which go-attestation strips too. The certificate's length
+    /// comes from its DER header and must fit the index and [`MAX_EK_CERTIFICATE`]. `sink`
+    /// gets `(offset in the certificate, certificate length, bytes)`. Returns the length.
+    ///
+    /// # Errors
+    /// A response code (TPM_RC_HANDLE-type codes if the index does not exist), a transport
+    /// failure; [`CommandError::Malformed`] if the index does not start with a DER SEQUENCE
+    /// that fits it; [`CommandError::Capacity`] above [`MAX_EK_CERTIFICATE`].
+    pub fn read_ek_certificate_with(
+        &mut self,
+        kind: EkKind,
+        max_piece: usize,
+        sink: impl FnMut(usize, usize, &[u8]) -> bool,
+    ) -> CommandResult<usize, T> {
+        let index = kind.certificate_index();
+        let size = usize::from(self.nv_read_public(index)?.data_size);
+        let mut head = [0u8; 9];
+        let head_len = head.len().min(size);
+        let mut got = 0usize;
+        self.nv_read_range(index, RH_OWNER, 0, head_len, usize::MAX, |_, _, data| {
+            if let Some(dst) = head.get_mut(got..got.saturating_add(data.len())) {
+                dst.copy_from_slice(data);
+                got += data.len();
+            }
+            true
+        })?;
+        let (start, len) = certificate_span(head.get(..got).unwrap_or_default(), size).ok_or(
+            CommandError::Malformed(Malformed::new(0, crate::wire::MalformedKind::Unexpected)),
+        )?;
+        if len > MAX_EK_CERTIFICATE {
+            return Err(CommandError::Capacity);
+        }
+        self.nv_read_range(index, RH_OWNER, start, len, max_piece, sink)?;
+        Ok(len)
     }
 
     /// TPM2_StartAuthSession: an unsalted, unbound SHA-256 policy session with `nonce_caller`

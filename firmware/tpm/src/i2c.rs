@@ -22,8 +22,10 @@ use crate::regs::{Register, RegisterAccess, Sealed};
 pub const I2C_DEFAULT_ADDRESS: u8 = 0x2E;
 /// The longest single register transfer.
 pub const I2C_MAX_TRANSFER: usize = 64;
-/// Tries per transfer while the TPM NACKs (it NACKs for ~80 µs while waking).
-pub const I2C_NACK_RETRIES: usize = 10;
+/// Tries per transfer while the TPM NACKs (it NACKs while waking, and Infineon and Nuvoton
+/// parts while busy): Linux's `TPM_RETRY` (50) in `tpm_tis_i2c_retry_transfer_until_ack`,
+/// tpm2-tss's `TCTI_I2C_HELPER_RETRY` (50). With the 250 µs pause that is ~12.5 ms.
+pub const I2C_NACK_RETRIES: usize = 50;
 /// The guard time used until I2C_INTERFACE_CAPABILITY has been read, and after a NACK (µs).
 pub const I2C_DEFAULT_GUARD_US: u32 = 250;
 

@@ -93,9 +93,10 @@ mod tests_bus;
 mod tests_cmd;
 
 pub use command::{
-    AK_ATTRIBUTES, AkKind, Auth, COMMAND_RETRIES, CommandError, CommandResult, ECDH_ATTRIBUTES,
-    EK_ATTRIBUTES, EK_AUTH_POLICY, EkKind, PT_NV_BUFFER_MAX, PolicySession, RH_ENDORSEMENT,
-    RH_NULL, RH_OWNER, RH_PLATFORM, RS_PW, Startup, StartupType, Tpm,
+    AK_ATTRIBUTES, AK_ATTRIBUTES_V1, AkKind, Auth, CommandError, CommandResult, ECDH_ATTRIBUTES,
+    EK_ATTRIBUTES, EK_AUTH_POLICY, EkKind, MAX_EK_CERTIFICATE, PT_NV_BUFFER_MAX, PolicySession,
+    RETRY_BACKOFF_FIRST_US, RETRY_BACKOFF_LAST_US, RH_ENDORSEMENT, RH_NULL, RH_OWNER, RH_PLATFORM,
+    RS_PW, Startup, StartupType, Tpm,
 };
 pub use crc::crc16_kermit;
 pub use error::{Error, ProtocolError, TimeoutKind, UsageError};
@@ -105,7 +106,7 @@ pub use i2c::{
 pub use regs::{Register, RegisterAccess};
 pub use response::{ResponseCode, ResponseError};
 pub use spi::{SPI_MAX_FRAME, SPI_WAIT_STATE_RETRIES, SpiError, SpiTransport};
-pub use tis::{Duration, MAX_FRAME, Timeouts, Tis};
+pub use tis::{Duration, MAX_FRAME, RESPONSE_POLL_MAX_US, SEND_RETRIES, Timeouts, Tis};
 pub use types::*;
 pub use wire::{Buf, Malformed, MalformedKind};
 
@@ -119,6 +120,13 @@ pub trait Transport {
     /// Sends `command` (a complete TPM command frame) and writes the complete response frame
     /// into `response`, returning its length.
     fn transact(&mut self, command: &[u8], response: &mut [u8]) -> Result<usize, Self::Error>;
+
+    /// Waits `us` microseconds before a command is sent again after TPM_RC_RETRY or
+    /// TPM_RC_TESTING (the TIS core waits on its clock). The default does not wait: a software
+    /// TPM behind a socket has nothing to wait for.
+    fn back_off(&mut self, us: u32) {
+        let _ = us;
+    }
 }
 
 /// Monotonic time and busy-waiting, supplied by the board.

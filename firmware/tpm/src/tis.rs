@@ -45,29 +45,46 @@ pub const MAX_FRAME: usize = 4096;
 const HEADER_LEN: usize = 10;
 /// How often a glitching register read is repeated before giving up.
 const GLITCH_RETRIES: usize = 3;
-/// How often a command is re-sent after a checksum mismatch.
+/// How often a command is sent again after its transfer failed before tpmGo (a checksum
+/// mismatch, Expect out of step, stsValid that never came): Linux's `TPM_RETRY` (50) in
+/// `tpm_tis_send_main`, from "tpm_tis: Resend command to recover from data transfer errors"
+/// and the Infineon erratum workaround "tpm, tpm_tis: Workaround failed command reception on
+/// Infineon devices" (Linux 6.5): the status of those parts can stick until commandReady, and
+/// sending the whole command again recovers. Nothing has run before tpmGo, so this is safe.
+pub const SEND_RETRIES: usize = 50;
+/// How often a response is read again (responseRetry) after a checksum mismatch.
 const CHECKSUM_RETRIES: usize = 3;
+/// The longest pause between two polls for a response: Linux's `TPM_TIMEOUT_POLL` (1 ms) in
+/// `tpm_try_transmit`. Polling starts at [`Timeouts::poll_us`] and doubles up to this, so a
+/// fast command is seen at once and a key generation does not flood the bus (issue 12,
+/// measured in `hil-tests/tests/parts.rs`).
+pub const RESPONSE_POLL_MAX_US: u32 = 1_000;
 
-/// The TCG timeouts and command durations, in microseconds. Defaults are Linux's.
+/// The TCG timeouts and command durations, in microseconds. Defaults are Linux's
+/// (`drivers/char/tpm/tpm.h`, `tpm2-cmd.c`), with TIMEOUT_B at the 4 s Infineon parts need.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
-    /// TIMEOUT_A: locality changes (750 ms).
+    /// TIMEOUT_A: locality changes, ACCESS.valid after reset, burstCount stuck at 0 (750 ms;
+    /// Linux waits TIMEOUT_A for a non-zero burstCount in `get_burstcount`).
     pub a_us: u32,
-    /// TIMEOUT_B: commandReady (2 s; vendors ask for 4 s on slow parts).
+    /// TIMEOUT_B: commandReady (4 s: Linux's `TIS_TIMEOUT_B_MAX`, since `tpm_tis_core.h` set
+    /// `TIS_LONG_TIMEOUT` to 4000 ms for Infineon parts that take up to ~2.25 s).
     pub b_us: u32,
     /// TIMEOUT_C: stsValid after a FIFO access (200 ms).
     pub c_us: u32,
-    /// TIMEOUT_D: burstCount becoming non-zero (30 ms).
+    /// TIMEOUT_D (30 ms). Not used for burstCount any more (see `a_us`); kept for callers.
     pub d_us: u32,
-    /// Duration of short commands (20 ms).
-    pub short_us: u32,
-    /// Duration of medium commands (750 ms).
+    /// TPM2_DURATION_MEDIUM (750 ms).
     pub medium_us: u32,
-    /// Duration of long commands (2 s).
+    /// TPM2_DURATION_LONG (2 s).
     pub long_us: u32,
-    /// Duration of key generation and full self-tests (30 s: RSA key generation is slow).
+    /// TPM2_DURATION_LONG_LONG (300 s): key generation (CreatePrimary, Create,
+    /// CreateLoaded) and VerifySignature. Infineon: RSA-2048 generation takes "up to ~1–2
+    /// minutes on some of our TPMs".
     pub keygen_us: u32,
-    /// Pause between two polls of a register (100 µs).
+    /// TPM2_DURATION_DEFAULT (120 s): commands Linux's table does not name.
+    pub default_us: u32,
+    /// Pause between two polls of a register (100 µs, Linux's `TPM_TIMEOUT_USECS_MIN`).
     pub poll_us: u32,
     /// The commandReady budget before the first command after reset, while the TPM may still
     /// initialise and report STS = 0 (5 s).
@@ -78,30 +95,32 @@ impl Default for Timeouts {
     fn default() -> Self {
         Self {
             a_us: 750_000,
-            b_us: 2_000_000,
+            b_us: 4_000_000,
             c_us: 200_000,
             d_us: 30_000,
-            short_us: 20_000,
             medium_us: 750_000,
             long_us: 2_000_000,
-            keygen_us: 30_000_000,
+            keygen_us: 300_000_000,
+            default_us: 120_000_000,
             poll_us: 100,
             first_command_us: 5_000_000,
         }
     }
 }
 
-/// How long a command may take, by command code.
+/// How long a command may take, by command code: Linux's `tpm2_ordinal_duration_index`
+/// (`drivers/char/tpm/tpm2-cmd.c`), whose table names few commands and gives every other one
+/// TPM2_DURATION_DEFAULT.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Duration {
-    /// Table look-ups (e.g. PCR_Read, FlushContext).
-    Short,
-    /// Simple commands (e.g. Startup, GetCapability, PCR_Extend, ReadPublic).
+    /// Startup, GetCapability, PCR_Extend, hash sequences (750 ms).
     Medium,
-    /// Signing, decryption, NV access, GetRandom and anything unknown.
+    /// SelfTest, GetRandom, NV_Read, HierarchyControl, HierarchyChangeAuth (2 s).
     Long,
-    /// Key generation (CreatePrimary, Create, CreateLoaded) and SelfTest.
+    /// Key generation (CreatePrimary, Create, CreateLoaded) and VerifySignature (300 s).
     KeyGeneration,
+    /// Everything else (120 s).
+    Default,
 }
 
 impl Duration {
@@ -109,14 +128,14 @@ impl Duration {
     #[must_use]
     pub fn of(cc: u32) -> Self {
         match cc {
-            // FlushContext, PCR_Read, ReadClock
-            0x165 | 0x17E | 0x181 => Self::Short,
-            // Startup, Shutdown, GetCapability, PCR_Extend, ReadPublic, NV_ReadPublic,
-            // StartAuthSession, PolicySecret
-            0x144 | 0x145 | 0x17A | 0x182 | 0x173 | 0x169 | 0x176 | 0x151 => Self::Medium,
-            // CreatePrimary, Create, CreateLoaded, SelfTest
-            0x131 | 0x153 | 0x191 | 0x143 => Self::KeyGeneration,
-            _ => Self::Long,
+            // Startup, SequenceUpdate, SequenceComplete, EventSequenceComplete,
+            // HashSequenceStart, PCR_Extend, GetCapability
+            0x144 | 0x15C | 0x13E | 0x185 | 0x186 | 0x182 | 0x17A => Self::Medium,
+            // SelfTest, GetRandom, HierarchyControl, HierarchyChangeAuth, NV_Read
+            0x143 | 0x17B | 0x121 | 0x129 | 0x14E => Self::Long,
+            // CreatePrimary, Create, CreateLoaded, VerifySignature
+            0x131 | 0x153 | 0x191 | 0x177 => Self::KeyGeneration,
+            _ => Self::Default,
         }
     }
 }
@@ -126,10 +145,10 @@ impl Timeouts {
     #[must_use]
     pub fn duration_us(&self, cc: u32) -> u32 {
         match Duration::of(cc) {
-            Duration::Short => self.short_us,
             Duration::Medium => self.medium_us,
             Duration::Long => self.long_us,
             Duration::KeyGeneration => self.keygen_us,
+            Duration::Default => self.default_us,
         }
     }
 }
@@ -176,9 +195,14 @@ impl<R: RegisterAccess, C: Clock> Tis<R, C> {
         &mut self.regs
     }
 
-    /// Requests locality 0, runs the transport's set-up, checks the interface capability
-    /// register and returns TPM_DID_VID. Call once before the first command (some TPMs need
-    /// ~30 ms after reset before they answer).
+    /// The clock, e.g. for a board's reset sequence.
+    pub fn clock_mut(&mut self) -> &mut C {
+        &mut self.clock
+    }
+
+    /// Waits for TPM_ACCESS.tpmRegValidSts (TIMEOUT_A, as Linux's `wait_startup`), requests
+    /// locality 0, runs the transport's set-up, checks the interface capability register and
+    /// returns TPM_DID_VID. Call once before the first command.
     ///
     /// # Errors
     /// No TPM (DID_VID all zeros or ones), a glitching bus, or a locality that is not granted.
@@ -194,7 +218,8 @@ impl<R: RegisterAccess, C: Clock> Tis<R, C> {
         Ok(did_vid)
     }
 
-    /// Makes `locality` (0..=4) the active locality, requesting it and waiting up to TIMEOUT_A.
+    /// Makes `locality` (0..=4) the active locality: waits for ACCESS.valid, requests the
+    /// locality and waits until it is granted, each up to TIMEOUT_A.
     ///
     /// # Errors
     /// The TPM did not grant the locality, or the bus failed.
@@ -206,19 +231,21 @@ impl<R: RegisterAccess, C: Clock> Tis<R, C> {
             self.release_locality()?;
         }
         self.locality = locality;
-        let granted = |a: u8| {
-            a & (access::VALID | access::ACTIVE_LOCALITY) == access::VALID | access::ACTIVE_LOCALITY
-        };
-        if granted(self.read_access()?) {
-            self.active = true;
-            return Ok(());
-        }
-        self.regs
-            .write(locality, Register::Access, &[access::REQUEST_USE])?;
-        let timeout = self.timeouts.a_us;
-        self.poll(timeout, TimeoutKind::Locality, |t| {
-            Ok(granted(t.read_access()?).then_some(()))
+        let a = self.timeouts.a_us;
+        // After power-up ACCESS reads without tpmRegValidSts until the TPM has initialised;
+        // a requestUse written before then is lost (Linux: `wait_startup` before
+        // `request_locality`).
+        let current = self.poll(a, TimeoutKind::Locality, |t| {
+            let v = t.read_access()?;
+            Ok((v & access::VALID != 0).then_some(v))
         })?;
+        if !granted(current) {
+            self.regs
+                .write(locality, Register::Access, &[access::REQUEST_USE])?;
+            self.poll(a, TimeoutKind::Locality, |t| {
+                Ok(granted(t.read_access()?).then_some(()))
+            })?;
+        }
         self.active = true;
         Ok(())
     }
@@ -237,6 +264,24 @@ impl<R: RegisterAccess, C: Clock> Tis<R, C> {
     /// clean-up path.
     pub fn abort(&mut self) {
         let _ = self.write_sts(sts::COMMAND_READY);
+    }
+
+    /// Makes sure our locality is still active before a command (one ACCESS read, as Linux's
+    /// `check_locality` on every request). A TPM reset on the register path takes the
+    /// locality away and, on I2C, resets TPM_DATA_CSUM_ENABLE: then the locality is requested
+    /// again and the transport set up again, so the command reaches the TPM (which answers
+    /// TPM_RC_INITIALIZE, the board's cue to restart).
+    fn ensure_locality(&mut self) -> Result<(), Error<R::BusError>> {
+        let had = self.active;
+        if had && granted(self.read_access()?) {
+            return Ok(());
+        }
+        self.active = false;
+        self.request_locality(self.locality)?;
+        if had {
+            self.regs.init(self.locality)?;
+        }
+        Ok(())
     }
 
     fn read_access(&mut self) -> Result<u8, Error<R::BusError>> {
@@ -287,26 +332,50 @@ impl<R: RegisterAccess, C: Clock> Tis<R, C> {
     }
 
     /// Calls `f` until it returns `Some`, for at most `timeout_us` by the clock and a
-    /// matching number of polls.
+    /// matching number of polls, pausing [`Timeouts::poll_us`] between calls.
     fn poll<T>(
         &mut self,
         timeout_us: u32,
         kind: TimeoutKind,
+        f: impl FnMut(&mut Self) -> Result<Option<T>, Error<R::BusError>>,
+    ) -> Result<T, Error<R::BusError>> {
+        let poll_us = self.timeouts.poll_us;
+        self.poll_growing(timeout_us, kind, poll_us, f)
+    }
+
+    /// [`Tis::poll`] with a pause that starts at [`Timeouts::poll_us`] and doubles up to
+    /// `max_pause_us`. A bus error or a NACK / wait-state budget running out while polling
+    /// means "not ready yet" until the deadline (Linux's and tpm2-tss's I2C drivers): a TPM
+    /// busy generating a key may not answer its bus; at the deadline the last such error is
+    /// returned.
+    fn poll_growing<T>(
+        &mut self,
+        timeout_us: u32,
+        kind: TimeoutKind,
+        max_pause_us: u32,
         mut f: impl FnMut(&mut Self) -> Result<Option<T>, Error<R::BusError>>,
     ) -> Result<T, Error<R::BusError>> {
-        let poll_us = self.timeouts.poll_us.max(1);
-        let max_polls = (timeout_us / poll_us).saturating_mul(2).saturating_add(16);
+        let mut pause = self.timeouts.poll_us.max(1);
+        let max_polls = (timeout_us / pause).saturating_mul(2).saturating_add(16);
         let start = self.clock.now_us();
+        let mut last = Error::Timeout(kind);
         for _ in 0..max_polls {
-            if let Some(v) = f(self)? {
-                return Ok(v);
+            match f(self) {
+                Ok(Some(v)) => return Ok(v),
+                Ok(None) => last = Error::Timeout(kind),
+                Err(
+                    e @ (Error::Bus(_)
+                    | Error::Timeout(TimeoutKind::I2cNack | TimeoutKind::SpiWaitState)),
+                ) => last = e,
+                Err(e) => return Err(e),
             }
             if self.clock.now_us().saturating_sub(start) >= u64::from(timeout_us) {
                 break;
             }
-            self.clock.delay_us(poll_us);
+            self.clock.delay_us(pause);
+            pause = pause.saturating_mul(2).min(max_pause_us.max(pause));
         }
-        Err(Error::Timeout(kind))
+        Err(last)
     }
 
     /// Polls STS until `cond` holds.
@@ -322,13 +391,14 @@ impl<R: RegisterAccess, C: Clock> Tis<R, C> {
         })
     }
 
-    /// A usable burst count: from `status` if non-zero, else polled (TIMEOUT_D), clamped to
+    /// A usable burst count: from `status` if non-zero, else polled up to TIMEOUT_A (Linux's
+    /// `get_burstcount`: parts report 0 for long stretches while they move data), clamped to
     /// the transport's transfer limit.
     fn burst(&mut self, status: u32) -> Result<usize, Error<R::BusError>> {
         let mut burst = sts::burst_count(status);
         if burst == 0 {
-            let d = self.timeouts.d_us;
-            let s = self.wait_sts(d, TimeoutKind::Status, |s| sts::burst_count(s) > 0)?;
+            let a = self.timeouts.a_us;
+            let s = self.wait_sts(a, TimeoutKind::Status, |s| sts::burst_count(s) > 0)?;
             burst = sts::burst_count(s);
         }
         Ok(burst.clamp(1, self.regs.max_transfer().max(1)))
@@ -405,7 +475,10 @@ impl<R: RegisterAccess, C: Clock> Tis<R, C> {
     fn receive(&mut self, cc: u32, response: &mut [u8]) -> Result<usize, Error<R::BusError>> {
         let want = sts::VALID | sts::DATA_AVAIL;
         let duration = self.timeouts.duration_us(cc);
-        self.wait_sts(duration, TimeoutKind::Response, |s| s & want == want)?;
+        self.poll_growing(duration, TimeoutKind::Response, RESPONSE_POLL_MAX_US, |t| {
+            let s = t.read_sts()?;
+            Ok((s & want == want).then_some(()))
+        })?;
         let mut attempt = 0;
         loop {
             let header = response
@@ -442,6 +515,37 @@ impl<R: RegisterAccess, C: Clock> Tis<R, C> {
             }
         }
     }
+
+    /// Sends `command`, again after a transfer failure before tpmGo (see [`SEND_RETRIES`]).
+    fn send_retrying(&mut self, command: &[u8]) -> Result<(), Error<R::BusError>> {
+        let mut attempt = 0;
+        loop {
+            let e = match self.send(command) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
+            self.abort();
+            attempt += 1;
+            let transfer = matches!(
+                e,
+                Error::Protocol(
+                    ProtocolError::Checksum { .. }
+                        | ProtocolError::ExpectCleared { .. }
+                        | ProtocolError::ExpectStillSet
+                ) | Error::Timeout(TimeoutKind::Status)
+            );
+            if !transfer || attempt >= SEND_RETRIES {
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// Whether TPM_ACCESS says the locality is ours: valid and active with no request of ours
+/// still pending (Linux's `check_locality` also requires requestUse clear).
+fn granted(a: u8) -> bool {
+    a & (access::VALID | access::ACTIVE_LOCALITY | access::REQUEST_USE)
+        == access::VALID | access::ACTIVE_LOCALITY
 }
 
 impl<R: RegisterAccess, C: Clock> Transport for Tis<R, C> {
@@ -458,26 +562,32 @@ impl<R: RegisterAccess, C: Clock> Transport for Tis<R, C> {
             Some(&[a, b, c, d]) => u32::from_be_bytes([a, b, c, d]),
             _ => 0,
         };
-        if !self.active {
-            self.request_locality(self.locality)?;
-        }
-        // A command whose checksum mismatches has not run yet (no tpmGo): send it again.
-        let mut attempt = 0;
+        // A TPM reset during the command (its locality gone, STS all ones) is recovered from
+        // once: the command goes again to the TPM, which then answers TPM_RC_INITIALIZE.
+        let mut recovered = false;
         loop {
-            match self.send(command) {
-                Ok(()) => break,
+            self.ensure_locality()?;
+            let result = match self.send_retrying(command) {
+                Ok(()) => self.receive(cc, response).inspect_err(|_| self.abort()),
+                Err(e) => Err(e),
+            };
+            match result {
+                Ok(n) => {
+                    self.ready_seen = true;
+                    return Ok(n);
+                }
                 Err(e) => {
-                    self.abort();
-                    attempt += 1;
-                    let checksum = matches!(e, Error::Protocol(ProtocolError::Checksum { .. }));
-                    if !checksum || attempt >= CHECKSUM_RETRIES {
+                    let lost = !matches!(self.read_access(), Ok(a) if granted(a));
+                    if recovered || !lost {
                         return Err(e);
                     }
+                    recovered = true;
                 }
             }
         }
-        let n = self.receive(cc, response).inspect_err(|_| self.abort())?;
-        self.ready_seen = true;
-        Ok(n)
+    }
+
+    fn back_off(&mut self, us: u32) {
+        self.clock.delay_us(us);
     }
 }

@@ -24,9 +24,10 @@ use vouch_tpm::{AkKind, CommandError, EkKind, ResponseCode, Startup, StartupType
 #[derive(Debug, Parser)]
 #[command(name = "vouch-hosted-agent", version, about)]
 struct Args {
-    /// vouchd's agent port, HOST:PORT.
-    #[arg(long)]
-    verifier: String,
+    /// vouchd's agent port, HOST:PORT. Give it once per replica (`--verifier A --verifier B`):
+    /// each connection tries them in order and uses the first that answers.
+    #[arg(long, required = true)]
+    verifier: Vec<String>,
     /// The TPM: unix:PATH or tcp:HOST:PORT (swtpm's command socket), device:/dev/tpmrm0.
     #[arg(long, default_value = "device:/dev/tpmrm0")]
     tpm: TpmAddress,
@@ -53,6 +54,11 @@ struct Args {
     /// End after the first verdict instead of serving re-attestations and reconnecting.
     #[arg(long)]
     once: bool,
+    /// Close each connection after its verdict and connect again a second later (to the first
+    /// `--verifier` that answers), instead of keeping the connection for re-attestations:
+    /// spreads the agents again over replicas that come back or are added.
+    #[arg(long, conflicts_with = "once")]
+    reconnect_each_verdict: bool,
     /// Seconds the verifier may stay silent before the session is abandoned.
     #[arg(long, default_value_t = 120)]
     idle_timeout: u64,
@@ -88,7 +94,7 @@ fn run(args: &Args) -> Result<(), String> {
             AkKind::EccP256
         },
         ak_handle,
-        stop_after_verdicts: args.once.then_some(1),
+        stop_after_verdicts: (args.once || args.reconnect_each_verdict).then_some(1),
     };
     let mut backoff = Duration::from_secs(1);
     loop {
@@ -140,22 +146,32 @@ fn session_once(
     event_log: &[u8],
     config: &AgentConfig<'_>,
 ) -> Result<Outcome, Failure> {
-    let stream = TcpStream::connect(&args.verifier).map_err(|e| {
-        Failure::Other(format!(
-            "cannot reach the verifier at {}: {e}",
-            args.verifier
-        ))
-    })?;
+    let (stream, verifier) = connect(&args.verifier).map_err(Failure::Other)?;
     stream
         .set_read_timeout(Some(Duration::from_secs(args.idle_timeout)))
         .map_err(|e| Failure::Other(e.to_string()))?;
     let _ = stream.set_nodelay(true);
-    eprintln!("vouch-hosted-agent: connected to {}", args.verifier);
+    eprintln!("vouch-hosted-agent: connected to {verifier}");
     let mut link = FromStd::new(stream);
     session::run(tpm, event_log, &mut link, config).map_err(|e| match e {
         SessionError::Tpm(CommandError::Tpm(ResponseCode::INITIALIZE)) => Failure::TpmReset,
         e => Failure::Other(format!("session failed: {e:?}")),
     })
+}
+
+/// A connection to the first of `verifiers` that accepts one, and its address.
+fn connect(verifiers: &[String]) -> Result<(TcpStream, &str), String> {
+    let mut refused = Vec::new();
+    for verifier in verifiers {
+        match TcpStream::connect(verifier) {
+            Ok(stream) => return Ok((stream, verifier)),
+            Err(e) => refused.push(format!("{verifier}: {e}")),
+        }
+    }
+    Err(format!(
+        "cannot reach a verifier ({}); check the --verifier addresses and that vouchd runs",
+        refused.join("; ")
+    ))
 }
 
 fn report(outcome: &Outcome) {

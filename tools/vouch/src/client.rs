@@ -205,6 +205,15 @@ impl Api {
         self.send(Method::PUT, path, Some(&encode(body)?), None)
     }
 
+    /// `PATCH path` with a JSON body, its answer read as `T`.
+    pub fn patch<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, Failure> {
+        self.send(Method::PATCH, path, Some(&encode(body)?), None)
+    }
+
     /// `DELETE path`, which answers with no body.
     pub fn delete(&self, path: &str) -> Result<(), Failure> {
         self.send(Method::DELETE, path, None, None)

@@ -30,6 +30,9 @@ pub struct AddArgs {
     /// Upload it to vouchd as an accepted software version of this cluster (see `--server`).
     #[arg(long)]
     cluster: Option<String>,
+    /// With --cluster: replace an accepted version of the same name (without it, refused).
+    #[arg(long, requires = "cluster")]
+    replace: bool,
 }
 
 pub fn add(args: &AddArgs, server: &ServerOpts) -> Result<(), Failure> {
@@ -68,6 +71,7 @@ pub fn add(args: &AddArgs, server: &ServerOpts) -> Result<(), Failure> {
         &version,
         args.output.as_deref(),
         args.cluster.as_deref(),
+        args.replace,
         server,
     )
 }
@@ -93,6 +97,7 @@ pub fn publish_software_version(
     version: &impl serde::Serialize,
     output: Option<&std::path::Path>,
     cluster: Option<&str>,
+    replace: bool,
     server: &ServerOpts,
 ) -> Result<(), Failure> {
     let json = serde_json::to_string_pretty(version)
@@ -108,7 +113,7 @@ pub fn publish_software_version(
     if let (Some(api), Some(cluster)) = (&api, cluster) {
         let body = serde_json::to_value(version)
             .map_err(|e| Failure::Input(format!("cannot encode the software version: {e}")))?;
-        crate::manage::upload_software(api, cluster, body, None)?;
+        crate::manage::upload_software(api, cluster, body, None, replace)?;
     }
     Ok(())
 }

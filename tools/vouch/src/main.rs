@@ -13,6 +13,7 @@ use clap::{CommandFactory as _, Parser, Subcommand};
 
 mod bridge;
 mod client;
+mod cluster_transfer;
 mod credential;
 mod ek;
 mod eventlog;

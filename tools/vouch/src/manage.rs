@@ -9,11 +9,11 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use vouch::signature::HostSigner;
 use vouch_api::{
-    AttestationRecord, CaCert, Cluster, ClusterEk, ClusterKeyProvider, ClusterView, CreatedKmsKey,
-    CreatedToken, EkEntryKind, Event, Health, HostState, HostStatus, HostToken, HostView,
-    KeyProvider, KeyServer, ManagementServer, NewCaCerts, NewCluster, NewClusterEk, NewHost,
-    NewKeyProvider, NewKeyServer, NewKmsKey, NewManagementServer, NewPrimaryKey, NewPrincipal,
-    NewToken, Principal, PrincipalKind, SetClusterKeyProvider, SoftwareVersionBody,
+    AttestationRecord, CaCert, Cluster, ClusterChange, ClusterEk, ClusterKeyProvider, ClusterView,
+    CreatedKmsKey, CreatedToken, EkEntryKind, Event, Health, HostState, HostStatus, HostToken,
+    HostView, KeyProvider, KeyServer, ManagementServer, NewCaCerts, NewCluster, NewClusterEk,
+    NewHost, NewKeyProvider, NewKeyServer, NewKmsKey, NewManagementServer, NewPrimaryKey,
+    NewPrincipal, NewToken, Principal, PrincipalKind, SetClusterKeyProvider, SoftwareVersionBody,
     SoftwareVersionRecord, TokenInfo, WrappingMode,
 };
 
@@ -97,12 +97,42 @@ pub enum ClusterCmd {
     /// Create a cluster: a trust configuration for a group of hosts.
     Add {
         name: String,
-        /// The PCRs a software version must match (default 0 to 7), e.g. --pcrs 0,1.
+        /// The PCRs a software version must match (default 0,1: those a Vouch firmware image
+        /// is measured into, see `vouch image add`); for Linux/UEFI hosts the PCRs given to
+        /// `vouch software from-eventlog`, e.g. --pcrs 0,2,4,7.
         #[arg(long, value_delimiter = ',')]
         pcrs: Option<Vec<u32>>,
         /// The PCR bank compared (default sha256).
         #[arg(long)]
         bank: Option<String>,
+    },
+    /// Change what a cluster compares: its PCRs or bank. Accepted software versions must give
+    /// references for the new PCRs; hosts are judged by the new settings from their next
+    /// attestation on.
+    Set {
+        name: String,
+        /// The PCRs a software version must match, e.g. --pcrs 0,1.
+        #[arg(long, value_delimiter = ',')]
+        pcrs: Option<Vec<u32>>,
+        /// The PCR bank compared.
+        #[arg(long)]
+        bank: Option<String>,
+    },
+    /// Disable a cluster without deleting it: its hosts are not attested (their attested
+    /// state ends now) and get no keys until it is enabled.
+    Disable { name: String },
+    /// Enable a disabled cluster: its hosts are attested again from their next attestation.
+    Enable { name: String },
+    /// Print a cluster's trust configuration as JSON (PCRs, bank, enabled, TPM CAs, EKs,
+    /// software versions, key provider; no hosts), for `cluster import` on another vouchd.
+    Export { name: String },
+    /// Create a cluster from a `cluster export` file, all or nothing. Its key provider must
+    /// exist on this vouchd; hosts are added afterwards, as always.
+    Import {
+        file: PathBuf,
+        /// The new cluster's name (default: the exported cluster's).
+        #[arg(long)]
+        name: Option<String>,
     },
     /// List the clusters.
     List,
@@ -244,6 +274,10 @@ pub struct EkAddArgs {
     kind: EkKind,
     /// The PEM file.
     file: PathBuf,
+    /// Confirm that listing the cluster's first EK certificate or public key switches it to
+    /// mode 2, where only listed TPMs are admitted.
+    #[arg(long)]
+    yes: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -256,6 +290,9 @@ pub enum SoftwareCmd {
         /// The version's name (default: the file's `name`).
         #[arg(long)]
         version: Option<String>,
+        /// Replace an accepted version of the same name (without it, that is refused).
+        #[arg(long)]
+        replace: bool,
     },
     /// Derive a software version from a reference host's TCG event log: the PCR values and
     /// event digests a host that boots the same way presents. Prints it as JSON (what
@@ -626,24 +663,99 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
                 )
             });
         }
+        ClusterCmd::Set { name, pcrs, bank } => {
+            if pcrs.is_none() && bank.is_none() {
+                return Err(Failure::Input(
+                    "nothing to change: give --pcrs or --bank".into(),
+                ));
+            }
+            let body = ClusterChange {
+                pcrs: pcrs.clone(),
+                bank: bank.clone(),
+                enabled: None,
+            };
+            let c: Cluster = api.patch(&format!("/v1/clusters/{}", seg(name)), &body)?;
+            done(&api, &c, || {
+                format!(
+                    "cluster {} now compares PCRs {} of bank {}",
+                    c.name,
+                    pcr_list(&c.pcrs),
+                    c.bank
+                )
+            });
+        }
+        ClusterCmd::Disable { name } | ClusterCmd::Enable { name } => {
+            let enabled = matches!(cmd, ClusterCmd::Enable { .. });
+            let body = ClusterChange {
+                enabled: Some(enabled),
+                ..ClusterChange::default()
+            };
+            let c: Cluster = api.patch(&format!("/v1/clusters/{}", seg(name)), &body)?;
+            done(&api, &c, || {
+                if enabled {
+                    format!(
+                        "cluster {} enabled: its hosts are attested again from their next attestation",
+                        c.name
+                    )
+                } else {
+                    format!(
+                        "cluster {} disabled: its hosts are not attested and get no keys",
+                        c.name
+                    )
+                }
+            });
+        }
+        ClusterCmd::Export { name } => {
+            let export = crate::cluster_transfer::export(&api, name)?;
+            crate::output::stdout_line(pretty(&export))?;
+        }
+        ClusterCmd::Import { file, name } => {
+            let export = crate::cluster_transfer::read(file)?;
+            let name = name.as_deref().unwrap_or(&export.name);
+            let c = crate::cluster_transfer::import(&api, &export, name)?;
+            done(&api, &c, || {
+                format!(
+                    "cluster {} imported: PCRs {} of bank {}, {} TPM CA certificates, {} EKs, {} software versions{}{}",
+                    c.name,
+                    pcr_list(&c.pcrs),
+                    c.bank,
+                    export.tpm_ca_certs.len(),
+                    export.eks.len(),
+                    export.software_versions.len(),
+                    export
+                        .key_provider
+                        .as_deref()
+                        .map(|p| format!(", key provider {p}"))
+                        .unwrap_or_default(),
+                    if export.enabled { "" } else { " (disabled)" }
+                )
+            });
+        }
         ClusterCmd::List => {
             let v: Vec<Cluster> = api.get("/v1/clusters")?;
-            list(&api, &v, &["NAME", "PCRS", "BANK", "CREATED"], |c| {
-                vec![
-                    c.name.clone(),
-                    pcr_list(&c.pcrs),
-                    c.bank.clone(),
-                    utc(c.created_at),
-                ]
-            });
+            list(
+                &api,
+                &v,
+                &["NAME", "PCRS", "BANK", "STATE", "CREATED"],
+                |c| {
+                    vec![
+                        c.name.clone(),
+                        pcr_list(&c.pcrs),
+                        c.bank.clone(),
+                        cluster_state(c).into(),
+                        utc(c.created_at),
+                    ]
+                },
+            );
         }
         ClusterCmd::Show { name } => {
             let v: ClusterView = api.get(&format!("/v1/clusters/{}", seg(name)))?;
             done(&api, &v, || {
                 let c = &v.cluster;
                 format!(
-                    "cluster {}\n  PCRs                 {} ({})\n  TPM CA certificates  {}\n  individual EKs       {}\n  software versions    {}\n  hosts                {}\n  created              {}",
+                    "cluster {}\n  state                {}\n  PCRs                 {} ({})\n  TPM CA certificates  {}\n  individual EKs       {}\n  software versions    {}\n  hosts                {}\n  created              {}",
                     c.name,
+                    cluster_state(c),
                     pcr_list(&c.pcrs),
                     c.bank,
                     v.tpm_ca_certs,
@@ -689,6 +801,15 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
         }
     }
     Ok(())
+}
+
+/// `enabled`, or `disabled` (no host attested, no keys).
+fn cluster_state(c: &Cluster) -> &'static str {
+    if c.disabled_at.is_some() {
+        "disabled"
+    } else {
+        "enabled"
+    }
 }
 
 /// `vouch kms ...`.
@@ -861,6 +982,16 @@ pub fn ek_add(opts: &ServerOpts, args: &EkAddArgs) -> Result<(), Failure> {
         kind,
         pem: read_text(&args.file, "EK file")?,
     };
+    if kind != EkEntryKind::BarePublicKey && !args.yes {
+        let listed: Vec<ClusterEk> =
+            api.get(&format!("/v1/clusters/{}/eks", seg(&args.c.cluster)))?;
+        if listed.iter().all(|e| e.kind == EkEntryKind::BarePublicKey) {
+            return Err(Failure::Input(format!(
+                "cluster {} lists no EK certificate or public key yet: the first one switches it to mode 2, where only listed TPMs are admitted and every other host of a trusted manufacturer is refused; add --yes to confirm",
+                args.c.cluster
+            )));
+        }
+    }
     let v: ClusterEk = api.post(&format!("/v1/clusters/{}/eks", seg(&args.c.cluster)), &body)?;
     done(&api, &v, || {
         format!(
@@ -896,7 +1027,12 @@ pub fn ek_remove(opts: &ServerOpts, c: &ClusterArg, ek_hash: &str) -> Result<(),
 pub fn software(opts: &ServerOpts, cmd: &SoftwareCmd) -> Result<(), Failure> {
     match cmd {
         SoftwareCmd::FromEventlog(args) => crate::software_cmd::from_eventlog(args, opts)?,
-        SoftwareCmd::Add { c, file, version } => {
+        SoftwareCmd::Add {
+            c,
+            file,
+            version,
+            replace,
+        } => {
             let api = connect(opts)?;
             let text = read_text(file, "software version")?;
             let body: Value = serde_json::from_str(&text).map_err(|e| {
@@ -905,7 +1041,7 @@ pub fn software(opts: &ServerOpts, cmd: &SoftwareCmd) -> Result<(), Failure> {
                     file.display()
                 ))
             })?;
-            upload_software(&api, &c.cluster, body, version.as_deref())?;
+            upload_software(&api, &c.cluster, body, version.as_deref(), *replace)?;
         }
         SoftwareCmd::List { c } => {
             let api = connect(opts)?;
@@ -960,12 +1096,14 @@ fn reference_pcrs(reference: &Value) -> String {
         .join(" ")
 }
 
-/// PUTs a software version (vouch-attest JSON) into a cluster.
+/// PUTs a software version (vouch-attest JSON) into a cluster; one of the same name is
+/// replaced only with `replace`.
 pub fn upload_software(
     api: &Api,
     cluster: &str,
     mut body: Value,
     version: Option<&str>,
+    replace: bool,
 ) -> Result<(), Failure> {
     let name = match version {
         Some(v) => {
@@ -984,9 +1122,10 @@ pub fn upload_software(
     };
     let v: SoftwareVersionRecord = api.put(
         &format!(
-            "/v1/clusters/{}/software-versions/{}",
+            "/v1/clusters/{}/software-versions/{}{}",
             seg(cluster),
-            seg(&name)
+            seg(&name),
+            if replace { "?replace=true" } else { "" }
         ),
         &SoftwareVersionBody(body),
     )?;

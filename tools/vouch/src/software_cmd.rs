@@ -28,6 +28,9 @@ pub struct FromEventlogArgs {
     /// Upload it to vouchd as an accepted software version of this cluster (see `--server`).
     #[arg(long)]
     cluster: Option<String>,
+    /// With --cluster: replace an accepted version of the same name (without it, refused).
+    #[arg(long, requires = "cluster")]
+    replace: bool,
 }
 
 fn parse_bank(name: &str) -> Result<HashAlg, String> {
@@ -43,6 +46,7 @@ pub fn from_eventlog(args: &FromEventlogArgs, server: &ServerOpts) -> Result<(),
         &version,
         args.output.as_deref(),
         args.cluster.as_deref(),
+        args.replace,
         server,
     )
 }

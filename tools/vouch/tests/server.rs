@@ -346,7 +346,7 @@ fn clusters_trust_software_hosts_and_status() {
             "--version",
             "ubuntu",
             "--pcrs",
-            "0,7",
+            "0,1,7",
             "--bank",
             "sha256",
             "--cluster",
@@ -367,7 +367,7 @@ fn clusters_trust_software_hosts_and_status() {
             .unwrap()
             .keys()
             .collect::<Vec<_>>(),
-        ["0", "7"]
+        ["0", "1", "7"]
     );
     v.ok(&["software", "remove", "--cluster", "lab", "ubuntu"]);
 
@@ -604,6 +604,175 @@ fn clusters_trust_software_hosts_and_status() {
     v.ok(&["management-server", "remove", "ms-1"]);
     v.ok(&["cluster", "remove", "lab"]);
     assert_eq!(v.json(&["cluster", "list"]), serde_json::json!([]));
+}
+
+#[test]
+fn editing_trust_safely() {
+    let v = vouchd();
+    // The default PCRs are those `vouch image add` covers: its version is accepted as is.
+    v.ok(&["cluster", "add", "lab"]);
+    assert_eq!(
+        v.json(&["cluster", "show", "lab"])["pcrs"],
+        serde_json::json!([0, 1])
+    );
+    let image = v.file("image.bin", &[0x3c; 2048]);
+    let add_image = |extra: &[&str]| {
+        let mut args = vec![
+            "image",
+            "add",
+            image.as_str(),
+            "--version",
+            "v1",
+            "--agent-version",
+            "1.0",
+            "--config",
+            "board=test",
+            "--cluster",
+            "lab",
+        ];
+        args.extend_from_slice(extra);
+        v.admin(&args)
+    };
+    let o = add_image(&[]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    // Again: refused, unless replaced.
+    refused(&add_image(&[]), "--replace");
+    let o = add_image(&["--replace"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+
+    // cluster set: checked, and a version that cannot match the new PCRs is refused.
+    let o = v.admin(&["cluster", "set", "lab"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        v.ok(&["cluster", "set", "lab", "--pcrs", "0,1,7"])
+            .contains("now compares PCRs")
+    );
+    assert_eq!(
+        v.json(&["cluster", "show", "lab"])["pcrs"],
+        serde_json::json!([0, 1, 7])
+    );
+    let o = add_image(&["--replace"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("vouch cluster set lab"),
+        "{}",
+        stderr(&o)
+    );
+    let o = v.admin(&["cluster", "set", "lab", "--bank", "md5"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+
+    // The first listed EK switches the cluster to mode 2: only with --yes.
+    let ek_key = rcgen::KeyPair::generate().unwrap();
+    let ek = v.file("ek.pem", ek_key.public_key_pem().as_bytes());
+    let o = v.admin(&["ek", "add", "--cluster", "lab", "--public-key", &ek]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("mode 2"), "{}", stderr(&o));
+    assert_eq!(
+        v.json(&["ek", "list", "--cluster", "lab"]),
+        serde_json::json!([])
+    );
+    v.ok(&[
+        "ek",
+        "add",
+        "--cluster",
+        "lab",
+        "--public-key",
+        &ek,
+        "--yes",
+    ]);
+    // A second one needs no confirmation.
+    let other = rcgen::KeyPair::generate().unwrap();
+    let other = v.file("ek2.pem", other.public_key_pem().as_bytes());
+    v.ok(&["ek", "add", "--cluster", "lab", "--public-key", &other]);
+
+    // Disable and enable.
+    assert!(v.ok(&["cluster", "disable", "lab"]).contains("disabled"));
+    assert!(v.ok(&["cluster", "list"]).contains("disabled"));
+    assert!(v.json(&["cluster", "show", "lab"])["disabled_at"].is_i64());
+    v.ok(&["cluster", "enable", "lab"]);
+    assert!(v.ok(&["cluster", "show", "lab"]).contains("enabled"));
+    refused(&v.admin(&["cluster", "disable", "nope"]), "not found");
+}
+
+#[test]
+fn a_clusters_trust_is_exported_and_imported_all_or_nothing() {
+    let v = vouchd();
+    v.ok(&["cluster", "add", "lab"]);
+    let ca = v.file("ca.pem", tpm_ca_pem().as_bytes());
+    v.ok(&["tpm-ca", "add", "--cluster", "lab", &ca]);
+    let listed = rcgen::KeyPair::generate().unwrap();
+    let listed = v.file("ek.pem", listed.public_key_pem().as_bytes());
+    v.ok(&[
+        "ek",
+        "add",
+        "--cluster",
+        "lab",
+        "--public-key",
+        &listed,
+        "--yes",
+    ]);
+    let bare = rcgen::KeyPair::generate().unwrap();
+    let bare = v.file("bare.pem", bare.public_key_pem().as_bytes());
+    v.ok(&["ek", "add", "--cluster", "lab", "--bare-public-key", &bare]);
+    let image = v.file("image.bin", &[0x42; 1024]);
+    v.ok(&[
+        "image",
+        "add",
+        &image,
+        "--version",
+        "v1",
+        "--agent-version",
+        "1.0",
+        "--config",
+        "board=test",
+        "--cluster",
+        "lab",
+    ]);
+    v.ok(&["cluster", "disable", "lab"]);
+
+    let exported = v.ok(&["cluster", "export", "lab"]);
+    let file = v.file("lab.json", exported.as_bytes());
+    let lab: Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(lab["format"], "vouch-cluster-v1");
+    assert_eq!(lab["enabled"], false);
+    assert_eq!(lab["eks"].as_array().unwrap().len(), 2);
+    assert!(
+        lab["tpm_ca_certs"][0]
+            .as_str()
+            .unwrap()
+            .contains("BEGIN CERTIFICATE")
+    );
+    assert!(!exported.contains("hosts"), "no hosts in an export");
+
+    // Imported under another name, it exports the same.
+    assert!(
+        v.ok(&["cluster", "import", &file, "--name", "prod"])
+            .contains("cluster prod imported")
+    );
+    let mut prod: Value = serde_json::from_str(&v.ok(&["cluster", "export", "prod"])).unwrap();
+    prod["name"] = lab["name"].clone();
+    assert_eq!(prod, lab);
+    // Again: the cluster exists, nothing changes.
+    refused(
+        &v.admin(&["cluster", "import", &file, "--name", "prod"]),
+        "409",
+    );
+
+    // A part refused (an unknown key provider): the import is undone.
+    let mut broken = lab.clone();
+    broken["key_provider"] = Value::String("nope".into());
+    let broken = v.file("broken.json", broken.to_string().as_bytes());
+    let o = v.admin(&["cluster", "import", &broken, "--name", "staging"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("undone"), "{}", stderr(&o));
+    assert_eq!(
+        names(&v.json(&["cluster", "list"]), "name"),
+        ["lab", "prod"]
+    );
+    // Not an export.
+    let junk = v.file("junk.json", b"{}");
+    let o = v.admin(&["cluster", "import", &junk]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
 
 #[test]

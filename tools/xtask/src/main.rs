@@ -34,8 +34,18 @@ Verbs:
   ci                 the same as `test`
   demo               start swtpm and show what the TPM stack reads over each bus
   qemu               build the firmware and boot the mps2-an386 board in QEMU with swtpm
-  bench              the verifier's criterion benchmarks, pinned to one core, and the
-                     web console's hosts page timed over 100,000 hosts
+  bench [--compare keylime]
+                     the verifier's criterion benchmarks, pinned to one core (the bare
+                     signature verification beside the quote check), and the web console's
+                     hosts page timed over 100,000 hosts; --compare keylime also
+                     runs Keylime's checkquote and measured-boot log parse on the same files
+                     (Keylime from PyPI in /opt/vouch/keylime-venv, created then) and prints
+                     both medians and the ratios
+  keyload --op encrypt|decrypt|batch --concurrency N --duration SECS
+          [--wrapping local|remote] [--json]
+                     the key provider under load: release vouchd pinned to CPU 0, PyKMIP,
+                     a host attested on swtpm, N clients on CPU 1 over loopback TLS; prints
+                     ops_per_s, p50/p99/max latency and errors (README, Performance)
   fuzz [SECONDS]      run every cargo-fuzz target (fuzz/) for SECONDS each (default 60)
   deb [--debug] [--bin-dir DIR] [--out DIR]
                      build the Debian packages vouchd and vouch (release build unless
@@ -68,6 +78,7 @@ fn main() -> ExitCode {
         "demo" => test::demo(&[]),
         "qemu" => test::demo(&["--board-only"]),
         "bench" => test::bench(rest),
+        "keyload" => test::keyload(rest),
         "fuzz" => test::fuzz(rest),
         "deb" => deb::run(rest),
         "help" | "--help" | "-h" => {

@@ -10,10 +10,16 @@
 //!   ([`PYKMIP_PINS`]): the real KMIP server `vouch-kmip`'s tests talk to. Created with Debian's
 //!   `/usr/bin/python3` (python3-venv), not whatever `python3` is first on PATH (a pyenv build,
 //!   say), so that a fresh Debian 12 machine gets the same interpreter.
+//! - postgresql: the real PostgreSQL the store and replica tests run against, each in a private
+//!   cluster of its own (initdb + pg_ctl in a temporary directory, as the `postgres` user, on a
+//!   loopback port; see `vouchd::testing::postgres`). Installing it starts no service.
 //! - chromium, chromium-driver: the web console's browser tests (vouchd's tests/console.rs)
 //!   drive Debian's headless Chromium over WebDriver; nothing is downloaded at run time.
 //! - openapi-spec-validator in a virtualenv at [`OPENAPI_VENV`], pinned ([`OPENAPI_PINS`]): an
 //!   independent OpenAPI 3 validator for the document vouchd serves.
+//! - Only for `cargo xtask bench --compare keylime` ([`ensure_keylime`]): Keylime in a
+//!   virtualenv at [`KEYLIME_VENV`], pinned ([`KEYLIME_PINS`]), and libefivar1, which Keylime's
+//!   measured-boot log parser loads (it also runs `tpm2_eventlog`, from tpm2-tools).
 
 use crate::shell;
 use std::path::{Path, PathBuf};
@@ -32,6 +38,8 @@ const APT_PACKAGES: &[&str] = &[
     "rustc-web",
     "cargo-web",
     "rust-web-src",
+    // The store and replica tests start private PostgreSQL clusters (initdb, pg_ctl).
+    "postgresql",
     // The web console's browser tests drive a real headless Chromium through chromedriver.
     "chromium",
     "chromium-driver",
@@ -41,6 +49,18 @@ const BACKPORTS_SOURCE: &str = "/etc/apt/sources.list.d/vouch-backports.sources"
 /// Where the sysroot of Debian's rustc looks for the library source.
 const RUST_SRC_LINK: &str = "/usr/lib/rustlib/src/rust";
 const MIN_QEMU_MAJOR: u32 = 10;
+
+/// The directory of Debian's newest PostgreSQL server programs, when initdb and pg_ctl are
+/// there.
+fn postgres_bin_dir() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").is_file() && bin.join("pg_ctl").is_file())
+        .collect();
+    dirs.sort();
+    dirs.pop()
+}
 
 /// One missing piece and how to tell.
 #[derive(Debug)]
@@ -69,6 +89,11 @@ fn missing_system() -> Vec<Missing> {
                 "`{program}` (swtpm, swtpm-tools, tpm2-tools, gnutls-bin, g++)"
             )));
         }
+    }
+    if postgres_bin_dir().is_none() {
+        missing.push(Missing(
+            "PostgreSQL's initdb and pg_ctl under /usr/lib/postgresql/*/bin (postgresql)".into(),
+        ));
     }
     for program in ["chromium", "chromedriver"] {
         if !shell::on_path(program) {
@@ -215,6 +240,63 @@ pub const OPENAPI_PINS: &[&str] = &[
     "typing-inspection==0.4.5",
     "typing_extensions==4.16.0",
 ];
+
+/// Keylime's virtualenv, created only when `cargo xtask bench --compare keylime` asks.
+pub const KEYLIME_VENV: &str = "/opt/vouch/keylime-venv";
+
+/// Keylime 7.14.3 (its wheel declares no dependencies) and what its quote check and its
+/// measured-boot log parser import, pinned, checked on CPython 3.11.
+pub const KEYLIME_PINS: &[&str] = &[
+    "keylime==7.14.3",
+    "cryptography==50.0.2",
+    "cffi==2.1.1",
+    "pycparser==3.12",
+    "packaging==26.4",
+    "PyYAML==6.0.4",
+];
+
+const KEYLIME: Venv = Venv {
+    path: KEYLIME_VENV,
+    pins: KEYLIME_PINS,
+    program: "bin/python",
+};
+
+/// The library Keylime's event-log enrichment loads (ctypes), from Debian's libefivar1.
+const LIBEFIVAR: &str = "/usr/lib/x86_64-linux-gnu/libefivar.so.1";
+
+/// Installs what `cargo xtask bench --compare keylime` needs when it is missing: the
+/// Keylime virtualenv and libefivar1 (as root; otherwise prints the commands).
+pub fn ensure_keylime() -> Result<(), String> {
+    ensure()?;
+    let mut commands = Vec::new();
+    if !Path::new(LIBEFIVAR).is_file() {
+        commands.push(
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends libefivar1"
+                .to_owned(),
+        );
+    }
+    if KEYLIME.missing().is_some() {
+        commands.extend(KEYLIME.commands());
+    }
+    if commands.is_empty() {
+        return Ok(());
+    }
+    if std::env::var_os("VOUCH_NO_SETUP").is_some() || !is_root() {
+        return Err(format!(
+            "the Keylime comparison needs, as root:\n    {}",
+            commands.join("\n    ")
+        ));
+    }
+    for (i, command) in commands.iter().enumerate() {
+        let title = format!("setup keylime {}/{}: {command}", i + 1, commands.len());
+        shell::step(&title, Command::new("sh").arg("-c").arg(command))?;
+    }
+    match KEYLIME.missing() {
+        Some(m) => Err(format!("still missing after install: {}", m.0)),
+        None if !Path::new(LIBEFIVAR).is_file() => Err(format!("still missing: {LIBEFIVAR}")),
+        None => Ok(()),
+    }
+}
 
 /// A Python virtualenv of pinned packages from PyPI.
 struct Venv {

@@ -102,16 +102,17 @@ pub fn demo(args: &[&str]) -> Result<(), String> {
 /// `cargo xtask bench [criterion args]`: the attestation core's benchmarks on one core (the
 /// figures the README records), through `taskset` when it is there.
 pub fn bench(args: &[String]) -> Result<(), String> {
-    let mut cmd = if shell::on_path("taskset") {
-        let mut cmd = std::process::Command::new("taskset");
-        cmd.current_dir(shell::root())
-            .args(["-c", "0"])
-            .arg(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
-        cmd
-    } else {
-        eprintln!("bench: taskset not found; running unpinned");
-        shell::cargo()
+    let (keylime, criterion_args) = match args {
+        [flag, what, rest @ ..] if flag == "--compare" && what == "keylime" => (true, rest),
+        [flag, ..] if flag == "--compare" => {
+            return Err("--compare takes `keylime`: cargo xtask bench --compare keylime".into());
+        }
+        _ => (false, args),
     };
+    if keylime {
+        setup::ensure_keylime()?;
+    }
+    let mut cmd = pinned(&std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.args([
         "bench",
         "--locked",
@@ -121,7 +122,7 @@ pub fn bench(args: &[String]) -> Result<(), String> {
         "verify",
         "--",
     ])
-    .args(args);
+    .args(criterion_args);
     shell::step("bench (one core)", &mut cmd)?;
     // The web console's hosts page over 100,000 hosts (README: "Web console").
     shell::step(
@@ -136,7 +137,167 @@ pub fn bench(args: &[String]) -> Result<(), String> {
             "--example",
             "console_hosts",
         ]),
-    )
+    )?;
+    if keylime {
+        compare_keylime()?;
+    }
+    Ok(())
+}
+
+/// `program` pinned to CPU 0 with taskset when there is one.
+fn pinned(program: &str) -> std::process::Command {
+    if shell::on_path("taskset") {
+        let mut cmd = std::process::Command::new("taskset");
+        cmd.current_dir(shell::root())
+            .args(["-c", "0"])
+            .arg(program);
+        cmd
+    } else {
+        eprintln!("bench: taskset not found; running unpinned");
+        let mut cmd = std::process::Command::new(program);
+        cmd.current_dir(shell::root());
+        cmd
+    }
+}
+
+/// The checks compared: Vouch's criterion benchmark, Keylime's figure of the same name, and
+/// what each side does.
+const COMPARED: &[(&str, &str, &str)] = &[
+    (
+        "quote_check/ecdsa_p256",
+        "quote_check/ecdsa_p256",
+        "quote check, ECDSA P-256 AK",
+    ),
+    (
+        "quote_check/rsa2048",
+        "quote_check/rsa2048",
+        "quote check, RSA-2048 AK",
+    ),
+    (
+        "eventlog_parse_replay_112_events",
+        "eventlog_parse_112_events",
+        "measured-boot log, 112 events (Vouch: parse + replay; Keylime: tpm2_eventlog, YAML, enrich)",
+    ),
+];
+
+/// The number after `"key":` in flat JSON text (criterion's estimates, the comparison's output).
+fn json_number(text: &str, key: &str) -> Option<f64> {
+    let at = text.find(&format!("\"{key}\""))?;
+    let rest = text
+        .get(at + key.len() + 2..)?
+        .trim_start()
+        .strip_prefix(':')?;
+    let end = rest
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')))
+        .unwrap_or(rest.len());
+    rest.get(..end)?.trim().parse().ok()
+}
+
+/// The median of criterion's last run of `name`, in microseconds.
+fn criterion_median_us(name: &str) -> Option<f64> {
+    let path = shell::root()
+        .join("target/criterion")
+        .join(name)
+        .join("new/estimates.json");
+    let text = std::fs::read_to_string(path).ok()?;
+    let median = text.get(text.find("\"median\"")?..)?;
+    json_number(median, "point_estimate").map(|ns| ns / 1000.0)
+}
+
+/// Runs Keylime's own checks on the same files, pinned to the same core, and prints both
+/// tools' medians and the ratios.
+fn compare_keylime() -> Result<(), String> {
+    let root = shell::root();
+    let python = format!("{}/bin/python", setup::KEYLIME_VENV);
+    let mut cmd = pinned(&python);
+    cmd.arg(root.join("tools/xtask/keylime-compare.py"))
+        .arg(root.join("verifier/attest/tests/data/quotes"))
+        .arg(root.join("testdata/eventlogs/tpm2-tools/event-gce-ubuntu-2104-log.bin"));
+    println!("==> Keylime's checkquote and measured-boot log parse (one core)");
+    let output = cmd
+        .output()
+        .map_err(|e| format!("{python}: {e}; run `cargo xtask bench --compare keylime` as root"))?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        return Err(format!(
+            "Keylime's comparison failed: {}{}",
+            text,
+            String::from_utf8_lossy(&output.stderr)
+        ));
+    }
+    println!(
+        "\n{:<92} {:>12} {:>12} {:>9}",
+        "median per check (same files, one core)", "Vouch us", "Keylime us", "ratio"
+    );
+    for &(ours, theirs, what) in COMPARED {
+        let vouch = criterion_median_us(ours)
+            .ok_or_else(|| format!("no criterion result for {ours} in target/criterion"))?;
+        let keylime = json_number(&text, theirs)
+            .ok_or_else(|| format!("no Keylime figure for {theirs} in: {text}"))?;
+        println!(
+            "{what:<92} {vouch:>12.1} {keylime:>12.1} {:>8.1}x",
+            keylime / vouch
+        );
+    }
+    for label in ["ecdsa_p256", "rsa2048"] {
+        let bare = criterion_median_us(&format!("signature_only/{label}"));
+        let quote = criterion_median_us(&format!("quote_check/{label}"));
+        if let (Some(bare), Some(quote)) = (bare, quote) {
+            println!(
+                "Vouch's quote check over the bare aws-lc-rs signature verification ({label}): {quote:.1} us vs {bare:.1} us (+{:.1} us)",
+                quote - bare
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `cargo xtask keyload ...`: builds vouchd, the hosted agent and `vouch-keyload` in
+/// release, then runs `vouch-keyload` pinned to CPU 1 (it pins vouchd to CPU 0).
+pub fn keyload(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        let mut cmd =
+            std::process::Command::new(shell::root().join("target/release/vouch-keyload"));
+        if cmd.arg("--help").status().is_ok_and(|s| s.success()) {
+            return Ok(());
+        }
+    }
+    setup::ensure()?;
+    shell::step(
+        "build vouchd, vouch-hosted-agent and vouch-keyload (release)",
+        shell::cargo().args([
+            "build",
+            "--locked",
+            "--release",
+            "-p",
+            "vouchd",
+            "-p",
+            "vouch-hosted-agent",
+            "-p",
+            "hil-tests",
+            "--bin",
+            "vouchd",
+            "--bin",
+            "vouch-hosted-agent",
+            "--bin",
+            "vouch-keyload",
+        ]),
+    )?;
+    if !shell::on_path("taskset") {
+        return Err("taskset not found: run `cargo xtask setup` (util-linux)".into());
+    }
+    let status = std::process::Command::new("taskset")
+        .current_dir(shell::root())
+        .args(["-c", "1"])
+        .arg(shell::root().join("target/release/vouch-keyload"))
+        .args(args)
+        .status()
+        .map_err(|e| format!("vouch-keyload: {e}"))?;
+    match status.code() {
+        Some(0) => Ok(()),
+        Some(1) => Err("keyload: the run had errors (see above)".into()),
+        _ => Err(format!("keyload: {status}")),
+    }
 }
 
 /// `cargo xtask fuzz [SECONDS]`: every target in `fuzz/` under libFuzzer for SECONDS each.

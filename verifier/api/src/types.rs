@@ -156,13 +156,44 @@ contract! {
         /// The PCR bank compared (e.g. `sha256`).
         pub bank: String,
         pub created_at: i64,
+        /// When the cluster was disabled (`PATCH` with `enabled: false`): its hosts are not
+        /// attested and get no keys until it is enabled. Null while enabled.
+        #[serde(default)]
+        pub disabled_at: Option<i64>,
+    }
+
+    /// `PATCH /v1/clusters/{cluster}`: the settings to change; what is left out stays.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct ClusterChange {
+        /// PCRs an accepted software version must match.
+        #[serde(default)]
+        pub pcrs: Option<Vec<u32>>,
+        /// The PCR bank compared.
+        #[serde(default)]
+        pub bank: Option<String>,
+        /// `false` disables the cluster (its hosts are not attested and get no keys), `true`
+        /// enables it again.
+        #[serde(default)]
+        pub enabled: Option<bool>,
+    }
+
+    /// `PUT /v1/clusters/{cluster}/software-versions/{version}` query.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+    #[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
+    pub struct PutSoftwareVersion {
+        /// Replace a version of the same name; without it, an existing version is a 409.
+        #[serde(default)]
+        pub replace: bool,
     }
 
     /// `POST /v1/clusters`.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct NewCluster {
         pub name: String,
-        /// PCRs an accepted software version must match; default 0 to 7.
+        /// PCRs an accepted software version must match; default 0 and 1, the PCRs a Vouch
+        /// firmware image is measured into (`vouch image add`). Linux/UEFI hosts: the PCRs
+        /// given to `vouch software from-eventlog`.
         #[serde(default)]
         pub pcrs: Option<Vec<u32>>,
         /// The PCR bank compared; default `sha256`.
@@ -196,6 +227,9 @@ contract! {
         pub cluster: String,
         pub subject: String,
         pub created_at: i64,
+        /// The certificate, PEM (what `vouch cluster export` carries).
+        #[serde(default)]
+        pub pem: String,
     }
 
     /// How an individual EK is listed in a cluster.
@@ -227,6 +261,9 @@ contract! {
         pub cluster: String,
         pub kind: EkEntryKind,
         pub created_at: i64,
+        /// The certificate or public key as listed, PEM (what `vouch cluster export` carries).
+        #[serde(default)]
+        pub pem: String,
     }
 
     /// An accepted software version: reference values as vouch-attest's `SoftwareVersion`

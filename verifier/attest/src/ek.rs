@@ -137,7 +137,7 @@ impl EkKey {
 
     /// The key of a DER certificate.
     pub fn from_certificate(der: &[u8]) -> Result<Self, EkError> {
-        let cert = parse_cert(der, "the listed EK certificate")?;
+        let cert = parse_cert(certificate_from_nv(der), "the listed EK certificate")?;
         Self::from_spki(cert.public_key()).map_err(EkError::Config)
     }
 }
@@ -157,6 +157,32 @@ fn spki_curve(spki: &SubjectPublicKeyInfo<'_>) -> Result<EccCurve, String> {
             "unsupported elliptic curve {}",
             other.unwrap_or("(none)")
         )),
+    }
+}
+
+/// The DER certificate in the bytes of an EK certificate NV index, as TPMs store it: without
+/// the TCG PC Client NV header `10 01 00 <u16 length>` if one wraps it (go-attestation strips
+/// it too), and without the 0xFF fill after a complete DER certificate (STMicro ST33 parts
+/// fill the whole index). Anything else after the certificate is left for the parser to
+/// refuse.
+#[must_use]
+pub fn certificate_from_nv(nv: &[u8]) -> &[u8] {
+    let der = match nv {
+        [0x10, 0x01, 0x00, hi, lo, rest @ ..] => {
+            let len = usize::from(u16::from_be_bytes([*hi, *lo]));
+            rest.get(..len).unwrap_or(rest)
+        }
+        _ => nv,
+    };
+    let len = match der {
+        [0x30, 0x82, a, b, ..] => 4 + usize::from(u16::from_be_bytes([*a, *b])),
+        [0x30, 0x81, a, ..] => 3 + usize::from(*a),
+        [0x30, a, ..] if *a < 0x80 => 2 + usize::from(*a),
+        _ => return der,
+    };
+    match (der.get(..len), der.get(len..)) {
+        (Some(cert), Some(fill)) if fill.iter().all(|&b| b == 0xFF) => cert,
+        _ => der,
     }
 }
 
@@ -744,7 +770,7 @@ pub fn verify_ek(
             "no trusted CA certificates are configured".into(),
         ));
     }
-    let der = evidence.certificate.ok_or(EkError::NoCertificate)?;
+    let der = certificate_from_nv(evidence.certificate.ok_or(EkError::NoCertificate)?);
     let (info, chain, key) = build_chain(der, evidence.intermediates, cas, now)?;
     if let Some(p) = &presented
         && *p != key

@@ -490,3 +490,56 @@ fn flipping_any_byte_of_a_real_ek_certificate_is_refused() {
         }
     }
 }
+
+/// A real STMicro ST33 EK certificate as its NV index holds it: 1,169 bytes of DER, then
+/// 0xFF up to the index's 1,600 bytes (Keylime's test data). It is trusted through the real
+/// STM RSA root and intermediate 05, alone or in the TCG NV header `10 01 00 <length>`; other
+/// trailing bytes are still refused.
+#[test]
+fn a_real_st33_ek_certificate_with_its_ff_fill_is_trusted() {
+    let nv = std::fs::read(format!(
+        "{}/../../testdata/ek-certs/keylime-st33/st33-rsa-ek-nv.der",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    assert_eq!(nv.len(), 1600);
+    assert!(nv[1169..].iter().all(|&b| b == 0xFF));
+    let cas = vendor_cas();
+    let ca = |name: &str| {
+        cas.iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, der)| der.clone())
+            .unwrap()
+    };
+    let trust = mode1(vec![ca("STM_RSA_RT.pem")]);
+    let inter = vec![ca("STM_RSA_05I.pem")];
+    let check = |cert: &[u8]| {
+        verify_ek(
+            &trust,
+            &EkEvidence {
+                public: None,
+                certificate: Some(cert),
+                intermediates: &inter,
+            },
+            NOW,
+        )
+    };
+    let t = check(&nv).unwrap();
+    assert_eq!(t.mode(), TrustMode::Manufacturer);
+    assert_eq!(
+        t.tpm_info().unwrap().model.as_deref(),
+        Some("ST33HTPHAHB4"),
+        "{:?}",
+        t.tpm_info()
+    );
+    assert_eq!(*t.key(), EkKey::from_certificate(&nv[..1169]).unwrap());
+    // Wrapped in the NV header.
+    let mut wrapped = vec![0x10, 0x01, 0x00];
+    wrapped.extend_from_slice(&1169u16.to_be_bytes());
+    wrapped.extend_from_slice(&nv[..1169]);
+    check(&wrapped).unwrap();
+    // Trailing bytes that are not the fill are refused.
+    let mut other = nv[..1169].to_vec();
+    other.extend_from_slice(&[0x00, 0x01]);
+    assert!(check(&other).is_err());
+}

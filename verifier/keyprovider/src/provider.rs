@@ -6,10 +6,11 @@ use crate::ciphertext::{Ciphertext, Header, MAX_AAD, MAX_PLAINTEXT, NONCE_LEN, T
 use crate::clock::Clock;
 use aws_lc_rs::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
 use aws_lc_rs::rand::{SecureRandom, SystemRandom};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use vouch_kmip::spec::{attribute, usage_mask};
@@ -23,6 +24,12 @@ use zeroize::Zeroizing;
 pub const KEY_LEN: usize = 32;
 /// The most items in one batch.
 pub const MAX_BATCH: usize = 64;
+/// The most idle KMIP connections a remote-wrapping provider keeps open for reuse.
+pub const MAX_POOLED_CONNECTIONS: usize = 64;
+/// After the key server was found unreachable, how long the cached key serves before the key
+/// server is tried again (within the key's lifetime), so that an outage does not make every
+/// request wait on a connection attempt.
+pub const RETRY_UNREACHABLE: Duration = Duration::from_secs(5);
 
 /// One primary key of a provider: its id on the key server and the provider's version number
 /// for it (1 for the first, incremented at each rotation).
@@ -36,9 +43,12 @@ pub struct KeyRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Wrapping {
     /// Get the primary key's material and wrap in this process. The material is kept in memory
-    /// (zeroized when dropped). After `refresh_after` the key's state is checked again on the
-    /// key server (so a revocation takes effect within `refresh_after`); when the key server is
-    /// unreachable, the cached key keeps serving until `lifetime` after it was last fetched.
+    /// (zeroized when dropped). From three quarters of `refresh_after` on, one background task
+    /// fetches the key again (state checked) while requests keep being served from the cache;
+    /// a request that finds the key older than `refresh_after` (no refresh succeeded in time)
+    /// waits for a fetch, so a revocation takes effect within `refresh_after`. When the key
+    /// server is unreachable, the cached key keeps serving until `lifetime` after it was last
+    /// fetched (the key server tried again every [`RETRY_UNREACHABLE`]).
     Local {
         refresh_after: Duration,
         lifetime: Duration,
@@ -118,14 +128,32 @@ pub enum Reply {
 struct Cached {
     material: Zeroizing<[u8; KEY_LEN]>,
     fetched: Duration,
+    /// When the key server was last found unreachable for this key, if after `fetched`.
+    unreachable_at: Option<Duration>,
+}
+
+/// A primary key's material, zeroized when dropped.
+type Material = Zeroizing<[u8; KEY_LEN]>;
+
+/// What a provider shares with its background refresh tasks.
+struct Shared {
+    config: ProviderConfig,
+    kms: KeyServer,
+    clock: Arc<dyn Clock>,
+    cache: Mutex<HashMap<String, Cached>>,
+    /// The keys whose background refresh is in flight (at most one each).
+    refreshing: Mutex<HashSet<String>>,
+    /// Held by every fetch of a key's material, so that at most one runs at a time.
+    fetching: tokio::sync::Mutex<()>,
+    /// Idle connections for remote wrapping, reused instead of a new mTLS handshake each time.
+    pool: Mutex<Vec<Connection>>,
+    fetches: AtomicU64,
 }
 
 /// A trusted key provider, ready to serve. Cheap to share behind an `Arc`.
 pub struct KeyProvider {
     config: ProviderConfig,
-    kms: KeyServer,
-    clock: Arc<dyn Clock>,
-    cache: Mutex<HashMap<String, Cached>>,
+    shared: Arc<Shared>,
     rng: SystemRandom,
 }
 
@@ -133,7 +161,7 @@ impl fmt::Debug for KeyProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyProvider")
             .field("config", &self.config)
-            .field("kms", &self.kms)
+            .field("kms", &self.shared.kms)
             .finish_non_exhaustive()
     }
 }
@@ -157,12 +185,36 @@ impl KeyProvider {
             .encode()
             .map_err(|e| Error::Config(format!("provider {}: {e}", config.name)))?;
         Ok(Self {
+            shared: Arc::new(Shared {
+                config: config.clone(),
+                kms,
+                clock,
+                cache: Mutex::new(HashMap::new()),
+                refreshing: Mutex::new(HashSet::new()),
+                fetching: tokio::sync::Mutex::new(()),
+                pool: Mutex::new(Vec::new()),
+                fetches: AtomicU64::new(0),
+            }),
             config,
-            kms,
-            clock,
-            cache: Mutex::new(HashMap::new()),
             rng: SystemRandom::new(),
         })
+    }
+
+    /// How many times a primary key's material was fetched from the key server (for local
+    /// wrapping), in the foreground or by a background refresh.
+    #[must_use]
+    pub fn fetches(&self) -> u64 {
+        self.shared.fetches.load(Ordering::Relaxed)
+    }
+
+    /// Whether a background refresh is in flight.
+    #[must_use]
+    pub fn refreshing(&self) -> bool {
+        self.shared
+            .refreshing
+            .lock()
+            .map(|r| !r.is_empty())
+            .unwrap_or(false)
     }
 
     #[must_use]
@@ -176,15 +228,11 @@ impl KeyProvider {
     }
 
     fn kmip_error(&self, key_id: &str, e: vouch_kmip::Error) -> Error {
-        Error::from_kmip(&self.config.name, &self.config.key_server, key_id, e)
+        self.shared.kmip_error(key_id, e)
     }
 
     fn unusable(&self, key_id: &str, reason: String) -> Error {
-        Error::KeyUnusable {
-            provider: self.config.name.clone(),
-            key_id: key_id.into(),
-            reason,
-        }
+        self.shared.unusable(key_id, reason)
     }
 
     /// The check made when the provider is added: the primary key exists, is Active, is an
@@ -196,7 +244,7 @@ impl KeyProvider {
     /// [`Error::KeyUnusable`], [`Error::KeyRevoked`], [`Error::Unreachable`], ...
     pub async fn check_primary(&self) -> Result<(), Error> {
         let id = self.config.primary.id.clone();
-        let attributes = failover(&self.kms, |c| {
+        let attributes = failover(&self.shared.kms, |c| {
             let id = id.clone();
             Box::pin(async move {
                 c.get_attributes(
@@ -332,25 +380,27 @@ impl KeyProvider {
             Wrapping::Remote => {
                 let id = primary.id.clone();
                 let data = Zeroizing::new(plaintext.to_vec());
-                let encrypted = failover(&self.kms, |c| {
-                    let (id, data, aad) = (id.clone(), data.clone(), full_aad.clone());
-                    Box::pin(async move {
-                        check_active(&id, c.state(&id).await?)?;
-                        c.encrypt(
-                            &id,
-                            &CipherInput {
-                                parameters: CryptographicParameters::aes_gcm(),
-                                data: &data,
-                                iv: Some(&nonce),
-                                aad: Some(&aad),
-                                tag: None,
-                            },
-                        )
-                        .await
+                let encrypted = self
+                    .shared
+                    .pooled(|c| {
+                        let (id, data, aad) = (id.clone(), data.clone(), full_aad.clone());
+                        Box::pin(async move {
+                            check_active(&id, c.state(&id).await?)?;
+                            c.encrypt(
+                                &id,
+                                &CipherInput {
+                                    parameters: CryptographicParameters::aes_gcm(),
+                                    data: &data,
+                                    iv: Some(&nonce),
+                                    aad: Some(&aad),
+                                    tag: None,
+                                },
+                            )
+                            .await
+                        })
                     })
-                })
-                .await
-                .map_err(|e| self.kmip_error(&id, e))?;
+                    .await
+                    .map_err(|e| self.kmip_error(&id, e))?;
                 let tag = encrypted
                     .tag
                     .as_deref()
@@ -444,24 +494,26 @@ impl KeyProvider {
             Wrapping::Remote => {
                 let nonce = ct.header.nonce;
                 let tag = ct.tag;
-                let result = failover(&self.kms, |c| {
-                    let (id, body, aad) = (id.clone(), ct.body.clone(), full_aad.clone());
-                    Box::pin(async move {
-                        check_active(&id, c.state(&id).await?)?;
-                        c.decrypt(
-                            &id,
-                            &CipherInput {
-                                parameters: CryptographicParameters::aes_gcm(),
-                                data: &body,
-                                iv: Some(&nonce),
-                                aad: Some(&aad),
-                                tag: Some(&tag),
-                            },
-                        )
-                        .await
+                let result = self
+                    .shared
+                    .pooled(|c| {
+                        let (id, body, aad) = (id.clone(), ct.body.clone(), full_aad.clone());
+                        Box::pin(async move {
+                            check_active(&id, c.state(&id).await?)?;
+                            c.decrypt(
+                                &id,
+                                &CipherInput {
+                                    parameters: CryptographicParameters::aes_gcm(),
+                                    data: &body,
+                                    iv: Some(&nonce),
+                                    aad: Some(&aad),
+                                    tag: Some(&tag),
+                                },
+                            )
+                            .await
+                        })
                     })
-                })
-                .await;
+                    .await;
                 match result {
                     Ok(plain) => Ok(plain),
                     // A tag that does not match: KMIP's Cryptographic Failure, or PyKMIP's
@@ -554,14 +606,12 @@ impl KeyProvider {
 
     /// Forgets every cached key (zeroized).
     pub fn clear_cache(&self) {
-        if let Ok(mut cache) = self.cache.lock() {
+        if let Ok(mut cache) = self.shared.cache.lock() {
             cache.clear();
         }
     }
 
-    /// The material of `id` for local wrapping: from the cache while fresh; else from the key
-    /// server (state checked); when the key server is unreachable, from the cache until its
-    /// lifetime ends.
+    /// The material of `id` for local wrapping; see [`Wrapping::Local`].
     async fn local_key(&self, id: &str) -> Result<Zeroizing<[u8; KEY_LEN]>, Error> {
         let Wrapping::Local {
             refresh_after,
@@ -570,18 +620,104 @@ impl KeyProvider {
         else {
             return Err(Error::Config("local key for a remote provider".into()));
         };
-        let now = self.clock.now();
-        let cached = self
+        let now = self.shared.clock.now();
+        if let Some((material, refresh)) = self.shared.cached(id, now, refresh_after, lifetime)? {
+            if refresh {
+                Shared::refresh_in_background(&self.shared, id);
+            }
+            return Ok(material);
+        }
+        // Too old to serve without a check (or not cached): fetch, one at a time; a fetch that
+        // finished while this request waited serves it.
+        let _one = self.shared.fetching.lock().await;
+        let now = self.shared.clock.now();
+        if let Some((material, _)) = self.shared.cached(id, now, refresh_after, lifetime)? {
+            return Ok(material);
+        }
+        self.shared.fetch(id, lifetime).await
+    }
+}
+
+impl Shared {
+    fn kmip_error(&self, key_id: &str, e: vouch_kmip::Error) -> Error {
+        Error::from_kmip(&self.config.name, &self.config.key_server, key_id, e)
+    }
+
+    fn unusable(&self, key_id: &str, reason: String) -> Error {
+        Error::KeyUnusable {
+            provider: self.config.name.clone(),
+            key_id: key_id.into(),
+            reason,
+        }
+    }
+
+    /// The cached material of `id` when it may serve now without waiting for a fetch, and
+    /// whether a background refresh should start:
+    /// - younger than `refresh_after`: it serves; from three quarters of `refresh_after` on,
+    ///   it is refreshed in the background (ahead of expiry);
+    /// - older, but younger than `lifetime` and the key server found unreachable since the
+    ///   fetch: it serves (an outage is ridden out), the key server is tried again in the
+    ///   background every [`RETRY_UNREACHABLE`].
+    fn cached(
+        &self,
+        id: &str,
+        now: Duration,
+        refresh_after: Duration,
+        lifetime: Duration,
+    ) -> Result<Option<(Material, bool)>, Error> {
+        let cache = self
             .cache
             .lock()
-            .map_err(|_| Error::Crypto("key cache poisoned"))?
-            .get(id)
-            .map(|c| (c.material.clone(), now.saturating_sub(c.fetched)));
-        if let Some((material, age)) = &cached
-            && *age < refresh_after
-        {
-            return Ok(material.clone());
+            .map_err(|_| Error::Crypto("key cache poisoned"))?;
+        let Some(c) = cache.get(id) else {
+            return Ok(None);
+        };
+        let age = now.saturating_sub(c.fetched);
+        let retry_due = c
+            .unreachable_at
+            .is_none_or(|at| now.saturating_sub(at) >= RETRY_UNREACHABLE);
+        let ahead = refresh_after.saturating_sub(refresh_after / 4);
+        let serve = if age < refresh_after {
+            Some(age >= ahead && retry_due)
+        } else if age < lifetime && c.unreachable_at.is_some() {
+            Some(retry_due)
+        } else {
+            None
+        };
+        Ok(serve.map(|refresh| (c.material.clone(), refresh)))
+    }
+
+    /// Starts the background refresh of `id` unless one is in flight (or no runtime runs).
+    fn refresh_in_background(shared: &Arc<Self>, id: &str) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let Ok(mut refreshing) = shared.refreshing.lock() else {
+            return;
+        };
+        if !refreshing.insert(id.to_owned()) {
+            return;
         }
+        drop(refreshing);
+        let (shared, id) = (Arc::clone(shared), id.to_owned());
+        runtime.spawn(async move {
+            if let Wrapping::Local { lifetime, .. } = shared.config.wrapping {
+                let _one = shared.fetching.lock().await;
+                // A failure is the next request's to see: a revoked key was forgotten (the
+                // next request fetches and is refused); an unreachable key server is retried.
+                let _ = shared.fetch(&id, lifetime).await;
+            }
+            if let Ok(mut refreshing) = shared.refreshing.lock() {
+                refreshing.remove(&id);
+            }
+        });
+    }
+
+    /// Fetches `id` from the key server (state checked) into the cache. When the key server
+    /// is unreachable, the cached material serves until `lifetime` after its fetch.
+    async fn fetch(&self, id: &str, lifetime: Duration) -> Result<Zeroizing<[u8; KEY_LEN]>, Error> {
+        let now = self.clock.now();
+        self.fetches.fetch_add(1, Ordering::Relaxed);
         let fetched = failover(&self.kms, |c| {
             let id = id.to_owned();
             Box::pin(async move { c.get_active_key(&id).await })
@@ -611,18 +747,28 @@ impl KeyProvider {
                         Cached {
                             material: material.clone(),
                             fetched: now,
+                            unreachable_at: None,
                         },
                     );
                 }
                 Ok(material)
             }
-            Err(e) if e.is_unavailable() => match cached {
-                Some((material, age)) if age < lifetime => Ok(material),
-                _ => {
-                    self.forget(id);
-                    Err(self.kmip_error(id, e))
+            Err(e) if e.is_unavailable() => {
+                let mut cache = self
+                    .cache
+                    .lock()
+                    .map_err(|_| Error::Crypto("key cache poisoned"))?;
+                match cache.get_mut(id) {
+                    Some(c) if now.saturating_sub(c.fetched) < lifetime => {
+                        c.unreachable_at = Some(now);
+                        Ok(c.material.clone())
+                    }
+                    _ => {
+                        cache.remove(id);
+                        Err(self.kmip_error(id, e))
+                    }
                 }
-            },
+            }
             Err(e) => {
                 self.forget(id);
                 Err(self.kmip_error(id, e))
@@ -635,6 +781,38 @@ impl KeyProvider {
             cache.remove(id);
         }
     }
+
+    /// `f` on an idle pooled connection when there is one, else under [`failover`] on a new
+    /// one; the connection goes back to the pool when `f` succeeds. A pooled connection that
+    /// turns out broken is dropped and `f` runs again on a new one (`f` is idempotent work).
+    async fn pooled<T, F>(&self, mut f: F) -> Result<T, vouch_kmip::Error>
+    where
+        F: for<'c> FnMut(&'c mut Connection) -> KmipFuture<'c, T> + Send,
+        T: Send,
+    {
+        let idle = self.pool.lock().ok().and_then(|mut p| p.pop());
+        if let Some(mut connection) = idle {
+            match f(&mut connection).await {
+                Ok(value) => {
+                    self.put_back(connection);
+                    return Ok(value);
+                }
+                Err(e) if !e.is_unavailable() => return Err(e),
+                Err(_) => {}
+            }
+        }
+        let (value, connection) = failover_keeping(&self.kms, f).await?;
+        self.put_back(connection);
+        Ok(value)
+    }
+
+    fn put_back(&self, connection: Connection) {
+        if let Ok(mut pool) = self.pool.lock()
+            && pool.len() < MAX_POOLED_CONNECTIONS
+        {
+            pool.push(connection);
+        }
+    }
 }
 
 type KmipFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, vouch_kmip::Error>> + Send + 'c>>;
@@ -642,7 +820,19 @@ type KmipFuture<'c, T> = Pin<Box<dyn Future<Output = Result<T, vouch_kmip::Error
 /// `vouch_kmip::KeyServer::with_failover` with `Send` futures (its async closure cannot promise
 /// `Send`, which a service spawning these on tokio needs): `f` on the first replica that
 /// answers; on an availability failure, again on the next.
-async fn failover<T, F>(kms: &KeyServer, mut f: F) -> Result<T, vouch_kmip::Error>
+async fn failover<T, F>(kms: &KeyServer, f: F) -> Result<T, vouch_kmip::Error>
+where
+    F: for<'c> FnMut(&'c mut Connection) -> KmipFuture<'c, T> + Send,
+    T: Send,
+{
+    failover_keeping(kms, f).await.map(|(value, _)| value)
+}
+
+/// [`failover`], returning the connection `f` succeeded on.
+async fn failover_keeping<T, F>(
+    kms: &KeyServer,
+    mut f: F,
+) -> Result<(T, Connection), vouch_kmip::Error>
 where
     F: for<'c> FnMut(&'c mut Connection) -> KmipFuture<'c, T> + Send,
     T: Send,
@@ -661,7 +851,8 @@ where
                 endpoint: endpoint.to_string(),
                 reason: e.to_string(),
             }),
-            other => return other,
+            Err(e) => return Err(e),
+            Ok(value) => return Ok((value, connection)),
         }
     }
     Err(vouch_kmip::Error::Unreachable { attempts })

@@ -462,3 +462,126 @@ async fn a_context_binds_the_ciphertext() {
         ));
     }
 }
+
+/// A TCP relay in front of a key server that counts the connections made through it; while
+/// held, a new connection waits before it reaches the key server.
+struct Relay {
+    endpoint: vouch_kmip::Endpoint,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
+    hold: tokio::sync::watch::Sender<bool>,
+}
+
+impl Relay {
+    async fn start(upstream: u16) -> Self {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let (hold, held) = tokio::sync::watch::channel(false);
+        let counted = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counted.fetch_add(1, Ordering::SeqCst);
+                let mut held = held.clone();
+                tokio::spawn(async move {
+                    if held.wait_for(|h| !*h).await.is_err() {
+                        return;
+                    }
+                    let Ok(mut outbound) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", upstream)).await
+                    else {
+                        return;
+                    };
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                });
+            }
+        });
+        Self {
+            endpoint: vouch_kmip::Endpoint::new("127.0.0.1", port),
+            connections,
+            hold,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The refresh of a locally wrapped key ahead of its expiry: many concurrent requests across
+/// it make exactly one fetch (one connection to the key server), and every one of them is
+/// answered from the cached key while that fetch is still held up at the key server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_refresh_ahead_of_expiry_and_no_request_waits_on_it() {
+    let server = PyKmip::start();
+    let id = aes_256(&server.key_server(ProtocolVersion::V1_4)).await;
+    let relay = Relay::start(server.port).await;
+    let kms = server.key_server_with(vec![relay.endpoint.clone()], ProtocolVersion::V1_4);
+    let clock = Arc::new(ManualClock::new());
+    let p = Arc::new(provider("p", "kms", &kms, &id, LOCAL, clock.clone()));
+    let first = p.encrypt(b"before", b"a").await.unwrap();
+    assert_eq!((relay.connections(), p.fetches()), (1, 1));
+
+    // 50 s into a 60 s refresh period: refreshes fall due (from 45 s on); the key server is
+    // slow to answer.
+    relay.hold.send(true).unwrap();
+    clock.advance(Duration::from_secs(50));
+    let mut requests = tokio::task::JoinSet::new();
+    for n in 0..64u32 {
+        let (p, first) = (Arc::clone(&p), first.clone());
+        requests.spawn(async move {
+            for i in 0..20u32 {
+                let aad = format!("{n}-{i}");
+                let ct = p.encrypt(b"during", aad.as_bytes()).await?;
+                assert_eq!(p.decrypt(&ct, aad.as_bytes()).await?.as_slice(), b"during");
+                assert_eq!(p.decrypt(&first, b"a").await?.as_slice(), b"before");
+            }
+            Ok::<_, Error>(())
+        });
+    }
+    let all = tokio::time::timeout(Duration::from_secs(120), requests.join_all())
+        .await
+        .expect("the requests are not waiting on the held refresh");
+    assert!(all.iter().all(Result::is_ok), "{all:?}");
+    assert!(
+        p.refreshing(),
+        "the refresh is still held at the key server"
+    );
+    assert_eq!(relay.connections(), 2, "one refresh for 3,840 operations");
+    assert_eq!(p.fetches(), 2);
+
+    // Released: the refresh completes and the key it fetched serves past the first key's
+    // refresh time without another fetch.
+    relay.hold.send(false).unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while p.refreshing() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresh never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    clock.advance(Duration::from_secs(15));
+    let ct = p.encrypt(b"after", b"c").await.unwrap();
+    assert_eq!(p.decrypt(&ct, b"c").await.unwrap().as_slice(), b"after");
+    assert_eq!((relay.connections(), p.fetches()), (2, 2));
+}
+
+/// Remote wrapping reuses its KMIP connections: many operations, few connections.
+#[tokio::test]
+async fn remote_wrapping_reuses_connections() {
+    let server = PyKmip::start();
+    let id = aes_256(&server.key_server(ProtocolVersion::V1_4)).await;
+    let relay = Relay::start(server.port).await;
+    let kms = server.key_server_with(vec![relay.endpoint.clone()], ProtocolVersion::V1_4);
+    let p = provider("r", "kms", &kms, &id, Wrapping::Remote, system());
+    for i in 0..10u8 {
+        let ct = p.encrypt(&[i; 8], b"x").await.unwrap();
+        assert_eq!(p.decrypt(&ct, b"x").await.unwrap().as_slice(), &[i; 8]);
+    }
+    assert_eq!(
+        relay.connections(),
+        1,
+        "20 operations over one pooled connection"
+    );
+}

@@ -78,6 +78,7 @@ fn main() -> anyhow::Result<()> {
                         pcrs: vec![0, 7],
                         bank: "sha256".into(),
                         created_at: now,
+                        disabled_at: None,
                     },
                 )?;
             }

@@ -62,6 +62,18 @@ pub struct Config {
     pub previous_key_encryption_key_file: Option<PathBuf>,
     /// Where every event is POSTed as JSON (http or https), if set.
     pub webhook_url: Option<String>,
+    /// The database: unset, the SQLite file in the data directory; `postgres://user@host:port/
+    /// database?sslmode=require` (libpq's URL form), a PostgreSQL database that several vouchd
+    /// replicas may share. The password does not belong here: see `store_password_file`.
+    pub store: Option<String>,
+    /// A file holding the PostgreSQL password (its first line). `VOUCHD_STORE_PASSWORD` in the
+    /// environment takes precedence.
+    pub store_password_file: Option<PathBuf>,
+    /// CA certificates (PEM) trusted for the PostgreSQL server's TLS certificate, besides the
+    /// system's.
+    pub store_ca_file: Option<PathBuf>,
+    /// The most PostgreSQL connections this vouchd keeps open.
+    pub store_max_connections: u32,
     /// On SIGTERM or SIGINT, how long attestations and requests in flight may take to finish
     /// before vouchd exits anyway, in seconds.
     pub shutdown_grace_secs: u64,
@@ -91,6 +103,10 @@ impl Default for Config {
             key_encryption_key_file: None,
             previous_key_encryption_key_file: None,
             webhook_url: None,
+            store: None,
+            store_password_file: None,
+            store_ca_file: None,
+            store_max_connections: 16,
             shutdown_grace_secs: 10,
         }
     }
@@ -182,6 +198,29 @@ impl Config {
                 "agent_max_unproven_per_address and api_max_connections must be at least 1".into(),
             ));
         }
+        if let Some(store) = &self.store {
+            if !(store.starts_with("postgres://") || store.starts_with("postgresql://")) {
+                return Err(ConfigError::Invalid(
+                    "store must be a postgres:// URL (or unset, for the SQLite file in data_dir)"
+                        .into(),
+                ));
+            }
+            let parsed = store
+                .parse::<postgres::Config>()
+                .map_err(|e| ConfigError::Invalid(format!("store: {e}")))?;
+            if parsed.get_password().is_some() {
+                return Err(ConfigError::Invalid(
+                    "store: the password does not belong in the URL; put it in \
+                     store_password_file or VOUCHD_STORE_PASSWORD"
+                        .into(),
+                ));
+            }
+        }
+        if self.store_max_connections == 0 || self.store_max_connections > 1000 {
+            return Err(ConfigError::Invalid(
+                "store_max_connections must be between 1 and 1000".into(),
+            ));
+        }
         if self.agent_max_sessions == 0 {
             return Err(ConfigError::Invalid(
                 "agent_max_sessions must be at least 1".into(),
@@ -232,6 +271,24 @@ mod tests {
     fn the_example_file_states_the_defaults() {
         let example = Config::parse(include_str!("../vouchd.example.toml")).unwrap();
         assert_eq!(example, Config::default());
+    }
+
+    #[test]
+    fn the_store_is_a_postgres_url_without_a_password() {
+        let c =
+            Config::parse(r#"store = "postgres://vouchd@db:5432/vouchd?sslmode=require""#).unwrap();
+        assert!(c.store.is_some_and(|s| s.ends_with("sslmode=require")));
+        for (bad, says) in [
+            (r#"store = "mysql://db/x""#, "postgres:// URL"),
+            (
+                r#"store = "postgres://vouchd:secret@db/vouchd""#,
+                "password",
+            ),
+            ("store_max_connections = 0", "store_max_connections"),
+        ] {
+            let err = Config::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

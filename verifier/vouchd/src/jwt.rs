@@ -83,6 +83,8 @@ pub enum JwtError {
     Key { path: String, reason: String },
     #[error("signing failed")]
     Sign,
+    #[error("signing key generation failed")]
+    Generate,
     #[error("cannot encode claims: {0}")]
     Claims(String),
 }
@@ -105,6 +107,13 @@ impl std::fmt::Debug for Signer {
     }
 }
 
+/// A new P-256 signing key, PKCS#8 DER.
+pub fn generate_pkcs8() -> Result<Vec<u8>, JwtError> {
+    EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+        .map(|doc| doc.as_ref().to_vec())
+        .map_err(|_| JwtError::Generate)
+}
+
 impl Signer {
     /// Loads the key at `path`, or generates and stores one there.
     pub fn load_or_create(path: &Path) -> Result<Self, JwtError> {
@@ -115,14 +124,10 @@ impl Signer {
         let pkcs8 = if path.exists() {
             std::fs::read(path).map_err(|e| err(e.to_string()))?
         } else {
-            let doc = EcdsaKeyPair::generate_pkcs8(
-                &ECDSA_P256_SHA256_FIXED_SIGNING,
-                &SystemRandom::new(),
-            )
-            .map_err(|_| err("key generation failed".into()))?;
-            crate::tls::write_private(path, doc.as_ref()).map_err(|e| err(e.to_string()))?;
+            let doc = generate_pkcs8().map_err(|e| err(e.to_string()))?;
+            crate::tls::write_private(path, &doc).map_err(|e| err(e.to_string()))?;
             tracing::info!(path = %path.display(), "generated the attestation-token signing key");
-            doc.as_ref().to_vec()
+            doc
         };
         Self::from_pkcs8(&pkcs8).map_err(err)
     }

@@ -11,6 +11,7 @@
 
 pub mod agent;
 pub mod api;
+pub mod backup;
 pub mod channel;
 pub mod config;
 pub mod ek;

@@ -29,6 +29,42 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Back up the data directory into a new file, while vouchd serves: a consistent snapshot
+    /// of the database with the signing and TLS keys. Secrets stay sealed under the
+    /// key-encryption key, which is not in the backup: keep it apart.
+    Backup {
+        /// The configuration file vouchd serves with (its data_dir is backed up).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The backup file to write (must not exist; mode 0600).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Print what the backup holds as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore a backup into an empty or missing data directory (never over a live one), then
+    /// start `vouchd serve` on it.
+    Restore {
+        /// The configuration file the restored vouchd will serve with (its data_dir).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The key-encryption key of the backed-up vouchd (its data directory's
+        /// key-encryption-key file), copied into the new data directory. Not needed when the
+        /// configuration or VOUCHD_KEY_ENCRYPTION_KEY names the key.
+        #[arg(long, value_name = "FILE")]
+        key_encryption_key: Option<PathBuf>,
+        /// Print what was restored as JSON.
+        #[arg(long)]
+        json: bool,
+        /// The backup file (from `vouchd backup`).
+        backup: PathBuf,
+    },
+    /// Administrative access, run on vouchd's host with access to its data directory.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Print vouchd's completion script for a shell, e.g. `vouchd completions bash`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -39,6 +75,49 @@ enum Command {
         /// The directory (created if missing), e.g. /usr/share/man/man1.
         dir: PathBuf,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Recover administrative access when every admin token is lost: a new token for a member
+    /// of TrustedAdmins (made one if needed), written to <data_dir>/bootstrap-token (mode
+    /// 0600) as on the first start, and an event `principal.bootstrap_reset`. Works while
+    /// vouchd serves.
+    ResetBootstrap {
+        /// The configuration file vouchd serves with.
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// The principal that gets the token.
+        #[arg(long, default_value = vouchd::service::auth::BOOTSTRAP_PRINCIPAL)]
+        principal: String,
+    },
+}
+
+fn load(config: Option<&std::path::Path>) -> anyhow::Result<Config> {
+    let config = match config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+fn print_summary(summary: &vouchd::backup::Summary, json: bool, verb: &str) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    } else {
+        println!(
+            "{verb} {}: schema {}, {} clusters, {} hosts, {} attestations, files: {}; secrets sealed under key-encryption key {}",
+            summary.file.display(),
+            summary.schema_version,
+            summary.clusters,
+            summary.hosts,
+            summary.attestations,
+            summary.files.join(", "),
+            summary.key_encryption_key_id
+        );
+    }
+    Ok(())
 }
 
 fn main() -> std::process::ExitCode {
@@ -74,6 +153,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(serve(config))
+        }
+        Command::Backup { config, out, json } => {
+            let config = load(config.as_deref())?;
+            let summary = vouchd::backup::backup(&config, &out)?;
+            print_summary(&summary, json, "backed up into")
+        }
+        Command::Restore {
+            config,
+            key_encryption_key,
+            json,
+            backup,
+        } => {
+            let config = load(config.as_deref())?;
+            let summary = vouchd::backup::restore(&config, &backup, key_encryption_key.as_deref())?;
+            print_summary(&summary, json, "restored")
+        }
+        Command::Admin {
+            command: AdminCommand::ResetBootstrap { config, principal },
+        } => {
+            let config = load(config.as_deref())?;
+            let path = vouchd::server::reset_bootstrap(&config, &principal)?;
+            println!(
+                "new token for principal '{principal}' (TrustedAdmins) written to {} (mode 0600); delete the file once it is kept safe",
+                path.display()
+            );
+            Ok(())
         }
         Command::Completions { shell } => {
             clap_complete::generate(shell, &mut Cli::command(), "vouchd", &mut std::io::stdout());

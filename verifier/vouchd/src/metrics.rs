@@ -25,6 +25,12 @@ pub struct ResultLabels {
     pub result: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReplicaLabels {
+    /// This vouchd's id among the replicas of its database (new at each start).
+    pub replica: String,
+}
+
 /// Every metric vouchd exports.
 #[derive(Debug)]
 pub struct Metrics {
@@ -36,6 +42,8 @@ pub struct Metrics {
     pub agent_sessions_ended: Family<ResultLabels, Counter>,
     pub attestations: Family<ResultLabels, Counter>,
     pub tokens_issued: Counter,
+    /// Expiry sweeps this vouchd ran (one per period across every replica on the database).
+    pub sweeps: Family<ReplicaLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -89,6 +97,12 @@ impl Metrics {
             "Signed attestation tokens issued",
             tokens_issued.clone(),
         );
+        let sweeps = Family::<ReplicaLabels, Counter>::default();
+        registry.register(
+            "expiry_sweeps",
+            "Expiry sweeps run by this vouchd, labelled with its replica id (each period is swept by one replica of the database)",
+            sweeps.clone(),
+        );
         Self {
             registry,
             http_requests,
@@ -98,6 +112,7 @@ impl Metrics {
             agent_sessions_ended,
             attestations,
             tokens_issued,
+            sweeps,
         }
     }
 
@@ -108,6 +123,15 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+
+    /// Counts a sweep run by `replica`.
+    pub fn swept(&self, replica: &str) {
+        self.sweeps
+            .get_or_create(&ReplicaLabels {
+                replica: replica.into(),
+            })
+            .inc();
     }
 
     pub fn denied(&self, kind: &str) {

@@ -12,7 +12,8 @@ pub fn sweep_period(interval: Duration) -> Duration {
     (interval / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
 }
 
-/// Marks expired hosts `unknown`; returns how many changed.
+/// Marks expired hosts `unknown`, each with its event in the same transaction; returns how
+/// many changed.
 pub async fn sweep_once(state: &AppState, now: i64) -> Result<usize, store::StoreError> {
     let hosts = store::run(&state.store, |s| s.list_all_hosts()).await?;
     let mut changed = 0;
@@ -22,40 +23,54 @@ pub async fn sweep_once(state: &AppState, now: i64) -> Result<usize, store::Stor
         if !expired {
             continue;
         }
+        // The store checks again: a result recorded since the listing stands.
         let hash = host.ek_hash.clone();
-        let before = store::run(&state.store, move |s| {
-            s.set_host_state(&hash, HostState::Unknown)
-        })
-        .await?;
-        if before != HostState::Unknown {
+        let event = store::run(&state.store, move |s| s.expire_host(&hash, now)).await?;
+        if let Some(event) = event {
             changed += 1;
-            let detail = serde_json::json!({
-                "cluster": host.cluster,
-                "from": before,
-                "to": HostState::Unknown,
-                "reason": "the last attestation expired without a new one",
-            });
             tracing::warn!(ek_hash = %host.ek_hash, cluster = %host.cluster, "attestation expired");
-            let subject = host.ek_hash.clone();
-            store::run(&state.store, move |s| {
-                s.add_event(now, "host.state_changed", &subject, &detail)
-            })
-            .await?;
+            crate::service::events::announce(state, event);
         }
     }
     Ok(changed)
 }
 
+/// How many sweep claims a database keeps (older ones are dropped).
+const SWEEPS_KEPT: i64 = 10_000;
+
+/// Sweeps once if this replica is the first to claim the period `now` falls in (replicas
+/// sharing a database sweep each period once between them); returns whether it swept.
+pub async fn sweep_if_claimed(
+    state: &AppState,
+    period: Duration,
+    now: i64,
+) -> Result<bool, store::StoreError> {
+    let secs = i64::try_from(period.as_secs().max(1)).unwrap_or(i64::MAX);
+    let index = now.div_euclid(secs);
+    let replica = state.replica.to_string();
+    let claimed = store::run(&state.store, move |s| {
+        s.claim_sweep(index, &replica, now, index.saturating_sub(SWEEPS_KEPT))
+    })
+    .await?;
+    if !claimed {
+        return Ok(false);
+    }
+    state.metrics.swept(&state.replica);
+    sweep_once(state, now).await?;
+    Ok(true)
+}
+
 /// Runs the sweeper until `state.shutdown` is cancelled.
 pub async fn run(state: AppState) {
-    let mut tick = tokio::time::interval(sweep_period(state.config.reattest_interval()));
+    let period = sweep_period(state.config.reattest_interval());
+    let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             () = state.shutdown.cancelled() => return,
         }
-        if let Err(e) = sweep_once(&state, crate::now()).await {
+        if let Err(e) = sweep_if_claimed(&state, period, crate::now()).await {
             tracing::error!(error = %e, "attestation sweep failed");
         }
     }
@@ -80,6 +95,7 @@ mod tests {
                 pcrs: vec![0],
                 bank: "sha256".into(),
                 created_at: 0,
+                disabled_at: None,
             })
             .unwrap();
         for (ek, valid_until) in [("a", 100), ("b", 1000)] {
@@ -130,7 +146,36 @@ mod tests {
         );
         let events = state.store.list_events(0, 100).unwrap();
         assert_eq!(events.len() - recorded, 1, "one event for the one expiry");
-        assert_eq!(events[0].subject, "a");
+        let expiry = events.last().unwrap();
+        assert_eq!(expiry.subject, "a");
+        assert_eq!(expiry.detail["reason"], store::EXPIRED_REASON);
+    }
+
+    /// Two replicas on one database: each period is swept by the first to claim it.
+    #[tokio::test]
+    async fn each_period_is_swept_by_one_replica() {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open_in_memory().unwrap());
+        let replica = || {
+            AppState::new(
+                Arc::clone(&store),
+                Config::default(),
+                Signer::load_or_create(&dir.path().join("k")).unwrap(),
+                None,
+            )
+        };
+        let (a, b) = (replica(), replica());
+        assert_ne!(a.replica, b.replica);
+        let period = Duration::from_secs(5);
+        assert!(sweep_if_claimed(&a, period, 100).await.unwrap());
+        assert!(!sweep_if_claimed(&b, period, 101).await.unwrap());
+        assert!(!sweep_if_claimed(&a, period, 104).await.unwrap());
+        assert!(sweep_if_claimed(&b, period, 105).await.unwrap());
+        for r in [&a, &b] {
+            let text = r.metrics.render();
+            let line = format!("vouchd_expiry_sweeps_total{{replica=\"{}\"}} 1", r.replica);
+            assert!(text.contains(&line), "{line} in {text}");
+        }
     }
 
     #[test]

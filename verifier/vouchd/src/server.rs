@@ -8,12 +8,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
 
 use crate::api;
 use crate::config::Config;
 use crate::jwt::Signer;
 use crate::service::{AppState, auth};
 use crate::store::Store;
+use crate::store::postgres::{PgOptions, PostgresStore};
 use crate::store::sealing::SealingKey;
 use crate::store::sqlite::SqliteStore;
 use crate::{agent, scheduler, tls};
@@ -88,17 +90,24 @@ pub const KEY_ENCRYPTION_KEY_FILE: &str = "key-encryption-key";
 pub const KEY_ENCRYPTION_KEY_ENV: &str = "VOUCHD_KEY_ENCRYPTION_KEY";
 
 /// The key-encryption keys: from the environment, or the configured file, or the data
-/// directory's (made on first start); and the previous one during a rotation.
-fn sealing_keys(config: &Config) -> anyhow::Result<(SealingKey, Option<SealingKey>)> {
+/// directory's (made on first start when `create`); and the previous one during a rotation.
+pub(crate) fn sealing_keys(
+    config: &Config,
+    create: bool,
+) -> anyhow::Result<(SealingKey, Option<SealingKey>)> {
     let current = match std::env::var(KEY_ENCRYPTION_KEY_ENV) {
         Ok(text) => SealingKey::from_hex(&text)
             .with_context(|| format!("{KEY_ENCRYPTION_KEY_ENV} is not 64 hex digits"))?,
+        Err(_) if config.store.is_some() && config.key_encryption_key_file.is_none() => {
+            anyhow::bail!(
+                "with a PostgreSQL store every replica must seal and open the database's secrets \
+                 with the same key-encryption key: set key_encryption_key_file (the same file \
+                 contents on every replica) or {KEY_ENCRYPTION_KEY_ENV}"
+            )
+        }
         Err(_) => {
-            let path = config
-                .key_encryption_key_file
-                .clone()
-                .unwrap_or_else(|| config.data_dir.join(KEY_ENCRYPTION_KEY_FILE));
-            let key = SealingKey::load(&path, true)?;
+            let path = key_encryption_key_path(config);
+            let key = SealingKey::load(&path, create)?;
             owner_only(&path, false)?;
             key
         }
@@ -111,11 +120,19 @@ fn sealing_keys(config: &Config) -> anyhow::Result<(SealingKey, Option<SealingKe
     Ok((current, previous))
 }
 
+/// The key-encryption key's file: the configured one, or the data directory's.
+pub(crate) fn key_encryption_key_path(config: &Config) -> PathBuf {
+    config
+        .key_encryption_key_file
+        .clone()
+        .unwrap_or_else(|| config.data_dir.join(KEY_ENCRYPTION_KEY_FILE))
+}
+
 /// Where the first start writes the bootstrap token (mode 0600), never to stdout or the log.
 pub const BOOTSTRAP_TOKEN_FILE: &str = "bootstrap-token";
 
 /// Makes `path` readable and writable by its owner only (creating it empty if `create`).
-fn owner_only(path: &Path, create: bool) -> anyhow::Result<()> {
+pub(crate) fn owner_only(path: &Path, create: bool) -> anyhow::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
     if create {
         std::fs::OpenOptions::new()
@@ -133,7 +150,7 @@ fn owner_only(path: &Path, create: bool) -> anyhow::Result<()> {
 }
 
 /// Writes the bootstrap token to a new file of mode 0600 in the data directory.
-fn write_bootstrap_token(data_dir: &Path, token: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn write_bootstrap_token(data_dir: &Path, token: &str) -> anyhow::Result<PathBuf> {
     use std::io::Write as _;
     use std::os::unix::fs::OpenOptionsExt as _;
     let path = data_dir.join(BOOTSTRAP_TOKEN_FILE);
@@ -148,6 +165,112 @@ fn write_bootstrap_token(data_dir: &Path, token: &str) -> anyhow::Result<PathBuf
     writeln!(file, "{token}").with_context(|| format!("cannot write {}", path.display()))?;
     file.sync_all()?;
     Ok(path)
+}
+
+/// Logs that secrets were sealed again under the current key-encryption key.
+fn log_resealed(resealed: usize) {
+    if resealed > 0 {
+        tracing::info!(
+            resealed,
+            "sealed secrets under the current key-encryption key"
+        );
+    }
+}
+
+/// The SQLite file in the data directory, its WAL and shared memory for the owner only.
+async fn open_sqlite(
+    config: &Config,
+    current: SealingKey,
+    previous: Option<SealingKey>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let db = config.data_dir.join(DATABASE_FILE);
+    // SQLite gives the WAL and shared-memory files the database file's mode.
+    owner_only(&db, true)?;
+    let path = db.clone();
+    let store = tokio::task::spawn_blocking(move || {
+        let store = SqliteStore::open(&path)?.with_sealing(current, previous);
+        log_resealed(store.reseal_secrets()?);
+        Ok::<_, crate::store::StoreError>(store)
+    })
+    .await?
+    .with_context(|| format!("cannot open {}", db.display()))?;
+    for suffix in ["-wal", "-shm"] {
+        owner_only(
+            &config.data_dir.join(format!("{DATABASE_FILE}{suffix}")),
+            false,
+        )?;
+    }
+    Ok(Arc::new(store))
+}
+
+/// The environment variable that gives the PostgreSQL password.
+pub const STORE_PASSWORD_ENV: &str = "VOUCHD_STORE_PASSWORD";
+
+/// The PostgreSQL database of `config.store`.
+async fn open_postgres(
+    config: &Config,
+    current: SealingKey,
+    previous: Option<SealingKey>,
+) -> anyhow::Result<Arc<dyn Store>> {
+    let password = match std::env::var(STORE_PASSWORD_ENV) {
+        Ok(password) => Some(password),
+        Err(_) => match &config.store_password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read store_password_file {}", path.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned(),
+            ),
+            None => None,
+        },
+    };
+    let options = PgOptions {
+        url: config.store.clone().unwrap_or_default(),
+        password,
+        ca_file: config.store_ca_file.clone(),
+        max_connections: config.store_max_connections,
+    };
+    let store = tokio::task::spawn_blocking(move || {
+        let store = PostgresStore::open(&options)?.with_sealing(current, previous);
+        log_resealed(store.reseal_secrets()?);
+        Ok::<_, crate::store::StoreError>(store)
+    })
+    .await?
+    .context("cannot open the PostgreSQL store")?;
+    Ok(Arc::new(store))
+}
+
+/// The token signer of every replica on the database: the stored key, or a new one stored now.
+async fn shared_signer(store: &Arc<dyn Store>) -> anyhow::Result<Signer> {
+    let candidate = crate::hex(Zeroizing::new(crate::jwt::generate_pkcs8()?).as_slice());
+    let stored = Zeroizing::new(
+        crate::store::run(store, move |s| s.signing_key(&candidate, crate::now())).await?,
+    );
+    let pkcs8 =
+        Zeroizing::new(hex::decode(stored.as_str()).context("the stored signing key is not hex")?);
+    Signer::from_pkcs8(&pkcs8).map_err(|e| anyhow::anyhow!("the stored signing key: {e}"))
+}
+
+/// `vouchd admin reset-bootstrap`: a new token for `principal` in TrustedAdmins (see
+/// [`auth::reset_bootstrap`]), written as the bootstrap token is. Returns the file.
+pub fn reset_bootstrap(config: &Config, principal: &str) -> anyhow::Result<PathBuf> {
+    let db = config.data_dir.join(DATABASE_FILE);
+    if !db.is_file() {
+        anyhow::bail!(
+            "{} does not exist: is data_dir in the configuration the one vouchd serves from?",
+            db.display()
+        );
+    }
+    api::check_name("principal", principal).map_err(|e| anyhow::anyhow!(e.reason()))?;
+    let store = SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+    let token = auth::reset_bootstrap(&store, principal, crate::now())?;
+    tracing::warn!(
+        principal,
+        "reset-bootstrap: issued a new TrustedAdmins token; it is in the bootstrap-token file (mode 0600)"
+    );
+    write_bootstrap_token(&config.data_dir, &token)
 }
 
 /// Opens storage, bootstraps on first start, loads or makes keys, binds both listeners and
@@ -166,48 +289,18 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
             .with_context(|| format!("cannot restrict {}", config.data_dir.display()))?;
     }
-    let db = config.data_dir.join(DATABASE_FILE);
-    // The database, its WAL and shared memory: the owner only (SQLite gives the WAL and
-    // shared-memory files the database file's mode).
-    owner_only(&db, true)?;
-    let (current, previous) = sealing_keys(&config)?;
-    let store: Arc<dyn Store> = {
-        let path = db.clone();
-        let store = tokio::task::spawn_blocking(move || {
-            let store = SqliteStore::open(&path)?.with_sealing(current, previous);
-            let resealed = store.reseal_secrets()?;
-            if resealed > 0 {
-                tracing::info!(
-                    resealed,
-                    "sealed secrets under the current key-encryption key"
-                );
-            }
-            Ok::<_, crate::store::StoreError>(store)
-        })
-        .await?
-        .with_context(|| format!("cannot open {}", db.display()))?;
-        Arc::new(store)
+    let (current, previous) = sealing_keys(&config, true)?;
+    let store: Arc<dyn Store> = if config.store.is_some() {
+        open_postgres(&config, current, previous).await?
+    } else {
+        open_sqlite(&config, current, previous).await?
     };
-    for suffix in ["-wal", "-shm"] {
-        owner_only(
-            &config.data_dir.join(format!("{DATABASE_FILE}{suffix}")),
-            false,
-        )?;
-    }
-    let bootstrap_token = crate::store::run(&store, |s| auth::bootstrap(s, crate::now())).await?;
-    let bootstrap_token_file = match &bootstrap_token {
-        Some(token) => {
-            let path = write_bootstrap_token(&config.data_dir, token)?;
-            tracing::warn!(
-                principal = auth::BOOTSTRAP_PRINCIPAL,
-                file = %path.display(),
-                "first start: created the bootstrap principal in TrustedAdmins; its token is in the file (mode 0600)"
-            );
-            Some(path)
-        }
-        None => None,
+    let signer = if config.store.is_some() {
+        // Replicas share one signing key: the database's (the first replica's).
+        shared_signer(&store).await?
+    } else {
+        Signer::load_or_create(&config.data_dir.join(SIGNING_KEY_FILE))?
     };
-    let signer = Signer::load_or_create(&config.data_dir.join(SIGNING_KEY_FILE))?;
     let identity = tls::load_or_create(&config)?;
     let api_listener = TcpListener::bind(config.api_listen)
         .await
@@ -219,6 +312,21 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let agent_addr = agent_listener.local_addr()?;
     let webhook = match &config.webhook_url {
         Some(url) => Some(crate::service::events::Webhook::new(url).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    // Only once both listeners are bound: a first start that cannot serve must not make an
+    // admin whose token nobody sees.
+    let bootstrap_token = crate::store::run(&store, |s| auth::bootstrap(s, crate::now())).await?;
+    let bootstrap_token_file = match &bootstrap_token {
+        Some(token) => {
+            let path = write_bootstrap_token(&config.data_dir, token)?;
+            tracing::warn!(
+                principal = auth::BOOTSTRAP_PRINCIPAL,
+                file = %path.display(),
+                "first start: created the bootstrap principal in TrustedAdmins; its token is in the file (mode 0600)"
+            );
+            Some(path)
+        }
         None => None,
     };
     let state = AppState::new(store, config, signer, webhook);

@@ -5,6 +5,8 @@
 
 use std::path::Path;
 
+pub mod postgres;
+
 use crate::config::Config;
 use crate::server::{Running, start};
 

@@ -230,6 +230,7 @@ async fn a_recorded_quote_over_tcp_changes_nothing_and_the_operator_sees_why() {
             pcrs: vec![0, 1, 2, 3, 4, 7],
             bank: "sha256".into(),
             created_at: 0,
+            disabled_at: None,
         })
         .unwrap();
     for pem in ["ek/swtpm-localca-root.pem", "ek/swtpm-localca-issuer.pem"] {

@@ -420,7 +420,13 @@ async fn trust_configuration_round_trip() {
             Method::PUT,
             "/v1/clusters/prod/software-versions/fw-1.0",
             a,
-            Some(json!({"pcrs": {"sha256": {"0": "00".repeat(32)}}})),
+            // A reference for every PCR the cluster compares (0, 2, 4, 7).
+            Some(json!({"pcrs": {"sha256": {
+                "0": "00".repeat(32),
+                "2": "02".repeat(32),
+                "4": "04".repeat(32),
+                "7": "07".repeat(32),
+            }}})),
         )
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");

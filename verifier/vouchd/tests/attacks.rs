@@ -68,6 +68,7 @@ fn victim_with(h: &Harness, ak: &str) -> Victim {
             pcrs: vec![0, 1, 2, 3, 4, 7],
             bank: "sha256".into(),
             created_at: 0,
+            disabled_at: None,
         })
         .unwrap();
     for pem in ["ek/swtpm-localca-root.pem", "ek/swtpm-localca-issuer.pem"] {

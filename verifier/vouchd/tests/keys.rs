@@ -461,3 +461,132 @@ async fn other_cluster_decrypts_a_ciphertext() {
         );
     }
 }
+
+/// The key requests' checks are kept in memory between requests (verified tokens, the host's
+/// facts from the store), and every change still reaches the next request: an attestation that
+/// lapses, a token that expires, a new attestation, a host that fails one, a cluster whose
+/// provider is removed.
+#[tokio::test]
+async fn cached_checks_follow_every_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let kms = PyKmip::start();
+    add_key_server(&h, "kms-1", &kms).await;
+    let key = create_key(&h, "kms-1").await;
+    let (s, body) = add_provider(&h, "p", "kms-1", &key, "local").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    cluster_with(&h, "c", Some("p")).await;
+    let store = &h.running.state.store;
+    let encrypt = |token: String| {
+        let h = &h;
+        async move { op(h, &token, "encrypt", json!({"plaintext": b64(b"x")})).await }
+    };
+    let attest = |n: u8, nonce: &str, attested: bool, valid_for: i64| {
+        let now = vouchd::now();
+        store
+            .record_attestation(&AttestationRecord {
+                ek_hash: format!("{n:02x}").repeat(32),
+                cluster: "c".into(),
+                at: now,
+                attested,
+                software_version: Some("fw-1".into()),
+                reason: None,
+                pcr_digest: None,
+                nonce: Some(nonce.into()),
+                valid_until: Some(now + valid_for),
+                token: None,
+                presented: None,
+            })
+            .unwrap();
+    };
+    let token = |n: u8, nonce: &str, exp_in: i64| {
+        let now = vouchd::now();
+        h.running
+            .state
+            .signer
+            .sign(&AttestationClaims {
+                iss: "vouchd".into(),
+                sub: format!("{n:02x}").repeat(32),
+                cluster: "c".into(),
+                software_version: "fw-1".into(),
+                pcr_digest: "00".repeat(32),
+                nonce: nonce.into(),
+                attestation: nonce.into(),
+                iat: now,
+                exp: now + exp_in,
+                jti: format!("{n}-{nonce}"),
+            })
+            .unwrap()
+    };
+    let lapsing = host(&h, 0x21, "c", true, 600);
+    let expiring = host(&h, 0x22, "c", true, 2);
+    let steady = host(&h, 0x23, "c", true, 600);
+    // Host 0x21's attestation lapses in 2 s; host 0x22's token expires in 2 s.
+    attest(0x21, &"11".repeat(16), true, 2);
+    for t in [&lapsing, &expiring, &steady] {
+        for _ in 0..3 {
+            let (s, body) = encrypt(t.clone()).await;
+            assert_eq!(s, StatusCode::OK, "{body}");
+        }
+    }
+    let after = vouchd::now() + 3;
+    while vouchd::now() < after {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (s, body) = encrypt(lapsing).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("not attested"),
+        "{body}"
+    );
+    let (s, body) = encrypt(expiring).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+    assert!(
+        body["reason"].as_str().unwrap().contains("expired"),
+        "{body}"
+    );
+    let (s, body) = encrypt(steady.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+
+    // A new attestation: the earlier token is refused, the new one serves.
+    attest(0x23, &"22".repeat(16), true, 600);
+    let (s, body) = encrypt(steady).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("current attestation"),
+        "{body}"
+    );
+    let renewed = token(0x23, &"22".repeat(16), 600);
+    let (s, body) = encrypt(renewed.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    // A failed attestation: refused at once.
+    attest(0x23, &"33".repeat(16), false, 600);
+    let (s, body) = encrypt(renewed).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    // Attested again; then the cluster's provider removed: refused at once.
+    attest(0x23, &"44".repeat(16), true, 600);
+    let last = token(0x23, &"44".repeat(16), 600);
+    let (s, body) = encrypt(last.clone()).await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    let (s, _) = h
+        .call(
+            Method::DELETE,
+            "/v1/clusters/c/key-provider",
+            Some(&h.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, body) = encrypt(last).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("not configured with a key provider"),
+        "{body}"
+    );
+}

@@ -1,7 +1,9 @@
 //! A real PyKMIP server per test: its own temporary directory, configuration, SQLite database
 //! and certificates (a CA, an ECDSA P-256 server certificate — PyKMIP's TLS 1.2 suites with an
 //! RSA certificate are all CBC, which rustls refuses — and a client certificate, which PyKMIP
-//! requires), on a free port of 127.0.0.1, killed with its process group on drop.
+//! requires), on a free port of 127.0.0.1, killed with its process group on drop. A server
+//! can be stopped and started again on its database, and a replica started on the same
+//! database (for key server faults).
 //!
 //! The server comes from the virtualenv `cargo xtask setup` installs (`setup::PYKMIP_VENV`);
 //! `VOUCH_PYKMIP_VENV` names another. A missing venv fails the test: never a skip.
@@ -41,6 +43,7 @@ pub fn venv() -> PathBuf {
 }
 
 /// The test PKI, in PEM.
+#[derive(Clone)]
 pub struct Pki {
     pub ca: String,
     pub server_cert: String,
@@ -51,6 +54,12 @@ pub struct Pki {
 
 fn p256() -> KeyPair {
     KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap()
+}
+
+impl Default for Pki {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Pki {
@@ -103,6 +112,8 @@ pub fn free_port() -> u16 {
 /// A running PyKMIP server.
 pub struct PyKmip {
     child: Child,
+    /// Whether `child` runs (it is not signalled again once stopped: its pid may be reused).
+    running: bool,
     dir: tempfile::TempDir,
     pub port: u16,
     pub pki: Pki,
@@ -123,14 +134,30 @@ impl PyKmip {
     }
 
     pub fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let database = dir.path().join("pykmip.db");
+        Self::launch(dir, Pki::new(), &database)
+    }
+
+    /// A replica of this server: another pykmip-server on its own port, with the same
+    /// certificates, sharing this server's database (so it serves the same keys).
+    pub fn replica(&self) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        Self::launch(dir, self.pki.clone(), &self.database())
+    }
+
+    /// The server's SQLite database.
+    pub fn database(&self) -> PathBuf {
+        self.dir.path().join("pykmip.db")
+    }
+
+    fn launch(dir: tempfile::TempDir, pki: Pki, database: &Path) -> Self {
         let server = venv().join("bin/pykmip-server");
         assert!(
             server.is_file(),
             "PyKMIP not found at {}: run `cargo xtask setup` (it installs the PyKMIP virtualenv)",
             server.display()
         );
-        let dir = tempfile::tempdir().unwrap();
-        let pki = Pki::new();
         let path = |name: &str| dir.path().join(name);
         std::fs::write(path("ca.pem"), &pki.ca).unwrap();
         std::fs::write(path("server.pem"), &pki.server_cert).unwrap();
@@ -145,16 +172,36 @@ impl PyKmip {
             path("server.key").display(),
             path("ca.pem").display(),
             path("policies").display(),
-            path("pykmip.db").display(),
+            database.display(),
         );
         std::fs::write(path("server.conf"), config).unwrap();
-        let output = std::fs::File::create(path("output.txt")).unwrap();
-        let child = Command::new(&server)
+        let child = Self::spawn(dir.path());
+        let mut server = Self {
+            child,
+            running: true,
+            dir,
+            port,
+            pki,
+        };
+        server.wait_listening();
+        server
+    }
+
+    /// Runs pykmip-server on the configuration in `dir`.
+    fn spawn(dir: &Path) -> Child {
+        let server = venv().join("bin/pykmip-server");
+        let path = |name: &str| dir.join(name);
+        let output = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path("output.txt"))
+            .unwrap();
+        Command::new(&server)
             .arg("-f")
             .arg(path("server.conf"))
             .arg("-l")
             .arg(path("server.log"))
-            .current_dir(dir.path())
+            .current_dir(dir)
             .stdin(Stdio::null())
             .stdout(output.try_clone().unwrap())
             .stderr(output)
@@ -162,15 +209,28 @@ impl PyKmip {
             // monitor, which must die with it.
             .process_group(0)
             .spawn()
-            .unwrap();
-        let mut server = Self {
-            child,
-            dir,
-            port,
-            pki,
-        };
-        server.wait_listening();
-        server
+            .unwrap()
+    }
+
+    /// Stops the server (SIGKILL to its process group), keeping its directory, configuration
+    /// and database.
+    pub fn stop(&mut self) {
+        if !std::mem::take(&mut self.running) {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.child.id())])
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the stopped server again: the same port, configuration and database.
+    pub fn restart(&mut self) {
+        assert!(!self.running, "restart a stopped server");
+        self.child = Self::spawn(self.dir.path());
+        self.running = true;
+        self.wait_listening();
     }
 
     fn wait_listening(&mut self) {
@@ -236,11 +296,7 @@ impl PyKmip {
 impl Drop for PyKmip {
     fn drop(&mut self) {
         // The whole group, by its id (the server's pid).
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.child.id())])
-            .status();
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }
 

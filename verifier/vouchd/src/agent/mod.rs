@@ -289,10 +289,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             };
             if let AgentMessage::Error(e) = &message {
                 tracing::warn!(%peer, failure = ?e.failure, detail = %e.detail, "agent reported a failure");
-                return SessionEnd::AgentError {
+                let end = SessionEnd::AgentError {
                     failure: e.failure,
                     detail: e.detail.to_string(),
                 };
+                // The session records what it means for the host (a TPM failure after
+                // attesting fails closed) and ends.
+                let _ = session.on_message(message).await;
+                return end;
             }
             match session.on_message(message).await {
                 Ok(out) => {

@@ -155,20 +155,31 @@ pub enum ProtocolViolation {
 #[non_exhaustive]
 pub enum UntrustedEk {
     /// No trusted cluster lists this EK as a host.
-    #[error("EK {} is not a host of any trusted cluster", short(ek_hash))]
+    #[error(
+        "EK {ek_hash} is not a host of any trusted cluster; a management server adds it with `vouch host add --cluster CLUSTER --ek-hash {ek_hash}`"
+    )]
     NotAHost {
         /// The EK's hash.
         ek_hash: String,
     },
     /// The host's cluster has no trust that could admit this TPM.
-    #[error("cluster {cluster} has no trust configured for this TPM")]
+    #[error(
+        "cluster {cluster} has no trust configured for this TPM: trust its manufacturer with `vouch tpm-ca add --cluster {cluster} CA.pem`, or for a TPM without an EK certificate list its EK with `vouch ek add --cluster {cluster} --bare-public-key EK.pem`"
+    )]
     NoTrust {
         /// The cluster.
         cluster: String,
     },
     /// vouch-attest refused the EK under the cluster's trust.
-    #[error(transparent)]
-    Refused(#[from] EkError),
+    #[error(
+        "cluster {cluster} does not trust this TPM's EK: {error}; check its manufacturer's CA (`vouch tpm-ca list --cluster {cluster}`, `vouch tpm-ca add`) and, in mode 2, its listed EKs (`vouch ek list --cluster {cluster}`, `vouch ek add`)"
+    )]
+    Refused {
+        /// The cluster.
+        cluster: String,
+        /// Why vouch-attest refused it.
+        error: EkError,
+    },
 }
 
 /// Why the AK was not bound to the EK, or is no longer.
@@ -198,11 +209,6 @@ pub enum ActivationFailure {
     NoLongerBound,
 }
 
-/// The first 16 characters of a hash, for messages.
-fn short(hash: &str) -> &str {
-    hash.get(..16).unwrap_or(hash)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -215,7 +221,7 @@ mod tests {
         assert_eq!(r.kind(), RefusalKind::UntrustedEk);
         assert_eq!(
             r.to_string(),
-            "EK 0123456789abcdef is not a host of any trusted cluster"
+            "EK 0123456789abcdef0123 is not a host of any trusted cluster; a management server adds it with `vouch host add --cluster CLUSTER --ek-hash 0123456789abcdef0123`"
         );
         let r = Refusal::from(ProtocolViolation::Unexpected {
             expected: "Chunk, Evidence or BoundEvidence",

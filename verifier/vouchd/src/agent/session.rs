@@ -8,7 +8,8 @@ use vouch_attest::ek::{EkEvidence, EkKey, TrustedEk};
 use vouch_attest::evidence::VerifiedEvidence;
 use vouch_attest::tpm::{ClockInfo, PcrSelection, Public};
 use vouch_proto::wire::{
-    self, AgentMessage, CredentialChallenge, Hello, PcrBank, QuoteRequest, VerifierMessage, Welcome,
+    self, AgentFailure, AgentMessage, CredentialChallenge, Hello, PcrBank, QuoteRequest,
+    VerifierMessage, Welcome,
 };
 use zeroize::Zeroizing;
 
@@ -118,11 +119,7 @@ impl Session {
 
     async fn step(&self, phase: Phase, message: AgentMessage) -> Transition {
         match (phase, message) {
-            (_, AgentMessage::Error(e)) => Err(ProtocolViolation::AgentReported {
-                failure: e.failure,
-                detail: e.detail.to_string(),
-            }
-            .into()),
+            (phase, AgentMessage::Error(e)) => self.agent_failed(&phase, &e).await,
             (Phase::AwaitingHello, AgentMessage::Hello(hello)) => self.hello(&hello),
             (Phase::AwaitingEnroll(mut enrolling), AgentMessage::Chunk(chunk)) => {
                 enrolling.chunk(&chunk)?;
@@ -158,6 +155,41 @@ impl Session {
             },
             (phase, message) => Err(unexpected(&phase, message_name(&message))),
         }
+    }
+
+    /// The agent reports a failure of its own: the session ends. A TPM failure in a session
+    /// that proved possession of the host's TPM fails closed: the host gets a not-attested
+    /// result at once (so its attested result, and the tokens issued for it, no longer stand)
+    /// instead of staying attested until that result's validity ends. Before the proof the
+    /// report changes nothing recorded (anyone can send one).
+    async fn agent_failed(&self, phase: &Phase, e: &wire::AgentError) -> Transition {
+        let tpm = matches!(
+            e.failure,
+            AgentFailure::TpmResponse(_) | AgentFailure::TpmUnreachable
+        );
+        let enrolled = match phase {
+            Phase::Decided(decided) => Some(&decided.enrolled),
+            Phase::AwaitingQuote(quoting) => Some(&quoting.enrolled),
+            _ => None,
+        };
+        if let Some(enrolled) = enrolled.filter(|_| tpm && self.proven) {
+            tracing::warn!(peer = %self.peer, ek_hash = %enrolled.ek_hash, failure = ?e.failure, "TPM failure after attesting");
+            let verdict = Verdict {
+                at: crate::now(),
+                nonce: Vec::new(),
+                outcome: Outcome::NotAttested(verdict::NotAttested::TpmFailure(format!(
+                    "{:?}: {}",
+                    e.failure, e.detail
+                ))),
+                presented: None,
+            };
+            self.record(enrolled, &verdict).await?;
+        }
+        Err(ProtocolViolation::AgentReported {
+            failure: e.failure,
+            detail: e.detail.to_string(),
+        }
+        .into())
     }
 
     fn hello(&self, hello: &Hello) -> Transition {
@@ -278,7 +310,10 @@ impl Session {
         };
         let trusted = vouch_attest::ek::verify_ek(&trust, &evidence, crate::now()).map_err(|e| {
             tracing::warn!(peer = %self.peer, %ek_hash, cluster = %cluster.name, reason = %e, "refused: EK not trusted");
-            UntrustedEk::Refused(e)
+            UntrustedEk::Refused {
+                cluster: cluster.name.clone(),
+                error: e,
+            }
         })?;
         tracing::info!(peer = %self.peer, %ek_hash, cluster = %cluster.name, mode = ?trusted.mode(), "EK trusted");
         Ok((host, cluster, trusted))
@@ -377,9 +412,19 @@ impl Session {
             keys,
             verdict: _,
         } = decided;
-        let (host, cluster, trusted) = self
+        let (host, cluster, trusted) = match self
             .check_trust(&enrolled.ek, enrolled.ek_certificate.as_deref())
-            .await?;
+            .await
+        {
+            Ok(checked) => checked,
+            Err(refusal) => {
+                // This session proved possession of the host's TPM: the refusal is the host's
+                // result, not only a log line. (Before that proof nothing is recorded of a
+                // host, so that nobody holding its public EK can mark it refused.)
+                self.record_refusal(&enrolled, &refusal).await;
+                return Err(refusal);
+            }
+        };
         if host.ak_public.as_deref() != Some(enrolled.ak_raw.as_slice()) {
             return Err(ActivationFailure::NoLongerBound.into());
         }
@@ -520,6 +565,39 @@ impl Session {
             token,
             valid_for,
         })
+    }
+
+    /// Records a trust refusal of a proven session's host as its not-attested result (the
+    /// host's state changes now, with its event); a failure to record is logged.
+    async fn record_refusal(&self, enrolled: &Enrolled, refusal: &Refusal) {
+        if !matches!(refusal, Refusal::UntrustedEk(_)) {
+            return;
+        }
+        let record = store::AttestationRecord {
+            ek_hash: enrolled.ek_hash.clone(),
+            cluster: enrolled.cluster.name.clone(),
+            at: crate::now(),
+            attested: false,
+            software_version: None,
+            reason: Some(refusal.to_string()),
+            pcr_digest: None,
+            nonce: None,
+            valid_until: None,
+            token: None,
+            presented: None,
+        };
+        match store::run(&self.state.store, move |s| s.record_attestation(&record)).await {
+            Ok(recorded) => {
+                if let Some(event) = recorded.event {
+                    crate::service::events::announce(&self.state, event);
+                }
+            }
+            // The host was removed meanwhile: nothing to record it on.
+            Err(store::StoreError::NotFound(_)) => {}
+            Err(e) => {
+                tracing::error!(error = %e, ek_hash = %enrolled.ek_hash, "cannot record the refusal")
+            }
+        }
     }
 
     /// Records the verdict, counts it, and posts an event when the host's state changes.
@@ -670,6 +748,7 @@ mod tests {
                 pcrs,
                 bank: "sha256".into(),
                 created_at: 0,
+                disabled_at: None,
             })
             .unwrap();
         for pem in ["ek/swtpm-localca-root.pem", "ek/swtpm-localca-issuer.pem"] {
@@ -765,6 +844,69 @@ mod tests {
             [VerifierMessage::Verdict(v)] => v.clone(),
             other => panic!("expected a verdict, got {other:?}"),
         }
+    }
+
+    fn tpm_error() -> AgentMessage {
+        AgentMessage::Error(wire::AgentError {
+            failure: AgentFailure::TpmResponse(0x101),
+            detail: HString::try_from("TPM refused a command").unwrap(),
+        })
+    }
+
+    /// A TPM failure reported after an attested verdict fails closed: a not-attested result,
+    /// the host's state and its event at once. Reported before the session proved possession
+    /// of the TPM, it changes nothing recorded.
+    #[tokio::test]
+    async fn a_tpm_failure_after_attesting_makes_the_host_not_attested() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (pcrs, version) = fixture_pcrs();
+        let ek_hash = configure(state.store.as_ref(), &version, true);
+        let mut session = Session::new("test", state.clone());
+        session.fixed_nonce = Some(vec![0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        enrol(&mut session).await;
+        assert!(send_evidence(&mut session, &pcrs).await.attested);
+        let events = state.store.list_events(0, 100).unwrap().len();
+
+        // Unproven: another session, for the same host, reports a failure before any quote.
+        let mut other = Session::new("test", state.clone());
+        enrol(&mut other).await;
+        assert!(other.on_message(tpm_error()).await.is_err());
+        let host = state.store.get_host(&ek_hash).unwrap().unwrap();
+        assert_eq!(
+            host.state,
+            HostState::Attested,
+            "an unproven report changes nothing"
+        );
+        assert_eq!(
+            state.store.list_attestations(&ek_hash, 10).unwrap().len(),
+            1
+        );
+
+        // Proven: the attested session's agent reports its TPM failed (as while setting up
+        // the key channel).
+        let refusal = session.on_message(tpm_error()).await.unwrap_err();
+        assert!(refusal.to_string().contains("TpmResponse"), "{refusal}");
+        let host = state.store.get_host(&ek_hash).unwrap().unwrap();
+        assert_eq!(host.state, HostState::NotAttested);
+        let latest = state
+            .store
+            .list_attestations(&ek_hash, 1)
+            .unwrap()
+            .remove(0);
+        assert!(!latest.attested);
+        assert_eq!(latest.nonce, None, "no quote");
+        assert_eq!(latest.token, None);
+        let reason = latest.reason.unwrap();
+        assert!(
+            reason.contains("TPM failure") && reason.contains("TpmResponse(257)"),
+            "{reason}"
+        );
+        let stored = state.store.list_events(0, 100).unwrap();
+        assert_eq!(stored.len(), events + 1);
+        let event = stored.last().unwrap();
+        assert_eq!(event.kind, "host.state_changed");
+        assert_eq!(event.detail["to"], "not_attested");
     }
 
     #[tokio::test]

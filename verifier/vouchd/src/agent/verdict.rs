@@ -34,6 +34,12 @@ pub enum NotAttested {
         /// The cluster.
         cluster: String,
     },
+    /// The host's cluster is disabled: none of its hosts is attested.
+    #[error("{}", crate::service::cluster_disabled_reason(cluster))]
+    ClusterDisabled {
+        /// The cluster.
+        cluster: String,
+    },
     /// The quote request selected no bank.
     #[error("empty selection")]
     EmptySelection,
@@ -43,6 +49,10 @@ pub enum NotAttested {
     /// vouch-attest refused the quote, the event log or the policy.
     #[error(transparent)]
     Evidence(#[from] EvidenceError),
+    /// The agent reported a failure of the host's TPM after proving possession of it in this
+    /// session (no quote: the host fails closed).
+    #[error("the agent reported a TPM failure after attesting: {0}")]
+    TpmFailure(String),
 }
 
 impl NotAttested {
@@ -53,11 +63,13 @@ impl NotAttested {
             Self::PcrValues(_) => "pcr-values",
             Self::StoredVersion(_) | Self::EmptySelection => "verifier-configuration",
             Self::NoAcceptedVersion { .. } => "no-accepted-version",
+            Self::ClusterDisabled { .. } => "cluster-disabled",
             Self::Ak(_) => "ak",
             Self::Evidence(EvidenceError::Quote(q)) => q.check(),
             Self::Evidence(EvidenceError::EventLog(_)) => "event-log",
             Self::Evidence(EvidenceError::Replay(_)) => "event-log-replay",
             Self::Evidence(_) => "policy",
+            Self::TpmFailure(_) => "tpm-failure",
         }
     }
 }
@@ -153,6 +165,11 @@ pub fn verify(
     submitted: &Submitted<'_>,
     versions: &[SoftwareVersionRecord],
 ) -> Result<VerifiedEvidence, NotAttested> {
+    if enrolled.cluster.disabled_at.is_some() {
+        return Err(NotAttested::ClusterDisabled {
+            cluster: enrolled.cluster.name.clone(),
+        });
+    }
     let raw = submitted.pcr_values.ok_or(NotAttested::NoPcrValues)?;
     let pcrs = pcr_values(expected.selection, raw)?;
     let accepted = versions
@@ -247,7 +264,7 @@ pub fn presented(
 pub struct Verdict {
     /// When it was given (Unix seconds).
     pub at: i64,
-    /// The nonce of the quote request.
+    /// The nonce of the quote request (empty when there is no quote).
     pub nonce: Vec<u8>,
     /// Attested, with the evidence, or not, with the reason.
     pub outcome: Outcome,
@@ -325,7 +342,8 @@ impl Verdict {
             software_version,
             reason,
             pcr_digest,
-            nonce: Some(crate::hex(&self.nonce)),
+            // No nonce: a result without a quote (a TPM failure reported by the agent).
+            nonce: (!self.nonce.is_empty()).then(|| crate::hex(&self.nonce)),
             valid_until,
             token,
             presented: match self.outcome {

@@ -35,9 +35,9 @@ use crate::store::{
 };
 use auth::{Caller, HostOperation, TrustedAdmin};
 use vouch_api::types::{
-    self as api, ClusterView, CreatedToken, EventQuery, Health, HostStatus, HostToken, HostView,
-    NewCaCerts, NewCluster, NewClusterEk, NewHost, NewManagementServer, NewPrincipal, NewToken,
-    RemoveCluster, SoftwareVersionBody,
+    self as api, ClusterChange, ClusterView, CreatedToken, EventQuery, Health, HostStatus,
+    HostToken, HostView, NewCaCerts, NewCluster, NewClusterEk, NewHost, NewManagementServer,
+    NewPrincipal, NewToken, PutSoftwareVersion, RemoveCluster, SoftwareVersionBody,
 };
 
 /// Every route with its OpenAPI operation: the one list from which both the router and the
@@ -57,7 +57,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(list_management_servers, add_management_server))
         .routes(routes!(delete_management_server))
         .routes(routes!(list_clusters, create_cluster))
-        .routes(routes!(get_cluster, delete_cluster))
+        .routes(routes!(get_cluster, update_cluster, delete_cluster))
         .routes(routes!(list_ca_certs, add_ca_certs))
         .routes(routes!(delete_ca_cert))
         .routes(routes!(list_cluster_eks, add_cluster_ek))
@@ -198,7 +198,7 @@ async fn audit(
     crate::service::events::record(state, kind, subject, detail).await;
 }
 
-fn check_name(what: &str, name: &str) -> Result<(), Error> {
+pub(crate) fn check_name(what: &str, name: &str) -> Result<(), Error> {
     let ok = !name.is_empty()
         && name.len() <= 128
         && name
@@ -728,25 +728,14 @@ async fn create_cluster(
     JsonBody(body): JsonBody<NewCluster>,
 ) -> Result<(StatusCode, Json<Cluster>), Error> {
     check_name("cluster", &body.name)?;
-    let pcrs = body.pcrs.unwrap_or_else(|| (0..8).collect());
-    if pcrs.is_empty() || pcrs.iter().any(|p| *p >= vouch_attest::pcr::PCR_COUNT) {
-        return Err(Error::BadRequest(format!(
-            "pcrs must be a non-empty list of PCR indices below {}",
-            vouch_attest::pcr::PCR_COUNT
-        )));
-    }
-    let bank = body.bank.unwrap_or_else(|| "sha256".into());
-    serde_json::from_value::<vouch_attest::HashAlg>(serde_json::Value::String(bank.clone()))
-        .map_err(|_| {
-            Error::BadRequest(format!(
-                "bank '{bank}' is not a hash algorithm vouch-attest knows"
-            ))
-        })?;
+    let pcrs = check_pcrs(body.pcrs.unwrap_or_else(|| DEFAULT_PCRS.to_vec()))?;
+    let bank = check_bank(body.bank.unwrap_or_else(|| "sha256".into()))?;
     let cluster = Cluster {
         name: body.name,
         pcrs,
         bank,
         created_at: crate::now(),
+        disabled_at: None,
     };
     let c = cluster.clone();
     store::run(&state.store, move |s| s.create_cluster(&c)).await?;
@@ -759,6 +748,136 @@ async fn create_cluster(
     )
     .await;
     Ok((StatusCode::CREATED, Json(cluster)))
+}
+
+/// The PCRs a new cluster compares by default: those a Vouch firmware image is measured into
+/// (`vouch image add`).
+const DEFAULT_PCRS: [u32; 2] = [0, 1];
+
+fn check_pcrs(mut pcrs: Vec<u32>) -> Result<Vec<u32>, Error> {
+    if pcrs.is_empty() || pcrs.iter().any(|p| *p >= vouch_attest::pcr::PCR_COUNT) {
+        return Err(Error::BadRequest(format!(
+            "pcrs must be a non-empty list of PCR indices below {}",
+            vouch_attest::pcr::PCR_COUNT
+        )));
+    }
+    pcrs.sort_unstable();
+    pcrs.dedup();
+    Ok(pcrs)
+}
+
+fn check_bank(bank: String) -> Result<String, Error> {
+    serde_json::from_value::<vouch_attest::HashAlg>(serde_json::Value::String(bank.clone()))
+        .map_err(|_| {
+            Error::BadRequest(format!(
+                "bank '{bank}' is not a hash algorithm vouch-attest knows"
+            ))
+        })?;
+    Ok(bank)
+}
+
+/// The PCRs of `cluster` for which `version` gives neither a value nor event digests in the
+/// cluster's bank: a version with any can never match.
+fn uncovered_pcrs(cluster: &Cluster, version: &vouch_attest::policy::SoftwareVersion) -> Vec<u32> {
+    let bank = serde_json::from_value::<vouch_attest::HashAlg>(serde_json::Value::String(
+        cluster.bank.clone(),
+    ));
+    let covered = |pcr: u32| {
+        bank.as_ref().is_ok_and(|b| {
+            version.pcrs.get(b).is_some_and(|m| m.contains_key(&pcr))
+                || version.events.get(b).is_some_and(|m| m.contains_key(&pcr))
+        })
+    };
+    cluster
+        .pcrs
+        .iter()
+        .copied()
+        .filter(|p| !covered(*p))
+        .collect()
+}
+
+#[utoipa::path(
+    patch,
+    path = "/v1/clusters/{cluster}",
+    tag = "clusters",
+    summary = "Change a cluster's PCRs or bank, or disable or enable it",
+    params(("cluster" = String, Path, description = "The trusted cluster")),
+    request_body = ClusterChange,
+    responses((status = 200, description = "Success", body = api::Cluster)),
+    security(("bearer" = [])),
+)]
+async fn update_cluster(
+    State(state): State<AppState>,
+    admin: TrustedAdmin,
+    Path(name): Path<String>,
+    JsonBody(body): JsonBody<ClusterChange>,
+) -> Result<Json<Cluster>, Error> {
+    let before = require_cluster(&state, &name).await?;
+    let mut cluster = before.clone();
+    if let Some(pcrs) = body.pcrs {
+        cluster.pcrs = check_pcrs(pcrs)?;
+    }
+    if let Some(bank) = body.bank {
+        cluster.bank = check_bank(bank)?;
+    }
+    let now = crate::now();
+    match body.enabled {
+        Some(false) if before.disabled_at.is_none() => cluster.disabled_at = Some(now),
+        Some(true) => cluster.disabled_at = None,
+        _ => {}
+    }
+    let c = cluster.clone();
+    let disabled_now = before.disabled_at.is_none() && cluster.disabled_at.is_some();
+    let reason = crate::service::cluster_disabled_reason(&name);
+    let recorded = store::run(&state.store, move |s| {
+        s.update_cluster(&c)?;
+        let mut events = Vec::new();
+        if disabled_now {
+            // Its hosts lose their attested state now, so they get no keys from this moment.
+            for host in s.list_hosts(&c.name)? {
+                if host.state != HostState::Attested {
+                    continue;
+                }
+                let record = store::AttestationRecord {
+                    ek_hash: host.ek_hash,
+                    cluster: c.name.clone(),
+                    at: now,
+                    attested: false,
+                    software_version: None,
+                    reason: Some(reason.clone()),
+                    pcr_digest: None,
+                    nonce: None,
+                    valid_until: None,
+                    token: None,
+                    presented: None,
+                };
+                events.extend(s.record_attestation(&record)?.event);
+            }
+        }
+        Ok(events)
+    })
+    .await?;
+    for event in recorded {
+        crate::service::events::announce(&state, event);
+    }
+    let kind = match (before.disabled_at, cluster.disabled_at) {
+        (None, Some(_)) => "cluster.disabled",
+        (Some(_), None) => "cluster.enabled",
+        _ => "cluster.changed",
+    };
+    audit(
+        &state,
+        admin.name(),
+        kind,
+        &name,
+        serde_json::json!({
+            "pcrs": cluster.pcrs,
+            "bank": cluster.bank,
+            "before": {"pcrs": before.pcrs, "bank": before.bank},
+        }),
+    )
+    .await;
+    Ok(Json(cluster))
 }
 
 #[utoipa::path(
@@ -1103,20 +1222,21 @@ async fn list_software_versions(
     put,
     path = "/v1/clusters/{cluster}/software-versions/{version}",
     tag = "clusters",
-    summary = "Accept a software version (vouch-attest reference values)",
-    params(("cluster" = String, Path, description = "The trusted cluster"), ("version" = String, Path, description = "The software version's name")),
+    summary = "Accept a software version (vouch-attest reference values); an existing one is replaced only with replace=true",
+    params(("cluster" = String, Path, description = "The trusted cluster"), ("version" = String, Path, description = "The software version's name"), PutSoftwareVersion),
     request_body = SoftwareVersionBody,
-    responses((status = 200, description = "Success", body = api::SoftwareVersionRecord)),
+    responses((status = 200, description = "Success", body = api::SoftwareVersionRecord), (status = 409, description = "The version exists and replace was not given")),
     security(("bearer" = [])),
 )]
 async fn put_software_version(
     State(state): State<AppState>,
     admin: TrustedAdmin,
     Path((cluster, version)): Path<(String, String)>,
+    Query(q): Query<PutSoftwareVersion>,
     JsonBody(SoftwareVersionBody(mut body)): JsonBody<SoftwareVersionBody>,
 ) -> Result<Json<SoftwareVersionRecord>, Error> {
     check_name("software version", &version)?;
-    require_cluster(&state, &cluster).await?;
+    let found = require_cluster(&state, &cluster).await?;
     if let Some(map) = body.as_object_mut() {
         match map.get("name") {
             None => {
@@ -1137,6 +1257,13 @@ async fn put_software_version(
             "a software version needs reference PCR values or event digests".into(),
         ));
     }
+    let uncovered = uncovered_pcrs(&found, &parsed);
+    if !uncovered.is_empty() {
+        return Err(Error::BadRequest(format!(
+            "software version {version} gives no {} reference for PCRs {uncovered:?}, which cluster {cluster} compares, so no host could ever match it: derive the version for those PCRs, or change what the cluster compares (`vouch cluster set {cluster} --pcrs ...`)",
+            found.bank
+        )));
+    }
     let record = SoftwareVersionRecord {
         cluster: cluster.clone(),
         name: version.clone(),
@@ -1144,13 +1271,29 @@ async fn put_software_version(
         created_at: crate::now(),
     };
     let r2 = record.clone();
-    store::run(&state.store, move |s| s.put_software_version(&r2)).await?;
+    let replace = q.replace;
+    let replaced = store::run(&state.store, move |s| {
+        let exists = s
+            .list_software_versions(&r2.cluster)?
+            .iter()
+            .any(|v| v.name == r2.name);
+        if exists && !replace {
+            // InUse carries its sentence to the 409 as it is.
+            return Err(store::StoreError::InUse(format!(
+                "software version {} of cluster {} exists already; `vouch software add --replace` (replace=true) replaces it",
+                r2.name, r2.cluster
+            )));
+        }
+        s.put_software_version(&r2)?;
+        Ok(exists)
+    })
+    .await?;
     audit(
         &state,
         admin.name(),
         "cluster.software_version_set",
         &cluster,
-        serde_json::json!({"version": version}),
+        serde_json::json!({"version": version, "replaced": replaced}),
     )
     .await;
     Ok(Json(record))

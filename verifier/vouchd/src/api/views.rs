@@ -33,9 +33,23 @@ impl From<store::ManagementServer> for api::ManagementServer {
     }
 }
 
+/// DER as PEM with `label`, in lines of 64 characters.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 impl From<store::CaCert> for api::CaCert {
     fn from(c: store::CaCert) -> Self {
         Self {
+            pem: pem("CERTIFICATE", &c.der),
             id: c.id,
             cluster: c.cluster,
             subject: c.subject,
@@ -46,7 +60,12 @@ impl From<store::CaCert> for api::CaCert {
 
 impl From<store::ClusterEk> for api::ClusterEk {
     fn from(e: store::ClusterEk) -> Self {
+        let label = match e.kind {
+            store::EkEntryKind::Certificate => "CERTIFICATE",
+            store::EkEntryKind::PublicKey | store::EkEntryKind::BarePublicKey => "PUBLIC KEY",
+        };
         Self {
+            pem: pem(label, &e.der),
             ek_hash: e.ek_hash,
             cluster: e.cluster,
             kind: e.kind,

@@ -75,6 +75,39 @@ pub fn bootstrap(store: &dyn Store, now: i64) -> StoreResult<Option<String>> {
     Ok(made.then_some(token.secret))
 }
 
+/// The event a bootstrap reset records.
+pub const BOOTSTRAP_RESET_EVENT: &str = "principal.bootstrap_reset";
+
+/// Recovers administrative access (`vouchd admin reset-bootstrap`, run on vouchd's host):
+/// makes `principal` a member of TrustedAdmins (creating it as a person if missing), gives it a
+/// new token and records a [`BOOTSTRAP_RESET_EVENT`]. Returns the token to show, once. Its other
+/// tokens stay valid: revoke them through the API once in again.
+pub fn reset_bootstrap(store: &dyn Store, principal: &str, now: i64) -> StoreResult<String> {
+    let token = new_token(principal, "bootstrap reset", now)
+        .map_err(|e| store::StoreError::Backend(e.reason()))?;
+    let existing = store.get_principal(principal)?;
+    let created = existing.is_none();
+    if created {
+        store.create_principal(principal, store::PrincipalKind::Person, now)?;
+    }
+    let added = !existing.is_some_and(|p| p.groups.iter().any(|g| g == TRUSTED_ADMINS));
+    if added {
+        store.add_to_group(principal, TRUSTED_ADMINS)?;
+    }
+    store.create_token(&token.info, &token.hash)?;
+    store.add_event(
+        now,
+        BOOTSTRAP_RESET_EVENT,
+        principal,
+        &serde_json::json!({
+            "token_id": token.info.id,
+            "principal_created": created,
+            "added_to_trusted_admins": added,
+        }),
+    )?;
+    Ok(token.secret)
+}
+
 /// Logs and counts a refusal; returns the error to answer.
 pub fn deny(state: &AppState, who: &str, what: &str, error: Error) -> Error {
     tracing::warn!(who, what, why = %error.reason(), code = error.code(), "request denied");

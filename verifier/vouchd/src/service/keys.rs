@@ -1,9 +1,11 @@
 //! The key provider service's runtime: a [`vouch_keyprovider::KeyProvider`] per configured
 //! provider, built from the store on first use and kept (with its primary-key cache) until the
-//! provider's configuration changes.
+//! provider's configuration changes; and what each key request checks, kept in memory
+//! ([`AuthCache`]) so that a request needs neither a signature verification nor a store read
+//! while nothing changed.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use vouch_keyprovider::{Clock, KeyProvider, KeyRef, ProviderConfig, SystemClock, Wrapping};
@@ -11,7 +13,7 @@ use vouch_kmip::{Endpoint, KeyServer, ProtocolVersion};
 
 use super::auth::deny;
 use super::{AppState, Error, KeyFailure};
-use crate::jwt::AttestationClaims;
+use crate::jwt::{AttestationClaims, Signer};
 use crate::store::{
     self, Host, HostState, KeyProviderRecord, KeyServerRecord, Store, WrappingMode,
 };
@@ -22,8 +24,12 @@ pub const KMIP_TIMEOUT: Duration = Duration::from_secs(10);
 /// The providers in use.
 #[derive(Debug)]
 pub struct KeyService {
-    providers: tokio::sync::Mutex<HashMap<String, Arc<KeyProvider>>>,
+    providers: Mutex<HashMap<String, Arc<KeyProvider>>>,
+    /// Held while a provider is built from the store, so that one request builds it.
+    building: tokio::sync::Mutex<()>,
     clock: Arc<dyn Clock>,
+    /// What the key requests of attested hosts check.
+    pub auth: AuthCache,
 }
 
 impl Default for KeyService {
@@ -35,9 +41,15 @@ impl Default for KeyService {
 impl KeyService {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
-            providers: tokio::sync::Mutex::new(HashMap::new()),
+            providers: Mutex::new(HashMap::new()),
+            building: tokio::sync::Mutex::new(()),
             clock,
+            auth: AuthCache::default(),
         }
+    }
+
+    fn in_use(&self, name: &str) -> Option<Arc<KeyProvider>> {
+        self.providers.lock().ok()?.get(name).map(Arc::clone)
     }
 
     /// The provider named `name`, built from the store if not yet in use.
@@ -46,9 +58,12 @@ impl KeyService {
         store: &Arc<dyn Store>,
         name: &str,
     ) -> Result<Arc<KeyProvider>, Error> {
-        let mut providers = self.providers.lock().await;
-        if let Some(p) = providers.get(name) {
-            return Ok(Arc::clone(p));
+        if let Some(p) = self.in_use(name) {
+            return Ok(p);
+        }
+        let _one = self.building.lock().await;
+        if let Some(p) = self.in_use(name) {
+            return Ok(p);
         }
         let n = name.to_owned();
         let (record, server) = store::run(store, move |s| {
@@ -61,14 +76,20 @@ impl KeyService {
         .await?
         .ok_or_else(|| Error::NotFound(format!("key provider {name} not found")))?;
         let provider = Arc::new(self.build(&server, &record)?);
-        providers.insert(name.to_owned(), Arc::clone(&provider));
+        self.providers
+            .lock()
+            .map_err(|_| Error::Internal("the key provider table is poisoned".into()))?
+            .insert(name.to_owned(), Arc::clone(&provider));
         Ok(provider)
     }
 
     /// Forgets a provider (its configuration changed or it was deleted); its cached keys are
     /// zeroized when the last request using it ends.
     pub async fn forget(&self, name: &str) {
-        self.providers.lock().await.remove(name);
+        let _one = self.building.lock().await;
+        if let Ok(mut providers) = self.providers.lock() {
+            providers.remove(name);
+        }
     }
 
     /// A provider from its records (not kept).
@@ -195,6 +216,143 @@ pub struct AttestedHost {
     pub provider: String,
 }
 
+/// The most verified tokens, and the most hosts, [`AuthCache`] keeps.
+pub const AUTH_CACHE_ENTRIES: usize = 65_536;
+
+/// What [`authorise_host`] reads from the store for a host, as of one store generation.
+#[derive(Debug)]
+struct HostFacts {
+    /// [`Store::changes`] before the facts were read.
+    generation: u64,
+    host: Option<Host>,
+    /// The host's latest attestation: attested, its nonce and its software version.
+    latest: Option<(bool, Option<String>, Option<String>)>,
+    /// The provider of the host's cluster.
+    provider: Option<String>,
+}
+
+/// The key requests' checks, kept in memory:
+/// - tokens whose signature verified, by their SHA-256, until they expire (the expiry is
+///   checked again at every use);
+/// - each host's facts from the store (the host, its latest attestation, its cluster's
+///   provider), valid while the store reports no write since they were read
+///   ([`Store::changes`]; a backend that does not count writes is read every time).
+///
+/// Every check of [`authorise_host`] still runs on every request, against the current time:
+/// a host whose attestation lapsed is refused at once, and any write (a new result, a host
+/// state change, a configuration change) makes the next request read the store again.
+#[derive(Debug, Default)]
+pub struct AuthCache {
+    tokens: Mutex<HashMap<[u8; 32], Arc<AttestationClaims>>>,
+    hosts: Mutex<HashMap<String, Arc<HostFacts>>>,
+}
+
+/// Inserts into a bounded table: when full, entries `stale` says may go are dropped first,
+/// and everything when none may.
+fn bounded_insert<V>(
+    table: &Mutex<HashMap<[u8; 32], V>>,
+    key: [u8; 32],
+    value: V,
+    stale: impl Fn(&V) -> bool,
+) {
+    if let Ok(mut table) = table.lock() {
+        if table.len() >= AUTH_CACHE_ENTRIES {
+            table.retain(|_, v| !stale(v));
+            if table.len() >= AUTH_CACHE_ENTRIES {
+                table.clear();
+            }
+        }
+        table.insert(key, value);
+    }
+}
+
+impl AuthCache {
+    /// The token's claims: from the cache, or verified (and kept) now.
+    fn claims(
+        &self,
+        signer: &Signer,
+        token: &str,
+        now: i64,
+    ) -> Result<Arc<AttestationClaims>, String> {
+        let key = crate::sha256(token.as_bytes());
+        let known = self
+            .tokens
+            .lock()
+            .ok()
+            .and_then(|t| t.get(&key).map(Arc::clone));
+        if let Some(claims) = known {
+            if claims.exp <= now {
+                return Err(format!("the token expired at {}", claims.exp));
+            }
+            return Ok(claims);
+        }
+        let claims = Arc::new(signer.verify(token, now)?);
+        bounded_insert(&self.tokens, key, Arc::clone(&claims), |c| c.exp <= now);
+        Ok(claims)
+    }
+
+    /// The host's facts: from the cache while the store has not changed, else read.
+    async fn facts(&self, store: &Arc<dyn Store>, ek_hash: &str) -> Result<Arc<HostFacts>, Error> {
+        // The generation is read before the facts: a write in between makes it stale.
+        let generation = store.changes();
+        if let Some(generation) = generation {
+            let known = self
+                .hosts
+                .lock()
+                .ok()
+                .and_then(|h| h.get(ek_hash).map(Arc::clone))
+                .filter(|f| f.generation == generation);
+            if let Some(facts) = known {
+                return Ok(facts);
+            }
+            let facts = Arc::new(read_facts(store, ek_hash, generation).await?);
+            if let Ok(mut hosts) = self.hosts.lock() {
+                if hosts.len() >= AUTH_CACHE_ENTRIES {
+                    hosts.retain(|_, f| f.generation == generation);
+                    if hosts.len() >= AUTH_CACHE_ENTRIES {
+                        hosts.clear();
+                    }
+                }
+                hosts.insert(ek_hash.to_owned(), Arc::clone(&facts));
+            }
+            return Ok(facts);
+        }
+        Ok(Arc::new(read_facts(store, ek_hash, 0).await?))
+    }
+}
+
+/// One trip to the store for everything [`authorise_host`] reads.
+async fn read_facts(
+    store: &Arc<dyn Store>,
+    ek_hash: &str,
+    generation: u64,
+) -> Result<HostFacts, Error> {
+    let ek = ek_hash.to_owned();
+    Ok(store::run(store, move |s| {
+        let Some(host) = s.get_host(&ek)? else {
+            return Ok(HostFacts {
+                generation,
+                host: None,
+                latest: None,
+                provider: None,
+            });
+        };
+        let latest = s
+            .list_attestations(&ek, 1)?
+            .into_iter()
+            .next()
+            .map(|a| (a.attested, a.nonce, a.software_version));
+        let provider = s.cluster_key_provider(&host.cluster)?;
+        Ok(HostFacts {
+            generation,
+            host: Some(host),
+            latest,
+            provider,
+        })
+    })
+    .await?)
+}
+
 /// The checks of [`AttestedHost`], from a token; the HTTP API and the agent link share them.
 pub async fn authorise_host(
     state: &AppState,
@@ -202,19 +360,24 @@ pub async fn authorise_host(
     what: &str,
 ) -> Result<AttestedHost, Error> {
     let now = crate::now();
-    let claims = state.signer.verify(token, now).map_err(|why| {
-        deny(
-            state,
-            "anonymous",
-            what,
-            Error::Unauthenticated(format!("attestation token refused: {why}")),
-        )
-    })?;
+    let claims = state
+        .keys
+        .auth
+        .claims(&state.signer, token, now)
+        .map_err(|why| {
+            deny(
+                state,
+                "anonymous",
+                what,
+                Error::Unauthenticated(format!("attestation token refused: {why}")),
+            )
+        })?;
     let who = claims.sub.clone();
     let forbidden = |why: String| deny(state, &who, what, Error::Forbidden(why));
-    let ek = claims.sub.clone();
-    let host = store::run(&state.store, move |s| s.get_host(&ek))
-        .await?
+    let facts = state.keys.auth.facts(&state.store, &claims.sub).await?;
+    let host = facts
+        .host
+        .as_ref()
         .ok_or_else(|| forbidden(format!("host {} is not known", claims.sub)))?;
     if host.cluster != claims.cluster {
         return Err(forbidden(format!(
@@ -231,34 +394,29 @@ pub async fn authorise_host(
     }
     // The token must come from the host's latest attestation: a token of an earlier one (of
     // a host since removed and added again, or attested since) is refused.
-    let ek = host.ek_hash.clone();
-    let latest = store::run(&state.store, move |s| s.list_attestations(&ek, 1))
-        .await?
-        .into_iter()
-        .next();
-    let current = latest.is_some_and(|a| {
-        a.attested
-            && a.nonce.as_deref() == Some(claims.attestation.as_str())
-            && a.software_version.as_deref() == Some(claims.software_version.as_str())
-    });
+    let current = facts
+        .latest
+        .as_ref()
+        .is_some_and(|(attested, nonce, version)| {
+            *attested
+                && nonce.as_deref() == Some(claims.attestation.as_str())
+                && version.as_deref() == Some(claims.software_version.as_str())
+        });
     if !current {
         return Err(forbidden(format!(
             "the token of host {} is not from its current attestation",
             host.ek_hash
         )));
     }
-    let c = host.cluster.clone();
-    let provider = store::run(&state.store, move |s| s.cluster_key_provider(&c))
-        .await?
-        .ok_or_else(|| {
-            forbidden(format!(
-                "cluster {} is not configured with a key provider",
-                host.cluster
-            ))
-        })?;
+    let provider = facts.provider.clone().ok_or_else(|| {
+        forbidden(format!(
+            "cluster {} is not configured with a key provider",
+            host.cluster
+        ))
+    })?;
     Ok(AttestedHost {
-        host,
-        claims,
+        host: host.clone(),
+        claims: Arc::unwrap_or_clone(claims),
         provider,
     })
 }

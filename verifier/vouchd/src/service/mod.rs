@@ -21,6 +21,13 @@ use crate::jwt::Signer;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
+/// Why the hosts of a disabled cluster are not attested, as their results say.
+pub fn cluster_disabled_reason(cluster: &str) -> String {
+    format!(
+        "cluster {cluster} is disabled, so its hosts are not attested and get no keys; `vouch cluster enable {cluster}` enables it"
+    )
+}
+
 /// What every request handler and agent session shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -33,12 +40,15 @@ pub struct AppState {
     /// The key providers in use.
     pub keys: Arc<keys::KeyService>,
     /// Cancelled when vouchd is asked to stop: listeners stop accepting, idle sessions and
-    /// connections end, work in flight finishes.
-    pub shutdown: CancellationToken,
+    /// connections end, work in flight finishes. Behind an `Arc`: the state is cloned several
+    /// times per request, and a token's own clone takes a lock.
+    pub shutdown: Arc<CancellationToken>,
     /// Every session and connection task, so that a stop can wait for them.
     pub tasks: TaskTracker,
     /// Bounds the events recorded for refused agents, per address.
     pub refusal_events: Arc<events::RateLimit>,
+    /// This vouchd among the replicas sharing its database: random, new at each start.
+    pub replica: Arc<str>,
     /// The web console's signed-in sessions.
     pub console_sessions: Arc<console::Sessions>,
 }
@@ -58,9 +68,13 @@ impl AppState {
             signer: Arc::new(signer),
             webhook: webhook.map(Arc::new),
             keys: Arc::default(),
-            shutdown: CancellationToken::new(),
+            shutdown: Arc::new(CancellationToken::new()),
             tasks: TaskTracker::new(),
             refusal_events: Arc::default(),
+            replica: crate::random::<8>()
+                .map(|r| crate::hex(&r))
+                .unwrap_or_else(|_| format!("pid-{}", std::process::id()))
+                .into(),
             console_sessions: Arc::default(),
         }
     }

@@ -6,6 +6,13 @@
 //! knows and refuses a database that has a migration it does not know (made by a newer vouchd)
 //! or one whose file has changed since it was applied; then it applies the missing ones in
 //! order, each in its own transaction. A backend only provides [`MigrationBackend`].
+//!
+//! One version, one migration, for every backend. `NNNN_name.sql` is written for SQLite and
+//! is what every backend runs, as long as PostgreSQL accepts it too (the rule: write portable
+//! SQL). Where the dialects differ (an auto-numbered key, a binary type, triggers), the
+//! version also has `NNNN_name.postgres.sql`, with the same tables, columns and meaning in
+//! PostgreSQL's words, and PostgreSQL runs that file instead. Each database records the
+//! checksum of the file it ran.
 
 use super::{StoreError, StoreResult};
 
@@ -14,13 +21,36 @@ use super::{StoreError, StoreResult};
 pub struct Migration {
     pub version: i64,
     pub name: &'static str,
+    /// `NNNN_name.sql`: SQLite's, and every backend's without a file of its own.
     pub sql: &'static str,
+    /// `NNNN_name.postgres.sql`, when PostgreSQL needs other words.
+    pub postgres: Option<&'static str>,
+}
+
+/// The SQL dialect of a backend: which file of a migration it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Sqlite,
+    Postgres,
 }
 
 impl Migration {
-    /// SHA-256 of the SQL, hex: what `schema_migrations` records.
+    /// The SQL `dialect` runs.
+    pub fn sql_for(&self, dialect: Dialect) -> &'static str {
+        match (dialect, self.postgres) {
+            (Dialect::Postgres, Some(sql)) => sql,
+            _ => self.sql,
+        }
+    }
+
+    /// SHA-256 of the SQLite file, hex: what SQLite's `schema_migrations` records.
     pub fn checksum(&self) -> String {
-        crate::hex(&crate::sha256(self.sql.as_bytes()))
+        self.checksum_for(Dialect::Sqlite)
+    }
+
+    /// SHA-256 of the SQL `dialect` runs, hex.
+    pub fn checksum_for(&self, dialect: Dialect) -> String {
+        crate::hex(&crate::sha256(self.sql_for(dialect).as_bytes()))
     }
 }
 
@@ -30,16 +60,31 @@ pub const MIGRATIONS: &[Migration] = &[
         version: 1,
         name: "initial",
         sql: include_str!("../../migrations/0001_initial.sql"),
+        postgres: Some(include_str!("../../migrations/0001_initial.postgres.sql")),
     },
     Migration {
         version: 2,
         name: "key_providers",
         sql: include_str!("../../migrations/0002_key_providers.sql"),
+        postgres: None,
     },
     Migration {
         version: 3,
+        name: "replicas",
+        sql: include_str!("../../migrations/0003_replicas.sql"),
+        postgres: Some(include_str!("../../migrations/0003_replicas.postgres.sql")),
+    },
+    Migration {
+        version: 4,
+        name: "cluster_disabled",
+        sql: include_str!("../../migrations/0004_cluster_disabled.sql"),
+        postgres: None,
+    },
+    Migration {
+        version: 5,
         name: "console",
-        sql: include_str!("../../migrations/0003_console.sql"),
+        sql: include_str!("../../migrations/0005_console.sql"),
+        postgres: None,
     },
 ];
 
@@ -62,6 +107,11 @@ pub struct AppliedMigration {
 
 /// What the runner needs from a database.
 pub trait MigrationBackend {
+    /// Which file of each migration this database runs.
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
+    }
+
     /// The rows of `schema_migrations`, creating the table ([`SCHEMA_MIGRATIONS_TABLE`]) when
     /// it does not exist.
     fn applied(&mut self) -> StoreResult<Vec<AppliedMigration>>;
@@ -78,9 +128,10 @@ pub fn migrate(
     known: &[Migration],
     now: i64,
 ) -> StoreResult<Vec<i64>> {
+    let dialect = db.dialect();
     let applied = db.applied()?;
     for done in &applied {
-        check(done, known)?;
+        check(done, known, dialect)?;
     }
     let mut versions = Vec::new();
     for m in known {
@@ -90,10 +141,10 @@ pub fn migrate(
         let record = AppliedMigration {
             version: m.version,
             name: m.name.to_owned(),
-            checksum: m.checksum(),
+            checksum: m.checksum_for(dialect),
             applied_at: now,
         };
-        db.apply(m.sql, &record)?;
+        db.apply(m.sql_for(dialect), &record)?;
         tracing::info!(
             version = m.version,
             name = m.name,
@@ -105,7 +156,7 @@ pub fn migrate(
 }
 
 /// An applied migration must be one of `known`, unchanged.
-fn check(done: &AppliedMigration, known: &[Migration]) -> StoreResult<()> {
+fn check(done: &AppliedMigration, known: &[Migration], dialect: Dialect) -> StoreResult<()> {
     let newest = known.iter().map(|m| m.version).max().unwrap_or(0);
     let Some(m) = known.iter().find(|m| m.version == done.version) else {
         return Err(StoreError::Schema(format!(
@@ -114,7 +165,7 @@ fn check(done: &AppliedMigration, known: &[Migration]) -> StoreResult<()> {
             done.version, done.name
         )));
     };
-    let checksum = m.checksum();
+    let checksum = m.checksum_for(dialect);
     if done.checksum != checksum {
         return Err(StoreError::Schema(format!(
             "migration {} ({}) was applied with checksum {} but this vouchd's has checksum \
@@ -157,11 +208,13 @@ mod tests {
             version: 1,
             name: "one",
             sql: "CREATE TABLE a (x TEXT);",
+            postgres: None,
         },
         Migration {
             version: 2,
             name: "two",
             sql: "CREATE TABLE b (y TEXT);",
+            postgres: None,
         },
     ];
 
@@ -236,13 +289,18 @@ mod tests {
             .filter(|f| f.ends_with(".sql"))
             .collect();
         files.sort();
-        let embedded: Vec<String> = MIGRATIONS
-            .iter()
-            .map(|m| format!("{:04}_{}.sql", m.version, m.name))
-            .collect();
-        assert_eq!(files, embedded);
-        for (m, file) in MIGRATIONS.iter().zip(&files) {
-            assert_eq!(std::fs::read_to_string(dir.join(file)).unwrap(), m.sql);
+        let mut embedded: Vec<(String, &str)> = Vec::new();
+        for m in MIGRATIONS {
+            embedded.push((format!("{:04}_{}.sql", m.version, m.name), m.sql));
+            if let Some(sql) = m.postgres {
+                embedded.push((format!("{:04}_{}.postgres.sql", m.version, m.name), sql));
+            }
+        }
+        embedded.sort();
+        let names: Vec<&String> = embedded.iter().map(|(name, _)| name).collect();
+        assert_eq!(files.iter().collect::<Vec<_>>(), names);
+        for (name, sql) in &embedded {
+            assert_eq!(&std::fs::read_to_string(dir.join(name)).unwrap(), sql);
         }
         for (i, m) in MIGRATIONS.iter().enumerate() {
             assert_eq!(

@@ -1,5 +1,6 @@
 //! Storage behind one trait, [`Store`], so that backends can sit side by side: the embedded
-//! SQLite file ([`sqlite::SqliteStore`], the default) today, PostgreSQL later.
+//! SQLite file ([`sqlite::SqliteStore`], the default) and PostgreSQL
+//! ([`postgres::PostgresStore`], for several replicas sharing one database).
 //!
 //! The trait is synchronous and object-safe: the service holds an `Arc<dyn Store>` and runs
 //! every call on tokio's blocking pool ([`run`]), so a backend is plain blocking code. The SQL
@@ -8,8 +9,12 @@
 //! caller so that the store reads no clock.
 
 pub mod migrate;
+pub mod postgres;
+mod records;
 pub mod sealing;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod tests;
 
 use std::sync::Arc;
 
@@ -144,6 +149,8 @@ pub fn state_change_detail(
     serde_json::json!({"cluster": cluster, "from": from, "to": to, "reason": reason})
 }
 
+/// The reason of the `host.state_changed` event of an expiry.
+pub const EXPIRED_REASON: &str = "the last attestation expired without a new one";
 /// The most hosts one [`HostQuery`] page holds.
 pub const MAX_HOST_PAGE: u32 = 500;
 
@@ -228,6 +235,14 @@ impl EventFilter {
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Makes every committed write durable in the main database file (SQLite: a WAL
     /// checkpoint); called when vouchd stops.
+    /// A number that changes after every write (rows inserted, updated or deleted, committed
+    /// or not) and before the lock that guards it is released, so that what was read while it
+    /// stayed the same is still current (vouchd's in-memory caches rely on it). `None` (the
+    /// default) when the backend does not count: nothing read from it is cached.
+    fn changes(&self) -> Option<u64> {
+        None
+    }
+
     fn flush(&self) -> StoreResult<()> {
         Ok(())
     }
@@ -271,6 +286,8 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn create_cluster(&self, cluster: &Cluster) -> StoreResult<()>;
     fn get_cluster(&self, name: &str) -> StoreResult<Option<Cluster>>;
     fn list_clusters(&self) -> StoreResult<Vec<Cluster>>;
+    /// Sets a cluster's PCRs, bank and `disabled_at` (its name and creation time stay).
+    fn update_cluster(&self, cluster: &Cluster) -> StoreResult<()>;
     /// Deletes a cluster with its trust configuration and hosts.
     fn delete_cluster(&self, name: &str) -> StoreResult<()>;
     fn add_ca_cert(&self, cert: &CaCert) -> StoreResult<()>;
@@ -299,13 +316,18 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a result, sets the host's state from it and, when the state changes, stores the
     /// `host.state_changed` event — all in one transaction, so a crash keeps all or none.
     fn record_attestation(&self, record: &AttestationRecord) -> StoreResult<Recorded>;
-    /// Sets a host's state without a new result (an attestation expired); returns the state
-    /// before.
+    /// Sets a host's state without a new result; returns the state before.
     fn set_host_state(&self, ek_hash: &str, state: HostState) -> StoreResult<HostState>;
+    /// Turns the host `unknown` when it is still `attested` with a result valid until before
+    /// `now`, and stores the `host.state_changed` event (at `now`, with [`EXPIRED_REASON`]) —
+    /// check, change and event in one transaction, so a crash keeps all or none and a result
+    /// recorded since the caller looked is never overwritten. Returns the event, or `None`
+    /// when nothing expired.
+    fn expire_host(&self, ek_hash: &str, now: i64) -> StoreResult<Option<Event>>;
     fn list_attestations(&self, ek_hash: &str, limit: u32) -> StoreResult<Vec<AttestationRecord>>;
 
     // The console's read model. The default bodies are correct but read every host or event;
-    // a backend answers them with indexed queries (SQLite: migration 0003's indexes).
+    // a backend answers them with indexed queries (SQLite: migration 0005's indexes).
     /// One page of hosts passing `query`'s filters, in [`HostQuery::order`], and their total.
     fn query_hosts(&self, query: &HostQuery) -> StoreResult<HostPage> {
         let mut hosts: Vec<Host> = self
@@ -389,8 +411,30 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         subject: &str,
         detail: &serde_json::Value,
     ) -> StoreResult<i64>;
-    /// Events with an id greater than `after`, oldest first.
+    /// Events with an id greater than `after`, oldest first. Ids are handed out in commit
+    /// order, so a follower that reads "after the last id seen" misses none.
     fn list_events(&self, after: i64, limit: u32) -> StoreResult<Vec<Event>>;
+
+    // What replicas sharing the database agree on.
+    /// The token-signing key (PKCS#8, hex) every replica signs with: the one stored, or
+    /// `candidate` stored now when there is none (the first replica's wins). Sealed under
+    /// the key-encryption key in the database.
+    fn signing_key(&self, candidate: &str, now: i64) -> StoreResult<String>;
+    /// Claims the expiry sweep of `period` (a number of sweep periods since the epoch) for
+    /// `replica`: `true` for the one caller that gets it, `false` for every other. Claims of
+    /// periods before `forget_before` are dropped.
+    fn claim_sweep(
+        &self,
+        period: i64,
+        replica: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> StoreResult<bool>;
+    /// The configuration generation: it grows in the same transaction as every change to
+    /// principals, management servers, clusters and their trust configuration, hosts added,
+    /// removed or given an AK, key servers and key providers. A replica caching any of those
+    /// reloads when it differs from the value it loaded with.
+    fn config_generation(&self) -> StoreResult<i64>;
 }
 
 /// Runs a blocking store call on tokio's blocking pool.

@@ -9,6 +9,7 @@
 mod rows;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::types::{FromSql, Value};
@@ -16,6 +17,7 @@ use rusqlite::{Connection, Params, Transaction, params};
 
 use self::rows::{FromRow, PrincipalRow, all, one, query};
 use super::migrate::{self, AppliedMigration, MIGRATIONS, MigrationBackend};
+use super::records::TextColumns as _;
 use super::sealing::{self, SealingKey};
 use super::{
     AttestationRecord, CaCert, Cluster, ClusterEk, Event, EventFilter, Host, HostCount, HostPage,
@@ -29,10 +31,15 @@ const STATEMENT_CACHE_CAPACITY: usize = 128;
 #[derive(Debug)]
 pub struct SqliteStore {
     conn: Mutex<Connection>,
+    /// Counts the uses of the connection that changed rows ([`Store::changes`]).
+    writes: AtomicU64,
     /// The key-encryption keys: the first seals, every one opens. None: secrets are stored as
     /// given (in-memory tests).
     sealing: Vec<SealingKey>,
 }
+
+/// The associated data of the sealed token-signing key.
+const SIGNING_KEY_LABEL: &str = "signing_keys.sealed_key:current";
 
 /// The associated data of a key server's sealed client key.
 fn client_key_label(name: &str) -> String {
@@ -127,6 +134,27 @@ fn host_state(conn: &Connection, ek_hash: &str) -> StoreResult<HostState> {
     )?
     .pop()
     .ok_or_else(|| StoreError::NotFound(format!("host with EK {ek_hash}")))
+}
+
+/// Stores a `host.state_changed` event (within the caller's transaction).
+fn insert_state_changed(
+    conn: &Connection,
+    at: i64,
+    ek_hash: &str,
+    detail: serde_json::Value,
+) -> StoreResult<Event> {
+    let kind = "host.state_changed";
+    let id = conn
+        .prepare_cached("INSERT INTO events (at, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)")
+        .and_then(|mut stmt| stmt.insert(params![at, kind, ek_hash, detail.to_string()]))
+        .map_err(backend)?;
+    Ok(Event {
+        id,
+        at,
+        kind: kind.into(),
+        subject: ek_hash.into(),
+        detail,
+    })
 }
 
 const INSERT_MIGRATION: &str =
@@ -226,11 +254,16 @@ impl SqliteStore {
         let _mode: String = conn
             .query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))
             .map_err(backend)?;
-        conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        // FULL: a commit is fsynced to the WAL before it returns (it survives a power cut);
+        // checkpoints every 1000 pages (SQLite's default, stated), truncated on `flush`.
+        conn.execute_batch(
+            "PRAGMA synchronous = FULL; PRAGMA wal_autocheckpoint = 1000; PRAGMA foreign_keys = ON;",
+        )
             .map_err(backend)?;
         migrate::migrate(&mut conn, MIGRATIONS, crate::now())?;
         Ok(Self {
             conn: Mutex::new(conn),
+            writes: AtomicU64::new(0),
             sealing: Vec::new(),
         })
     }
@@ -284,10 +317,19 @@ impl SqliteStore {
         Ok(record)
     }
 
-    fn conn(&self) -> StoreResult<MutexGuard<'_, Connection>> {
-        self.conn
+    /// The connection, locked. Every use goes through here: when it changed rows, the write
+    /// count moves before the lock is released.
+    fn conn(&self) -> StoreResult<Locked<'_>> {
+        let conn = self
+            .conn
             .lock()
-            .map_err(|_| StoreError::Backend("the database lock is poisoned".into()))
+            .map_err(|_| StoreError::Backend("the database lock is poisoned".into()))?;
+        let before = conn.total_changes();
+        Ok(Locked {
+            conn,
+            before,
+            writes: &self.writes,
+        })
     }
 
     /// Adds many hosts in one transaction: all or none (seeding a database for measurements,
@@ -390,6 +432,35 @@ impl SqliteStore {
     }
 }
 
+/// The locked connection; see [`SqliteStore::conn`].
+struct Locked<'a> {
+    conn: MutexGuard<'a, Connection>,
+    before: u64,
+    writes: &'a AtomicU64,
+}
+
+impl std::ops::Deref for Locked<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Locked<'_> {
+    fn deref_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+}
+
+impl Drop for Locked<'_> {
+    fn drop(&mut self) {
+        // Runs before the guard (a field) unlocks.
+        if self.conn.total_changes() != self.before {
+            self.writes.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
 const INSERT_HOST: &str = "INSERT INTO hosts (ek_hash, cluster, name, added_by, ak_public, state, attested_at, valid_until, software_version, created_at)
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 
@@ -469,6 +540,10 @@ fn host_filter(q: &HostQuery) -> (String, Vec<Value>) {
 }
 
 impl Store for SqliteStore {
+    fn changes(&self) -> Option<u64> {
+        Some(self.writes.load(Ordering::SeqCst))
+    }
+
     fn flush(&self) -> StoreResult<()> {
         let conn = self.conn()?;
         conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
@@ -639,8 +714,8 @@ impl Store for SqliteStore {
 
     fn create_cluster(&self, c: &Cluster) -> StoreResult<()> {
         self.insert(
-            "INSERT INTO clusters (name, pcrs, bank, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![c.name, json(&c.pcrs)?, c.bank, c.created_at],
+            "INSERT INTO clusters (name, pcrs, bank, created_at, disabled_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![c.name, json(&c.pcrs)?, c.bank, c.created_at, c.disabled_at],
             &format!("cluster {}", c.name),
             "",
         )
@@ -652,6 +727,14 @@ impl Store for SqliteStore {
 
     fn list_clusters(&self) -> StoreResult<Vec<Cluster>> {
         self.all("SELECT * FROM clusters ORDER BY name", [])
+    }
+
+    fn update_cluster(&self, c: &Cluster) -> StoreResult<()> {
+        self.change_one(
+            "UPDATE clusters SET pcrs = ?2, bank = ?3, disabled_at = ?4 WHERE name = ?1",
+            params![c.name, json(&c.pcrs)?, c.bank, c.disabled_at],
+            &format!("cluster {}", c.name),
+        )
     }
 
     fn delete_cluster(&self, name: &str) -> StoreResult<()> {
@@ -836,22 +919,7 @@ impl Store for SqliteStore {
                 None
             } else {
                 let detail = super::state_change_detail(&a.cluster, before, state, a.reason.as_deref());
-                let kind = "host.state_changed";
-                let id = tx
-                    .prepare_cached(
-                        "INSERT INTO events (at, kind, subject, detail) VALUES (?1, ?2, ?3, ?4)",
-                    )
-                    .and_then(|mut stmt| {
-                        stmt.insert(params![a.at, kind, a.ek_hash, detail.to_string()])
-                    })
-                    .map_err(backend)?;
-                Some(Event {
-                    id,
-                    at: a.at,
-                    kind: kind.into(),
-                    subject: a.ek_hash.clone(),
-                    detail,
-                })
+                Some(insert_state_changed(tx, a.at, &a.ek_hash, detail)?)
             };
             Ok(super::Recorded { before, event })
         })
@@ -867,6 +935,40 @@ impl Store for SqliteStore {
             )
             .map_err(backend)?;
             Ok(before)
+        })
+    }
+
+    fn expire_host(&self, ek_hash: &str, now: i64) -> StoreResult<Option<Event>> {
+        self.transaction(|tx| {
+            let (before, valid_until, cluster) = query(
+                tx,
+                "hosts",
+                "SELECT state, valid_until, cluster FROM hosts WHERE ek_hash = ?1",
+                [ek_hash],
+                |r| {
+                    Ok((
+                        r.name("state", HostState::parse)?,
+                        r.get::<Option<i64>>("valid_until")?,
+                        r.get::<String>("cluster")?,
+                    ))
+                },
+            )?
+            .pop()
+            .ok_or_else(|| StoreError::NotFound(format!("host with EK {ek_hash}")))?;
+            let expired = before == HostState::Attested && valid_until.is_some_and(|v| v < now);
+            if !expired {
+                return Ok(None);
+            }
+            let to = HostState::Unknown;
+            exec(
+                tx,
+                "UPDATE hosts SET state = ?1 WHERE ek_hash = ?2",
+                params![to.as_str(), ek_hash],
+            )
+            .map_err(backend)?;
+            let detail =
+                super::state_change_detail(&cluster, before, to, Some(super::EXPIRED_REASON));
+            insert_state_changed(tx, now, ek_hash, detail).map(Some)
         })
     }
 
@@ -1072,6 +1174,62 @@ impl Store for SqliteStore {
             "SELECT provider FROM cluster_key_providers WHERE cluster = ?1",
             [cluster],
         )
+    }
+
+    fn signing_key(&self, candidate: &str, now: i64) -> StoreResult<String> {
+        let sealed = match self.sealing.first() {
+            Some(key) => key.seal(SIGNING_KEY_LABEL, candidate)?,
+            None => candidate.to_owned(),
+        };
+        let stored: Option<String> = self.transaction(|tx| {
+            exec(
+                tx,
+                "INSERT INTO signing_keys (id, sealed_key, created_at) VALUES ('current', ?1, ?2) ON CONFLICT DO NOTHING",
+                params![sealed, now],
+            )
+            .map_err(backend)?;
+            Ok(query(
+                tx,
+                "signing_keys",
+                "SELECT sealed_key FROM signing_keys WHERE id = 'current'",
+                [],
+                |r| r.get("sealed_key"),
+            )?
+            .pop())
+        })?;
+        let stored = stored.ok_or_else(|| StoreError::NotFound("the signing key".into()))?;
+        Ok(sealing::open(&self.sealing, SIGNING_KEY_LABEL, &stored)?
+            .as_str()
+            .to_owned())
+    }
+
+    fn claim_sweep(
+        &self,
+        period: i64,
+        replica: &str,
+        now: i64,
+        forget_before: i64,
+    ) -> StoreResult<bool> {
+        self.transaction(|tx| {
+            exec(tx, "DELETE FROM sweeps WHERE period < ?1", [forget_before]).map_err(backend)?;
+            let n = exec(
+                tx,
+                "INSERT INTO sweeps (period, replica, at) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                params![period, replica, now],
+            )
+            .map_err(backend)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn config_generation(&self) -> StoreResult<i64> {
+        self.column(
+            "generations",
+            "value",
+            "SELECT value FROM generations WHERE name = 'config'",
+            [],
+        )?
+        .ok_or_else(|| StoreError::NotFound("the configuration generation".into()))
     }
 }
 

@@ -1,4 +1,4 @@
--- 0003 console: what a host presented with a refused result (so the console can compare it
+-- 0005 console: what a host presented with a refused result (so the console can compare it
 -- with the accepted versions), and indexes for the console's hosts page (paging and filters
 -- at 100,000 hosts), the fleet summary and the filtered event log.
 --
