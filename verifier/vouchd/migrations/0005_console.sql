@@ -7,11 +7,13 @@
 -- Portable SQL (SQLite and PostgreSQL).
 
 ALTER TABLE attestations ADD COLUMN presented TEXT;
-CREATE INDEX hosts_by_name ON hosts (name, ek_hash);
-CREATE INDEX hosts_by_lower_name ON hosts (LOWER(name));
-CREATE INDEX hosts_by_cluster_state ON hosts (cluster, state, name, ek_hash);
-CREATE INDEX hosts_by_state ON hosts (state, name, ek_hash);
-CREATE INDEX hosts_by_software_version ON hosts (software_version, name, ek_hash);
+-- The hosts page lists hosts by LOWER(name), name, ek_hash; each index ends in that order so
+-- that a page is read in order and stops at its end, filters and name prefixes included.
+CREATE INDEX hosts_by_name ON hosts (LOWER(name), name, ek_hash);
+CREATE INDEX hosts_by_cluster_name ON hosts (cluster, LOWER(name), name, ek_hash);
+CREATE INDEX hosts_by_cluster_state ON hosts (cluster, state, LOWER(name), name, ek_hash);
+CREATE INDEX hosts_by_state ON hosts (state, LOWER(name), name, ek_hash);
+CREATE INDEX hosts_by_software_version ON hosts (software_version, LOWER(name), name, ek_hash);
 CREATE INDEX hosts_by_valid_until ON hosts (valid_until);
 CREATE INDEX events_by_kind ON events (kind, id);
 CREATE INDEX events_by_subject ON events (subject, id);

@@ -154,8 +154,8 @@ pub const EXPIRED_REASON: &str = "the last attestation expired without a new one
 /// The most hosts one [`HostQuery`] page holds.
 pub const MAX_HOST_PAGE: u32 = 500;
 
-/// A page of the hosts table: filters (all optional, all must hold), the order is by name
-/// then EK hash.
+/// A page of the hosts table: filters (all optional, all must hold); the order is by name
+/// in any case (ASCII), then name, then EK hash ([`HostQuery::order`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HostQuery {
     pub cluster: Option<String>,
@@ -170,6 +170,11 @@ pub struct HostQuery {
 }
 
 impl HostQuery {
+    /// The sort key of the hosts table: `(LOWER(name), name, ek_hash)`.
+    pub fn order(host: &Host) -> (String, &str, &str) {
+        (host.name.to_ascii_lowercase(), &host.name, &host.ek_hash)
+    }
+
     /// Whether `host` passes the filters (the reference the backends' SQL must agree with).
     pub fn matches(&self, host: &Host) -> bool {
         let search = self.search.as_deref().map(str::to_ascii_lowercase);
@@ -323,14 +328,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
 
     // The console's read model. The default bodies are correct but read every host or event;
     // a backend answers them with indexed queries (SQLite: migration 0005's indexes).
-    /// One page of hosts passing `query`'s filters, by name then EK hash, and their total.
+    /// One page of hosts passing `query`'s filters, in [`HostQuery::order`], and their total.
     fn query_hosts(&self, query: &HostQuery) -> StoreResult<HostPage> {
         let mut hosts: Vec<Host> = self
             .list_all_hosts()?
             .into_iter()
             .filter(|h| query.matches(h))
             .collect();
-        hosts.sort_by(|a, b| (&a.name, &a.ek_hash).cmp(&(&b.name, &b.ek_hash)));
+        hosts.sort_by(|a, b| HostQuery::order(a).cmp(&HostQuery::order(b)));
         let total = u64::try_from(hosts.len()).unwrap_or(u64::MAX);
         let offset = usize::try_from(query.offset).unwrap_or(usize::MAX);
         let limit = usize::try_from(query.limit.min(MAX_HOST_PAGE)).unwrap_or(0);

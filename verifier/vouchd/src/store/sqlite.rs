@@ -534,13 +534,19 @@ fn host_filter(q: &HostQuery) -> (String, Vec<Value>) {
     if let Some(search) = &q.search {
         let low = search.to_ascii_lowercase();
         let high = format!("{low}{}", char::MAX);
+        // Only hex can start an EK hash: other text is a name prefix alone, one index range
+        // read in the page's order.
+        let hex = low.bytes().all(|b| b.is_ascii_hexdigit());
         values.push(Value::Text(low));
         let from = values.len();
         values.push(Value::Text(high));
         let to = values.len();
-        clauses.push(format!(
-            "((LOWER(name) >= ?{from} AND LOWER(name) < ?{to}) OR (ek_hash >= ?{from} AND ek_hash < ?{to}))"
-        ));
+        let name = format!("LOWER(name) >= ?{from} AND LOWER(name) < ?{to}");
+        clauses.push(if hex {
+            format!("(({name}) OR (ek_hash >= ?{from} AND ek_hash < ?{to}))")
+        } else {
+            name
+        });
     }
     (where_clause(&clauses), values)
 }
@@ -1018,7 +1024,7 @@ impl Store for SqliteStore {
         let hosts = all(
             &conn,
             &format!(
-                "SELECT * FROM hosts{filter} ORDER BY name, ek_hash LIMIT ?{} OFFSET ?{n}",
+                "SELECT * FROM hosts{filter} ORDER BY LOWER(name), name, ek_hash LIMIT ?{} OFFSET ?{n}",
                 n - 1
             ),
             rusqlite::params_from_iter(page_values.iter()),

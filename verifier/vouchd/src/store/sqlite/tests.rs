@@ -463,7 +463,7 @@ fn console_queries_agree_with_their_reference() {
             .into_iter()
             .filter(|h| q.matches(h))
             .collect();
-        want.sort_by(|a, b| (&a.name, &a.ek_hash).cmp(&(&b.name, &b.ek_hash)));
+        want.sort_by(|a, b| HostQuery::order(a).cmp(&HostQuery::order(b)));
         let total = want.len() as u64;
         let want: Vec<Host> = want
             .into_iter()
