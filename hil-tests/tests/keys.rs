@@ -238,7 +238,7 @@ fn an_attested_hosted_agent_generates_encrypts_and_decrypts_over_the_bound_chann
     // The attested host of lab: a data key, a round trip, a tampered ciphertext refused.
     let mut script = Script::default();
     let outcome = run_agent(&verifier, &a, &mut script);
-    assert_eq!(outcome.version, 2);
+    assert_eq!(outcome.version, vouch_proto::CURRENT_VERSION);
     assert_eq!(outcome.last_verdict, Some(true));
     assert!(
         outcome.channel,
