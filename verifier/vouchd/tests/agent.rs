@@ -344,3 +344,120 @@ async fn a_recorded_quote_over_tcp_changes_nothing_and_the_operator_sees_why() {
         "no token without attestation"
     );
 }
+
+/// A real STMicro ST33 EK certificate as its NV index holds it (1,169 bytes of DER, then 0xFF
+/// up to 1,600 bytes; Keylime's test data) enrolls: a cluster trusting STM's RSA root and
+/// intermediate 05 and listing the host answers its Enroll with a credential challenge for
+/// that EK. (Activation would need the ST33's private key; the TPM stack's part models show
+/// the agent reading such an index.)
+#[tokio::test]
+async fn a_real_st33_ek_certificate_with_its_nv_fill_enrolls() {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    use vouch_attest::ek::EkKey;
+    use vouch_attest::tpm::Public;
+    use vouchd::store::{CaCert, Cluster, Host, HostState};
+
+    let root = format!("{}/../../testdata", env!("CARGO_MANIFEST_DIR"));
+    let nv = std::fs::read(format!("{root}/ek-certs/keylime-st33/st33-rsa-ek-nv.der")).unwrap();
+    assert_eq!(nv.len(), 1600);
+    assert!(nv[1169..].iter().all(|&b| b == 0xFF), "the index's fill");
+
+    // The EK's public area: the TCG EK template L-1 (RSA-2048) with the certificate's modulus.
+    let (_, cert) = x509_parser::parse_x509_certificate(&nv[..1169]).unwrap();
+    let Ok(x509_parser::public_key::PublicKey::RSA(rsa)) = cert.public_key().parsed() else {
+        panic!("an RSA EK");
+    };
+    let modulus: Vec<u8> = rsa
+        .modulus
+        .iter()
+        .copied()
+        .skip_while(|&b| b == 0)
+        .collect();
+    assert_eq!(modulus.len(), 256);
+    let policy =
+        hex::decode("837197674484b3f81a90cc8d46a5d724fd52d76e06520b64f2a1da1b331469aa").unwrap();
+    let mut tpmt = Vec::new();
+    tpmt.extend_from_slice(&0x0001u16.to_be_bytes()); // TPM_ALG_RSA
+    tpmt.extend_from_slice(&0x000Bu16.to_be_bytes()); // SHA-256
+    tpmt.extend_from_slice(&0x0003_00B2u32.to_be_bytes()); // the EK's attributes
+    tpmt.extend_from_slice(&32u16.to_be_bytes());
+    tpmt.extend_from_slice(&policy);
+    for v in [0x0006u16, 128, 0x0043, 0x0010, 2048] {
+        tpmt.extend_from_slice(&v.to_be_bytes()); // AES-128-CFB, scheme NULL, 2048 bits
+    }
+    tpmt.extend_from_slice(&0u32.to_be_bytes()); // the default exponent
+    tpmt.extend_from_slice(&256u16.to_be_bytes());
+    tpmt.extend_from_slice(&modulus);
+    let mut ek_public = u16::try_from(tpmt.len()).unwrap().to_be_bytes().to_vec();
+    ek_public.extend_from_slice(&tpmt);
+    let ek = Public::from_tpm2b(&ek_public).unwrap();
+    assert_eq!(
+        EkKey::from_public(&ek),
+        EkKey::from_certificate(&nv).unwrap()
+    );
+    let ek_hash = vouchd::ek::ek_hash(&EkKey::from_public(&ek));
+
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let store = h.running.state.store.clone();
+    store
+        .create_cluster(&Cluster {
+            name: "st33".into(),
+            pcrs: vec![0, 1],
+            bank: "sha256".into(),
+            created_at: 0,
+            disabled_at: None,
+        })
+        .unwrap();
+    for name in ["STM_RSA_RT.pem", "STM_RSA_05I.pem"] {
+        let pem = std::fs::read(format!("{root}/ek-ca/keylime-tpm_cert_store/{name}")).unwrap();
+        let der = CertificateDer::from_pem_slice(&pem).unwrap();
+        store
+            .add_ca_cert(&CaCert {
+                id: vouchd::hex(&vouchd::sha256(&der)),
+                cluster: "st33".into(),
+                subject: name.into(),
+                der: der.to_vec(),
+                created_at: 0,
+            })
+            .unwrap();
+    }
+    store
+        .add_host(&Host {
+            ek_hash,
+            cluster: "st33".into(),
+            name: "st33-host".into(),
+            added_by: "vc".into(),
+            ak_public: None,
+            state: HostState::Unknown,
+            attested_at: None,
+            valid_until: None,
+            software_version: None,
+            created_at: 0,
+        })
+        .unwrap();
+
+    let mut a = Agent::connect(h.running.agent_addr).await;
+    a.send(&hello(1, 1)).await;
+    a.recv().await.unwrap();
+    for chunk in vouch_proto::chunk::split(BlobKind::EkCertificate, &nv).unwrap() {
+        a.send(&AgentMessage::Chunk(chunk)).await;
+    }
+    a.send(&AgentMessage::Enroll(Enroll {
+        ek_public: HVec::from_slice(&ek_public).unwrap(),
+        ak_public: HVec::from_slice(&data("quotes/rsa2048-sha256.ak.pub")).unwrap(),
+        has_ek_certificate: true,
+    }))
+    .await;
+    match a.recv().await {
+        Some(VerifierMessage::CredentialChallenge(c)) => {
+            assert_eq!(
+                c.encrypted_secret.len(),
+                256,
+                "RSA-OAEP to the ST33's 2048-bit EK"
+            );
+        }
+        other => panic!("expected a credential challenge, got {other:?}"),
+    }
+}
