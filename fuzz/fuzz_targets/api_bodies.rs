@@ -63,6 +63,7 @@ impl Vouchd {
                 pcrs: vec![0, 1],
                 bank: "sha256".into(),
                 created_at: 1,
+                disabled_at: None,
             })
             .unwrap();
         let signer = vouchd::jwt::Signer::load_or_create(&dir.path().join("jwt.p8")).unwrap();
