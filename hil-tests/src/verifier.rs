@@ -235,6 +235,8 @@ impl Verifier {
             data_dir,
             reattest_interval_secs,
             agent_idle_timeout_secs: 20,
+            // Every result kept: the fault tests compare what agents received with the history.
+            attestation_history_per_host: 0,
             ..Config::default()
         };
         let key_pair = rcgen::KeyPair::generate().map_err(|e| failed("key", e))?;
@@ -320,6 +322,8 @@ impl Verifier {
             agent_idle_timeout_secs: 20,
             // A board in QEMU drives its TPM over a bit-banged bus: give its handshake time.
             agent_handshake_timeout_secs: 120,
+            // Every result kept: the fault tests compare what agents received with the history.
+            attestation_history_per_host: 0,
             ..Config::default()
         };
         tune(&mut config);
@@ -393,13 +397,14 @@ impl Verifier {
         let dir = self.work_dir();
         let config_file = dir.join("vouchd.toml");
         let toml = format!(
-            "api_listen = \"{}\"\nagent_listen = \"{}\"\ndata_dir = \"{}\"\nreattest_interval_secs = {}\nagent_idle_timeout_secs = {}\nagent_handshake_timeout_secs = {}\n",
+            "api_listen = \"{}\"\nagent_listen = \"{}\"\ndata_dir = \"{}\"\nreattest_interval_secs = {}\nagent_idle_timeout_secs = {}\nagent_handshake_timeout_secs = {}\nattestation_history_per_host = {}\n",
             self.config.api_listen,
             self.config.agent_listen,
             self.config.data_dir.display(),
             self.config.reattest_interval_secs,
             self.config.agent_idle_timeout_secs,
             self.config.agent_handshake_timeout_secs,
+            self.config.attestation_history_per_host,
         );
         let mut toml = toml;
         if let Some(store) = &self.config.store {
