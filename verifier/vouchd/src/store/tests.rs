@@ -679,7 +679,10 @@ pub(super) fn an_expiry_changes_the_state_once_and_spares_a_newer_result(b: &dyn
     let before = s.list_events(0, 100).unwrap().len();
     let event = s.expire_host("aa", 800).unwrap().unwrap();
     assert_eq!(event.kind, "host.state_changed");
+    assert_eq!((event.at, event.subject.as_str()), (800, "aa"));
+    assert_eq!(event.detail["from"], "attested");
     assert_eq!(event.detail["to"], "unknown");
+    assert_eq!(event.detail["cluster"], "prod");
     assert_eq!(event.detail["reason"], crate::store::EXPIRED_REASON);
     let stored = s.list_events(0, 100).unwrap();
     assert_eq!(stored.len(), before + 1);
@@ -692,11 +695,13 @@ pub(super) fn an_expiry_changes_the_state_once_and_spares_a_newer_result(b: &dyn
         ..ok
     })
     .unwrap();
+    let events = s.list_events(0, 100).unwrap().len();
     assert_eq!(s.expire_host("aa", 900).unwrap(), None);
     assert_eq!(
         s.get_host("aa").unwrap().unwrap().state,
         HostState::Attested
     );
+    assert_eq!(s.list_events(0, 100).unwrap().len(), events);
 }
 
 pub(super) fn a_cluster_is_updated_and_disabled(b: &dyn Backend) {
