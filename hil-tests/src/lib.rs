@@ -5,6 +5,8 @@
 //! - [`swtpm`]: [`swtpm::Swtpm`] manufactures a TPM (EK, EK certificate, local manufacturer
 //!   CA) in a temp dir and runs `swtpm socket`; missing tools fail with "run `cargo xtask
 //!   setup`".
+//! - [`ekcert`]: the TCG profile's ECC P-256 EK certificate for a swtpm (certified by its local
+//!   CA), or a TPM without the RSA one.
 //! - [`socket`]: [`socket::SwtpmSocket`], `vouch_tpm::Transport` over swtpm's command socket.
 //! - [`tis`]: the TIS/FIFO register state machine both bus models share.
 //! - [`i2c_model`]: [`i2c_model::I2cTpm`], an `embedded_hal::i2c::I2c` TPM (TCG I2C register
@@ -30,6 +32,7 @@
 
 pub mod clock;
 pub mod crc;
+pub mod ekcert;
 pub mod i2c_model;
 pub mod keyload;
 pub mod parts;

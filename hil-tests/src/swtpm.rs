@@ -87,8 +87,15 @@ pub fn require_tool(tool: &str) -> Result<PathBuf, HarnessError> {
 /// Options for manufacturing a TPM.
 #[derive(Debug, Clone)]
 pub struct SwtpmOptions {
-    /// Also create an ECC EK (NIST P-384) and its certificate at NV 0x01C00016 (`--ecc`).
+    /// Pass `--ecc` to `swtpm_setup` (an ECC storage primary key). swtpm 0.7 certifies an ECC
+    /// NIST P-384 EK at NV 0x01C00016 either way.
     pub ecc: bool,
+    /// Also certify the TCG profile's ECC NIST P-256 EK (template L-2) by the same local CA and
+    /// store its certificate at NV 0x01C0000A (see [`crate::ekcert`]).
+    pub ecc_p256_ek_certificate: bool,
+    /// Keep the RSA-2048 EK certificate at NV 0x01C00002; `false` removes it (with
+    /// `ecc_p256_ek_certificate`, a TPM whose only profile EK certificate is the ECC one).
+    pub rsa_ek_certificate: bool,
     /// PCR banks to activate, comma-separated, as `swtpm_setup --pcr-banks` takes them.
     pub pcr_banks: String,
     /// Serve a command socket ([`Swtpm::connect`]). QEMU's `-tpmdev emulator` needs it off:
@@ -101,6 +108,8 @@ impl Default for SwtpmOptions {
     fn default() -> Self {
         Self {
             ecc: false,
+            ecc_p256_ek_certificate: false,
+            rsa_ek_certificate: true,
             pcr_banks: "sha1,sha256".to_owned(),
             data_socket: true,
         }
@@ -264,7 +273,23 @@ impl Swtpm {
             dir,
         };
         me.wait_ready()?;
-        if options.data_socket {
+        if options.ecc_p256_ek_certificate || !options.rsa_ek_certificate {
+            me.restart(true)?;
+            let local_ca = crate::ekcert::LocalCa {
+                tool: &localca,
+                config: &localca_conf,
+                options: &localca_opts,
+                root: &root,
+            };
+            crate::ekcert::provision(
+                me.connect()?,
+                &local_ca,
+                options.ecc_p256_ek_certificate,
+                options.rsa_ek_certificate,
+            )?;
+            // Started by the provisioning: restarted, it needs TPM2_Startup again.
+            me.restart(options.data_socket)?;
+        } else if options.data_socket {
             me.restart(true)?;
         }
         Ok(me)
@@ -415,7 +440,7 @@ fn kv(key: &str, path: &Path) -> std::ffi::OsString {
     s
 }
 
-fn hermetic_env(cmd: &mut Command, root: &Path, tmp: &Path) {
+pub(crate) fn hermetic_env(cmd: &mut Command, root: &Path, tmp: &Path) {
     cmd.env("HOME", root)
         .env("XDG_CONFIG_HOME", root)
         .env("TMPDIR", tmp)

@@ -925,12 +925,21 @@ pub fn ca_pems(swtpm: &crate::swtpm::Swtpm) -> Result<Vec<String>, HarnessError>
 
 /// Reads the RSA EK certificate (PEM) of a TPM over its command socket, starting it first.
 pub fn ek_certificate_pem(swtpm: &crate::swtpm::Swtpm) -> Result<String, HarnessError> {
+    ek_certificate_pem_of(swtpm, vouch_tpm::EkKind::Rsa2048)
+}
+
+/// Reads the EK certificate of `kind` (PEM) of a TPM over its command socket, starting it
+/// first.
+pub fn ek_certificate_pem_of(
+    swtpm: &crate::swtpm::Swtpm,
+    kind: vouch_tpm::EkKind,
+) -> Result<String, HarnessError> {
     let mut tpm: vouch_tpm::Tpm<_> = vouch_tpm::Tpm::new(swtpm.connect()?);
     tpm.startup(vouch_tpm::StartupType::Clear)
         .map_err(|e| failed("TPM2_Startup", format!("{e:?}")))?;
     let mut der = vec![0u8; 4096];
     let n = tpm
-        .read_ek_certificate(vouch_tpm::EkKind::Rsa2048, &mut der)
+        .read_ek_certificate(kind, &mut der)
         .map_err(|e| failed("reading the EK certificate", format!("{e:?}")))?;
     Ok(pem(der.get(..n).unwrap_or_default()))
 }

@@ -22,6 +22,7 @@
 //! A failure during bring-up is logged as `board: FAILED: ...` and returned, for the board to
 //! halt or report.
 
+use crate::ek::EkChoice;
 use crate::eventlog::EventLog;
 use crate::log::{
     BootFailure, Hex, Hex32, Log, Pem, SessionFailure, TisCommandFailure, TisFailure, Verdict,
@@ -62,14 +63,17 @@ pub enum BringUpError<E> {
     Startup(CommandError<vouch_tpm::Error<E>>),
     /// TPM2_SelfTest failed.
     SelfTest(CommandError<vouch_tpm::Error<E>>),
+    /// Looking for the EK certificates (TPM2_NV_ReadPublic) failed.
+    Ek(CommandError<vouch_tpm::Error<E>>),
     /// Measured boot failed.
     MeasuredBoot(crate::BootError<vouch_tpm::Error<E>>),
 }
 
 /// Brings the TPM up and measures the boot: TIS initialisation, TPM2_Startup(CLEAR) (a TPM that
-/// is already started is fine), TPM2_SelfTest, the RSA EK certificate printed as PEM for
-/// enrolment, [`measured_boot_into`] `event_log` (which the sessions then send), and PCRs 0 and
-/// 1 (SHA-256) printed.
+/// is already started is fine), TPM2_SelfTest, the EK chosen as `ek` says ([`crate::ek`]) and
+/// its certificate printed as PEM for enrolment, [`measured_boot_into`] `event_log` (which the
+/// sessions then send), and PCRs 0 and 1 (SHA-256) printed. Returns the EK the sessions use
+/// ([`AgentConfig::ek`]).
 ///
 /// # Errors
 /// See [`BringUpError`]; the failure is also logged as `board: FAILED: ...` with its code. An
@@ -82,8 +86,9 @@ pub fn bring_up<R, C, W, const N: usize, const M: usize>(
     info: &BoardInfo<'_>,
     boot: &BootImage<'_>,
     event_log: &mut EventLog<M>,
+    ek: EkChoice,
     log: &mut W,
-) -> Result<(), BringUpError<R::BusError>>
+) -> Result<EkKind, BringUpError<R::BusError>>
 where
     R: RegisterAccess,
     C: Clock,
@@ -123,7 +128,18 @@ where
         );
         return Err(BringUpError::SelfTest(e));
     }
-    print_ek_certificate(tpm, log);
+    let ek = match crate::ek::choose(tpm, ek) {
+        Ok(kind) => kind,
+        Err(e) => {
+            logln!(
+                log,
+                "board: FAILED: looking for the EK certificates failed: ",
+                TisCommandFailure(&e)
+            );
+            return Err(BringUpError::Ek(e));
+        }
+    };
+    print_ek_certificate(tpm, ek, log);
 
     if let Err(e) = measured_boot_into(tpm, boot, event_log) {
         logln!(
@@ -142,7 +158,7 @@ where
         " bytes"
     );
     log_boot_pcrs(tpm, log);
-    Ok(())
+    Ok(ek)
 }
 
 /// PCRs 0 and 1 of the SHA-256 bank, as `boot: PCR <n> (sha256) <hex>`.
@@ -158,15 +174,21 @@ pub fn log_boot_pcrs<T: Transport, const N: usize>(tpm: &mut Tpm<T, N>, log: &mu
     }
 }
 
-/// The RSA EK certificate as PEM, for `vouch ek verify` and the cluster's trust.
+/// The EK certificate of `kind` as PEM, for `vouch ek verify` and the cluster's trust.
 #[inline(never)]
-fn print_ek_certificate<T: Transport, const N: usize>(tpm: &mut Tpm<T, N>, log: &mut dyn Log) {
+fn print_ek_certificate<T: Transport, const N: usize>(
+    tpm: &mut Tpm<T, N>,
+    kind: EkKind,
+    log: &mut dyn Log,
+) {
     let mut certificate = [0u8; CERT_BUF];
-    let kind = EkKind::Rsa2048;
+    let name = crate::ek::name(kind);
     match tpm.read_ek_certificate(kind, &mut certificate) {
         Ok(len) => logln!(
             log,
-            "tpm: RSA EK certificate (NV 0x",
+            "tpm: ",
+            name,
+            " EK certificate (NV 0x",
             Hex32(kind.certificate_index()),
             "), ",
             len,
@@ -175,7 +197,9 @@ fn print_ek_certificate<T: Transport, const N: usize>(tpm: &mut Tpm<T, N>, log: 
         ),
         Err(e) => logln!(
             log,
-            "tpm: the RSA EK certificate is not readable: ",
+            "tpm: the ",
+            name,
+            " EK certificate is not readable: ",
             crate::log::CommandFailure(&e)
         ),
     }

@@ -4,6 +4,7 @@
 //!   tools.
 //! - [`eventlog`]: the TCG crypto-agile event log in a fixed buffer.
 //! - [`measured_boot`]: extends every active PCR bank and logs each event.
+//! - [`ek`]: which EK (RSA or ECC) identifies the TPM.
 //! - [`session`]: one session with the verifier over any `embedded_io` byte link.
 //!
 //! The TPM comes in as a [`vouch_tpm::Tpm`] over any transport, the link as
@@ -17,6 +18,7 @@ pub mod channel;
 #[cfg(not(feature = "key-channel"))]
 #[path = "channel_off.rs"]
 pub mod channel;
+pub mod ek;
 pub mod eventlog;
 pub mod log;
 pub mod measure;

@@ -26,7 +26,8 @@ use vouch_tpm::{
 pub struct AgentConfig<'a> {
     /// Sent in Hello, for the verifier's logs.
     pub agent: &'a str,
-    /// Which EK (and EK certificate) identifies the TPM.
+    /// Which EK (and EK certificate) identifies the TPM: the configured kind, or the one
+    /// [`crate::ek::choose`] picked.
     pub ek: EkKind,
     /// The AK's kind when one has to be created.
     pub ak: AkKind,
@@ -621,9 +622,7 @@ fn send_ek_certificate<T: Transport, L: Read + Write, const N: usize>(
         Ok(size) if size > 0 && sent == size => Ok(true),
         Ok(_) => Ok(false),
         // The index does not exist (TPM_RC_HANDLE): the TPM has no certificate.
-        Err(CommandError::Tpm(rc)) if sent == 0 && rc.is_format_one() && rc.base() == 0x08B => {
-            Ok(false)
-        }
+        Err(CommandError::Tpm(rc)) if sent == 0 && crate::ek::is_no_such_index(rc) => Ok(false),
         // Anything else (an index that is not a certificate or too big, a TPM failure) is
         // said, not taken for "no certificate".
         Err(e) => Err(tpm_failure(conn, e)),

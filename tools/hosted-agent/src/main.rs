@@ -17,6 +17,7 @@ use std::time::Duration;
 use clap::Parser;
 use embedded_io_adapters::std::FromStd;
 use tpm::{HostTpm, TpmAddress};
+use vouch_agent::ek::{self, EkChoice};
 use vouch_agent::eventlog::EventLog;
 use vouch_agent::measure::BootImage;
 use vouch_agent::session::{self, AgentConfig, DEFAULT_AK_HANDLE, Outcome, SessionError};
@@ -47,6 +48,11 @@ struct Args {
     /// /sys/kernel/security/tpm0/binary_bios_measurements).
     #[arg(long)]
     event_log: Option<PathBuf>,
+    /// The EK that identifies the TPM: `auto` takes the one the TPM has a certificate for in
+    /// its NV (RSA-2048 at 0x01c00002, ECC P-256 at 0x01c0000a; RSA when it has both or
+    /// neither), `rsa` or `ecc` insist on one (TCG EK templates L-1 and L-2).
+    #[arg(long, value_parser = ["auto", "rsa", "ecc"], default_value = "auto")]
+    ek: String,
     /// The AK's kind when one is created.
     #[arg(long, value_parser = ["ecc", "rsa"], default_value = "ecc")]
     ak: String,
@@ -95,9 +101,10 @@ fn run(args: &Args) -> Result<(), String> {
         .map_err(|e| format!("cannot open the TPM at {:?}: {e}", args.tpm))?;
     let mut tpm: Tpm<HostTpm> = Tpm::new(device);
     let mut event_log = event_log(args, &mut tpm)?;
+    let ek = choose_ek(&args.ek, &mut tpm)?;
     let config = AgentConfig {
         agent: "vouch-hosted-agent",
-        ek: EkKind::Rsa2048,
+        ek,
         ak: if args.ak == "rsa" {
             AkKind::Rsa2048
         } else {
@@ -151,6 +158,25 @@ fn run(args: &Args) -> Result<(), String> {
         std::thread::sleep(backoff);
         backoff = (backoff * 2).min(Duration::from_secs(60));
     }
+}
+
+/// The EK `choice` (`--ek`) names on `tpm`, said on stderr.
+fn choose_ek(choice: &str, tpm: &mut Tpm<HostTpm>) -> Result<EkKind, String> {
+    let choice = EkChoice::from_name(choice)
+        .ok_or_else(|| format!("--ek {choice}: expected auto, rsa or ecc"))?;
+    let kind = ek::choose(tpm, choice).map_err(|e| {
+        format!("cannot look for the EK certificates in the TPM's NV: {e:?}; name the EK with --ek rsa or --ek ecc")
+    })?;
+    eprintln!(
+        "vouch-hosted-agent: {} EK (template {}, certificate at NV 0x{:08x})",
+        ek::name(kind),
+        match kind {
+            EkKind::Rsa2048 => "L-1, RSA-2048",
+            EkKind::EccP256 => "L-2, NIST P-256",
+        },
+        kind.certificate_index()
+    );
+    Ok(kind)
 }
 
 /// The longest wait between check-ins, whatever the verifier says (a day).

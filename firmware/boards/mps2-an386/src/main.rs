@@ -17,6 +17,7 @@ use sbcon::SbconI2c;
 use timer::Timer;
 use uart::Uart;
 use vouch_agent::board::log_boot_pcrs;
+use vouch_agent::ek::{self, EkChoice};
 use vouch_agent::eventlog::EventLog;
 use vouch_agent::log::{BootFailure, Hex, Hex32, Log, SessionFailure, Verdict};
 use vouch_agent::logln;
@@ -158,6 +159,9 @@ const FLASH_ORIGIN: usize = 0;
 const UART0: usize = 0x4000_4000;
 /// How long the board waits for the verifier before giving up on the session.
 const LINK_IDLE_TIMEOUT_US: u64 = 30_000_000;
+/// Which EK identifies the TPM: `Auto` takes the one the TPM has a certificate for (RSA if it
+/// has both); `Rsa` or `Ecc` to insist on one (see `vouch_agent::ek`).
+const EK: EkChoice = EkChoice::Auto;
 
 fn run(out: &mut Console) -> Result<(), &'static str> {
     let mode = mode();
@@ -327,9 +331,18 @@ fn attest(
 ) -> Result<(), &'static str> {
     // SAFETY: UART0 is the agent link and only this function uses it.
     let mut link = unsafe { Uart::new(UART0, clock, LINK_IDLE_TIMEOUT_US) };
+    let ek = ek::choose(tpm, EK).map_err(|_| "looking for the EK certificates failed")?;
+    logln!(
+        out,
+        "agent: ",
+        ek::name(ek),
+        " EK (certificate at NV 0x",
+        Hex32(ek.certificate_index()),
+        ")"
+    );
     let config = AgentConfig {
         agent: "vouch-agent 0.1 mps2-an386",
-        ek: EkKind::Rsa2048,
+        ek,
         ak: AkKind::EccP256,
         ak_handle: DEFAULT_AK_HANDLE,
         stop_after_verdicts,

@@ -19,12 +19,13 @@ use stm32f4xx_hal::i2c::{DutyCycle, I2c, Mode};
 use stm32f4xx_hal::prelude::*;
 use stm32f4xx_hal::{pac, rcc};
 use vouch_agent::board::{self, BoardInfo, CrLf, TimedLink};
+use vouch_agent::ek::EkChoice;
 use vouch_agent::eventlog::EventLog;
 use vouch_agent::log::Hex32;
 use vouch_agent::logln;
 use vouch_agent::measure::BootImage;
 use vouch_agent::session::{AgentConfig, BootDataKey, DEFAULT_AK_HANDLE};
-use vouch_tpm::{AkKind, EkKind, I2cTransport, Tis, Tpm};
+use vouch_tpm::{AkKind, I2cTransport, Tis, Tpm};
 
 const SYSCLK_MHZ: u32 = 84;
 /// I2C fast mode: both the SLB 9673 and the ST33KTPM2XI2C take 400 kHz (the SLB 9673 up to 1 MHz).
@@ -32,6 +33,9 @@ const I2C_KHZ: u32 = 400;
 /// The TCG default I2C address of both parts.
 const TPM_ADDRESS: u8 = vouch_tpm::I2C_DEFAULT_ADDRESS;
 const UART_BAUD: u32 = 115_200;
+/// Which EK identifies the TPM: `Auto` takes the one the TPM has a certificate for (RSA if it
+/// has both); `Rsa` or `Ecc` to insist on one (see `vouch_agent::ek`).
+const EK: EkChoice = EkChoice::Auto;
 /// How long a link read waits for the verifier before the session is given up.
 const LINK_IDLE_TIMEOUT_US: u64 = 30_000_000;
 /// How long RST# is released before the first bus access. The TCG profile leaves it to the
@@ -124,13 +128,13 @@ fn main() -> ! {
     // The one event log, filled in place and borrowed by every session.
     let mut event_log: EventLog<EVENT_LOG_SIZE> = EventLog::empty();
     // Logs `board: FAILED: ...` when it fails.
-    if board::bring_up(&mut tpm, &INFO, &boot, &mut event_log, &mut out).is_err() {
+    let Ok(ek) = board::bring_up(&mut tpm, &INFO, &boot, &mut event_log, EK, &mut out) else {
         halt()
-    }
+    };
 
     let config = AgentConfig {
         agent: "vouch-agent 0.1 nucleo-f401re-i2c",
-        ek: EkKind::Rsa2048,
+        ek,
         ak: AkKind::EccP256,
         ak_handle: DEFAULT_AK_HANDLE,
         // Continuous attestation: answer quote requests until the verifier closes the link.

@@ -16,12 +16,13 @@ use fugit::RateExtU32;
 use glue::Micros;
 use rp2040_hal::{self as hal, Clock as _, gpio, pac, uart};
 use vouch_agent::board::{self, BoardInfo, CrLf, TimedLink};
+use vouch_agent::ek::EkChoice;
 use vouch_agent::eventlog::EventLog;
 use vouch_agent::log::Hex32;
 use vouch_agent::logln;
 use vouch_agent::measure::BootImage;
 use vouch_agent::session::{AgentConfig, BootDataKey, DEFAULT_AK_HANDLE};
-use vouch_tpm::{AkKind, EkKind, SpiTransport, Tis, Tpm};
+use vouch_tpm::{AkKind, SpiTransport, Tis, Tpm};
 
 /// The Pico's W25Q16JV flash needs this second-stage bootloader in the first 256 bytes.
 #[unsafe(link_section = ".boot2")]
@@ -33,6 +34,9 @@ const XTAL_HZ: u32 = 12_000_000;
 /// clock) leaves margin for 10–15 cm jumper wires. Infineon parts insert no wait states.
 const SPI_HZ: u32 = 10_000_000;
 const UART_BAUD: u32 = 115_200;
+/// Which EK identifies the TPM: `Auto` takes the one the TPM has a certificate for (RSA if it
+/// has both); `Rsa` or `Ecc` to insist on one (see `vouch_agent::ek`).
+const EK: EkChoice = EkChoice::Auto;
 /// How long a link read waits for the verifier before the session is given up.
 const LINK_IDLE_TIMEOUT_US: u64 = 30_000_000;
 /// SLB9670 reset timing (datasheet; Linux's `tpm_tis_spi_slb9670.c` and SLB9670 reset driver):
@@ -173,13 +177,13 @@ fn main() -> ! {
     // The one event log, filled in place and borrowed by every session.
     let mut event_log: EventLog<EVENT_LOG_SIZE> = EventLog::empty();
     // Logs `board: FAILED: ...` when it fails.
-    if board::bring_up(&mut tpm, &INFO, &boot, &mut event_log, &mut out).is_err() {
+    let Ok(ek) = board::bring_up(&mut tpm, &INFO, &boot, &mut event_log, EK, &mut out) else {
         halt()
-    }
+    };
 
     let config = AgentConfig {
         agent: "vouch-agent 0.1 rp-pico-slb9670",
-        ek: EkKind::Rsa2048,
+        ek,
         ak: AkKind::EccP256,
         ak_handle: DEFAULT_AK_HANDLE,
         // Continuous attestation: answer quote requests until the verifier closes the link.
