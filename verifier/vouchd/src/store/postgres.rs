@@ -65,11 +65,26 @@ pub struct PgOptions {
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
-    pool: Pool,
+    /// Always set; taken only when the store is dropped (see its `Drop`).
+    pool: Option<Pool>,
     /// `host/database`, for logs and errors.
     target: String,
     /// The key-encryption keys: the first seals, every one opens.
     sealing: Vec<SealingKey>,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Closing a connection blocks on the client's own small runtime, which tokio refuses
+        // on a runtime's thread (a panic): there, the pool is closed on a thread of its own.
+        if let Some(pool) = self.pool.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let _ = std::thread::Builder::new()
+                .name("vouchd-pg-close".into())
+                .spawn(move || drop(pool));
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -323,7 +338,7 @@ impl PostgresStore {
             .build(manager)
             .map_err(|e| StoreError::Backend(format!("cannot connect to {target}: {e}")))?;
         let store = Self {
-            pool,
+            pool: Some(pool),
             target,
             sealing: Vec::new(),
         };
@@ -403,7 +418,11 @@ impl PostgresStore {
     fn conn(
         &self,
     ) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>> {
-        self.pool.get().map_err(pool_error)
+        self.pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("the store is closed".into()))?
+            .get()
+            .map_err(pool_error)
     }
 
     /// Whether this store's connections to the server are encrypted (TLS).
