@@ -233,8 +233,11 @@ async fn open_postgres(
     previous: Option<SealingKey>,
 ) -> anyhow::Result<Arc<dyn Store>> {
     let options = pg_options(config)?;
+    let retention = config.attestation_history_per_host;
     let store = tokio::task::spawn_blocking(move || {
-        let store = PostgresStore::open(&options)?.with_sealing(current, previous);
+        let store = PostgresStore::open(&options)?
+            .with_sealing(current, previous)
+            .with_retention(retention);
         log_resealed(store.reseal_secrets()?);
         Ok::<_, crate::store::StoreError>(store)
     })

@@ -71,6 +71,9 @@ pub struct PostgresStore {
     target: String,
     /// The key-encryption keys: the first seals, every one opens.
     sealing: Vec<SealingKey>,
+    /// Results kept per host besides the state changes (0: every one); see
+    /// [`super::sqlite::SqliteStore::with_retention`].
+    retention: u32,
 }
 
 impl Drop for PostgresStore {
@@ -341,6 +344,7 @@ impl PostgresStore {
             pool: Some(pool),
             target,
             sealing: Vec::new(),
+            retention: 0,
         };
         store.migrate()?;
         let tls = store.uses_tls()?;
@@ -364,6 +368,14 @@ impl PostgresStore {
     #[must_use]
     pub fn with_sealing(mut self, current: SealingKey, previous: Option<SealingKey>) -> Self {
         self.sealing = std::iter::once(current).chain(previous).collect();
+        self
+    }
+
+    /// Keeps, per host, the last `results` results and every state change (0: every result),
+    /// as [`super::sqlite::SqliteStore::with_retention`] does.
+    #[must_use]
+    pub fn with_retention(mut self, results: u32) -> Self {
+        self.retention = results;
         self
     }
 
@@ -883,6 +895,22 @@ impl Store for PostgresStore {
                     &a.ek_hash,
                 ],
             )?;
+            if self.retention > 0 && before == state {
+                // Retention: past the last N, a result that repeats the one before it goes;
+                // the first result and every state change stay.
+                exec(
+                    tx,
+                    "DELETE FROM attestations WHERE id IN (
+                        SELECT id FROM (
+                            SELECT id, attested,
+                                   LAG(attested) OVER (ORDER BY id) AS previous,
+                                   ROW_NUMBER() OVER (ORDER BY id DESC) AS newest
+                            FROM attestations WHERE ek_hash = $1
+                        ) AS history WHERE newest > $2 AND previous = attested
+                    )",
+                    &[&a.ek_hash, &i64::from(self.retention)],
+                )?;
+            }
             let event = if before == state {
                 None
             } else {
