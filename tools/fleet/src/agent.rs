@@ -72,7 +72,7 @@ impl std::fmt::Display for Failure {
 }
 
 /// One attestation as the agent saw it.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Attestation {
     /// When the verdict arrived.
     pub at: Instant,
@@ -80,6 +80,8 @@ pub struct Attestation {
     pub latency: Duration,
     /// How long the verdict is valid.
     pub valid_for: Duration,
+    /// The nonce of the quote it judged (how the verifier's database names the result).
+    pub nonce: Vec<u8>,
 }
 
 /// A link to the verifier.
@@ -89,6 +91,8 @@ pub struct Link {
     out: Vec<u8>,
     input: [u8; 2048],
     pending: std::collections::VecDeque<VerifierMessage>,
+    /// The nonce of the last quote request answered.
+    last_nonce: Vec<u8>,
 }
 
 impl std::fmt::Debug for Link {
@@ -119,6 +123,7 @@ impl Link {
             out: vec![0u8; MAX_FRAME],
             input: [0u8; 2048],
             pending: std::collections::VecDeque::new(),
+            last_nonce: Vec::new(),
         })
     }
 
@@ -285,6 +290,7 @@ pub async fn next_event(
             }
             Some(VerifierMessage::QuoteRequest(request)) => {
                 *quote_asked = Some(Instant::now());
+                link.last_nonce = request.nonce.to_vec();
                 answer_quote(link, host, boot, &request).await?;
             }
             Some(VerifierMessage::Verdict(v)) => {
@@ -297,6 +303,7 @@ pub async fn next_event(
                     at: now,
                     latency,
                     valid_for: Duration::from_secs(u64::from(v.valid_for_secs)),
+                    nonce: std::mem::take(&mut link.last_nonce),
                 }));
             }
             Some(VerifierMessage::NextCheckIn(n)) => {

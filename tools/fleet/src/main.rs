@@ -43,9 +43,19 @@ struct Args {
     /// With --servers: a file holding a TrustedAdmins token.
     #[arg(long)]
     token_file: Option<PathBuf>,
-    /// The started vouchd's store (a PostgreSQL URL); default its data directory's SQLite.
+    /// The started vouchd's store: `postgres` starts a private PostgreSQL for the run (initdb
+    /// in a temporary directory, loopback only, stopped at the end), `postgres://...` uses that
+    /// database; default the data directory's SQLite.
     #[arg(long)]
     store: Option<String>,
+    /// How many vouchd replicas to start on the one database (needs --store); agents are
+    /// spread over them and each tries the others in order when its own fails.
+    #[arg(long, default_value_t = 1)]
+    replicas: usize,
+    /// Kill one replica with SIGKILL this many seconds into the measured window; failures of
+    /// its sessions are then reported as `reconnects`, not `errors`.
+    #[arg(long, value_name = "SECS")]
+    kill_one_at: Option<u64>,
     /// The vouchd binary to start.
     #[arg(long, default_value = "target/release/vouchd")]
     vouchd: PathBuf,
@@ -108,6 +118,8 @@ fn main() -> ExitCode {
         cold: args.cold,
         external,
         store: args.store.clone(),
+        replicas: args.replicas,
+        kill_one_at: args.kill_one_at.map(Duration::from_secs),
         vouchd: args.vouchd.clone(),
         work_dir: args.work_dir.clone(),
         rsa_cache: args.rsa_cache.clone(),
@@ -137,11 +149,13 @@ fn main() -> ExitCode {
                 println!("{report:#?}");
             }
             let errors: u64 = report.errors.values().sum();
-            if report.attested == report.hosts && errors == 0 {
+            let lost = report.lost.unwrap_or(0);
+            if report.attested == report.hosts && errors == 0 && lost == 0 {
                 ExitCode::SUCCESS
             } else {
                 eprintln!(
-                    "vouch-fleet: {} of {} hosts attested at the end, {errors} errors",
+                    "vouch-fleet: {} of {} hosts attested at the end, {errors} errors, {lost} \
+                     verdicts received but not in the database",
                     report.attested, report.hosts
                 );
                 ExitCode::FAILURE

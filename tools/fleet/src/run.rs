@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use crate::agent::{self, Attestation, Event, Failure};
 use crate::hosts::{self, Boot, Host, Manufacturer, RsaCache};
-use crate::vouchd::{self, Api, Process, Settings};
+use crate::launch::{self, Servers, Start};
+use crate::vouchd::{self, Api};
 
 /// The most open files one simulator process may use for sessions (the hard limit here is
 /// 20,000; the rest is headroom for the runtime and the API client).
@@ -63,8 +64,14 @@ pub struct Options {
     pub cold: bool,
     /// Use running vouchds instead of starting one.
     pub external: Option<External>,
-    /// vouchd's `store` setting (PostgreSQL), for the vouchd started here.
+    /// vouchd's `store` setting for the vouchd started here: a PostgreSQL URL, or
+    /// [`launch::PRIVATE_POSTGRES`] to start a private PostgreSQL for the run.
     pub store: Option<String>,
+    /// How many vouchd replicas to start (more than one needs a PostgreSQL store); agents are
+    /// spread over them and each knows every one.
+    pub replicas: usize,
+    /// Kill one replica (the first) with SIGKILL this long into the measured window.
+    pub kill_one_at: Option<Duration>,
     /// The vouchd binary to start.
     pub vouchd: PathBuf,
     /// Where vouchd's data directory goes (a fresh one per run).
@@ -90,11 +97,26 @@ pub struct Report {
     pub p50_ms: f64,
     pub p99_ms: f64,
     pub max_ms: f64,
-    /// Failures by kind (connect, timeout, refused:<code>, not_attested, io, protocol, tpm).
+    /// Failures by kind (connect, timeout, refused:<code>, not_attested, io, protocol, tpm),
+    /// except those of sessions with a replica the run killed, after it was killed.
     pub errors: BTreeMap<String, u64>,
+    /// vouchd's resident memory at the end (every live replica) and CPU time in the measured
+    /// window (every replica).
     pub vouchd_rss_mib: f64,
     pub vouchd_cpu_s: f64,
     pub db_mib: f64,
+    /// vouchd processes serving the fleet.
+    pub replicas: usize,
+    /// Hosts that were attested by another replica than their own (after their replica died).
+    pub failovers: u64,
+    /// Failures, by kind, of sessions with the killed replica once it was killed: each was
+    /// followed by a reconnect to the next replica.
+    pub reconnects: BTreeMap<String, u64>,
+    /// Verdicts an agent received whose result the database does not hold at the end; `null`
+    /// when not checked (only the private PostgreSQL of `--store postgres` is).
+    pub lost: Option<u64>,
+    /// CPU time of the private PostgreSQL in the measured window, s.
+    pub postgres_cpu_s: Option<f64>,
 }
 
 /// Why a run could not be done.
@@ -106,6 +128,8 @@ pub enum RunError {
     Fleet(#[from] hosts::FleetError),
     #[error(transparent)]
     Vouchd(#[from] vouchd::VouchdError),
+    #[error(transparent)]
+    Launch(#[from] launch::LaunchError),
     #[error("{0}")]
     Io(String),
 }
@@ -122,6 +146,14 @@ struct Stats {
     errors: Mutex<BTreeMap<String, u64>>,
     /// Per host: when its last attestation stops being valid.
     valid_until: Mutex<Vec<Option<Instant>>>,
+    /// Per host: attested by another replica than its own.
+    failed_over: Mutex<Vec<bool>>,
+    /// The quote nonce of every attested verdict received.
+    received: Mutex<Vec<Vec<u8>>>,
+    /// Failures explained by the killed replica, by kind.
+    reconnects: Mutex<BTreeMap<String, u64>>,
+    /// The killed replica's index plus one; 0 while none is.
+    killed: AtomicUsize,
 }
 
 impl Stats {
@@ -129,6 +161,9 @@ impl Stats {
         if *first {
             *first = false;
             self.enrolled.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Ok(mut r) = self.received.lock() {
+            r.push(a.nonce.clone());
         }
         if let Ok(mut v) = self.valid_until.lock()
             && let Some(slot) = v.get_mut(index)
@@ -148,6 +183,28 @@ impl Stats {
     fn failed(&self, failure: &Failure) {
         if let Ok(mut e) = self.errors.lock() {
             *e.entry(failure.kind()).or_insert(0) += 1;
+        }
+    }
+
+    /// A failure of a session with replica `server`: a reconnect when that replica was
+    /// killed, an error otherwise. True for a reconnect.
+    fn failed_with(&self, server: usize, failure: &Failure) -> bool {
+        if self.killed.load(Ordering::Acquire) == server + 1 {
+            if let Ok(mut r) = self.reconnects.lock() {
+                *r.entry(failure.kind()).or_insert(0) += 1;
+            }
+            true
+        } else {
+            self.failed(failure);
+            false
+        }
+    }
+
+    fn moved(&self, index: usize) {
+        if let Ok(mut f) = self.failed_over.lock()
+            && let Some(slot) = f.get_mut(index)
+        {
+            *slot = true;
         }
     }
 
@@ -262,6 +319,7 @@ pub async fn run(
             "--interval must be at least 10 s (vouchd's reattest_interval_secs)".into(),
         ));
     }
+    check_replicas(options)?;
     let file_limit = usize::try_from(raise_file_limit()).unwrap_or(usize::MAX);
     let connections_here = MAX_CONNECTIONS_PER_PROCESS.min(file_limit.saturating_sub(1000));
     if options.mode == Mode::Persistent && options.hosts > connections_here {
@@ -291,33 +349,29 @@ pub async fn run(
         progress_ref,
     )?);
 
-    // vouchd: our own, or running ones.
-    let (process, api, servers) = match &options.external {
-        None => {
-            std::fs::create_dir_all(&options.work_dir)
-                .map_err(|e| RunError::Io(format!("{}: {e}", options.work_dir.display())))?;
-            let dir = tempfile::Builder::new()
-                .prefix("fleet-")
-                .tempdir_in(&options.work_dir)
-                .map_err(|e| RunError::Io(format!("{}: {e}", options.work_dir.display())))?;
-            let settings = Settings {
+    // vouchd: our own (one, or replicas), or running ones.
+    let mut servers = match &options.external {
+        None => Servers::start(
+            &Start {
+                binary: &options.vouchd,
+                work_dir: &options.work_dir,
+                replicas: options.replicas,
+                store: options.store.as_deref(),
                 interval_secs: options.interval.as_secs(),
                 max_sessions: (options.mode == Mode::Persistent).then_some(options.hosts + 1000),
-                store: options.store.clone(),
-            };
-            let process = Process::start(&options.vouchd, dir.path(), &settings)?;
-            let api = process.api.clone();
-            let servers = vec![process.agent_addr];
-            (Some((process, dir)), api, servers)
-        }
+            },
+            &*progress,
+        )?,
         Some(external) => {
             let certificate = std::fs::read(&external.api_certificate).map_err(|e| {
                 RunError::Io(format!("{}: {e}", external.api_certificate.display()))
             })?;
             let api = Api::new(external.api, &certificate, &external.token)?;
-            (None, api, external.servers.clone())
+            Servers::running(api, external.servers.clone())
         }
     };
+    let api = servers.api.clone();
+    let addresses = Arc::new(servers.agents.clone());
 
     // Trust, as an operator configures it.
     api.configure(&ca.certificate_pem, &boot.version).await?;
@@ -326,6 +380,7 @@ pub async fn run(
     // The fleet.
     let stats = Arc::new(Stats {
         valid_until: Mutex::new(vec![None; options.hosts]),
+        failed_over: Mutex::new(vec![false; options.hosts]),
         ..Stats::default()
     });
     let launch = Instant::now();
@@ -346,13 +401,9 @@ pub async fn run(
     let connections = Arc::new(tokio::sync::Semaphore::new(connections_here));
     let mut tasks = tokio::task::JoinSet::new();
     for index in 0..options.hosts {
-        let server = servers
-            .get(index % servers.len())
-            .copied()
-            .ok_or_else(|| RunError::Usage("no server".into()))?;
         let ctx = HostTask {
             index,
-            server,
+            servers: Arc::clone(&addresses),
             hosts: Arc::clone(&hosts),
             boot: boot.clone(),
             stats: Arc::clone(&stats),
@@ -371,7 +422,6 @@ pub async fn run(
 
     // Enrolment: until every host was attested once.
     let mut last_progress = Instant::now();
-    let pid = process.as_ref().map(|(p, _)| p.pid());
     loop {
         let enrolled = stats.enrolled.load(Ordering::Relaxed);
         if enrolled >= options.hosts {
@@ -403,7 +453,9 @@ pub async fn run(
 
     // The measured window.
     let window_start = Instant::now();
-    let cpu_before = pid.and_then(vouchd::usage).map_or(0.0, |u| u.1);
+    let cpu_before = servers.usage().map_or(0.0, |u| u.1);
+    let pg_cpu_before = servers.postgres_cpu_s();
+    let mut kill_at = options.kill_one_at.map(|at| window_start + at);
     stats.window_start_ms.store(
         u64::try_from(window_start.duration_since(launch).as_millis())
             .unwrap_or(u64::MAX)
@@ -415,22 +467,41 @@ pub async fn run(
         *e = window_end;
     }
     while Instant::now() < window_end {
-        tokio::time::sleep(Duration::from_millis(200).min(window_end - Instant::now())).await;
+        tokio::time::sleep(
+            Duration::from_millis(200).min(window_end.saturating_duration_since(Instant::now())),
+        )
+        .await;
+        if kill_at.is_some_and(|at| Instant::now() >= at) {
+            kill_at = None;
+            // Failures from now on of sessions with it are reconnects, not errors.
+            stats.killed.store(1, Ordering::Release);
+            servers.kill(0)?;
+            progress(format!(
+                "{:>5.0}s killed replica 0 ({}) with SIGKILL",
+                launch.elapsed().as_secs_f64(),
+                addresses.first().map_or(String::new(), ToString::to_string)
+            ));
+        }
         if last_progress.elapsed() >= Duration::from_secs(5) {
             last_progress = Instant::now();
             let n = stats.attestations.load(Ordering::Relaxed);
-            let usage = pid.and_then(vouchd::usage);
+            let usage = servers.usage();
             progress(format!(
-                "{:>5.0}s measuring: {n} attestations ({:.0}/s), errors {}{}",
+                "{:>5.0}s measuring: {n} attestations ({:.0}/s), errors {}, reconnects {}{}",
                 launch.elapsed().as_secs_f64(),
                 n as f64 / window_start.elapsed().as_secs_f64().max(0.001),
                 stats.error_count(),
+                stats
+                    .reconnects
+                    .lock()
+                    .map_or(0, |r| r.values().sum::<u64>()),
                 usage.map_or(String::new(), |(rss, _)| format!(", vouchd {rss:.0} MiB"))
             ));
         }
     }
     let measured_end = Instant::now();
-    let usage = pid.and_then(vouchd::usage);
+    let usage = servers.usage();
+    let pg_cpu = servers.postgres_cpu_s();
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
 
@@ -477,14 +548,58 @@ pub async fn run(
         errors: stats.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         vouchd_rss_mib: round(usage.map_or(0.0, |u| u.0)),
         vouchd_cpu_s: round(usage.map_or(0.0, |u| u.1 - cpu_before)),
-        db_mib: round(
-            process
-                .as_ref()
-                .map_or(0.0, |(p, _)| vouchd::database_mib(&p.data_dir)),
-        ),
+        db_mib: round(servers.database_mib()),
+        replicas: servers.agents.len(),
+        failovers: stats.failed_over.lock().map_or(0, |f| {
+            u64::try_from(f.iter().filter(|&&moved| moved).count()).unwrap_or(u64::MAX)
+        }),
+        reconnects: stats
+            .reconnects
+            .lock()
+            .map(|r| r.clone())
+            .unwrap_or_default(),
+        lost: servers.lost(&stats.received.lock().map(|r| r.clone()).unwrap_or_default())?,
+        postgres_cpu_s: pg_cpu
+            .zip(pg_cpu_before)
+            .map(|(after, before)| round(after - before)),
     };
-    drop(process);
+    drop(servers);
     Ok(report)
+}
+
+/// The replica options make sense together.
+fn check_replicas(options: &Options) -> Result<(), RunError> {
+    if options.replicas == 0 {
+        return Err(RunError::Usage("--replicas must be at least 1".into()));
+    }
+    if options.external.is_some() && (options.replicas > 1 || options.kill_one_at.is_some()) {
+        return Err(RunError::Usage(
+            "--replicas and --kill-one-at start vouchd: they do not go with --servers".into(),
+        ));
+    }
+    if options.replicas > 1 && options.store.is_none() {
+        return Err(RunError::Usage(
+            "replicas share a PostgreSQL database: add --store postgres (a private one for the \
+             run) or --store postgres://..."
+                .into(),
+        ));
+    }
+    if let Some(at) = options.kill_one_at {
+        if options.replicas < 2 {
+            return Err(RunError::Usage(
+                "--kill-one-at needs at least 2 replicas (--replicas), so agents have another"
+                    .into(),
+            ));
+        }
+        if at >= options.duration {
+            return Err(RunError::Usage(format!(
+                "--kill-one-at {} must fall inside the measured window (--duration {})",
+                at.as_secs(),
+                options.duration.as_secs()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Registers every host with a signed host operation, a few at a time.
@@ -542,7 +657,9 @@ async fn register(
 /// One host's life in the fleet.
 struct HostTask {
     index: usize,
-    server: SocketAddr,
+    /// Every vouchd (replica); the host's own is `index % len`, and it tries the others in
+    /// order from there when its own fails, staying with the one that answers.
+    servers: Arc<Vec<SocketAddr>>,
     hosts: Arc<Vec<Host>>,
     boot: Boot,
     stats: Arc<Stats>,
@@ -586,6 +703,52 @@ impl HostTask {
         }
     }
 
+    /// The host's own replica.
+    fn home(&self) -> usize {
+        self.index % self.servers.len().max(1)
+    }
+
+    /// The address of replica `current`.
+    fn server(&self, current: usize) -> Option<SocketAddr> {
+        self.servers.get(current).copied()
+    }
+
+    /// After a failure of a session with replica `current`: counts it (as a reconnect when
+    /// that replica was killed), and returns the replica to try next (the next one when the
+    /// link failed, as an agent given several verifiers does) and how long to wait first.
+    fn after_failure(
+        &self,
+        current: usize,
+        failure: &Failure,
+        failures: &mut u32,
+    ) -> (usize, Duration) {
+        let link_failed = matches!(
+            failure,
+            Failure::Connect(_) | Failure::Io(_) | Failure::Timeout
+        );
+        let next = if link_failed && self.servers.len() > 1 {
+            (current + 1) % self.servers.len()
+        } else {
+            current
+        };
+        if self.stats.failed_with(current, failure) {
+            // Its replica died: on to the next one now (jitter spreads the reconnects).
+            (next, jitter(Duration::from_secs(1)))
+        } else {
+            *failures = failures.saturating_add(1);
+            (next, backoff(*failures))
+        }
+    }
+
+    /// Counts an attestation by replica `current`, a failover when not the host's own.
+    fn attested_by(&self, current: usize, first: &mut bool, attestation: &Attestation) {
+        if current != self.home() {
+            self.stats.moved(self.index);
+        }
+        self.stats
+            .attested(self.index, first, attestation, self.launch);
+    }
+
     /// Check-ins until the end: when vouchd says, or after a jittered backoff on failure.
     async fn check_ins(self) {
         let Some(host) = self.hosts.get(self.index) else {
@@ -594,6 +757,7 @@ impl HostTask {
         let source = source_address(self.index);
         let mut first = true;
         let mut failures = 0u32;
+        let mut current = self.home();
         loop {
             if Instant::now() >= self.end() {
                 return;
@@ -608,19 +772,21 @@ impl HostTask {
             }
             let permit = self.enrolment_permit(first).await;
             let connection = Arc::clone(&self.connections).acquire_owned().await.ok();
-            let result = agent::check_in(source, self.server, host, &self.boot).await;
+            let Some(server) = self.server(current) else {
+                return;
+            };
+            let result = agent::check_in(source, server, host, &self.boot).await;
             drop((permit, connection));
             let wait = match result {
                 Ok((attestation, after)) => {
                     failures = 0;
-                    self.stats
-                        .attested(self.index, &mut first, &attestation, self.launch);
+                    self.attested_by(current, &mut first, &attestation);
                     after
                 }
                 Err(failure) => {
-                    self.stats.failed(&failure);
-                    failures = failures.saturating_add(1);
-                    backoff(failures)
+                    let (next, wait) = self.after_failure(current, &failure, &mut failures);
+                    current = next;
+                    wait
                 }
             };
             if !self.sleep(wait).await {
@@ -638,6 +804,7 @@ impl HostTask {
         let source = source_address(self.index);
         let mut first = true;
         let mut failures = 0u32;
+        let mut current = self.home();
         // Between quote requests vouchd is silent for one interval.
         let wait = self.interval + agent::ANSWER_TIMEOUT;
         loop {
@@ -645,8 +812,11 @@ impl HostTask {
                 return;
             }
             let permit = self.enrolment_permit(first).await;
+            let Some(server) = self.server(current) else {
+                return;
+            };
             let session = async {
-                let mut link = agent::Link::connect(source, self.server).await?;
+                let mut link = agent::Link::connect(source, server).await?;
                 agent::enroll(&mut link, host, false).await?;
                 let mut asked = None;
                 let mut permit = permit;
@@ -654,7 +824,7 @@ impl HostTask {
                     match agent::next_event(&mut link, host, &self.boot, &mut asked, wait).await? {
                         Event::Attested(a) => {
                             drop(permit.take());
-                            self.stats.attested(self.index, &mut first, &a, self.launch);
+                            self.attested_by(current, &mut first, &a);
                         }
                         Event::Closed => {
                             return Err(Failure::Io("vouchd closed the session".into()));
@@ -680,9 +850,9 @@ impl HostTask {
                     }
                 }
                 Err(failure) => {
-                    self.stats.failed(&failure);
-                    failures = failures.saturating_add(1);
-                    if !self.sleep(backoff(failures)).await {
+                    let (next, wait) = self.after_failure(current, &failure, &mut failures);
+                    current = next;
+                    if !self.sleep(wait).await {
                         return;
                     }
                 }

@@ -46,6 +46,11 @@ pub struct Settings {
     pub max_sessions: Option<usize>,
     /// `store` (a PostgreSQL URL), when not the data directory's SQLite.
     pub store: Option<String>,
+    /// More `vouchd.toml` lines (a replica's shared key-encryption key, its pool size, ...).
+    pub extra_config: String,
+    /// The admin token to configure with, for a vouchd that finds its database bootstrapped
+    /// already (a replica after the first); `None`: the bootstrap token it writes.
+    pub token: Option<String>,
 }
 
 /// A vouchd process started by the simulator; killed when dropped.
@@ -90,6 +95,7 @@ impl Process {
         if let Some(store) = &settings.store {
             toml.push_str(&format!("store = \"{store}\"\n"));
         }
+        toml.push_str(&settings.extra_config);
         let config = dir.join("vouchd.toml");
         std::fs::write(&config, toml).map_err(io("writing vouchd.toml"))?;
         let stdout_path = dir.join("vouchd.stdout");
@@ -127,8 +133,11 @@ impl Process {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        let token = std::fs::read_to_string(data_dir.join("bootstrap-token"))
-            .map_err(io("reading the bootstrap token"))?;
+        let token = match &settings.token {
+            Some(token) => token.clone(),
+            None => std::fs::read_to_string(data_dir.join("bootstrap-token"))
+                .map_err(io("reading the bootstrap token"))?,
+        };
         let certificate =
             std::fs::read(data_dir.join("api-cert.pem")).map_err(io("reading api-cert.pem"))?;
         let api = Api::new(api_addr, &certificate, token.trim())?;
@@ -143,6 +152,12 @@ impl Process {
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and reaps it.
+    pub fn kill(&mut self) -> Result<(), VouchdError> {
+        self.child.kill().map_err(io("killing vouchd"))?;
+        self.child.wait().map(drop).map_err(io("reaping vouchd"))
     }
 }
 
@@ -229,6 +244,11 @@ impl Api {
             signing_key: std::sync::Arc::new(signing_key),
             management_pem,
         })
+    }
+
+    /// The bearer token it sends.
+    pub fn token(&self) -> &str {
+        &self.token
     }
 
     async fn call(

@@ -2,6 +2,9 @@
 //! both ways (vouch-proto frames are COBS with 0x00 delimiters, so the tty is put in raw mode:
 //! no echo, no line editing, no CR/LF translation, no flow-control characters). The serial
 //! port stays open for the bridge's life; the TCP side is reconnected whenever it drops.
+//! Given several verifiers (`--to A --to B`, replicas sharing one database), the bridge tries
+//! them in order: when one refuses the connection or drops it, the next one is tried, round
+//! the list, waiting `--retry` only once every one has refused.
 //! Bytes the board sends while no connection is up are dropped (and counted): a new
 //! connection is a new agent session, and the receivers resynchronise on the next 0x00.
 
@@ -26,9 +29,10 @@ pub struct BridgeArgs {
     /// The serial line speed.
     #[arg(long, default_value_t = 115_200, value_parser = clap::value_parser!(u32).range(1..))]
     baud: u32,
-    /// vouchd's agent port, HOST:PORT.
-    #[arg(long, value_name = "HOST:PORT")]
-    to: String,
+    /// vouchd's agent port, HOST:PORT. Give it once per replica (`--to A --to B`): the bridge
+    /// tries them in order, moving to the next when one refuses or drops the connection.
+    #[arg(long, value_name = "HOST:PORT", required = true)]
+    to: Vec<String>,
     /// Seconds to wait before connecting again after the TCP side drops or is refused.
     #[arg(long, default_value_t = 1, value_name = "SECONDS")]
     retry: u64,
@@ -76,15 +80,33 @@ pub fn open_serial(path: &std::path::Path, baud: u32) -> Result<File, Failure> {
     Ok(File::from(fd))
 }
 
+/// A connection to the first of `verifiers`, from `start` on and round the list, that accepts
+/// one: its index and the stream; every refusal when none does.
+fn connect(verifiers: &[String], start: usize) -> Result<(usize, TcpStream), Vec<String>> {
+    let mut refused = Vec::new();
+    for offset in 0..verifiers.len() {
+        let index = (start + offset) % verifiers.len();
+        let Some(verifier) = verifiers.get(index) else {
+            continue;
+        };
+        match TcpStream::connect(verifier.as_str()) {
+            Ok(stream) => return Ok((index, stream)),
+            Err(e) => refused.push(format!("{verifier}: {e}")),
+        }
+    }
+    Err(refused)
+}
+
 pub fn run(args: &BridgeArgs) -> Result<(), Failure> {
-    let addr = args.to.to_socket_addrs().map_err(|e| {
-        Failure::Input(format!(
-            "--to {}: {e}; give vouchd's agent port as HOST:PORT",
-            args.to
-        ))
-    })?;
-    if addr.len() == 0 {
-        return Err(Failure::Input(format!("--to {}: no address", args.to)));
+    for to in &args.to {
+        let addr = to.to_socket_addrs().map_err(|e| {
+            Failure::Input(format!(
+                "--to {to}: {e}; give vouchd's agent port as HOST:PORT"
+            ))
+        })?;
+        if addr.len() == 0 {
+            return Err(Failure::Input(format!("--to {to}: no address")));
+        }
     }
     let serial = open_serial(&args.serial, args.baud)?;
     let writer = serial
@@ -102,11 +124,13 @@ pub fn run(args: &BridgeArgs) -> Result<(), Failure> {
         "vouch bridge: {} at {} baud <-> {}",
         args.serial.display(),
         args.baud,
-        args.to
+        args.to.join(", ")
     ));
     let mut writer = writer;
     let retry = Duration::from_secs(args.retry.max(1));
     let mut announced_failure = false;
+    // The verifier to try first: the one after the last that dropped the connection.
+    let mut next = 0usize;
     loop {
         if reader.is_finished() {
             return Err(Failure::Input(format!(
@@ -114,13 +138,13 @@ pub fn run(args: &BridgeArgs) -> Result<(), Failure> {
                 args.serial.display()
             )));
         }
-        let stream = match TcpStream::connect(args.to.as_str()) {
-            Ok(s) => s,
-            Err(e) => {
+        let (index, stream) = match connect(&args.to, next) {
+            Ok(connected) => connected,
+            Err(refused) => {
                 if !announced_failure {
                     crate::output::stderr(format_args!(
-                        "vouch bridge: cannot connect to {}: {e}; retrying every {} s",
-                        args.to,
+                        "vouch bridge: cannot connect ({}); retrying every {} s",
+                        refused.join("; "),
                         retry.as_secs()
                     ));
                     announced_failure = true;
@@ -130,12 +154,14 @@ pub fn run(args: &BridgeArgs) -> Result<(), Failure> {
             }
         };
         announced_failure = false;
+        let to = args.to.get(index).map_or("", String::as_str);
+        next = (index + 1) % args.to.len().max(1);
         let _ = stream.set_nodelay(true);
         let Ok(for_serial_reader) = stream.try_clone() else {
             thread::sleep(retry);
             continue;
         };
-        crate::output::stderr(format_args!("vouch bridge: connected to {}", args.to));
+        crate::output::stderr(format_args!("vouch bridge: connected to {to}"));
         *current.lock().unwrap_or_else(PoisonError::into_inner) = Some(for_serial_reader);
         let why = tcp_to_serial(&stream, &mut writer);
         if let Some(s) = current
@@ -147,12 +173,10 @@ pub fn run(args: &BridgeArgs) -> Result<(), Failure> {
         }
         match why {
             Ok(()) => crate::output::stderr(format_args!(
-                "vouch bridge: {} closed the connection; reconnecting",
-                args.to
+                "vouch bridge: {to} closed the connection; reconnecting"
             )),
             Err(Side::Tcp(e)) => crate::output::stderr(format_args!(
-                "vouch bridge: connection to {} lost: {e}; reconnecting",
-                args.to
+                "vouch bridge: connection to {to} lost: {e}; reconnecting"
             )),
             Err(Side::Serial(e)) => {
                 return Err(Failure::Input(format!(

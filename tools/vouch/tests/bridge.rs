@@ -158,6 +158,56 @@ fn bytes_cross_both_ways_unchanged_and_tcp_reconnects() {
     assert!(bridge.0.try_wait().unwrap().is_none(), "the bridge exited");
 }
 
+/// Sends a round of frames both ways over the bridge through `vouchd`'s end.
+fn exchange(
+    vouchd: &mut TcpStream,
+    board_out: &mut File,
+    from_bridge: &Receiver<Vec<u8>>,
+    round: u8,
+) {
+    let down = frames(round);
+    vouchd.write_all(&down).unwrap();
+    assert_eq!(receive(from_bridge, down.len()), down, "round {round}");
+    let up: Vec<u8> = frames(round.wrapping_add(100)).into_iter().rev().collect();
+    board_out.write_all(&up).unwrap();
+    let mut got = vec![0u8; up.len()];
+    vouchd.read_exact(&mut got).unwrap();
+    assert_eq!(got, up, "round {round}");
+}
+
+#[test]
+fn with_several_verifiers_the_bridge_moves_to_the_next_when_one_dies() {
+    let (board, serial_path, _keep_open) = pty();
+    let mut board_out = board.try_clone().unwrap();
+    let from_bridge = reader(board);
+    let first = TcpListener::bind("127.0.0.1:0").unwrap();
+    let second = TcpListener::bind("127.0.0.1:0").unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_vouch"))
+        .args(["bridge", "--serial", &serial_path, "--retry", "1"])
+        .args(["--to", &first.local_addr().unwrap().to_string()])
+        .args(["--to", &second.local_addr().unwrap().to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut bridge = Killed(child);
+    // The first in order takes the session.
+    let mut vouchd = accept(&first, &mut bridge.0);
+    exchange(&mut vouchd, &mut board_out, &from_bridge, 0);
+    // The first replica dies: its connection drops and its port refuses from now on. The
+    // bridge goes on with the second.
+    drop(first);
+    drop(vouchd);
+    let mut vouchd = accept(&second, &mut bridge.0);
+    exchange(&mut vouchd, &mut board_out, &from_bridge, 1);
+    // The second drops the session: the first refuses, so the bridge comes back to the second.
+    drop(vouchd);
+    let mut vouchd = accept(&second, &mut bridge.0);
+    exchange(&mut vouchd, &mut board_out, &from_bridge, 2);
+    assert!(bridge.0.try_wait().unwrap().is_none(), "the bridge exited");
+}
+
 #[test]
 fn the_bridge_ends_when_the_serial_port_goes_away() {
     let (board, serial_path, keep_open) = pty();

@@ -1,7 +1,8 @@
 //! `cargo xtask fleet`: builds vouchd and the fleet simulator (`tools/fleet`) in release and
 //! runs the simulator, which starts vouchd on loopback with its own data directory (unless
-//! `--servers` names running ones) and prints its progress on stderr and, with `--json`, one
-//! JSON line on stdout.
+//! `--servers` names running ones; with `--store postgres --replicas R` a private PostgreSQL
+//! and R replicas on it) and prints its progress on stderr and, with `--json`, one JSON line on
+//! stdout.
 
 use crate::shell;
 

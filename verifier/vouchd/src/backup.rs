@@ -11,6 +11,13 @@
 //! A restore goes into an empty (or missing) data directory only: it writes the database,
 //! drops `vouchd_backup` from it, brings its schema up to date, checks that every sealed
 //! secret opens under the key-encryption key given, and writes the files back (mode 0600).
+//!
+//! Both are for the single node's SQLite store. A PostgreSQL store (replicas) is the database
+//! operator's to back up with PostgreSQL's own tools (`pg_dump`, base backups and WAL
+//! archiving), which are consistent while replicas serve and give point-in-time recovery;
+//! vouchd refuses with what to run instead (see docs/deploy.md). Nothing else a replica needs
+//! is in its data directory: the signing key is in the database, the key-encryption key is the
+//! operator's to keep apart, and the API's certificate is configured (`tls_cert`).
 
 use std::path::{Path, PathBuf};
 
@@ -91,6 +98,14 @@ fn summary(
 /// Takes a backup of `config`'s data directory into the new file `out` (mode 0600), while
 /// vouchd may be serving.
 pub fn backup(config: &Config, out: &Path) -> anyhow::Result<Summary> {
+    if config.store.is_some() {
+        bail!(
+            "this vouchd's store is PostgreSQL: `vouchd backup` copies a single node's SQLite \
+             data directory. Back the database up with PostgreSQL's tools, consistent while \
+             the replicas serve: `pg_dump -Fc -d <database> -f vouchd.dump` (or base backups \
+             with WAL archiving), and keep the key-encryption key apart (docs/deploy.md, Backup)"
+        );
+    }
     let db = config.data_dir.join(DATABASE_FILE);
     if !db.is_file() {
         bail!(
@@ -186,6 +201,14 @@ fn is_empty_dir(dir: &Path) -> anyhow::Result<bool> {
 /// key-encryption key is the one `vouchd serve` would use (`VOUCHD_KEY_ENCRYPTION_KEY`,
 /// `key_encryption_key_file`), or `key_file`, copied into the data directory.
 pub fn restore(config: &Config, backup: &Path, key_file: Option<&Path>) -> anyhow::Result<Summary> {
+    if config.store.is_some() {
+        bail!(
+            "this vouchd's store is PostgreSQL: `vouchd restore` restores a single node's SQLite \
+             data directory. Restore the database with PostgreSQL's tools: `pg_restore -d \
+             <empty database> vouchd.dump`, then start the replicas with the same \
+             key-encryption key (docs/deploy.md, Backup)"
+        );
+    }
     let dir = &config.data_dir;
     if !is_empty_dir(dir)? {
         bail!(

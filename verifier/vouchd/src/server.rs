@@ -232,6 +232,23 @@ async fn open_postgres(
     current: SealingKey,
     previous: Option<SealingKey>,
 ) -> anyhow::Result<Arc<dyn Store>> {
+    let options = pg_options(config)?;
+    let retention = config.attestation_history_per_host;
+    let store = tokio::task::spawn_blocking(move || {
+        let store = PostgresStore::open(&options)?
+            .with_sealing(current, previous)
+            .with_retention(retention);
+        log_resealed(store.reseal_secrets()?);
+        Ok::<_, crate::store::StoreError>(store)
+    })
+    .await?
+    .context("cannot open the PostgreSQL store")?;
+    Ok(Arc::new(store))
+}
+
+/// How to reach the PostgreSQL database of `config.store`: the password from
+/// [`STORE_PASSWORD_ENV`] or `store_password_file`.
+fn pg_options(config: &Config) -> anyhow::Result<PgOptions> {
     let password = match std::env::var(STORE_PASSWORD_ENV) {
         Ok(password) => Some(password),
         Err(_) => match &config.store_password_file {
@@ -246,20 +263,12 @@ async fn open_postgres(
             None => None,
         },
     };
-    let options = PgOptions {
+    Ok(PgOptions {
         url: config.store.clone().unwrap_or_default(),
         password,
         ca_file: config.store_ca_file.clone(),
         max_connections: config.store_max_connections,
-    };
-    let store = tokio::task::spawn_blocking(move || {
-        let store = PostgresStore::open(&options)?.with_sealing(current, previous);
-        log_resealed(store.reseal_secrets()?);
-        Ok::<_, crate::store::StoreError>(store)
     })
-    .await?
-    .context("cannot open the PostgreSQL store")?;
-    Ok(Arc::new(store))
 }
 
 /// The token signer of every replica on the database: the stored key, or a new one stored now.
@@ -275,22 +284,50 @@ async fn shared_signer(store: &Arc<dyn Store>) -> anyhow::Result<Signer> {
 
 /// `vouchd admin reset-bootstrap`: a new token for `principal` in TrustedAdmins (see
 /// [`auth::reset_bootstrap`]), written as the bootstrap token is. Returns the file.
+/// With a PostgreSQL store the token is made in the database every replica shares (so it
+/// works on every replica within the configuration bound) and written to this host's
+/// `data_dir`.
 pub fn reset_bootstrap(config: &Config, principal: &str) -> anyhow::Result<PathBuf> {
-    let db = config.data_dir.join(DATABASE_FILE);
-    if !db.is_file() {
-        anyhow::bail!(
-            "{} does not exist: is data_dir in the configuration the one vouchd serves from?",
-            db.display()
-        );
-    }
-    api::check_name("principal", principal).map_err(|e| anyhow::anyhow!(e.reason()))?;
-    let store = SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
-    let token = auth::reset_bootstrap(&store, principal, crate::now())?;
+    let token = if config.store.is_some() {
+        api::check_name("principal", principal).map_err(|e| anyhow::anyhow!(e.reason()))?;
+        let options = PgOptions {
+            max_connections: 1,
+            ..pg_options(config)?
+        };
+        let store = PostgresStore::open(&options).context("cannot open the PostgreSQL store")?;
+        let token = auth::reset_bootstrap(&store, principal, crate::now())?;
+        create_private_dir(&config.data_dir)?;
+        token
+    } else {
+        let db = config.data_dir.join(DATABASE_FILE);
+        if !db.is_file() {
+            anyhow::bail!(
+                "{} does not exist: is data_dir in the configuration the one vouchd serves from?",
+                db.display()
+            );
+        }
+        api::check_name("principal", principal).map_err(|e| anyhow::anyhow!(e.reason()))?;
+        let store =
+            SqliteStore::open(&db).with_context(|| format!("cannot open {}", db.display()))?;
+        auth::reset_bootstrap(&store, principal, crate::now())?
+    };
     tracing::warn!(
         principal,
         "reset-bootstrap: issued a new TrustedAdmins token; it is in the bootstrap-token file (mode 0600)"
     );
     write_bootstrap_token(&config.data_dir, &token)
+}
+
+/// Creates the data directory if needed; its owner's only (it holds keys and tokens).
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot restrict {}", dir.display()))?;
+    }
+    Ok(())
 }
 
 /// Opens storage, bootstraps on first start, loads or makes keys, binds both listeners and
@@ -300,15 +337,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     // One process-wide TLS provider (aws-lc-rs) for the clients that use the default, such
     // as the webhook's; an error only means one is installed already.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("cannot create {}", config.data_dir.display()))?;
-    #[cfg(unix)]
-    {
-        // The data directory holds keys and token hashes: its owner only.
-        use std::os::unix::fs::PermissionsExt as _;
-        std::fs::set_permissions(&config.data_dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot restrict {}", config.data_dir.display()))?;
-    }
+    create_private_dir(&config.data_dir)?;
     let (current, previous) = sealing_keys(&config, true)?;
     let store: Arc<dyn Store> = if config.store.is_some() {
         open_postgres(&config, current, previous).await?

@@ -460,3 +460,124 @@ async fn editing_a_cluster_safely() {
         ]
     );
 }
+
+/// Runs one of PostgreSQL's programs (`pg_dump`, `pg_restore`) against `url`, as the test
+/// cluster's superuser over loopback.
+fn pg_tool(program: &str, args: &[&str]) -> Output {
+    let bin = vouchd::testing::postgres::bin_dir().unwrap();
+    Command::new(bin.join(program)).args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_reset_bootstrap_works_and_backup_is_pg_dump() {
+    use vouchd::testing::postgres::PgCluster;
+    // The cluster's setup blocks (a client with a runtime of its own).
+    let cluster = tokio::task::block_in_place(|| PgCluster::shared().unwrap());
+    let url = tokio::task::block_in_place(|| cluster.create_database().unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let kek = dir.path().join("key-encryption-key");
+    std::fs::write(&kek, "5a".repeat(32)).unwrap();
+    let mut config = common::config(&dir.path().join("replica-1"));
+    config.store = Some(url.clone());
+    config.key_encryption_key_file = Some(kek.clone());
+    let h = common::harness(config).await;
+    let (s, _) = h
+        .call(
+            Method::POST,
+            "/v1/clusters",
+            Some(&h.admin()),
+            Some(json!({"name": "kept"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED);
+
+    // The operator, on another replica's host (its own data directory), recovers access: the
+    // token is made in the shared database and works on the serving replica.
+    let other = dir.path().join("replica-2");
+    let config = dir.path().join("replica-2.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "api_listen = \"127.0.0.1:0\"\nagent_listen = \"127.0.0.1:0\"\ndata_dir = \"{}\"\nstore = \"{url}\"\nkey_encryption_key_file = \"{}\"\n",
+            other.display(),
+            kek.display()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    let o = vouchd_async(vec![
+        "admin".into(),
+        "reset-bootstrap".into(),
+        "--config".into(),
+        config.clone(),
+        "--principal".into(),
+        "ops".into(),
+    ])
+    .await;
+    assert!(o.status.success(), "{}", text(&o));
+    let file = other.join("bootstrap-token");
+    assert_eq!(mode(&file), 0o600);
+    let token = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert!(
+        !text(&o).contains(&token),
+        "the token must not reach stdout"
+    );
+    // In force on the serving replica within the configuration bound (one second).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (s, me) = h.call(Method::GET, "/v1/whoami", Some(&token), None).await;
+        if s == StatusCode::OK {
+            assert_eq!(me["name"], "ops", "{me}");
+            assert!(me["groups"].to_string().contains("TrustedAdmins"), "{me}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s}: {me}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
+    // vouchd's own backup and restore are the single node's: on PostgreSQL they refuse and
+    // say what to run.
+    let out = dir.path().join("vouchd.backup");
+    let o = vouchd(&[
+        "backup",
+        "--config",
+        &config,
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("pg_dump -Fc"), "{}", text(&o));
+    assert!(!out.exists(), "no backup file is left behind");
+    let o = vouchd(&["restore", "--config", &config, out.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("pg_restore"), "{}", text(&o));
+
+    // What docs/deploy.md says instead: pg_dump while the replica serves, pg_restore into an
+    // empty database, and a replica with the same key-encryption key serves it: the
+    // configuration and the recovered token are there.
+    let dump = dir.path().join("vouchd.dump");
+    let o = pg_tool(
+        "pg_dump",
+        &["-Fc", "-d", &url, "-f", dump.to_str().unwrap()],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let restored_url = tokio::task::block_in_place(|| cluster.create_database().unwrap());
+    let o = pg_tool("pg_restore", &["-d", &restored_url, dump.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut config = common::config(&dir.path().join("restored"));
+    config.store = Some(restored_url);
+    config.key_encryption_key_file = Some(kek);
+    let restored = common::harness(config).await;
+    assert!(
+        restored.running.bootstrap_token.is_none(),
+        "a restored database is not bootstrapped again"
+    );
+    let (s, me) = restored
+        .call(Method::GET, "/v1/whoami", Some(&token), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{me}");
+    let (s, c) = restored
+        .call(Method::GET, "/v1/clusters/kept", Some(&token), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{c}");
+}

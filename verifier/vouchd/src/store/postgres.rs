@@ -65,11 +65,29 @@ pub struct PgOptions {
 
 /// The PostgreSQL store.
 pub struct PostgresStore {
-    pool: Pool,
+    /// Always set; taken only when the store is dropped (see its `Drop`).
+    pool: Option<Pool>,
     /// `host/database`, for logs and errors.
     target: String,
     /// The key-encryption keys: the first seals, every one opens.
     sealing: Vec<SealingKey>,
+    /// Results kept per host besides the state changes (0: every one); see
+    /// [`super::sqlite::SqliteStore::with_retention`].
+    retention: u32,
+}
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        // Closing a connection blocks on the client's own small runtime, which tokio refuses
+        // on a runtime's thread (a panic): there, the pool is closed on a thread of its own.
+        if let Some(pool) = self.pool.take()
+            && tokio::runtime::Handle::try_current().is_ok()
+        {
+            let _ = std::thread::Builder::new()
+                .name("vouchd-pg-close".into())
+                .spawn(move || drop(pool));
+        }
+    }
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -323,9 +341,10 @@ impl PostgresStore {
             .build(manager)
             .map_err(|e| StoreError::Backend(format!("cannot connect to {target}: {e}")))?;
         let store = Self {
-            pool,
+            pool: Some(pool),
             target,
             sealing: Vec::new(),
+            retention: 0,
         };
         store.migrate()?;
         let tls = store.uses_tls()?;
@@ -349,6 +368,14 @@ impl PostgresStore {
     #[must_use]
     pub fn with_sealing(mut self, current: SealingKey, previous: Option<SealingKey>) -> Self {
         self.sealing = std::iter::once(current).chain(previous).collect();
+        self
+    }
+
+    /// Keeps, per host, the last `results` results and every state change (0: every result),
+    /// as [`super::sqlite::SqliteStore::with_retention`] does.
+    #[must_use]
+    pub fn with_retention(mut self, results: u32) -> Self {
+        self.retention = results;
         self
     }
 
@@ -403,7 +430,11 @@ impl PostgresStore {
     fn conn(
         &self,
     ) -> StoreResult<r2d2::PooledConnection<PostgresConnectionManager<MakeRustlsConnect>>> {
-        self.pool.get().map_err(pool_error)
+        self.pool
+            .as_ref()
+            .ok_or_else(|| StoreError::Backend("the store is closed".into()))?
+            .get()
+            .map_err(pool_error)
     }
 
     /// Whether this store's connections to the server are encrypted (TLS).
@@ -864,6 +895,22 @@ impl Store for PostgresStore {
                     &a.ek_hash,
                 ],
             )?;
+            if self.retention > 0 && before == state {
+                // Retention: past the last N, a result that repeats the one before it goes;
+                // the first result and every state change stay.
+                exec(
+                    tx,
+                    "DELETE FROM attestations WHERE id IN (
+                        SELECT id FROM (
+                            SELECT id, attested,
+                                   LAG(attested) OVER (ORDER BY id) AS previous,
+                                   ROW_NUMBER() OVER (ORDER BY id DESC) AS newest
+                            FROM attestations WHERE ek_hash = $1
+                        ) AS history WHERE newest > $2 AND previous = attested
+                    )",
+                    &[&a.ek_hash, &i64::from(self.retention)],
+                )?;
+            }
             let event = if before == state {
                 None
             } else {

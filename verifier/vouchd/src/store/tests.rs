@@ -19,6 +19,8 @@ use crate::testing::postgres::PgCluster;
 pub(crate) trait Backend {
     /// A new store on the database (a reopen, or another replica).
     fn open(&self) -> Box<dyn Store>;
+    /// A new store on the database that keeps `results` results per host (retention).
+    fn open_with_retention(&self, results: u32) -> Box<dyn Store>;
     /// The schema version in force.
     fn schema_version(&self) -> i64;
 }
@@ -40,6 +42,14 @@ impl Sqlite {
 impl Backend for Sqlite {
     fn open(&self) -> Box<dyn Store> {
         Box::new(SqliteStore::open(&self.path).unwrap())
+    }
+
+    fn open_with_retention(&self, results: u32) -> Box<dyn Store> {
+        Box::new(
+            SqliteStore::open(&self.path)
+                .unwrap()
+                .with_retention(results),
+        )
     }
 
     fn schema_version(&self) -> i64 {
@@ -81,6 +91,10 @@ impl Backend for Postgres {
         Box::new(self.store())
     }
 
+    fn open_with_retention(&self, results: u32) -> Box<dyn Store> {
+        Box::new(self.store().with_retention(results))
+    }
+
     fn schema_version(&self) -> i64 {
         self.store().schema_version().unwrap()
     }
@@ -119,6 +133,7 @@ store_tests!(
     concurrent_events_are_followed_without_gaps,
     an_expiry_changes_the_state_once_and_spares_a_newer_result,
     a_cluster_is_updated_and_disabled,
+    retention_keeps_the_last_results_and_every_state_change,
 );
 
 pub(crate) fn cluster(name: &str) -> Cluster {
@@ -720,4 +735,53 @@ pub(super) fn a_cluster_is_updated_and_disabled(b: &dyn Backend) {
         s.update_cluster(&cluster("other")),
         Err(StoreError::NotFound(_))
     ));
+}
+
+pub(super) fn retention_keeps_the_last_results_and_every_state_change(b: &dyn Backend) {
+    let s = b.open_with_retention(3);
+    s.create_cluster(&cluster("prod")).unwrap();
+    s.add_host(&host("aa", "prod")).unwrap();
+    s.add_host(&host("bb", "prod")).unwrap();
+    let result = |ek: &str, at: i64, attested: bool| AttestationRecord {
+        ek_hash: ek.into(),
+        cluster: "prod".into(),
+        at,
+        attested,
+        software_version: attested.then(|| "fw-1".into()),
+        reason: (!attested).then(|| "PCR 7 differs".into()),
+        pcr_digest: None,
+        nonce: None,
+        valid_until: None,
+        token: None,
+        presented: None,
+    };
+    // aa: attested at 1..=5, not at 6 and 7, attested again at 8..=12.
+    for at in 1..=12 {
+        s.record_attestation(&result("aa", at, !(6..=7).contains(&at)))
+            .unwrap();
+        s.record_attestation(&result("bb", at, true)).unwrap();
+    }
+    let kept: Vec<i64> = s
+        .list_attestations("aa", 100)
+        .unwrap()
+        .iter()
+        .map(|a| a.at)
+        .collect();
+    // The last three, and the changes: the first result (1), to not attested (6), back (8).
+    assert_eq!(kept, vec![12, 11, 10, 8, 6, 1]);
+    // Another host's history is its own.
+    let kept: Vec<i64> = s
+        .list_attestations("bb", 100)
+        .unwrap()
+        .iter()
+        .map(|a| a.at)
+        .collect();
+    assert_eq!(kept, vec![12, 11, 10, 1]);
+    // Without retention, everything stays.
+    let all = b.open();
+    all.add_host(&host("cc", "prod")).unwrap();
+    for at in 1..=12 {
+        all.record_attestation(&result("cc", at, true)).unwrap();
+    }
+    assert_eq!(all.list_attestations("cc", 100).unwrap().len(), 12);
 }
