@@ -348,7 +348,8 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
-    let state = AppState::new(store, config, signer, webhook);
+    let mut state = AppState::new(store, config, signer, webhook);
+    state.tls = Some(Arc::clone(&identity.live));
     let router = api::router(state.clone());
     let tasks = vec![
         tokio::spawn(agent::serve(agent_listener, state.clone())),

@@ -4,6 +4,7 @@
 //! it and translate its errors into their own answers.
 
 pub mod auth;
+pub mod certs;
 pub mod console;
 pub mod error;
 pub mod events;
@@ -55,6 +56,9 @@ pub struct AppState {
     pub console_sessions: Arc<console::Sessions>,
     /// The configuration generation, for caches of configuration (see [`generation`]).
     pub config_generation: Arc<generation::GenerationWatch>,
+    /// The management API's certificate in service, replaceable while serving (set by
+    /// [`crate::server::start`]; `None` in states built for tests without a listener).
+    pub tls: Option<Arc<crate::tls::LiveCertificate>>,
 }
 
 impl AppState {
@@ -81,6 +85,7 @@ impl AppState {
                 .into(),
             console_sessions: Arc::default(),
             config_generation: Arc::default(),
+            tls: None,
         }
     }
 }
