@@ -354,6 +354,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     let tasks = vec![
         tokio::spawn(agent::serve(agent_listener, state.clone())),
         tokio::spawn(scheduler::run(state.clone())),
+        tokio::spawn(crate::service::health::refresh_metrics(state.clone())),
         tokio::spawn(api::https::serve(
             api_listener,
             identity.config.clone(),

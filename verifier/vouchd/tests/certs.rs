@@ -236,3 +236,80 @@ fn sighup_replaces_the_tls_certificate_and_a_bad_one_keeps_the_old() {
     assert!(events.contains("tls.reloaded"), "{events}");
     assert!(events.contains("tls.reload_failed"), "{events}");
 }
+
+/// The metrics line of the API's certificate.
+fn tls_expiry_line(info: &vouchd::tls::CertificateInfo) -> String {
+    format!(
+        "vouchd_certificate_expiry_timestamp_seconds{{kind=\"tls\",name=\"api\",subject=\"{}\"}} {}",
+        info.subject, info.not_after
+    )
+}
+
+#[tokio::test]
+async fn the_metrics_carry_the_certificate_in_service_and_the_health_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = vouchd::testing::TestVouchd::start(vouchd::testing::loopback_config(dir.path()))
+        .await
+        .unwrap();
+    let state = &h.running.state;
+    let first = vouchd::tls::describe(&h.running.tls_certificate, dir.path()).unwrap();
+    let metrics = || async {
+        h.client
+            .get(format!("{}/metrics", h.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    // vouchd runs the check at start; wait for its first outcome.
+    let end = Instant::now() + DEADLINE;
+    let mut text = metrics().await;
+    while !text.contains(&tls_expiry_line(&first)) {
+        assert!(Instant::now() < end, "no TLS expiry in the metrics: {text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        text = metrics().await;
+    }
+    assert!(
+        text.contains("vouchd_health_ok{component=\"store\",name=\"\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("vouchd_health_ok{component=\"certificates\",name=\"\"} 1"),
+        "{text}"
+    );
+
+    // A new self-signed certificate with another expiry, reloaded: the deep check and the
+    // metrics follow the certificate in service.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".into()]).unwrap();
+    params.not_after = rcgen::date_time_ymd(2090, 6, 1);
+    let cert = params.self_signed(&key).unwrap();
+    let data = dir.path();
+    std::fs::write(data.join("api-cert.pem"), cert.pem()).unwrap();
+    std::fs::write(data.join("api-key.pem"), key.serialize_pem()).unwrap();
+    let second = vouchd::service::certs::reload_tls(state).await.unwrap();
+    assert_ne!(second.not_after, first.not_after);
+    let token = h.admin_token().unwrap();
+    let deep: serde_json::Value = h
+        .client
+        .get(format!("{}/v1/health", h.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tls = deep["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["what"] == "tls")
+        .unwrap();
+    assert_eq!(tls["not_after"], second.not_after, "{deep}");
+    let text = metrics().await;
+    assert!(text.contains(&tls_expiry_line(&second)), "{text}");
+    assert!(!text.contains(&tls_expiry_line(&first)), "{text}");
+}
