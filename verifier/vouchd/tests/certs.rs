@@ -313,3 +313,206 @@ async fn the_metrics_carry_the_certificate_in_service_and_the_health_components(
     assert!(text.contains(&tls_expiry_line(&second)), "{text}");
     assert!(!text.contains(&tls_expiry_line(&first)), "{text}");
 }
+
+/// A token as vouchd issues them, signed by `vouchd`'s current key.
+fn token(vouchd: &vouchd::testing::TestVouchd) -> String {
+    let now = vouchd::now();
+    let claims = vouchd::jwt::AttestationClaims {
+        iss: "vouchd".into(),
+        sub: "ab".repeat(32),
+        cluster: "prod".into(),
+        software_version: "fw-1.0".into(),
+        pcr_digest: "cd".repeat(32),
+        nonce: "ef".repeat(16),
+        attestation: "ef".repeat(16),
+        iat: now,
+        exp: now + 4 * 3600,
+        jti: "01".into(),
+    };
+    vouchd.running.state.signer.sign(&claims).unwrap()
+}
+
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token).unwrap().kid.unwrap()
+}
+
+async fn jwks(vouchd: &vouchd::testing::TestVouchd) -> jsonwebtoken::jwk::JwkSet {
+    vouchd
+        .client
+        .get(format!("{}/.well-known/jwks.json", vouchd.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Whether `token` verifies from `vouchd`'s published JWKS alone (an outside verifier).
+async fn verifies_from_jwks(vouchd: &vouchd::testing::TestVouchd, token: &str) -> bool {
+    let set = jwks(vouchd).await;
+    let Some(jwk) = set.find(&kid(token)) else {
+        return false;
+    };
+    let key = jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_issuer(&["vouchd"]);
+    jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).is_ok()
+}
+
+async fn rotate(vouchd: &vouchd::testing::TestVouchd, token: &str) -> (u16, serde_json::Value) {
+    let response = vouchd
+        .client
+        .post(format!("{}/v1/signing-keys/rotate", vouchd.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    (response.status().as_u16(), response.json().await.unwrap())
+}
+
+/// Waits until `done` holds, polling.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut done: impl FnMut() -> F,
+) {
+    let end = Instant::now() + DEADLINE;
+    while !done().await {
+        assert!(Instant::now() < end, "{what}: not within {DEADLINE:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Rotates through `a`, whose bootstrap token is `admin`, and checks `a` and `b` (another
+/// replica on the same database, or `a` again).
+async fn rotation(a: &vouchd::testing::TestVouchd, b: &vouchd::testing::TestVouchd, admin: &str) {
+    let old_a = token(a);
+    let old_b = token(b);
+    let old_kid = kid(&old_a);
+    assert_eq!(kid(&old_b), old_kid, "one key for every replica");
+
+    let (status, keys) = rotate(a, admin).await;
+    assert_eq!(status, 200, "{keys}");
+    let new_kid = keys["keys"][0]["kid"].as_str().unwrap().to_owned();
+    assert_ne!(new_kid, old_kid);
+    assert_eq!(keys["keys"][1]["kid"], old_kid.as_str(), "{keys}");
+    assert_eq!(
+        kid(&token(a)),
+        new_kid,
+        "new tokens are signed with the new key"
+    );
+    // The other replica takes the new key within its reload period.
+    eventually("the new key reaches the other replica", || async {
+        b.running.state.signer.kid() == new_kid
+    })
+    .await;
+    assert_eq!(kid(&token(b)), new_kid);
+
+    // During the grace period: both keys published, tokens of either verify everywhere.
+    for v in [a, b] {
+        let set = jwks(v).await;
+        assert!(set.find(&old_kid).is_some() && set.find(&new_kid).is_some());
+        for t in [&old_a, &old_b, &token(a), &token(b)] {
+            assert!(verifies_from_jwks(v, t).await);
+            v.running.state.signer.verify(t, vouchd::now()).unwrap();
+        }
+    }
+    // Not again while the old key's tokens may be presented.
+    let (status, body) = rotate(b, admin).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("grace period"), "{body}");
+
+    // After it (vouchd's view at the end of the grace period; no test waits out a clock):
+    // the old key is gone from the JWKS and its tokens are refused, the new key's verify.
+    let after = keys["keys"][1]["grace_until"].as_i64().unwrap();
+    assert_eq!(
+        after,
+        keys["keys"][1]["retired_at"].as_i64().unwrap() + i64::try_from(GRACE).unwrap()
+    );
+    for v in [a, b] {
+        let ring = &v.running.state.signer;
+        let before_end = ring.jwks_at(after - 1);
+        assert_eq!(before_end.keys.len(), 2);
+        let at_end = ring.jwks_at(after);
+        assert_eq!(at_end.keys.len(), 1);
+        assert_eq!(at_end.keys[0].kid, new_kid);
+        for t in [&old_a, &old_b] {
+            ring.verify(t, after - 1).unwrap();
+            let refused = ring.verify(t, after).unwrap_err();
+            assert!(refused.contains("grace period"), "{refused}");
+        }
+        ring.verify(&token(v), after).unwrap();
+    }
+    let events: serde_json::Value = a
+        .client
+        .get(format!("{}/v1/events", a.base))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        events.to_string().contains("signing_key.rotated"),
+        "{events}"
+    );
+}
+
+/// The grace period the rotation tests configure, seconds: long enough that the checks within
+/// it never race the clock; the end is checked at its computed time.
+const GRACE: u64 = 3600;
+
+#[tokio::test]
+async fn the_signing_key_rotates_with_a_grace_period_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = vouchd::testing::loopback_config(dir.path());
+    config.signing_key_grace_secs = Some(GRACE);
+    let a = vouchd::testing::TestVouchd::start(config).await.unwrap();
+    let admin = a.admin_token().unwrap().to_owned();
+    rotation(&a, &a, &admin).await;
+    // The keys are the database's: a restart signs with the rotated key.
+    let kid = a.running.state.signer.kid();
+    let mut config = vouchd::testing::loopback_config(dir.path());
+    config.signing_key_grace_secs = Some(GRACE);
+    drop(a);
+    let again = vouchd::testing::TestVouchd::start(config).await.unwrap();
+    assert_eq!(again.running.state.signer.kid(), kid);
+}
+
+#[tokio::test]
+async fn the_signing_key_rotates_on_every_postgres_replica() {
+    // The cluster's own client blocks: off the runtime's threads.
+    let (cluster, url) = tokio::task::spawn_blocking(|| {
+        let cluster = vouchd::testing::postgres::PgCluster::shared().unwrap();
+        let url = cluster.create_database().unwrap();
+        (cluster, url)
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let kek = dir.path().join("key-encryption-key");
+    std::fs::write(&kek, "37".repeat(32)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let replica = |name: &str| {
+        let mut config = vouchd::testing::loopback_config(&dir.path().join(name));
+        config.store = Some(url.clone());
+        config.key_encryption_key_file = Some(kek.clone());
+        config.signing_key_grace_secs = Some(GRACE);
+        config
+    };
+    let a = vouchd::testing::TestVouchd::start(replica("a"))
+        .await
+        .unwrap();
+    let b = vouchd::testing::TestVouchd::start(replica("b"))
+        .await
+        .unwrap();
+    let admin = a.admin_token().unwrap().to_owned();
+    rotation(&a, &b, &admin).await;
+    drop((a, b));
+    drop(cluster);
+}

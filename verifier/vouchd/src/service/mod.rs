@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 pub use error::{Error, KeyFailure, Result};
 
 use crate::config::Config;
-use crate::jwt::Signer;
+use crate::jwt::{KeyRing, Signer};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -37,7 +37,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    pub signer: Arc<Signer>,
+    /// The token-signing keys (see [`KeyRing`]).
+    pub signer: Arc<KeyRing>,
     /// Where events are posted, if configured.
     pub webhook: Option<Arc<events::Webhook>>,
     /// The key providers in use.
@@ -69,11 +70,12 @@ impl AppState {
         signer: Signer,
         webhook: Option<events::Webhook>,
     ) -> Self {
+        let grace = config.signing_key_grace_secs();
         Self {
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
-            signer: Arc::new(signer),
+            signer: Arc::new(KeyRing::new(signer, grace)),
             webhook: webhook.map(Arc::new),
             keys: Arc::default(),
             shutdown: Arc::new(CancellationToken::new()),
