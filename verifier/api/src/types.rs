@@ -102,7 +102,8 @@ contract! {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct CertificateHealth {
         /// `tls` (the API's), `kms-client:NAME` (vouchd's client certificate for a key server),
-        /// `kms-ca:NAME`, or `tpm-ca:CLUSTER`.
+        /// `kms-ca:NAME`, `tpm-ca:CLUSTER`, or `token-signing:KID` (a retired token-signing key
+        /// until the end of its grace period).
         pub what: String,
         pub subject: String,
         /// notAfter, Unix seconds.

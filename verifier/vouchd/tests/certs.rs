@@ -417,6 +417,32 @@ async fn rotation(a: &vouchd::testing::TestVouchd, b: &vouchd::testing::TestVouc
             v.running.state.signer.verify(t, vouchd::now()).unwrap();
         }
     }
+    // The deep health check and the metrics show when the old key leaves the JWKS.
+    let deep: serde_json::Value = a
+        .client
+        .get(format!("{}/v1/health", a.base))
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let what = format!("token-signing:{old_kid}");
+    let retired = deep["certificates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["what"] == what.as_str())
+        .unwrap_or_else(|| panic!("{deep}"));
+    assert_eq!(retired["not_after"], keys["keys"][1]["grace_until"]);
+    let metrics = a.running.state.metrics.render();
+    assert!(
+        metrics.contains(&format!(
+            "vouchd_certificate_expiry_timestamp_seconds{{kind=\"token-signing\",name=\"{old_kid}\""
+        )),
+        "{metrics}"
+    );
     // Not again while the old key's tokens may be presented.
     let (status, body) = rotate(b, admin).await;
     assert_eq!(status, 409, "{body}");

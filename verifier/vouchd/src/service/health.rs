@@ -1,7 +1,8 @@
 //! The deep health check (`GET /v1/health`, `vouch health --deep`): the store answers, each
 //! key server's endpoints accept a connection, and the certificates vouchd depends on (the
-//! API's TLS certificate, the key servers' client and CA certificates, the clusters' TPM CAs)
-//! with their expiry.
+//! API's TLS certificate in service, the key servers' client and CA certificates, the clusters'
+//! TPM CAs) with their expiry, and a retired token-signing key with the end of its grace
+//! period. The same figures are exported as metrics ([`refresh_metrics`]).
 
 use std::time::Duration;
 
@@ -123,6 +124,18 @@ async fn check(state: &AppState) -> DeepHealth {
                     &mut certs,
                 );
             }
+        }
+    }
+    // A retired token-signing key in its grace period: when it leaves the JWKS.
+    for key in state.signer.describe() {
+        if let Some(until) = key.grace_until.filter(|until| *until > now) {
+            certs.push(CertificateHealth {
+                what: format!("token-signing:{}", key.kid),
+                subject: "retired token-signing key (in the JWKS until its grace period ends)"
+                    .to_owned(),
+                not_after: until,
+                days_left: until.saturating_sub(now).div_euclid(DAY),
+            });
         }
     }
     let stored = store::run(&state.store, |s| {
