@@ -542,3 +542,46 @@ async fn the_signing_key_rotates_on_every_postgres_replica() {
     drop((a, b));
     drop(cluster);
 }
+
+/// A key-encryption key file (64 hex digits, mode 0600) in `dir`.
+fn kek(dir: &Path, name: &str, byte: u8) -> std::path::PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, format!("{byte:02x}").repeat(32)).unwrap();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    path
+}
+
+#[tokio::test]
+async fn the_signing_keys_follow_a_key_encryption_key_rotation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (old, new) = (kek(dir.path(), "old", 0x11), kek(dir.path(), "new", 0x22));
+    let config = |current: &Path, previous: Option<&Path>| {
+        let mut config = vouchd::testing::loopback_config(&dir.path().join("data"));
+        config.key_encryption_key_file = Some(current.to_owned());
+        config.previous_key_encryption_key_file = previous.map(Path::to_owned);
+        config
+    };
+    let a = vouchd::testing::TestVouchd::start(config(&old, None))
+        .await
+        .unwrap();
+    let admin = a.admin_token().unwrap().to_owned();
+    assert_eq!(rotate(&a, &admin).await.0, 200);
+    let kids = a.running.state.signer.kids();
+    assert!(kids.1.is_some());
+    drop(a);
+    // Both signing keys are sealed again under the new key-encryption key ...
+    let b = vouchd::testing::TestVouchd::start(config(&new, Some(&old)))
+        .await
+        .unwrap();
+    assert_eq!(b.running.state.signer.kids(), kids);
+    drop(b);
+    // ... so that they open once the old one is gone.
+    let c = vouchd::testing::TestVouchd::start(config(&new, None))
+        .await
+        .unwrap();
+    assert_eq!(c.running.state.signer.kids(), kids);
+}

@@ -311,8 +311,9 @@ impl SqliteStore {
         self
     }
 
-    /// Seals under the current key every secret that is not: stored before sealing existed,
-    /// or sealed under the previous key. Returns how many were sealed again.
+    /// Seals under the current key every secret that is not (key servers' client keys and the
+    /// token-signing keys): stored before sealing existed, or sealed under the previous key.
+    /// Returns how many were sealed again.
     pub fn reseal_secrets(&self) -> StoreResult<usize> {
         let Some(current) = self.sealing.first() else {
             return Ok(0);
@@ -337,6 +338,21 @@ impl SqliteStore {
                 &conn,
                 "UPDATE key_servers SET client_key = ?1 WHERE name = ?2",
                 params![sealed, name],
+            )
+            .map_err(backend)?;
+            count = count.saturating_add(1);
+        }
+        // The token-signing keys (the current one and one a rotation retired).
+        for (id, stored, _, _) in signing_key_rows(&conn)? {
+            if sealing::sealed_by(&stored, current) {
+                continue;
+            }
+            let label = super::signing_key_label(&id);
+            let sealed = current.seal(&label, &sealing::open(&self.sealing, &label, &stored)?)?;
+            exec(
+                &conn,
+                "UPDATE signing_keys SET sealed_key = ?1 WHERE id = ?2",
+                params![sealed, id],
             )
             .map_err(backend)?;
             count = count.saturating_add(1);
