@@ -18,6 +18,7 @@ mod credential;
 mod ek;
 mod eventlog;
 mod image_cmd;
+mod kms_csr;
 mod manage;
 mod output;
 mod quote;
@@ -26,7 +27,7 @@ mod software_cmd;
 use client::ServerOpts;
 use manage::{
     ClusterArg, ClusterCmd, EkAddArgs, EventsArgs, HostCmd, KmsCmd, ManagementServerCmd,
-    PrincipalCmd, ProviderCmd, SoftwareCmd, TokenCmd, TpmCaCmd,
+    PrincipalCmd, ProviderCmd, SigningKeyCmd, SoftwareCmd, TokenCmd, TpmCaCmd,
 };
 
 /// The Vouch operator CLI: offline checks of TPM evidence, vouchd's management API, and a
@@ -93,6 +94,9 @@ enum Command {
     /// Trusted key providers: a primary key on a key server.
     #[command(subcommand)]
     Provider(ProviderCmd),
+    /// The keys that sign attestation tokens: show them, rotate to a new one.
+    #[command(subcommand)]
+    SigningKey(SigningKeyCmd),
     /// Attestation status: of every host as a table, or of one host (EK hash or name).
     Status {
         /// A host's EK hash or name.
@@ -256,6 +260,7 @@ fn main() -> ExitCode {
         Command::Host(cmd) => manage::host(server, &cmd),
         Command::Kms(cmd) => manage::kms(server, &cmd),
         Command::Provider(cmd) => manage::provider(server, &cmd),
+        Command::SigningKey(cmd) => manage::signing_key(server, &cmd),
         Command::Status { host } => manage::status(server, host.as_deref()),
         Command::Events(args) => manage::events(server, &args),
         Command::Bridge(args) => bridge::run(&args),

@@ -14,7 +14,7 @@ use vouch_api::{
     HostToken, HostView, KeyProvider, KeyServer, ManagementServer, NewCaCerts, NewCluster,
     NewClusterEk, NewHost, NewKeyProvider, NewKeyServer, NewKmsKey, NewManagementServer,
     NewPrimaryKey, NewPrincipal, NewToken, Principal, PrincipalKind, SetClusterKeyProvider,
-    SoftwareVersionBody, SoftwareVersionRecord, TokenInfo, WrappingMode,
+    SigningKeys, SoftwareVersionBody, SoftwareVersionRecord, TokenInfo, WrappingMode,
 };
 
 use crate::client::{Api, ServerOpts, encode, pretty, seg};
@@ -183,6 +183,21 @@ pub enum KmsCmd {
     Status,
     /// Remove a key server no provider uses.
     Remove { name: String },
+    /// Make vouchd's KMIP client key (mode 0600, never overwritten without --force) and a
+    /// certificate signing request (PKCS#10) for the key server's CA to sign. Offline: needs
+    /// no vouchd.
+    Csr(crate::kms_csr::CsrArgs),
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum SigningKeyCmd {
+    /// The current token-signing key and the one a rotation retired (with the end of its
+    /// grace period).
+    Show,
+    /// Rotate: a new key signs attestation tokens from now on (on every replica within
+    /// seconds); the old one stays in the JWKS, and its tokens verify, for vouchd's
+    /// signing_key_grace_secs. Refused (exit 1) while an earlier rotation's grace period runs.
+    Rotate,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -865,6 +880,10 @@ fn cluster_state(c: &Cluster) -> &'static str {
 
 /// `vouch kms ...`.
 pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
+    if let KmsCmd::Csr(args) = cmd {
+        // Offline: no vouchd involved.
+        return crate::kms_csr::run(args, opts.json);
+    }
     let api = connect(opts)?;
     match cmd {
         KmsCmd::Add {
@@ -938,7 +957,35 @@ pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
             api.delete(&format!("/v1/key-servers/{}", seg(name)))?;
             ok(&api, &format!("key server {name} removed"));
         }
+        KmsCmd::Csr(args) => crate::kms_csr::run(args, api.json)?,
     }
+    Ok(())
+}
+
+/// `vouch signing-key ...`.
+pub fn signing_key(opts: &ServerOpts, cmd: &SigningKeyCmd) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    let (v, verb): (SigningKeys, &str) = match cmd {
+        SigningKeyCmd::Show => (api.get("/v1/signing-keys")?, "signing keys"),
+        SigningKeyCmd::Rotate => (
+            api.post("/v1/signing-keys/rotate", &serde_json::json!({}))?,
+            "rotated; signing keys",
+        ),
+    };
+    done(&api, &v, || {
+        let mut lines = vec![format!("{verb} (grace period {} s):", v.grace_secs)];
+        for k in &v.keys {
+            lines.push(match k.grace_until {
+                None => format!("  {}  current: signs new tokens", k.kid),
+                Some(until) => format!(
+                    "  {}  retired at {}; in the JWKS, its tokens verifying, until {until}",
+                    k.kid,
+                    k.retired_at.unwrap_or_default()
+                ),
+            });
+        }
+        lines.join("\n")
+    });
     Ok(())
 }
 

@@ -1019,3 +1019,61 @@ fn management_output_to_a_full_stdout_exits_2() {
         assert!(stderr(&o).contains("cannot write"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn the_signing_key_is_shown_and_rotated() {
+    let v = vouchd();
+    let shown: Value = serde_json::from_str(&v.ok(&["signing-key", "show", "--json"])).unwrap();
+    let old = shown["keys"][0]["kid"].as_str().unwrap().to_owned();
+    assert_eq!(shown["keys"].as_array().unwrap().len(), 1, "{shown}");
+    assert_eq!(shown["grace_secs"], 300, "token_lifetime_secs by default");
+
+    let human = v.ok(&["signing-key", "rotate"]);
+    assert!(
+        human.contains(&old) && human.contains("retired at"),
+        "{human}"
+    );
+    let shown: Value = serde_json::from_str(&v.ok(&["signing-key", "show", "--json"])).unwrap();
+    assert_ne!(shown["keys"][0]["kid"], old.as_str());
+    assert_eq!(shown["keys"][1]["kid"], old.as_str());
+    // The JWKS carries both during the grace period.
+    let jwks = v.server.vouchd.running.state.signer.jwks();
+    assert_eq!(jwks.keys.len(), 2);
+
+    // Again within the grace period: refused, exit 1, with the reason.
+    refused(&v.admin(&["signing-key", "rotate"]), "grace period");
+}
+
+#[test]
+fn kms_csr_writes_a_key_and_a_request_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("client.key");
+    let csr = dir.path().join("client.csr");
+    let args = [
+        "kms",
+        "csr",
+        "--common-name",
+        "vouchd-lab",
+        "--key-out",
+        key.to_str().unwrap(),
+        "--csr-out",
+        csr.to_str().unwrap(),
+        "--json",
+    ];
+    // No server, no token: it is offline.
+    let o = bare(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out: Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(out["key"], key.to_str().unwrap());
+    assert_eq!(out["csr"], csr.to_str().unwrap());
+    assert_eq!(out["key_type"], "ecdsa-p256");
+    assert!(
+        std::fs::read_to_string(&csr)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE REQUEST-----")
+    );
+    // The key is not overwritten without --force (exit 2: input).
+    let o = bare(&args).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
+}

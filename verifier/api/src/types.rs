@@ -36,6 +36,29 @@ macro_rules! wire_names {
 }
 
 contract! {
+    /// `GET /v1/signing-keys`, `POST /v1/signing-keys/rotate` (TrustedAdmins): the
+    /// token-signing keys vouchd holds.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SigningKeys {
+        /// The current key first, then the key it replaced, if any.
+        pub keys: Vec<SigningKeyInfo>,
+        /// How long a retired key stays in the JWKS, seconds (`signing_key_grace_secs`).
+        pub grace_secs: u64,
+    }
+
+    /// One token-signing key.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct SigningKeyInfo {
+        /// Its `kid` (RFC 7638 thumbprint), as in the JWKS and the tokens' headers.
+        pub kid: String,
+        /// When it stopped signing (Unix seconds); absent for the current key.
+        pub retired_at: Option<i64>,
+        /// When it leaves the JWKS and its tokens stop verifying; absent for the current key.
+        pub grace_until: Option<i64>,
+    }
+}
+
+contract! {
     /// `GET /healthz`.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct Health {
@@ -79,7 +102,8 @@ contract! {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct CertificateHealth {
         /// `tls` (the API's), `kms-client:NAME` (vouchd's client certificate for a key server),
-        /// `kms-ca:NAME`, or `tpm-ca:CLUSTER`.
+        /// `kms-ca:NAME`, `tpm-ca:CLUSTER`, or `token-signing:KID` (a retired token-signing key
+        /// until the end of its grace period).
         pub what: String,
         pub subject: String,
         /// notAfter, Unix seconds.

@@ -26,6 +26,10 @@ pub struct Config {
     pub tls_self_signed_names: Vec<String>,
     /// Lifetime of an issued attestation token, in seconds.
     pub token_lifetime_secs: u64,
+    /// After a token-signing key rotation, how long the previous key stays in the JWKS and its
+    /// tokens verify, in seconds. Unset: `token_lifetime_secs` (every token signed before the
+    /// rotation stays valid until it expires). At most 30 days.
+    pub signing_key_grace_secs: Option<u64>,
     /// How often every trusted host is attested again, in seconds.
     pub reattest_interval_secs: u64,
     /// A check-in agent (protocol v3) is told to come back after the re-attestation interval
@@ -103,6 +107,7 @@ impl Default for Config {
             tls_key: None,
             tls_self_signed_names: vec!["localhost".into()],
             token_lifetime_secs: 300,
+            signing_key_grace_secs: None,
             reattest_interval_secs: 600,
             checkin_jitter_percent: 10,
             checkin_retry_secs: 30,
@@ -185,6 +190,11 @@ impl Config {
                 "token_lifetime_secs must be between 1 and 86400".into(),
             ));
         }
+        if self.signing_key_grace_secs.is_some_and(|g| g > 30 * 86_400) {
+            return Err(ConfigError::Invalid(
+                "signing_key_grace_secs must be at most 2592000 (30 days)".into(),
+            ));
+        }
         if self.reattest_interval_secs < 10 {
             return Err(ConfigError::Invalid(
                 "reattest_interval_secs must be at least 10".into(),
@@ -249,6 +259,12 @@ impl Config {
 
     pub fn token_lifetime(&self) -> Duration {
         Duration::from_secs(self.token_lifetime_secs)
+    }
+
+    /// How long a retired token-signing key stays in the JWKS, seconds.
+    pub fn signing_key_grace_secs(&self) -> u64 {
+        self.signing_key_grace_secs
+            .unwrap_or(self.token_lifetime_secs)
     }
 
     pub fn reattest_interval(&self) -> Duration {

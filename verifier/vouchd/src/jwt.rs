@@ -6,6 +6,7 @@
 //! directory. Its `kid` is the key's RFC 7638 JWK thumbprint.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
@@ -210,6 +211,176 @@ impl Signer {
                 kid: self.kid.clone(),
             }],
         }
+    }
+}
+
+/// The token-signing keys in use: the current key signs; the previous one (after a
+/// rotation) stays in the JWKS, and its tokens verify, until its grace period ends.
+///
+/// Replicas sharing a database load the same keys from it ([`crate::store::Store::signing_keys`])
+/// and reload them periodically ([`crate::service::certs::follow_signing_keys`]).
+#[derive(Debug)]
+pub struct KeyRing {
+    keys: std::sync::RwLock<Arc<RingKeys>>,
+    /// How long a retired key stays in the JWKS, seconds.
+    grace: i64,
+}
+
+/// The keys of a [`KeyRing`] at one time.
+#[derive(Debug)]
+struct RingKeys {
+    current: Arc<Signer>,
+    /// The key the current one replaced, and when it did.
+    previous: Option<(Arc<Signer>, i64)>,
+}
+
+/// A signing key as a [`KeyRing`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeyInfo {
+    pub kid: String,
+    /// When it stopped signing; None for the current key.
+    pub retired_at: Option<i64>,
+    /// When it leaves the JWKS and its tokens stop verifying; None for the current key.
+    pub grace_until: Option<i64>,
+}
+
+impl KeyRing {
+    /// A ring with one key and the given grace period (seconds).
+    pub fn new(current: Signer, grace: u64) -> Self {
+        Self {
+            keys: std::sync::RwLock::new(Arc::new(RingKeys {
+                current: Arc::new(current),
+                previous: None,
+            })),
+            grace: i64::try_from(grace).unwrap_or(i64::MAX),
+        }
+    }
+
+    fn keys(&self) -> Arc<RingKeys> {
+        match self.keys.read() {
+            Ok(keys) => Arc::clone(&keys),
+            Err(poisoned) => Arc::clone(&poisoned.into_inner()),
+        }
+    }
+
+    /// The current key and the previous one while it is in its grace period at `now`.
+    fn usable(&self, now: i64) -> (Arc<Signer>, Option<(Arc<Signer>, i64)>) {
+        let keys = self.keys();
+        let previous = keys
+            .previous
+            .as_ref()
+            .filter(|(_, retired)| retired.saturating_add(self.grace) > now)
+            .map(|(signer, retired)| (Arc::clone(signer), retired.saturating_add(self.grace)));
+        (Arc::clone(&keys.current), previous)
+    }
+
+    /// Replaces the keys (after a rotation, or with the database's).
+    pub fn replace(&self, current: Signer, previous: Option<(Signer, i64)>) {
+        let keys = Arc::new(RingKeys {
+            current: Arc::new(current),
+            previous: previous.map(|(s, at)| (Arc::new(s), at)),
+        });
+        match self.keys.write() {
+            Ok(mut slot) => *slot = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+
+    /// Sets the key the current one replaced, and when it did (the database's, at start).
+    pub fn set_previous(&self, previous: Option<(Signer, i64)>) {
+        let current = Arc::clone(&self.keys().current);
+        let keys = Arc::new(RingKeys {
+            current,
+            previous: previous.map(|(s, at)| (Arc::new(s), at)),
+        });
+        match self.keys.write() {
+            Ok(mut slot) => *slot = keys,
+            Err(poisoned) => *poisoned.into_inner() = keys,
+        }
+    }
+
+    /// The kids of the keys held: the current one and the previous one, if any.
+    pub fn kids(&self) -> (String, Option<String>) {
+        let keys = self.keys();
+        (
+            keys.current.kid().to_owned(),
+            keys.previous.as_ref().map(|(s, _)| s.kid().to_owned()),
+        )
+    }
+
+    /// The current key's kid.
+    pub fn kid(&self) -> String {
+        self.keys().current.kid().to_owned()
+    }
+
+    /// The keys held: the current one, then the previous one if held (past its grace period
+    /// too, until the next reload drops it).
+    pub fn describe(&self) -> Vec<KeyInfo> {
+        let keys = self.keys();
+        let mut out = vec![KeyInfo {
+            kid: keys.current.kid().to_owned(),
+            retired_at: None,
+            grace_until: None,
+        }];
+        if let Some((signer, retired)) = &keys.previous {
+            out.push(KeyInfo {
+                kid: signer.kid().to_owned(),
+                retired_at: Some(*retired),
+                grace_until: Some(retired.saturating_add(self.grace)),
+            });
+        }
+        out
+    }
+
+    /// Signs with the current key.
+    pub fn sign<T: Serialize>(&self, claims: &T) -> Result<String, JwtError> {
+        self.keys().current.sign(claims)
+    }
+
+    /// Checks a token made by any usable key (see [`Signer::verify`]). Returns the claims and
+    /// until when the token is usable: its `exp`, or the end of its key's grace period if
+    /// sooner.
+    pub fn verify_until(&self, token: &str, now: i64) -> Result<(AttestationClaims, i64), String> {
+        let kid = jsonwebtoken::decode_header(token)
+            .map_err(|e| format!("not a JWS this vouchd made: {e}"))?
+            .kid;
+        let (current, previous) = self.usable(now);
+        if kid.as_deref() == Some(current.kid()) {
+            let claims = current.verify(token, now)?;
+            let exp = claims.exp;
+            return Ok((claims, exp));
+        }
+        match previous {
+            Some((signer, until)) if kid.as_deref() == Some(signer.kid()) => {
+                let claims = signer.verify(token, now)?;
+                let exp = claims.exp.min(until);
+                Ok((claims, exp))
+            }
+            _ => Err(
+                "the token was not signed by a key of this vouchd (its kid is unknown or past its grace period)"
+                    .into(),
+            ),
+        }
+    }
+
+    /// Checks a token made by any usable key; returns its claims.
+    pub fn verify(&self, token: &str, now: i64) -> Result<AttestationClaims, String> {
+        self.verify_until(token, now).map(|(claims, _)| claims)
+    }
+
+    /// The JWK Set at `now`: the current key and the previous one during its grace period.
+    pub fn jwks_at(&self, now: i64) -> Jwks {
+        let (current, previous) = self.usable(now);
+        let mut jwks = current.jwks();
+        if let Some((signer, _)) = previous {
+            jwks.keys.extend(signer.jwks().keys);
+        }
+        jwks
+    }
+
+    /// The JWK Set now.
+    pub fn jwks(&self) -> Jwks {
+        self.jwks_at(crate::now())
     }
 }
 

@@ -216,13 +216,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     println!("agent link: {}", running.agent_addr);
     let grace = std::time::Duration::from_secs(running.state.config.shutdown_grace_secs);
     let signal = stop_signal()?;
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let mut running = running;
-    tokio::select! {
-        () = running.wait() => {
-            anyhow::bail!("a listener stopped unexpectedly; see the log above")
-        }
-        name = signal => {
-            tracing::info!(signal = name, ?grace, "stopping: finishing the work in flight");
+    tokio::pin!(signal);
+    loop {
+        tokio::select! {
+            () = running.wait() => {
+                anyhow::bail!("a listener stopped unexpectedly; see the log above")
+            }
+            Some(()) = hangup.recv() => {
+                // SIGHUP: reload the TLS certificate; an error keeps the old one (logged and
+                // recorded as an event by reload_tls).
+                tracing::info!("SIGHUP: reloading the API's TLS certificate");
+                let _ = vouchd::service::certs::reload_tls(&running.state).await;
+            }
+            name = &mut signal => {
+                tracing::info!(signal = name, ?grace, "stopping: finishing the work in flight");
+                break;
+            }
         }
     }
     let cut = running.shutdown(grace).await;

@@ -44,6 +44,8 @@ pub struct Metrics {
     pub tokens_issued: Counter,
     /// Expiry sweeps this vouchd ran (one per period across every replica on the database).
     pub sweeps: Family<ReplicaLabels, Counter>,
+    /// The deep health check's latest outcome (see [`HealthMetrics`]).
+    pub health: HealthMetrics,
 }
 
 impl Default for Metrics {
@@ -103,7 +105,9 @@ impl Metrics {
             "Expiry sweeps run by this vouchd, labelled with its replica id (each period is swept by one replica of the database)",
             sweeps.clone(),
         );
+        let health = HealthMetrics::register(&mut registry);
         Self {
+            health,
             registry,
             http_requests,
             auth_denials,
@@ -146,6 +150,97 @@ impl Metrics {
                 result: result.into(),
             })
             .inc();
+    }
+}
+
+/// A certificate vouchd depends on.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// `tls`, `kms-client`, `kms-ca`, `tpm-ca` or `token-signing`.
+    pub kind: String,
+    /// The key server, cluster or key id it belongs to (`api` for the TLS certificate).
+    pub name: String,
+    pub subject: String,
+}
+
+/// One component of the deep health check.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ComponentLabels {
+    /// `store`, `key_server` or `certificates`.
+    pub component: String,
+    /// The key server's name; empty for the others.
+    pub name: String,
+}
+
+/// The deep health check as metrics (`GET /v1/health` says the same as JSON): refreshed
+/// periodically by vouchd and on each `GET /v1/health`.
+#[derive(Debug, Default)]
+pub struct HealthMetrics {
+    /// notAfter of each certificate, Unix seconds.
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// 1 when the component is healthy, 0 otherwise.
+    pub ok: Family<ComponentLabels, Gauge>,
+    /// When the check last ran, Unix seconds.
+    pub checked: Gauge,
+}
+
+impl HealthMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let health = Self::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "notAfter of each certificate vouchd depends on (Unix seconds), as the deep health check saw it",
+            health.certificate_expiry.clone(),
+        );
+        registry.register(
+            "health_ok",
+            "1 when a component of the deep health check is healthy, 0 when not",
+            health.ok.clone(),
+        );
+        registry.register(
+            "health_checked_timestamp_seconds",
+            "When the deep health check behind vouchd_health_ok last ran (Unix seconds)",
+            health.checked.clone(),
+        );
+        health
+    }
+
+    /// Replaces the figures with those of `deep`, checked at `now`.
+    pub fn record(&self, deep: &vouch_api::types::DeepHealth, now: i64) {
+        self.certificate_expiry.clear();
+        for cert in &deep.certificates {
+            let (kind, name) = cert.what.split_once(':').unwrap_or((&cert.what, "api"));
+            self.certificate_expiry
+                .get_or_create(&CertificateLabels {
+                    kind: kind.to_owned(),
+                    name: name.to_owned(),
+                    subject: cert.subject.clone(),
+                })
+                .set(cert.not_after);
+        }
+        self.ok.clear();
+        let set = |component: &str, name: &str, ok: bool| {
+            self.ok
+                .get_or_create(&ComponentLabels {
+                    component: component.to_owned(),
+                    name: name.to_owned(),
+                })
+                .set(i64::from(ok));
+        };
+        set("store", "", deep.store == "ok");
+        for server in &deep.key_servers {
+            set(
+                "key_server",
+                &server.name,
+                server.endpoints.iter().any(|e| e.reachable),
+            );
+        }
+        set(
+            "certificates",
+            "",
+            deep.certificates.iter().all(|c| c.not_after > now),
+        );
+        self.checked.set(now);
     }
 }
 

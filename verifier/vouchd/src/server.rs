@@ -271,15 +271,31 @@ fn pg_options(config: &Config) -> anyhow::Result<PgOptions> {
     })
 }
 
-/// The token signer of every replica on the database: the stored key, or a new one stored now.
-async fn shared_signer(store: &Arc<dyn Store>) -> anyhow::Result<Signer> {
-    let candidate = crate::hex(Zeroizing::new(crate::jwt::generate_pkcs8()?).as_slice());
-    let stored = Zeroizing::new(
-        crate::store::run(store, move |s| s.signing_key(&candidate, crate::now())).await?,
-    );
-    let pkcs8 =
-        Zeroizing::new(hex::decode(stored.as_str()).context("the stored signing key is not hex")?);
-    Signer::from_pkcs8(&pkcs8).map_err(|e| anyhow::anyhow!("the stored signing key: {e}"))
+/// The token-signing keys, the database's: the current one (stored now if there is none: with
+/// PostgreSQL a new key, the first replica's winning; with SQLite the data directory's key
+/// file, generated if missing, so that a vouchd from before rotations keeps its key), and the
+/// one a rotation retired, with when.
+async fn signing_keys(
+    config: &Config,
+    store: &Arc<dyn Store>,
+) -> anyhow::Result<(Signer, Option<(Signer, i64)>)> {
+    let candidate = if config.store.is_some() {
+        Zeroizing::new(crate::jwt::generate_pkcs8()?)
+    } else {
+        let path = config.data_dir.join(SIGNING_KEY_FILE);
+        Signer::load_or_create(&path)?;
+        Zeroizing::new(
+            std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?,
+        )
+    };
+    let candidate = Zeroizing::new(crate::hex(candidate.as_slice()));
+    crate::store::run(store, move |s| {
+        s.signing_key(&candidate, crate::now()).map(drop)
+    })
+    .await?;
+    crate::service::certs::stored_signing_keys(store)
+        .await
+        .map_err(anyhow::Error::msg)
 }
 
 /// `vouchd admin reset-bootstrap`: a new token for `principal` in TrustedAdmins (see
@@ -344,12 +360,7 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
     } else {
         open_sqlite(&config, current, previous).await?
     };
-    let signer = if config.store.is_some() {
-        // Replicas share one signing key: the database's (the first replica's).
-        shared_signer(&store).await?
-    } else {
-        Signer::load_or_create(&config.data_dir.join(SIGNING_KEY_FILE))?
-    };
+    let (signer, previous_signer) = signing_keys(&config, &store).await?;
     let identity = tls::load_or_create(&config)?;
     let api_listener = TcpListener::bind(config.api_listen)
         .await
@@ -377,11 +388,15 @@ pub async fn start(config: Config) -> anyhow::Result<Running> {
         }
         None => None,
     };
-    let state = AppState::new(store, config, signer, webhook);
+    let mut state = AppState::new(store, config, signer, webhook);
+    state.signer.set_previous(previous_signer);
+    state.tls = Some(Arc::clone(&identity.live));
     let router = api::router(state.clone());
     let tasks = vec![
         tokio::spawn(agent::serve(agent_listener, state.clone())),
         tokio::spawn(scheduler::run(state.clone())),
+        tokio::spawn(crate::service::health::refresh_metrics(state.clone())),
+        tokio::spawn(crate::service::certs::follow_signing_keys(state.clone())),
         tokio::spawn(api::https::serve(
             api_listener,
             identity.config.clone(),

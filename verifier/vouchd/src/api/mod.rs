@@ -50,6 +50,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jwks))
         .routes(routes!(whoami))
         .routes(routes!(deep_health))
+        .routes(routes!(list_signing_keys))
+        .routes(routes!(rotate_signing_key))
         .routes(routes!(list_principals, create_principal))
         .routes(routes!(get_principal, delete_principal))
         .routes(routes!(add_group, remove_group))
@@ -258,6 +260,56 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, Error> {
 )]
 async fn deep_health(State(state): State<AppState>, _admin: TrustedAdmin) -> Json<api::DeepHealth> {
     Json(crate::service::health::deep(&state).await)
+}
+
+fn signing_keys_view(state: &AppState) -> api::SigningKeys {
+    api::SigningKeys {
+        keys: state
+            .signer
+            .describe()
+            .into_iter()
+            .map(|k| api::SigningKeyInfo {
+                kid: k.kid,
+                retired_at: k.retired_at,
+                grace_until: k.grace_until,
+            })
+            .collect(),
+        grace_secs: state.config.signing_key_grace_secs(),
+    }
+}
+
+#[utoipa::path(
+    get,
+    path = "/v1/signing-keys",
+    tag = "health",
+    summary = "The token-signing keys: the current one and the one a rotation retired",
+    responses((status = 200, description = "Success", body = api::SigningKeys)),
+    security(("bearer" = [])),
+)]
+async fn list_signing_keys(
+    State(state): State<AppState>,
+    _admin: TrustedAdmin,
+) -> Json<api::SigningKeys> {
+    Json(signing_keys_view(&state))
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/signing-keys/rotate",
+    tag = "health",
+    summary = "Rotate the token-signing key: a new key signs; the old one stays in the JWKS for the grace period",
+    responses(
+        (status = 200, description = "Success", body = api::SigningKeys),
+        (status = 409, description = "The previous key is still in its grace period"),
+    ),
+    security(("bearer" = [])),
+)]
+async fn rotate_signing_key(
+    State(state): State<AppState>,
+    admin: TrustedAdmin,
+) -> Result<Json<api::SigningKeys>, Error> {
+    crate::service::certs::rotate_signing_key(&state, admin.name()).await?;
+    Ok(Json(signing_keys_view(&state)))
 }
 
 #[utoipa::path(

@@ -1,7 +1,8 @@
 //! The deep health check (`GET /v1/health`, `vouch health --deep`): the store answers, each
 //! key server's endpoints accept a connection, and the certificates vouchd depends on (the
-//! API's TLS certificate, the key servers' client and CA certificates, the clusters' TPM CAs)
-//! with their expiry.
+//! API's TLS certificate in service, the key servers' client and CA certificates, the clusters'
+//! TPM CAs) with their expiry, and a retired token-signing key with the end of its grace
+//! period. The same figures are exported as metrics ([`refresh_metrics`]).
 
 use std::time::Duration;
 
@@ -69,22 +70,73 @@ async fn endpoints(server: &KeyServerRecord) -> KeyServerHealth {
     }
 }
 
-/// Runs every check.
+/// How often vouchd runs the deep health check for its metrics (`GET /v1/health` also
+/// refreshes them).
+pub const METRICS_PERIOD: Duration = Duration::from_secs(60);
+
+/// Runs every check and records the outcome in the metrics.
 pub async fn deep(state: &AppState) -> DeepHealth {
+    let health = check(state).await;
+    state.metrics.health.record(&health, crate::now());
+    health
+}
+
+/// Runs the deep health check every [`METRICS_PERIOD`] (the first at once) for the
+/// metrics, until `state.shutdown` is cancelled.
+pub async fn refresh_metrics(state: AppState) {
+    let mut tick = tokio::time::interval(METRICS_PERIOD);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = state.shutdown.cancelled() => return,
+        }
+        let health = deep(&state).await;
+        if health.status != "ok" {
+            tracing::warn!(store = %health.store, "the deep health check is degraded; `vouch health --deep` says why");
+        }
+    }
+}
+
+/// Runs every check.
+async fn check(state: &AppState) -> DeepHealth {
     let now = crate::now();
     let mut certs = Vec::new();
-    let tls = state
-        .config
-        .tls_cert
-        .clone()
-        .unwrap_or_else(|| state.config.data_dir.join("api-cert.pem"));
-    if let Ok(pem) = std::fs::read_to_string(&tls) {
-        certificates(
-            "tls",
-            &pem_ders(&pem).into_iter().take(1).collect::<Vec<_>>(),
-            now,
-            &mut certs,
-        );
+    match state.tls.as_ref().and_then(|live| live.current()) {
+        // The certificate in service (which a failed reload leaves in place).
+        Some(info) => certs.push(CertificateHealth {
+            what: "tls".to_owned(),
+            subject: info.subject,
+            not_after: info.not_after,
+            days_left: info.not_after.saturating_sub(now).div_euclid(DAY),
+        }),
+        None => {
+            let tls = state
+                .config
+                .tls_cert
+                .clone()
+                .unwrap_or_else(|| state.config.data_dir.join("api-cert.pem"));
+            if let Ok(pem) = std::fs::read_to_string(&tls) {
+                certificates(
+                    "tls",
+                    &pem_ders(&pem).into_iter().take(1).collect::<Vec<_>>(),
+                    now,
+                    &mut certs,
+                );
+            }
+        }
+    }
+    // A retired token-signing key in its grace period: when it leaves the JWKS.
+    for key in state.signer.describe() {
+        if let Some(until) = key.grace_until.filter(|until| *until > now) {
+            certs.push(CertificateHealth {
+                what: format!("token-signing:{}", key.kid),
+                subject: "retired token-signing key (in the JWKS until its grace period ends)"
+                    .to_owned(),
+                not_after: until,
+                days_left: until.saturating_sub(now).div_euclid(DAY),
+            });
+        }
     }
     let stored = store::run(&state.store, |s| {
         let servers = s.list_key_servers()?;

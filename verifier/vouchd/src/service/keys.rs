@@ -13,7 +13,7 @@ use vouch_kmip::{Endpoint, KeyServer, ProtocolVersion};
 
 use super::auth::deny;
 use super::{AppState, Error, KeyFailure};
-use crate::jwt::{AttestationClaims, Signer};
+use crate::jwt::{AttestationClaims, KeyRing};
 use crate::store::{
     self, Host, HostState, KeyProviderRecord, KeyServerRecord, Store, WrappingMode,
 };
@@ -270,7 +270,7 @@ impl AuthCache {
     /// The token's claims: from the cache, or verified (and kept) now.
     fn claims(
         &self,
-        signer: &Signer,
+        signer: &KeyRing,
         token: &str,
         now: i64,
     ) -> Result<Arc<AttestationClaims>, String> {
@@ -286,7 +286,11 @@ impl AuthCache {
             }
             return Ok(claims);
         }
-        let claims = Arc::new(signer.verify(token, now)?);
+        // A token of a retired key is usable until its key's grace period ends, if sooner
+        // than its own expiry: the cached claims carry that bound as their `exp`.
+        let (mut claims, usable_until) = signer.verify_until(token, now)?;
+        claims.exp = usable_until;
+        let claims = Arc::new(claims);
         bounded_insert(&self.tokens, key, Arc::clone(&claims), |c| c.exp <= now);
         Ok(claims)
     }

@@ -4,6 +4,7 @@
 //! it and translate its errors into their own answers.
 
 pub mod auth;
+pub mod certs;
 pub mod console;
 pub mod error;
 pub mod events;
@@ -19,7 +20,7 @@ use tokio_util::task::TaskTracker;
 pub use error::{Error, KeyFailure, Result};
 
 use crate::config::Config;
-use crate::jwt::Signer;
+use crate::jwt::{KeyRing, Signer};
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -36,7 +37,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub config: Arc<Config>,
     pub metrics: Arc<Metrics>,
-    pub signer: Arc<Signer>,
+    /// The token-signing keys (see [`KeyRing`]).
+    pub signer: Arc<KeyRing>,
     /// Where events are posted, if configured.
     pub webhook: Option<Arc<events::Webhook>>,
     /// The key providers in use.
@@ -55,6 +57,9 @@ pub struct AppState {
     pub console_sessions: Arc<console::Sessions>,
     /// The configuration generation, for caches of configuration (see [`generation`]).
     pub config_generation: Arc<generation::GenerationWatch>,
+    /// The management API's certificate in service, replaceable while serving (set by
+    /// [`crate::server::start`]; `None` in states built for tests without a listener).
+    pub tls: Option<Arc<crate::tls::LiveCertificate>>,
 }
 
 impl AppState {
@@ -65,11 +70,12 @@ impl AppState {
         signer: Signer,
         webhook: Option<events::Webhook>,
     ) -> Self {
+        let grace = config.signing_key_grace_secs();
         Self {
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
-            signer: Arc::new(signer),
+            signer: Arc::new(KeyRing::new(signer, grace)),
             webhook: webhook.map(Arc::new),
             keys: Arc::default(),
             shutdown: Arc::new(CancellationToken::new()),
@@ -81,6 +87,7 @@ impl AppState {
                 .into(),
             console_sessions: Arc::default(),
             config_generation: Arc::default(),
+            tls: None,
         }
     }
 }

@@ -86,6 +86,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0005_console.sql"),
         postgres: None,
     },
+    Migration {
+        version: 6,
+        name: "signing_key_rotation",
+        sql: include_str!("../../migrations/0006_signing_key_rotation.sql"),
+        postgres: None,
+    },
 ];
 
 /// The bookkeeping table, created by the backend before it reads it. Portable SQL.

@@ -420,6 +420,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// `candidate` stored now when there is none (the first replica's wins). Sealed under
     /// the key-encryption key in the database.
     fn signing_key(&self, candidate: &str, now: i64) -> StoreResult<String>;
+    /// The token-signing keys: the current one first (`retired_at` None), then the one it
+    /// replaced, if any (see [`Self::rotate_signing_key`]).
+    fn signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>>;
+    /// Replaces the current signing key with `candidate` (PKCS#8, hex): the current one
+    /// becomes the previous one, retired at `now`, replacing any older previous key. Refused
+    /// (`Conflict`) while the previous key is in its grace period (retired less than `grace`
+    /// seconds before `now`): its tokens must stay verifiable until then.
+    fn rotate_signing_key(&self, candidate: &str, now: i64, grace: i64) -> StoreResult<()>;
     /// Claims the expiry sweep of `period` (a number of sweep periods since the epoch) for
     /// `replica`: `true` for the one caller that gets it, `false` for every other. Claims of
     /// periods before `forget_before` are dropped.
@@ -447,4 +455,81 @@ where
     tokio::task::spawn_blocking(move || f(store.as_ref()))
         .await
         .map_err(|e| StoreError::Backend(format!("storage task failed: {e}")))?
+}
+
+/// A token-signing key as the store keeps it (opened from its seal).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredSigningKey {
+    /// PKCS#8, hex.
+    pub pkcs8_hex: zeroize::Zeroizing<String>,
+    pub created_at: i64,
+    /// When it stopped signing; None for the current key.
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for StoredSigningKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredSigningKey")
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The seal label of the signing key row `id` (`current` or `previous`).
+pub(crate) fn signing_key_label(id: &str) -> String {
+    format!("signing_keys.sealed_key:{id}")
+}
+
+/// Whether a rotation may retire the current key now: not while the previous one is in its
+/// grace period.
+fn check_rotation(previous_retired_at: Option<i64>, now: i64, grace: i64) -> StoreResult<()> {
+    match previous_retired_at {
+        Some(at) if at.saturating_add(grace) > now => Err(StoreError::Conflict(format!(
+            "the previous signing key is in its grace period until {} (Unix seconds): its tokens must stay verifiable; rotate again after that",
+            at.saturating_add(grace)
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// A row of `signing_keys`: id, sealed key, created_at, retired_at.
+pub(crate) type SigningKeyRow = (String, String, i64, Option<i64>);
+
+/// What a rotation writes, from the rows it read (locked): the current key sealed as the
+/// previous one with its created_at, and `candidate` sealed as the current one. Refused while
+/// the previous key is in its grace period.
+pub(crate) fn rotation_rows(
+    rows: &[SigningKeyRow],
+    keys: &[sealing::SealingKey],
+    candidate: &str,
+    now: i64,
+    grace: i64,
+) -> StoreResult<(String, i64, String)> {
+    let previous = rows.iter().find(|r| r.0 == "previous").and_then(|r| r.3);
+    check_rotation(previous, now, grace)?;
+    let (_, sealed, created_at, _) = rows
+        .iter()
+        .find(|r| r.0 == "current")
+        .ok_or_else(|| StoreError::NotFound("the signing key".into()))?;
+    let current = sealing::open(keys, &signing_key_label("current"), sealed)?;
+    let as_previous = sealing::seal_current(keys, &signing_key_label("previous"), &current)?;
+    let new = sealing::seal_current(keys, &signing_key_label("current"), candidate)?;
+    Ok((as_previous, *created_at, new))
+}
+
+/// The stored keys of `rows`, opened.
+pub(crate) fn open_signing_keys(
+    rows: Vec<SigningKeyRow>,
+    keys: &[sealing::SealingKey],
+) -> StoreResult<Vec<StoredSigningKey>> {
+    rows.into_iter()
+        .map(|(id, sealed, created_at, retired_at)| {
+            Ok(StoredSigningKey {
+                pkcs8_hex: sealing::open(keys, &signing_key_label(&id), &sealed)?,
+                created_at,
+                retired_at,
+            })
+        })
+        .collect()
 }

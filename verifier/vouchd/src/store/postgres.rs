@@ -39,7 +39,8 @@ use super::sealing::{self, SealingKey};
 use super::{
     AttestationRecord, CaCert, Cluster, ClusterEk, Event, Host, HostState, KeyProviderRecord,
     KeyServerRecord, ManagementServer, Principal, PrincipalKind, SoftwareVersionRecord, Store,
-    StoreError, StoreResult, TokenInfo,
+    StoreError, StoreResult, StoredSigningKey, TokenInfo, open_signing_keys, rotation_rows,
+    signing_key_label,
 };
 
 type Pool = r2d2::Pool<PostgresConnectionManager<MakeRustlsConnect>>;
@@ -146,6 +147,28 @@ fn client_key_label(name: &str) -> String {
 }
 
 const SIGNING_KEY_LABEL: &str = "signing_keys.sealed_key:current";
+
+/// The current and previous signing keys' rows, the current first; `lock` is appended to the
+/// query (" FOR UPDATE" in a rotation).
+fn signing_key_rows(
+    c: &mut impl GenericClient,
+    lock: &str,
+) -> StoreResult<Vec<super::SigningKeyRow>> {
+    let found = c
+        .query(
+            &format!("SELECT id, sealed_key, created_at, retired_at FROM signing_keys WHERE id IN ('current', 'previous') ORDER BY id{lock}"),
+            &[],
+        )
+        .map_err(backend)?;
+    read_all(&found, "signing_keys", |r| {
+        Ok((
+            r.get("id")?,
+            r.get("sealed_key")?,
+            r.get("created_at")?,
+            r.get("retired_at")?,
+        ))
+    })
+}
 
 fn all<T: FromRow>(
     c: &mut impl GenericClient,
@@ -395,13 +418,17 @@ impl PostgresStore {
         })?;
         let found = tx
             .query(
-                "SELECT sealed_key FROM signing_keys WHERE id = 'current' FOR UPDATE",
+                "SELECT id, sealed_key FROM signing_keys WHERE id IN ('current', 'previous') FOR UPDATE",
                 &[],
             )
             .map_err(backend)?;
-        for stored in read_all(&found, "signing_keys", |r| r.get::<String>("sealed_key"))? {
-            secrets.push((SIGNING_KEY_LABEL.to_owned(), stored, String::new()));
+        let signing: Vec<(String, String)> = read_all(&found, "signing_keys", |r| {
+            Ok((r.get("id")?, r.get("sealed_key")?))
+        })?;
+        for (id, stored) in signing {
+            secrets.push((signing_key_label(&id), stored, String::new()));
         }
+
         let mut count: usize = 0;
         for (label, stored, name) in secrets {
             if sealing::sealed_by(&stored, current) {
@@ -409,10 +436,11 @@ impl PostgresStore {
             }
             let sealed = current.seal(&label, &sealing::open(&self.sealing, &label, &stored)?)?;
             if name.is_empty() {
+                let id = label.rsplit(':').next().unwrap_or("current").to_owned();
                 exec(
                     &mut tx,
-                    "UPDATE signing_keys SET sealed_key = $1 WHERE id = 'current'",
-                    &[&sealed],
+                    "UPDATE signing_keys SET sealed_key = $1 WHERE id = $2",
+                    &[&sealed, &id],
                 )?;
             } else {
                 exec(
@@ -1128,6 +1156,33 @@ impl Store for PostgresStore {
         Ok(sealing::open(&self.sealing, SIGNING_KEY_LABEL, &stored)?
             .as_str()
             .to_owned())
+    }
+
+    fn signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>> {
+        let rows = signing_key_rows(&mut *self.conn()?, "")?;
+        open_signing_keys(rows, &self.sealing)
+    }
+
+    fn rotate_signing_key(&self, candidate: &str, now: i64, grace: i64) -> StoreResult<()> {
+        self.transaction(|tx| {
+            // Locks both rows: two rotations at once run one after the other, and the second
+            // sees the first's previous key in its grace period.
+            let rows = signing_key_rows(tx, " FOR UPDATE")?;
+            let (as_previous, created_at, new) =
+                rotation_rows(&rows, &self.sealing, candidate, now, grace)?;
+            exec(
+                tx,
+                "INSERT INTO signing_keys (id, sealed_key, created_at, retired_at) VALUES ('previous', $1, $2, $3) \
+                 ON CONFLICT (id) DO UPDATE SET sealed_key = excluded.sealed_key, created_at = excluded.created_at, retired_at = excluded.retired_at",
+                &[&as_previous, &created_at, &now],
+            )?;
+            exec(
+                tx,
+                "UPDATE signing_keys SET sealed_key = $1, created_at = $2, retired_at = NULL WHERE id = 'current'",
+                &[&new, &now],
+            )?;
+            Ok(())
+        })
     }
 
     fn claim_sweep(

@@ -118,6 +118,14 @@ impl SealingKey {
     }
 }
 
+/// `plain` sealed under the first (current) of `keys`; as is when none is configured.
+pub fn seal_current(keys: &[SealingKey], label: &str, plain: &str) -> StoreResult<String> {
+    match keys.first() {
+        Some(key) => key.seal(label, plain),
+        None => Ok(plain.to_owned()),
+    }
+}
+
 /// Whether `stored` was sealed by `key`.
 pub fn sealed_by(stored: &str, key: &SealingKey) -> bool {
     stored

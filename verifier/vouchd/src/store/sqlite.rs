@@ -22,7 +22,8 @@ use super::sealing::{self, SealingKey};
 use super::{
     AttestationRecord, CaCert, Cluster, ClusterEk, Event, EventFilter, Host, HostCount, HostPage,
     HostQuery, HostState, KeyProviderRecord, KeyServerRecord, MAX_HOST_PAGE, ManagementServer,
-    Principal, PrincipalKind, SoftwareVersionRecord, Store, StoreError, StoreResult, TokenInfo,
+    Principal, PrincipalKind, SoftwareVersionRecord, Store, StoreError, StoreResult,
+    StoredSigningKey, TokenInfo, open_signing_keys, rotation_rows,
 };
 
 const STATEMENT_CACHE_CAPACITY: usize = 128;
@@ -42,6 +43,28 @@ pub struct SqliteStore {
 
 /// The associated data of the sealed token-signing key.
 const SIGNING_KEY_LABEL: &str = "signing_keys.sealed_key:current";
+
+/// Stores the key a rotation retired.
+const UPSERT_PREVIOUS_SIGNING_KEY: &str = "INSERT INTO signing_keys (id, sealed_key, created_at, retired_at) VALUES ('previous', ?1, ?2, ?3) \
+     ON CONFLICT (id) DO UPDATE SET sealed_key = excluded.sealed_key, created_at = excluded.created_at, retired_at = excluded.retired_at";
+
+/// The current and previous signing keys' rows, the current first.
+fn signing_key_rows(conn: &Connection) -> StoreResult<Vec<super::SigningKeyRow>> {
+    query(
+        conn,
+        "signing_keys",
+        "SELECT id, sealed_key, created_at, retired_at FROM signing_keys WHERE id IN ('current', 'previous') ORDER BY id",
+        [],
+        |r| {
+            Ok((
+                r.get("id")?,
+                r.get("sealed_key")?,
+                r.get("created_at")?,
+                r.get("retired_at")?,
+            ))
+        },
+    )
+}
 
 /// The associated data of a key server's sealed client key.
 fn client_key_label(name: &str) -> String {
@@ -288,8 +311,9 @@ impl SqliteStore {
         self
     }
 
-    /// Seals under the current key every secret that is not: stored before sealing existed,
-    /// or sealed under the previous key. Returns how many were sealed again.
+    /// Seals under the current key every secret that is not (key servers' client keys and the
+    /// token-signing keys): stored before sealing existed, or sealed under the previous key.
+    /// Returns how many were sealed again.
     pub fn reseal_secrets(&self) -> StoreResult<usize> {
         let Some(current) = self.sealing.first() else {
             return Ok(0);
@@ -314,6 +338,21 @@ impl SqliteStore {
                 &conn,
                 "UPDATE key_servers SET client_key = ?1 WHERE name = ?2",
                 params![sealed, name],
+            )
+            .map_err(backend)?;
+            count = count.saturating_add(1);
+        }
+        // The token-signing keys (the current one and one a rotation retired).
+        for (id, stored, _, _) in signing_key_rows(&conn)? {
+            if sealing::sealed_by(&stored, current) {
+                continue;
+            }
+            let label = super::signing_key_label(&id);
+            let sealed = current.seal(&label, &sealing::open(&self.sealing, &label, &stored)?)?;
+            exec(
+                &conn,
+                "UPDATE signing_keys SET sealed_key = ?1 WHERE id = ?2",
+                params![sealed, id],
             )
             .map_err(backend)?;
             count = count.saturating_add(1);
@@ -1230,6 +1269,28 @@ impl Store for SqliteStore {
         Ok(sealing::open(&self.sealing, SIGNING_KEY_LABEL, &stored)?
             .as_str()
             .to_owned())
+    }
+
+    fn signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>> {
+        let rows = signing_key_rows(&*self.conn()?)?;
+        open_signing_keys(rows, &self.sealing)
+    }
+
+    fn rotate_signing_key(&self, candidate: &str, now: i64, grace: i64) -> StoreResult<()> {
+        self.transaction(|tx| {
+            let rows = signing_key_rows(tx)?;
+            let (as_previous, created_at, new) =
+                rotation_rows(&rows, &self.sealing, candidate, now, grace)?;
+            exec(tx, UPSERT_PREVIOUS_SIGNING_KEY, params![as_previous, created_at, now])
+                .map_err(backend)?;
+            exec(
+                tx,
+                "UPDATE signing_keys SET sealed_key = ?1, created_at = ?2, retired_at = NULL WHERE id = 'current'",
+                params![new, now],
+            )
+            .map_err(backend)?;
+            Ok(())
+        })
     }
 
     fn claim_sweep(

@@ -127,6 +127,7 @@ store_tests!(
     events_page_in_order,
     key_servers_providers_and_cluster_providers,
     one_signing_key_for_every_replica,
+    signing_keys_rotate_with_a_grace_period,
     a_sweep_period_is_claimed_once,
     a_request_seen_by_one_replica_is_a_replay_on_another,
     the_configuration_generation_follows_changes,
@@ -784,4 +785,38 @@ pub(super) fn retention_keeps_the_last_results_and_every_state_change(b: &dyn Ba
         all.record_attestation(&result("cc", at, true)).unwrap();
     }
     assert_eq!(all.list_attestations("cc", 100).unwrap().len(), 12);
+}
+
+pub(super) fn signing_keys_rotate_with_a_grace_period(b: &dyn Backend) {
+    let (a, c) = (b.open(), b.open());
+    let keys = |s: &dyn Store| -> Vec<(String, i64, Option<i64>)> {
+        s.signing_keys()
+            .unwrap()
+            .into_iter()
+            .map(|k| (k.pkcs8_hex.to_string(), k.created_at, k.retired_at))
+            .collect()
+    };
+    assert!(matches!(
+        a.rotate_signing_key("k0", 1, 0),
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(a.signing_key("k1", 10).unwrap(), "k1");
+    assert_eq!(keys(&*c), vec![("k1".into(), 10, None)]);
+
+    a.rotate_signing_key("k2", 20, 100).unwrap();
+    let rotated = vec![("k2".into(), 20, None), ("k1".into(), 10, Some(20))];
+    assert_eq!(keys(&*c), rotated);
+    assert_eq!(c.signing_key("other", 30).unwrap(), "k2");
+
+    // Not while k1's tokens may still be presented.
+    match c.rotate_signing_key("k3", 119, 100) {
+        Err(StoreError::Conflict(why)) => assert!(why.contains("grace period until 120"), "{why}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(keys(&*a), rotated);
+    c.rotate_signing_key("k3", 120, 100).unwrap();
+    assert_eq!(
+        keys(&*a),
+        vec![("k3".into(), 120, None), ("k2".into(), 20, Some(120))]
+    );
 }

@@ -13,7 +13,12 @@ fn pragmas_and_migrations_are_in_force() {
     // Checkpoints: automatic every 1000 pages (what the README promises).
     assert_eq!(s.pragma("wal_autocheckpoint").unwrap(), "1000");
     assert_eq!(s.pragma("foreign_keys").unwrap(), "1");
-    assert_eq!(s.schema_version().unwrap(), 5);
+    assert_eq!(s.schema_version().unwrap(), latest());
+}
+
+/// The newest migration this vouchd knows.
+fn latest() -> i64 {
+    MIGRATIONS.last().unwrap().version
 }
 
 /// The schema as SQLite describes it: every table and index with its SQL.
@@ -56,7 +61,7 @@ fn a_database_from_before_the_migration_files_upgrades() {
     let path = dir.path().join("db.sqlite3");
     write_unchecked_database(&path, &[]);
     let s = SqliteStore::open(&path).unwrap();
-    assert_eq!(s.schema_version().unwrap(), 5);
+    assert_eq!(s.schema_version().unwrap(), latest());
     assert_eq!(s.get_cluster("prod").unwrap(), Some(cluster("prod")));
     let applied = s.conn().unwrap().applied().unwrap();
     let expected: Vec<AppliedMigration> = MIGRATIONS
@@ -87,10 +92,11 @@ fn a_database_from_before_the_migration_files_upgrades() {
 fn an_unknown_version_in_an_old_database_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("db.sqlite3");
-    write_unchecked_database(&path, &[6]);
+    let unknown = latest() + 1;
+    write_unchecked_database(&path, &[unknown]);
     let err = SqliteStore::open(&path).unwrap_err();
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("migration 6")),
+        matches!(&err, StoreError::Schema(m) if m.contains(&format!("migration {unknown}"))),
         "{err}"
     );
 }
@@ -110,10 +116,13 @@ fn reopen_after(sql: &str) -> StoreResult<SqliteStore> {
 
 #[test]
 fn a_newer_database_is_refused() {
-    let err =
-        reopen_after("INSERT INTO schema_migrations VALUES (6, 'future', 'ff', 9)").unwrap_err();
+    let future = latest() + 1;
+    let err = reopen_after(&format!(
+        "INSERT INTO schema_migrations VALUES ({future}, 'future', 'ff', 9)"
+    ))
+    .unwrap_err();
     assert!(
-        matches!(&err, StoreError::Schema(m) if m.contains("migration 6 (future)") && m.contains("knows up to 5")),
+        matches!(&err, StoreError::Schema(m) if m.contains(&format!("migration {future} (future)")) && m.contains(&format!("knows up to {}", latest()))),
         "{err}"
     );
 }
