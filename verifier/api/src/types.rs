@@ -205,6 +205,10 @@ contract! {
         /// attested and get no keys until it is enabled. Null while enabled.
         #[serde(default)]
         pub disabled_at: Option<i64>,
+        /// Counts changes to what the cluster's hosts are attested against (PCR selection and
+        /// bank, CA certificates, individual EKs, software versions); set by the store.
+        #[serde(default)]
+        pub config_generation: i64,
     }
 
     /// `PATCH /v1/clusters/{cluster}`: the settings to change; what is left out stays.
@@ -383,6 +387,10 @@ contract! {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
         pub presented: Option<serde_json::Value>,
+        /// The cluster's `config_generation` the result was verified against (absent from
+        /// results recorded before it was kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub config_generation: Option<i64>,
     }
 
     /// A host's status with its latest results.
@@ -544,7 +552,11 @@ contract! {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct ClusterKeyProvider {
         pub cluster: String,
+        /// The default: what a key request that names no provider uses.
         pub provider: Option<String>,
+        /// Every provider the cluster is configured with (the default among them), by name.
+        #[serde(default)]
+        pub providers: Vec<String>,
     }
 
     /// `PUT /v1/clusters/{cluster}/key-provider`.
@@ -559,6 +571,10 @@ contract! {
         /// Associated data, base64.
         #[serde(default)]
         pub aad: String,
+        /// The key provider to use: one the host's cluster is configured with (absent: the
+        /// cluster's default). Added with several providers per cluster.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub provider: Option<String>,
     }
 
     /// A fresh data key and its wrapped form.
@@ -579,6 +595,10 @@ contract! {
         /// Associated data, base64.
         #[serde(default)]
         pub aad: String,
+        /// The key provider to use: one the host's cluster is configured with (absent: the
+        /// cluster's default). Added with several providers per cluster.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub provider: Option<String>,
     }
 
     /// `POST /v1/keys/decrypt` and `/v1/keys/rewrap`.
@@ -589,6 +609,10 @@ contract! {
         /// Associated data, base64.
         #[serde(default)]
         pub aad: String,
+        /// The key provider to use: one the host's cluster is configured with (absent: the
+        /// cluster's default). Added with several providers per cluster.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub provider: Option<String>,
     }
 
     /// A ciphertext, base64.
@@ -619,6 +643,10 @@ contract! {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct BatchRequest {
         pub items: Vec<BatchItem>,
+        /// The key provider to use: one the host's cluster is configured with (absent: the
+        /// cluster's default). Added with several providers per cluster.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub provider: Option<String>,
     }
 
     /// One batch item's result: its outputs, or `error` and `reason`.

@@ -179,7 +179,12 @@ pub async fn answer(state: &AppState, token: Option<&str>, request: KeyRequest) 
         Ok(host) => host,
         Err(e) => return refused(KeyRefusal::NotAuthorised, &e.reason()),
     };
-    let provider = match state.keys.provider(&state.store, &host.provider).await {
+    // Boards name no provider: the cluster's default.
+    let name = match host.provider(None) {
+        Ok(name) => name,
+        Err(e) => return refused(KeyRefusal::NotAuthorised, &e.reason()),
+    };
+    let provider = match state.keys.provider(&state.store, name).await {
         Ok(p) => p,
         Err(e) => return refused(KeyRefusal::Other, &e.reason()),
     };

@@ -404,9 +404,21 @@ pub async fn get_cluster_key_provider(
     Path(cluster): Path<String>,
 ) -> Result<Json<ClusterKeyProvider>, Error> {
     require_cluster(&state, &cluster).await?;
+    Ok(Json(cluster_providers(&state, cluster).await?))
+}
+
+/// The cluster's default provider and all its providers.
+async fn cluster_providers(state: &AppState, cluster: String) -> Result<ClusterKeyProvider, Error> {
     let c = cluster.clone();
-    let provider = store::run(&state.store, move |s| s.cluster_key_provider(&c)).await?;
-    Ok(Json(ClusterKeyProvider { cluster, provider }))
+    let (provider, providers) = store::run(&state.store, move |s| {
+        Ok((s.cluster_key_provider(&c)?, s.cluster_providers(&c)?))
+    })
+    .await?;
+    Ok(ClusterKeyProvider {
+        cluster,
+        provider,
+        providers,
+    })
 }
 
 #[utoipa::path(
@@ -449,10 +461,75 @@ pub async fn set_cluster_key_provider(
         serde_json::json!({"provider": body.provider}),
     )
     .await;
-    Ok(Json(ClusterKeyProvider {
-        cluster,
-        provider: Some(body.provider),
-    }))
+    Ok(Json(cluster_providers(&state, cluster).await?))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/clusters/{cluster}/key-providers/{provider}",
+    tag = "key-providers",
+    summary = "Configure the cluster with one more key provider, which its hosts' key requests may name (the default stays)",
+    params(
+        ("cluster" = String, Path, description = "The trusted cluster"),
+        ("provider" = String, Path, description = "The key provider"),
+    ),
+    responses((status = 200, description = "Success", body = ClusterKeyProvider)),
+    security(("bearer" = [])),
+)]
+pub async fn add_cluster_provider(
+    State(state): State<AppState>,
+    admin: TrustedAdmin,
+    Path((cluster, provider)): Path<(String, String)>,
+) -> Result<Json<ClusterKeyProvider>, Error> {
+    require_cluster(&state, &cluster).await?;
+    let (c, p) = (cluster.clone(), provider.clone());
+    store::run(&state.store, move |s| {
+        if s.get_key_provider(&p)?.is_none() {
+            return Err(store::StoreError::NotFound(format!("key provider {p}")));
+        }
+        s.add_cluster_provider(&c, &p)
+    })
+    .await?;
+    audit(
+        &state,
+        admin.name(),
+        "cluster.key_provider_added",
+        &cluster,
+        serde_json::json!({"provider": provider}),
+    )
+    .await;
+    Ok(Json(cluster_providers(&state, cluster).await?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/clusters/{cluster}/key-providers/{provider}",
+    tag = "key-providers",
+    summary = "Remove a key provider from the cluster (not its default: change or clear the default first)",
+    params(
+        ("cluster" = String, Path, description = "The trusted cluster"),
+        ("provider" = String, Path, description = "The key provider"),
+    ),
+    responses((status = 204, description = "Done")),
+    security(("bearer" = [])),
+)]
+pub async fn remove_cluster_provider(
+    State(state): State<AppState>,
+    admin: TrustedAdmin,
+    Path((cluster, provider)): Path<(String, String)>,
+) -> Result<StatusCode, Error> {
+    require_cluster(&state, &cluster).await?;
+    let (c, p) = (cluster.clone(), provider.clone());
+    store::run(&state.store, move |s| s.remove_cluster_provider(&c, &p)).await?;
+    audit(
+        &state,
+        admin.name(),
+        "cluster.key_provider_removed",
+        &cluster,
+        serde_json::json!({"provider": provider}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(
@@ -490,11 +567,16 @@ fn b64(what: &str, s: &str) -> Result<Vec<u8>, Error> {
         .map_err(|_| Error::BadRequest(format!("{what} is not base64")))
 }
 
+/// The provider the request names (one of the host's cluster's) or the cluster's default.
 async fn provider_of(
     state: &AppState,
     host: &AttestedHost,
+    requested: Option<&str>,
 ) -> Result<std::sync::Arc<KeyProvider>, Error> {
-    state.keys.provider(&state.store, &host.provider).await
+    let name = host
+        .provider(requested)
+        .map_err(|e| deny(state, &host.host.ek_hash, "key request", e))?;
+    state.keys.provider(&state.store, name).await
 }
 
 /// Logs a key operation's refusal by the provider.
@@ -522,13 +604,13 @@ pub async fn generate_key(
     JsonBody(body): JsonBody<GenerateKeyRequest>,
 ) -> Result<Json<GeneratedKey>, Error> {
     let aad = b64("aad", &body.aad)?;
-    let provider = provider_of(&state, &host).await?;
+    let provider = provider_of(&state, &host, body.provider.as_deref()).await?;
     let key = provider
         .generate_key_in(Some(&host.host.cluster), &aad)
         .await
         .map_err(|e| refused(&state, &host, "generate key", &e))?;
     Ok(Json(GeneratedKey {
-        provider: host.provider,
+        provider: provider.name().to_owned(),
         key: B64.encode(key.key.as_ref()),
         wrapped: B64.encode(&key.wrapped),
     }))
@@ -550,7 +632,7 @@ pub async fn encrypt(
 ) -> Result<Json<CiphertextReply>, Error> {
     let plaintext = Zeroizing::new(b64("plaintext", &body.plaintext)?);
     let aad = b64("aad", &body.aad)?;
-    let provider = provider_of(&state, &host).await?;
+    let provider = provider_of(&state, &host, body.provider.as_deref()).await?;
     let ct = provider
         .encrypt_in(Some(&host.host.cluster), &plaintext, &aad)
         .await
@@ -576,7 +658,7 @@ pub async fn decrypt(
 ) -> Result<Json<PlaintextReply>, Error> {
     let ct = b64("ciphertext", &body.ciphertext)?;
     let aad = b64("aad", &body.aad)?;
-    let provider = provider_of(&state, &host).await?;
+    let provider = provider_of(&state, &host, body.provider.as_deref()).await?;
     let plain = provider
         .decrypt_in(Some(&host.host.cluster), &ct, &aad)
         .await
@@ -602,7 +684,7 @@ pub async fn rewrap(
 ) -> Result<Json<CiphertextReply>, Error> {
     let ct = b64("ciphertext", &body.ciphertext)?;
     let aad = b64("aad", &body.aad)?;
-    let provider = provider_of(&state, &host).await?;
+    let provider = provider_of(&state, &host, body.provider.as_deref()).await?;
     let ct = provider
         .rewrap_in(Some(&host.host.cluster), &ct, &aad)
         .await
@@ -663,7 +745,7 @@ pub async fn batch(
         .into_iter()
         .map(batch_request)
         .collect::<Result<Vec<_>, _>>()?;
-    let provider = provider_of(&state, &host).await?;
+    let provider = provider_of(&state, &host, body.provider.as_deref()).await?;
     let replies = provider
         .batch_in(Some(&host.host.cluster), requests)
         .await

@@ -81,6 +81,10 @@ fn routes() -> OpenApiRouter<AppState> {
             keys::set_cluster_key_provider,
             keys::clear_cluster_key_provider
         ))
+        .routes(routes!(
+            keys::add_cluster_provider,
+            keys::remove_cluster_provider
+        ))
         .routes(routes!(keys::generate_key))
         .routes(routes!(keys::encrypt))
         .routes(routes!(keys::decrypt))
@@ -749,6 +753,7 @@ async fn create_cluster(
         bank,
         created_at: crate::now(),
         disabled_at: None,
+        config_generation: 0,
     };
     let c = cluster.clone();
     store::run(&state.store, move |s| s.create_cluster(&c)).await?;
@@ -863,6 +868,7 @@ async fn update_cluster(
                     valid_until: None,
                     token: None,
                     presented: None,
+                    config_generation: None,
                 };
                 events.extend(s.record_attestation(&record)?.event);
             }

@@ -213,7 +213,37 @@ pub fn kmip_error(key_server: &str, e: &vouch_kmip::Error) -> Error {
 pub struct AttestedHost {
     pub host: Host,
     pub claims: AttestationClaims,
-    pub provider: String,
+    /// The cluster's default provider, if it has one.
+    pub default_provider: Option<String>,
+    /// Every provider the cluster is configured with (the default among them).
+    pub providers: Vec<String>,
+}
+
+impl AttestedHost {
+    /// The provider a request uses: the one it names, which must be one the host's cluster is
+    /// configured with, or the cluster's default when it names none. Anything else is
+    /// refused (fail closed): a host never reaches another cluster's provider.
+    pub fn provider(&self, requested: Option<&str>) -> Result<&str, Error> {
+        match requested {
+            Some(name) => self
+                .providers
+                .iter()
+                .find(|p| p.as_str() == name)
+                .map(String::as_str)
+                .ok_or_else(|| {
+                    Error::Forbidden(format!(
+                        "key provider {name} is not configured for cluster {}; a TrustedAdmin adds it with `vouch cluster provider add {} {name}`",
+                        self.host.cluster, self.host.cluster
+                    ))
+                }),
+            None => self.default_provider.as_deref().ok_or_else(|| {
+                Error::Forbidden(format!(
+                    "cluster {} has no default key provider; name one in the request or set a default with `vouch cluster provider default {} NAME`",
+                    self.host.cluster, self.host.cluster
+                ))
+            }),
+        }
+    }
 }
 
 /// The most verified tokens, and the most hosts, [`AuthCache`] keeps.
@@ -227,8 +257,10 @@ struct HostFacts {
     host: Option<Host>,
     /// The host's latest attestation: attested, its nonce and its software version.
     latest: Option<(bool, Option<String>, Option<String>)>,
-    /// The provider of the host's cluster.
+    /// The default provider of the host's cluster.
     provider: Option<String>,
+    /// Every provider of the host's cluster.
+    providers: Vec<String>,
 }
 
 /// The key requests' checks, kept in memory:
@@ -335,6 +367,7 @@ async fn read_facts(
                 host: None,
                 latest: None,
                 provider: None,
+                providers: Vec::new(),
             });
         };
         let latest = s
@@ -343,11 +376,13 @@ async fn read_facts(
             .next()
             .map(|a| (a.attested, a.nonce, a.software_version));
         let provider = s.cluster_key_provider(&host.cluster)?;
+        let providers = s.cluster_providers(&host.cluster)?;
         Ok(HostFacts {
             generation,
             host: Some(host),
             latest,
             provider,
+            providers,
         })
     })
     .await?)
@@ -408,15 +443,16 @@ pub async fn authorise_host(
             host.ek_hash
         )));
     }
-    let provider = facts.provider.clone().ok_or_else(|| {
-        forbidden(format!(
+    if facts.providers.is_empty() {
+        return Err(forbidden(format!(
             "cluster {} is not configured with a key provider",
             host.cluster
-        ))
-    })?;
+        )));
+    }
     Ok(AttestedHost {
         host: host.clone(),
         claims: Arc::unwrap_or_clone(claims),
-        provider,
+        default_provider: facts.provider.clone(),
+        providers: facts.providers.clone(),
     })
 }
