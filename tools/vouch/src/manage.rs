@@ -148,10 +148,18 @@ pub enum ClusterCmd {
         #[command(flatten)]
         signing: SigningArgs,
     },
-    /// Configure the cluster with a trusted key provider: its attested hosts may then use it.
+    /// Set the cluster's default key provider (configuring the cluster with it): its attested
+    /// hosts' key requests that name no provider use it.
     SetProvider { name: String, provider: String },
-    /// Remove the cluster's key provider.
+    /// Remove the cluster's default key provider (other providers stay, by name only).
     ClearProvider { name: String },
+    /// Configure the cluster with one more key provider, which its hosts' key requests may
+    /// name (`"provider": NAME`); the default stays.
+    AddProvider { name: String, provider: String },
+    /// Remove a key provider from the cluster (not its default: `set-provider` another first).
+    RemoveProvider { name: String, provider: String },
+    /// The cluster's key providers and which is the default.
+    Providers { name: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -803,8 +811,8 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
             let v: ClusterView = api.get(&format!("/v1/clusters/{}", seg(name)))?;
             done(&api, &v, || {
                 let c = &v.cluster;
-                format!(
-                    "cluster {}\n  state                {}\n  PCRs                 {} ({})\n  TPM CA certificates  {}\n  individual EKs       {}\n  software versions    {}\n  hosts                {}\n  created              {}",
+                let mut out = format!(
+                    "cluster {}\n  state                {}\n  PCRs                 {} ({})\n  TPM CA certificates  {}\n  individual EKs       {}\n  software versions    {}\n  hosts                {}\n  created              {}\n  configuration        generation {}",
                     c.name,
                     cluster_state(c),
                     pcr_list(&c.pcrs),
@@ -813,8 +821,37 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
                     v.eks,
                     v.software_versions,
                     v.hosts,
-                    utc(c.created_at)
-                )
+                    utc(c.created_at),
+                    c.config_generation,
+                );
+                if !v.applied.is_empty() {
+                    out.push_str("\n  hosts' last attestation against the current configuration:");
+                }
+                for h in &v.applied {
+                    let what = match h.configuration.as_str() {
+                        "current" => "current".to_owned(),
+                        "outdated" => format!(
+                            "OUTDATED: predates the current configuration (used generation {}); the next attestation applies it",
+                            h.config_generation.unwrap_or_default()
+                        ),
+                        _ => {
+                            "unknown (no attestation recorded with a configuration yet)".to_owned()
+                        }
+                    };
+                    let at = h.last_result_at.map_or_else(|| "never".to_owned(), utc);
+                    out.push_str(&format!(
+                        "\n    {:<24} {:<13} {at}  {what}",
+                        h.name,
+                        h.state.as_str()
+                    ));
+                }
+                if v.applied_truncated {
+                    out.push_str(&format!(
+                        "\n    (the first {} hosts by name; --json has the same list)",
+                        v.applied.len()
+                    ));
+                }
+                out
             });
         }
         ClusterCmd::Remove {
@@ -848,7 +885,49 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
         }
         ClusterCmd::ClearProvider { name } => {
             api.delete(&format!("/v1/clusters/{}/key-provider", seg(name)))?;
-            ok(&api, &format!("cluster {name} has no key provider"));
+            ok(&api, &format!("cluster {name} has no default key provider"));
+        }
+        ClusterCmd::AddProvider { name, provider } => {
+            let v: ClusterKeyProvider = api.put(
+                &format!("/v1/clusters/{}/key-providers/{}", seg(name), seg(provider)),
+                &serde_json::json!({}),
+            )?;
+            done(&api, &v, || {
+                format!(
+                    "cluster {name} may use key provider {provider} (providers: {})",
+                    v.providers.join(", ")
+                )
+            });
+        }
+        ClusterCmd::RemoveProvider { name, provider } => {
+            api.delete(&format!(
+                "/v1/clusters/{}/key-providers/{}",
+                seg(name),
+                seg(provider)
+            ))?;
+            ok(
+                &api,
+                &format!("cluster {name} no longer uses key provider {provider}"),
+            );
+        }
+        ClusterCmd::Providers { name } => {
+            let v: ClusterKeyProvider =
+                api.get(&format!("/v1/clusters/{}/key-provider", seg(name)))?;
+            done(&api, &v, || {
+                let mut out = format!("cluster {name}");
+                if v.providers.is_empty() {
+                    out.push_str(": no key provider (vouch cluster set-provider NAME PROVIDER)");
+                }
+                for p in &v.providers {
+                    let default = if v.provider.as_deref() == Some(p) {
+                        "  (default)"
+                    } else {
+                        ""
+                    };
+                    out.push_str(&format!("\n  {p}{default}"));
+                }
+                out
+            });
         }
     }
     Ok(())

@@ -259,6 +259,32 @@ contract! {
         pub eks: usize,
         pub software_versions: usize,
         pub hosts: usize,
+        /// Desired vs applied: each host's last result against the cluster's current
+        /// configuration (`config_generation`), by host name; at most
+        /// [`MAX_APPLIED_HOSTS`] hosts (`applied_truncated` says when there are more).
+        #[serde(default)]
+        pub applied: Vec<HostApplied>,
+        #[serde(default)]
+        pub applied_truncated: bool,
+    }
+
+    /// Whether a host's last attestation used its cluster's current configuration.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct HostApplied {
+        pub ek_hash: String,
+        pub name: String,
+        pub state: HostState,
+        /// When the last result was recorded (none yet: absent).
+        #[serde(default)]
+        pub last_result_at: Option<i64>,
+        /// The cluster's `config_generation` that result was verified against (absent when
+        /// unknown: no result yet, or one recorded before generations were kept).
+        #[serde(default)]
+        pub config_generation: Option<i64>,
+        /// `current` (the last result used the current configuration), `outdated` (it
+        /// predates the current configuration: the host is judged by the new one at its next
+        /// attestation), or `unknown`.
+        pub configuration: String,
     }
 
     /// `POST /v1/clusters/{cluster}/tpm-ca-certs`.
@@ -707,3 +733,6 @@ fn default_refresh() -> i64 {
 fn default_lifetime() -> i64 {
     NewKeyProvider::DEFAULT_LIFETIME_SECONDS
 }
+
+/// The most hosts [`ClusterView::applied`] lists.
+pub const MAX_APPLIED_HOSTS: usize = 1000;

@@ -232,13 +232,13 @@ impl AttestedHost {
                 .map(String::as_str)
                 .ok_or_else(|| {
                     Error::Forbidden(format!(
-                        "key provider {name} is not configured for cluster {}; a TrustedAdmin adds it with `vouch cluster provider add {} {name}`",
+                        "key provider {name} is not configured for cluster {}; a TrustedAdmin adds it with `vouch cluster add-provider {} {name}`",
                         self.host.cluster, self.host.cluster
                     ))
                 }),
             None => self.default_provider.as_deref().ok_or_else(|| {
                 Error::Forbidden(format!(
-                    "cluster {} has no default key provider; name one in the request or set a default with `vouch cluster provider default {} NAME`",
+                    "cluster {} has no default key provider; name one in the request or set a default with `vouch cluster set-provider {} NAME`",
                     self.host.cluster, self.host.cluster
                 ))
             }),
