@@ -218,6 +218,12 @@ pub enum ProviderCmd {
     },
     /// List the key providers.
     List,
+    /// Each provider's health, checked now: its key server's endpoints (replicas), its primary
+    /// key's state, its last failure and when; exit 1 when a provider's key is not usable.
+    Status {
+        /// One provider (default: every one).
+        name: Option<String>,
+    },
     /// Remove a key provider no cluster uses.
     Remove { name: String },
     /// Create and activate an AES-256 key on a key server, for use as a primary key (a
@@ -1072,6 +1078,69 @@ pub fn provider(opts: &ServerOpts, cmd: &ProviderCmd) -> Result<(), Failure> {
                     ]
                 },
             );
+        }
+        ProviderCmd::Status { name } => {
+            let names: Vec<String> = match name {
+                Some(n) => vec![n.clone()],
+                None => api
+                    .get::<Vec<KeyProvider>>("/v1/key-providers")?
+                    .into_iter()
+                    .map(|p| p.name)
+                    .collect(),
+            };
+            let mut all = Vec::with_capacity(names.len());
+            for (i, n) in names.iter().enumerate() {
+                if !api.json && names.len() > 1 {
+                    crate::output::stderr(format_args!(
+                        "checking key provider {n} ({} of {})",
+                        i + 1,
+                        names.len()
+                    ));
+                }
+                let v: vouch_api::types::KeyProviderStatus =
+                    api.get(&format!("/v1/key-providers/{}/status", seg(n)))?;
+                all.push(v);
+            }
+            let rows: Vec<[String; 6]> = all
+                .iter()
+                .flat_map(|p| {
+                    let last = match (&p.last_error, p.last_error_at) {
+                        (Some(e), Some(at)) => format!("{} {e}", utc(at)),
+                        _ => "-".to_owned(),
+                    };
+                    p.endpoints.iter().map(move |e| {
+                        [
+                            p.name.clone(),
+                            p.key_server.clone(),
+                            e.endpoint.clone(),
+                            e.error.as_ref().map_or_else(
+                                || "reachable".to_owned(),
+                                |w| format!("UNREACHABLE: {w}"),
+                            ),
+                            p.key_state.clone(),
+                            last.clone(),
+                        ]
+                    })
+                })
+                .collect();
+            if api.json {
+                crate::output::emit_line(format_args!("{}", pretty(&all)));
+            } else {
+                list(
+                    &api,
+                    &rows,
+                    &["PROVIDER", "KMS", "ENDPOINT", "STATE", "KEY", "LAST ERROR"],
+                    |r| r.to_vec(),
+                );
+            }
+            if let Some(p) = all.iter().find(|p| p.key_state != "active") {
+                return Err(Failure::Refused(format!(
+                    "key provider {}'s primary key is not usable ({}): {}; check the key server (vouch kms status) and the key, or rotate to another key (vouch provider rotate)",
+                    p.name,
+                    p.key_state,
+                    p.key_error.as_deref().unwrap_or("no detail")
+                )));
+            }
         }
         ProviderCmd::Remove { name } => {
             api.delete(&format!("/v1/key-providers/{}", seg(name)))?;

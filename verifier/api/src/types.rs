@@ -585,6 +585,33 @@ contract! {
         pub providers: Vec<String>,
     }
 
+    /// `GET /v1/key-providers/{name}/status`: a key provider's health, checked now.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct KeyProviderStatus {
+        pub name: String,
+        pub key_server: String,
+        /// `ok`, or `degraded` when the primary key cannot be used now or an endpoint of the
+        /// key server is unreachable.
+        pub status: String,
+        /// Each endpoint (replica) of the key server, tried now.
+        pub endpoints: Vec<EndpointHealth>,
+        pub primary_key_id: String,
+        pub primary_key_version: u32,
+        /// `active` when the primary key is usable now (exists, Active, AES-256, usable in the
+        /// wrapping mode); otherwise the failure's code (`key_revoked`, `key_unusable`,
+        /// `key_server_unreachable`, ...).
+        pub key_state: String,
+        /// Why the key is not usable, when not.
+        #[serde(default)]
+        pub key_error: Option<String>,
+        /// The provider's last failure since vouchd started (a key operation or a status
+        /// check; not a caller's bad ciphertext), and when.
+        #[serde(default)]
+        pub last_error: Option<String>,
+        #[serde(default)]
+        pub last_error_at: Option<i64>,
+    }
+
     /// `PUT /v1/clusters/{cluster}/key-provider`.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct SetClusterKeyProvider {

@@ -735,3 +735,95 @@ async fn a_host_asks_a_named_provider() {
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["providers"], json!(["p1"]));
 }
+
+/// `GET /v1/key-providers/{name}/status` (`vouch provider status`) against a real PyKMIP: a
+/// key server with a dead replica first and a live one is reported endpoint by endpoint, the
+/// key active; with the key server stopped the key is not usable and the failure is the
+/// provider's last error. The metrics carry the same.
+#[tokio::test]
+async fn provider_status_reports_each_replica_the_key_and_the_last_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let mut kms = PyKmip::start();
+    // A loopback port nothing listens on: the replica that is down.
+    let dead = format!("127.0.0.1:{}", pykmip::free_port());
+    let live = format!("127.0.0.1:{}", kms.port);
+    let (s, body) = h
+        .call(
+            Method::POST,
+            "/v1/key-servers",
+            Some(&h.admin()),
+            Some(json!({
+                "name": "kms-1",
+                "endpoints": [dead, live],
+                "client_certificate_pem": kms.pki.client_cert,
+                "client_key_pem": kms.pki.client_key,
+                "ca_certificate_pem": kms.pki.ca,
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let key = create_key(&h, "kms-1").await;
+    let (s, body) = add_provider(&h, "p1", "kms-1", &key, "remote").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+
+    let v = provider_status(&h, "p1").await;
+    assert_eq!(v["key_state"], "active", "{v}");
+    assert_eq!(v["status"], "degraded", "a replica is down: {v}");
+    assert_eq!(v["endpoints"][0]["endpoint"], dead.as_str());
+    assert_eq!(v["endpoints"][0]["reachable"], false, "{v}");
+    assert!(v["endpoints"][0]["error"].is_string(), "{v}");
+    assert_eq!(v["endpoints"][1]["reachable"], true, "{v}");
+    assert_eq!(v["last_error"], Value::Null, "{v}");
+
+    // The key server stops: nothing answers, the key cannot be checked, and that is the
+    // provider's last error, with its time.
+    kms.stop();
+    let before = vouchd::now();
+    let v = provider_status(&h, "p1").await;
+    assert_eq!(v["key_state"], "key_server_unreachable", "{v}");
+    assert_eq!(v["endpoints"][1]["reachable"], false, "{v}");
+    assert!(v["key_error"].is_string(), "{v}");
+    assert!(v["last_error"].is_string(), "{v}");
+    assert!(v["last_error_at"].as_i64().unwrap() >= before, "{v}");
+
+    let text = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        format!("vouchd_key_server_up{{kms=\"kms-1\",endpoint=\"{dead}\"}} 0"),
+        format!("vouchd_key_server_up{{kms=\"kms-1\",endpoint=\"{live}\"}} 0"),
+        "vouchd_key_provider_key_active{provider=\"p1\"} 0".to_owned(),
+        "vouchd_key_provider_last_error_timestamp_seconds{provider=\"p1\"}".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+    let (s, body) = h
+        .call(
+            Method::GET,
+            "/v1/key-providers/nope/status",
+            Some(&h.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+}
+
+async fn provider_status(h: &Harness, name: &str) -> Value {
+    let (s, body) = h
+        .call(
+            Method::GET,
+            &format!("/v1/key-providers/{name}/status"),
+            Some(&h.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body
+}

@@ -237,6 +237,64 @@ pub async fn get_key_provider(
         .ok_or_else(|| Error::NotFound(format!("key provider {name} not found")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/key-providers/{name}/status",
+    tag = "key-providers",
+    summary = "A key provider's health, checked now: each key server endpoint (replica), the primary key's state, the last failure",
+    params(("name" = String, Path, description = "The name")),
+    responses((status = 200, description = "Success", body = api::KeyProviderStatus)),
+    security(("bearer" = [])),
+)]
+pub async fn key_provider_status(
+    State(state): State<AppState>,
+    _admin: TrustedAdmin,
+    Path(name): Path<String>,
+) -> Result<Json<api::KeyProviderStatus>, Error> {
+    let n = name.clone();
+    let (record, server) = store::run(&state.store, move |s| {
+        let Some(p) = s.get_key_provider(&n)? else {
+            return Ok(None);
+        };
+        Ok(s.get_key_server(&p.key_server)?.map(|k| (p, k)))
+    })
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("key provider {name} not found")))?;
+    let reached = crate::service::health::endpoints(&server).await.endpoints;
+    for e in &reached {
+        state
+            .metrics
+            .key_servers
+            .endpoint(&server.name, &e.endpoint, e.reachable);
+    }
+    let provider = state.keys.build(&server, &record)?;
+    let (key_state, key_error) = match provider.check_primary().await {
+        Ok(()) => ("active".to_owned(), None),
+        Err(e) => {
+            crate::service::keys::note_failure(&state, &name, &e);
+            (e.kind().to_owned(), Some(e.to_string()))
+        }
+    };
+    state
+        .metrics
+        .key_servers
+        .key_checked(&name, key_error.is_none());
+    let last = state.keys.last_error(&name);
+    let degraded = key_error.is_some() || reached.iter().any(|e| !e.reachable);
+    Ok(Json(api::KeyProviderStatus {
+        name: record.name,
+        key_server: server.name,
+        status: if degraded { "degraded" } else { "ok" }.into(),
+        endpoints: reached,
+        primary_key_id: record.primary_key_id,
+        primary_key_version: record.primary_key_version,
+        key_state,
+        key_error,
+        last_error: last.as_ref().map(|(reason, _)| reason.clone()),
+        last_error_at: last.map(|(_, at)| at),
+    }))
+}
+
 /// Checks the record's primary key on its key server (exists, Active, AES-256, usable in the
 /// configured mode).
 async fn check_provider(state: &AppState, record: &KeyProviderRecord) -> Result<(), Error> {
@@ -583,9 +641,11 @@ async fn provider_of(
 fn refused(
     state: &AppState,
     host: &AttestedHost,
+    provider: &KeyProvider,
     what: &str,
     e: &vouch_keyprovider::Error,
 ) -> Error {
+    crate::service::keys::note_failure(state, provider.name(), e);
     deny(state, &host.host.ek_hash, what, provider_error(e))
 }
 
@@ -608,7 +668,7 @@ pub async fn generate_key(
     let key = provider
         .generate_key_in(Some(&host.host.cluster), &aad)
         .await
-        .map_err(|e| refused(&state, &host, "generate key", &e))?;
+        .map_err(|e| refused(&state, &host, &provider, "generate key", &e))?;
     Ok(Json(GeneratedKey {
         provider: provider.name().to_owned(),
         key: B64.encode(key.key.as_ref()),
@@ -636,7 +696,7 @@ pub async fn encrypt(
     let ct = provider
         .encrypt_in(Some(&host.host.cluster), &plaintext, &aad)
         .await
-        .map_err(|e| refused(&state, &host, "encrypt", &e))?;
+        .map_err(|e| refused(&state, &host, &provider, "encrypt", &e))?;
     Ok(Json(CiphertextReply {
         ciphertext: B64.encode(ct),
     }))
@@ -662,7 +722,7 @@ pub async fn decrypt(
     let plain = provider
         .decrypt_in(Some(&host.host.cluster), &ct, &aad)
         .await
-        .map_err(|e| refused(&state, &host, "decrypt", &e))?;
+        .map_err(|e| refused(&state, &host, &provider, "decrypt", &e))?;
     Ok(Json(PlaintextReply {
         plaintext: B64.encode(plain.as_slice()),
     }))
@@ -688,7 +748,7 @@ pub async fn rewrap(
     let ct = provider
         .rewrap_in(Some(&host.host.cluster), &ct, &aad)
         .await
-        .map_err(|e| refused(&state, &host, "rewrap", &e))?;
+        .map_err(|e| refused(&state, &host, &provider, "rewrap", &e))?;
     Ok(Json(CiphertextReply {
         ciphertext: B64.encode(ct),
     }))
@@ -749,7 +809,7 @@ pub async fn batch(
     let replies = provider
         .batch_in(Some(&host.host.cluster), requests)
         .await
-        .map_err(|e| refused(&state, &host, "batch", &e))?;
+        .map_err(|e| refused(&state, &host, &provider, "batch", &e))?;
     let results = replies
         .into_iter()
         .map(|r| match r {
@@ -767,7 +827,7 @@ pub async fn batch(
                 ..BatchResult::default()
             },
             Err(e) => {
-                let e = refused(&state, &host, "batch item", &e);
+                let e = refused(&state, &host, &provider, "batch item", &e);
                 BatchResult {
                     error: Some(e.code().into()),
                     reason: Some(e.reason()),

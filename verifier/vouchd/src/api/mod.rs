@@ -76,6 +76,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::list_key_providers, keys::add_key_provider))
         .routes(routes!(keys::get_key_provider, keys::delete_key_provider))
         .routes(routes!(keys::rotate_primary_key))
+        .routes(routes!(keys::key_provider_status))
         .routes(routes!(
             keys::get_cluster_key_provider,
             keys::set_cluster_key_provider,

@@ -30,6 +30,9 @@ pub struct KeyService {
     clock: Arc<dyn Clock>,
     /// What the key requests of attested hosts check.
     pub auth: AuthCache,
+    /// Each provider's last failure (reason, when), for `provider status`. Only providers
+    /// that exist are named, so it stays as small as the configuration.
+    last_errors: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl Default for KeyService {
@@ -45,7 +48,21 @@ impl KeyService {
             building: tokio::sync::Mutex::new(()),
             clock,
             auth: AuthCache::default(),
+            last_errors: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records a failure of `provider` (not the caller's fault: the key server's, or the
+    /// key's).
+    pub fn failed(&self, provider: &str, reason: &str, at: i64) {
+        if let Ok(mut errors) = self.last_errors.lock() {
+            errors.insert(provider.to_owned(), (reason.to_owned(), at));
+        }
+    }
+
+    /// The last failure of `provider` and when, if any since vouchd started.
+    pub fn last_error(&self, provider: &str) -> Option<(String, i64)> {
+        self.last_errors.lock().ok()?.get(provider).cloned()
     }
 
     fn in_use(&self, name: &str) -> Option<Arc<KeyProvider>> {
@@ -89,6 +106,9 @@ impl KeyService {
         let _one = self.building.lock().await;
         if let Ok(mut providers) = self.providers.lock() {
             providers.remove(name);
+        }
+        if let Ok(mut errors) = self.last_errors.lock() {
+            errors.remove(name);
         }
     }
 
@@ -190,6 +210,19 @@ pub fn provider_error(e: &vouch_keyprovider::Error) -> Error {
         code: e.kind(),
         reason: e.to_string(),
     }
+}
+
+/// Notes a provider's failure for `provider status` and the metrics, unless the caller was at
+/// fault (a bad ciphertext, associated data or size): those say nothing of the provider.
+pub fn note_failure(state: &AppState, provider: &str, e: &vouch_keyprovider::Error) {
+    if let Error::KeyProvider { failure, .. } = provider_error(e)
+        && failure == KeyFailure::BadRequest
+    {
+        return;
+    }
+    let now = crate::now();
+    state.keys.failed(provider, &e.to_string(), now);
+    state.metrics.key_servers.failed(provider, now);
 }
 
 /// A KMIP failure outside a provider (creating a key): unreachable or the key server's error.
