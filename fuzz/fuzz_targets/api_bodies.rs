@@ -64,6 +64,7 @@ impl Vouchd {
                 bank: "sha256".into(),
                 created_at: 1,
                 disabled_at: None,
+                config_generation: 0,
             })
             .unwrap();
         let signer = vouchd::jwt::Signer::load_or_create(&dir.path().join("jwt.p8")).unwrap();

@@ -1430,3 +1430,43 @@ fn the_hosted_agent_measures_again_after_a_tpm_reset() {
         "{text}"
     );
 }
+
+/// Desired vs applied: `GET /v1/clusters/{name}` (what `vouch cluster show` prints) tells, per
+/// host, whether its last attestation used the cluster's current configuration. A software
+/// version accepted after the attestation makes it outdated; the next attestation is current.
+#[test]
+fn cluster_show_tells_whether_the_last_attestation_used_the_current_configuration() {
+    let (host, verifier, ek_hash) = attested_host(17);
+    let applied = || -> Value {
+        let (status, body) = verifier.call("GET", "/v1/clusters/lab", None).unwrap();
+        assert_eq!(status, 200, "{body}");
+        body["applied"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["ek_hash"] == ek_hash.as_str())
+            .cloned()
+            .unwrap_or_else(|| panic!("the host is not listed: {body}"))
+    };
+    let first = applied();
+    assert_eq!(first["configuration"], "current", "{first}");
+
+    verifier
+        .accept("lab", &software_version("fw-next", &[0x99; 1024]))
+        .unwrap();
+    let outdated = applied();
+    assert_eq!(outdated["configuration"], "outdated", "{outdated}");
+    assert_eq!(outdated["config_generation"], first["config_generation"]);
+
+    let outcome = Session::open_once(&verifier, &host, AkKind::EccP256)
+        .join()
+        .unwrap();
+    assert_eq!(outcome.last_verdict, Some(true));
+    // The verdict reaches the agent after the result is stored.
+    let current = applied();
+    assert_eq!(current["configuration"], "current", "{current}");
+    assert!(
+        current["config_generation"].as_i64() > first["config_generation"].as_i64(),
+        "{current}"
+    );
+}

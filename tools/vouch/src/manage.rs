@@ -148,10 +148,18 @@ pub enum ClusterCmd {
         #[command(flatten)]
         signing: SigningArgs,
     },
-    /// Configure the cluster with a trusted key provider: its attested hosts may then use it.
+    /// Set the cluster's default key provider (configuring the cluster with it): its attested
+    /// hosts' key requests that name no provider use it.
     SetProvider { name: String, provider: String },
-    /// Remove the cluster's key provider.
+    /// Remove the cluster's default key provider (other providers stay, by name only).
     ClearProvider { name: String },
+    /// Configure the cluster with one more key provider, which its hosts' key requests may
+    /// name (`"provider": NAME`); the default stays.
+    AddProvider { name: String, provider: String },
+    /// Remove a key provider from the cluster (not its default: `set-provider` another first).
+    RemoveProvider { name: String, provider: String },
+    /// The cluster's key providers and which is the default.
+    Providers { name: String },
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -225,6 +233,12 @@ pub enum ProviderCmd {
     },
     /// List the key providers.
     List,
+    /// Each provider's health, checked now: its key server's endpoints (replicas), its primary
+    /// key's state, its last failure and when; exit 1 when a provider's key is not usable.
+    Status {
+        /// One provider (default: every one).
+        name: Option<String>,
+    },
     /// Remove a key provider no cluster uses.
     Remove { name: String },
     /// Create and activate an AES-256 key on a key server, for use as a primary key (a
@@ -818,8 +832,8 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
             let v: ClusterView = api.get(&format!("/v1/clusters/{}", seg(name)))?;
             done(&api, &v, || {
                 let c = &v.cluster;
-                format!(
-                    "cluster {}\n  state                {}\n  PCRs                 {} ({})\n  TPM CA certificates  {}\n  individual EKs       {}\n  software versions    {}\n  hosts                {}\n  created              {}",
+                let mut out = format!(
+                    "cluster {}\n  state                {}\n  PCRs                 {} ({})\n  TPM CA certificates  {}\n  individual EKs       {}\n  software versions    {}\n  hosts                {}\n  created              {}\n  configuration        generation {}",
                     c.name,
                     cluster_state(c),
                     pcr_list(&c.pcrs),
@@ -828,8 +842,37 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
                     v.eks,
                     v.software_versions,
                     v.hosts,
-                    utc(c.created_at)
-                )
+                    utc(c.created_at),
+                    c.config_generation,
+                );
+                if !v.applied.is_empty() {
+                    out.push_str("\n  hosts' last attestation against the current configuration:");
+                }
+                for h in &v.applied {
+                    let what = match h.configuration.as_str() {
+                        "current" => "current".to_owned(),
+                        "outdated" => format!(
+                            "OUTDATED: predates the current configuration (used generation {}); the next attestation applies it",
+                            h.config_generation.unwrap_or_default()
+                        ),
+                        _ => {
+                            "unknown (no attestation recorded with a configuration yet)".to_owned()
+                        }
+                    };
+                    let at = h.last_result_at.map_or_else(|| "never".to_owned(), utc);
+                    out.push_str(&format!(
+                        "\n    {:<24} {:<13} {at}  {what}",
+                        h.name,
+                        h.state.as_str()
+                    ));
+                }
+                if v.applied_truncated {
+                    out.push_str(&format!(
+                        "\n    (the first {} hosts by name; --json has the same list)",
+                        v.applied.len()
+                    ));
+                }
+                out
             });
         }
         ClusterCmd::Remove {
@@ -863,7 +906,49 @@ pub fn cluster(opts: &ServerOpts, cmd: &ClusterCmd) -> Result<(), Failure> {
         }
         ClusterCmd::ClearProvider { name } => {
             api.delete(&format!("/v1/clusters/{}/key-provider", seg(name)))?;
-            ok(&api, &format!("cluster {name} has no key provider"));
+            ok(&api, &format!("cluster {name} has no default key provider"));
+        }
+        ClusterCmd::AddProvider { name, provider } => {
+            let v: ClusterKeyProvider = api.put(
+                &format!("/v1/clusters/{}/key-providers/{}", seg(name), seg(provider)),
+                &serde_json::json!({}),
+            )?;
+            done(&api, &v, || {
+                format!(
+                    "cluster {name} may use key provider {provider} (providers: {})",
+                    v.providers.join(", ")
+                )
+            });
+        }
+        ClusterCmd::RemoveProvider { name, provider } => {
+            api.delete(&format!(
+                "/v1/clusters/{}/key-providers/{}",
+                seg(name),
+                seg(provider)
+            ))?;
+            ok(
+                &api,
+                &format!("cluster {name} no longer uses key provider {provider}"),
+            );
+        }
+        ClusterCmd::Providers { name } => {
+            let v: ClusterKeyProvider =
+                api.get(&format!("/v1/clusters/{}/key-provider", seg(name)))?;
+            done(&api, &v, || {
+                let mut out = format!("cluster {name}");
+                if v.providers.is_empty() {
+                    out.push_str(": no key provider (vouch cluster set-provider NAME PROVIDER)");
+                }
+                for p in &v.providers {
+                    let default = if v.provider.as_deref() == Some(p) {
+                        "  (default)"
+                    } else {
+                        ""
+                    };
+                    out.push_str(&format!("\n  {p}{default}"));
+                }
+                out
+            });
         }
     }
     Ok(())
@@ -1040,6 +1125,69 @@ pub fn provider(opts: &ServerOpts, cmd: &ProviderCmd) -> Result<(), Failure> {
                     ]
                 },
             );
+        }
+        ProviderCmd::Status { name } => {
+            let names: Vec<String> = match name {
+                Some(n) => vec![n.clone()],
+                None => api
+                    .get::<Vec<KeyProvider>>("/v1/key-providers")?
+                    .into_iter()
+                    .map(|p| p.name)
+                    .collect(),
+            };
+            let mut all = Vec::with_capacity(names.len());
+            for (i, n) in names.iter().enumerate() {
+                if !api.json && names.len() > 1 {
+                    crate::output::stderr(format_args!(
+                        "checking key provider {n} ({} of {})",
+                        i + 1,
+                        names.len()
+                    ));
+                }
+                let v: vouch_api::types::KeyProviderStatus =
+                    api.get(&format!("/v1/key-providers/{}/status", seg(n)))?;
+                all.push(v);
+            }
+            let rows: Vec<[String; 6]> = all
+                .iter()
+                .flat_map(|p| {
+                    let last = match (&p.last_error, p.last_error_at) {
+                        (Some(e), Some(at)) => format!("{} {e}", utc(at)),
+                        _ => "-".to_owned(),
+                    };
+                    p.endpoints.iter().map(move |e| {
+                        [
+                            p.name.clone(),
+                            p.key_server.clone(),
+                            e.endpoint.clone(),
+                            e.error.as_ref().map_or_else(
+                                || "reachable".to_owned(),
+                                |w| format!("UNREACHABLE: {w}"),
+                            ),
+                            p.key_state.clone(),
+                            last.clone(),
+                        ]
+                    })
+                })
+                .collect();
+            if api.json {
+                crate::output::emit_line(format_args!("{}", pretty(&all)));
+            } else {
+                list(
+                    &api,
+                    &rows,
+                    &["PROVIDER", "KMS", "ENDPOINT", "STATE", "KEY", "LAST ERROR"],
+                    |r| r.to_vec(),
+                );
+            }
+            if let Some(p) = all.iter().find(|p| p.key_state != "active") {
+                return Err(Failure::Refused(format!(
+                    "key provider {}'s primary key is not usable ({}): {}; check the key server (vouch kms status) and the key, or rotate to another key (vouch provider rotate)",
+                    p.name,
+                    p.key_state,
+                    p.key_error.as_deref().unwrap_or("no detail")
+                )));
+            }
         }
         ProviderCmd::Remove { name } => {
             api.delete(&format!("/v1/key-providers/{}", seg(name)))?;

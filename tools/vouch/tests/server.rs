@@ -523,6 +523,7 @@ fn clusters_trust_software_hosts_and_status() {
         // The database keeps a token's SHA-256 only.
         token: attested.then(|| "ef".repeat(32)),
         presented: None,
+        config_generation: None,
     };
     v.server
         .vouchd

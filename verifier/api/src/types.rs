@@ -229,6 +229,10 @@ contract! {
         /// attested and get no keys until it is enabled. Null while enabled.
         #[serde(default)]
         pub disabled_at: Option<i64>,
+        /// Counts changes to what the cluster's hosts are attested against (PCR selection and
+        /// bank, CA certificates, individual EKs, software versions); set by the store.
+        #[serde(default)]
+        pub config_generation: i64,
     }
 
     /// `PATCH /v1/clusters/{cluster}`: the settings to change; what is left out stays.
@@ -279,6 +283,32 @@ contract! {
         pub eks: usize,
         pub software_versions: usize,
         pub hosts: usize,
+        /// Desired vs applied: each host's last result against the cluster's current
+        /// configuration (`config_generation`), by host name; at most
+        /// [`MAX_APPLIED_HOSTS`] hosts (`applied_truncated` says when there are more).
+        #[serde(default)]
+        pub applied: Vec<HostApplied>,
+        #[serde(default)]
+        pub applied_truncated: bool,
+    }
+
+    /// Whether a host's last attestation used its cluster's current configuration.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct HostApplied {
+        pub ek_hash: String,
+        pub name: String,
+        pub state: HostState,
+        /// When the last result was recorded (none yet: absent).
+        #[serde(default)]
+        pub last_result_at: Option<i64>,
+        /// The cluster's `config_generation` that result was verified against (absent when
+        /// unknown: no result yet, or one recorded before generations were kept).
+        #[serde(default)]
+        pub config_generation: Option<i64>,
+        /// `current` (the last result used the current configuration), `outdated` (it
+        /// predates the current configuration: the host is judged by the new one at its next
+        /// attestation), or `unknown`.
+        pub configuration: String,
     }
 
     /// `POST /v1/clusters/{cluster}/tpm-ca-certs`.
@@ -407,6 +437,10 @@ contract! {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>))]
         pub presented: Option<serde_json::Value>,
+        /// The cluster's `config_generation` the result was verified against (absent from
+        /// results recorded before it was kept).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub config_generation: Option<i64>,
     }
 
     /// A host's status with its latest results.
@@ -568,7 +602,38 @@ contract! {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct ClusterKeyProvider {
         pub cluster: String,
+        /// The default: what a key request that names no provider uses.
         pub provider: Option<String>,
+        /// Every provider the cluster is configured with (the default among them), by name.
+        #[serde(default)]
+        pub providers: Vec<String>,
+    }
+
+    /// `GET /v1/key-providers/{name}/status`: a key provider's health, checked now.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct KeyProviderStatus {
+        pub name: String,
+        pub key_server: String,
+        /// `ok`, or `degraded` when the primary key cannot be used now or an endpoint of the
+        /// key server is unreachable.
+        pub status: String,
+        /// Each endpoint (replica) of the key server, tried now.
+        pub endpoints: Vec<EndpointHealth>,
+        pub primary_key_id: String,
+        pub primary_key_version: u32,
+        /// `active` when the primary key is usable now (exists, Active, AES-256, usable in the
+        /// wrapping mode); otherwise the failure's code (`key_revoked`, `key_unusable`,
+        /// `key_server_unreachable`, ...).
+        pub key_state: String,
+        /// Why the key is not usable, when not.
+        #[serde(default)]
+        pub key_error: Option<String>,
+        /// The provider's last failure since vouchd started (a key operation or a status
+        /// check; not a caller's bad ciphertext), and when.
+        #[serde(default)]
+        pub last_error: Option<String>,
+        #[serde(default)]
+        pub last_error_at: Option<i64>,
     }
 
     /// `PUT /v1/clusters/{cluster}/key-provider`.
@@ -583,6 +648,10 @@ contract! {
         /// Associated data, base64.
         #[serde(default)]
         pub aad: String,
+        /// The key provider to use: one the host's cluster is configured with (absent: the
+        /// cluster's default). Added with several providers per cluster.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub provider: Option<String>,
     }
 
     /// A fresh data key and its wrapped form.
@@ -603,6 +672,10 @@ contract! {
         /// Associated data, base64.
         #[serde(default)]
         pub aad: String,
+        /// The key provider to use: one the host's cluster is configured with (absent: the
+        /// cluster's default). Added with several providers per cluster.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub provider: Option<String>,
     }
 
     /// `POST /v1/keys/decrypt` and `/v1/keys/rewrap`.
@@ -613,6 +686,10 @@ contract! {
         /// Associated data, base64.
         #[serde(default)]
         pub aad: String,
+        /// The key provider to use: one the host's cluster is configured with (absent: the
+        /// cluster's default). Added with several providers per cluster.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub provider: Option<String>,
     }
 
     /// A ciphertext, base64.
@@ -643,6 +720,10 @@ contract! {
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct BatchRequest {
         pub items: Vec<BatchItem>,
+        /// The key provider to use: one the host's cluster is configured with (absent: the
+        /// cluster's default). Added with several providers per cluster.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub provider: Option<String>,
     }
 
     /// One batch item's result: its outputs, or `error` and `reason`.
@@ -703,3 +784,6 @@ fn default_refresh() -> i64 {
 fn default_lifetime() -> i64 {
     NewKeyProvider::DEFAULT_LIFETIME_SECONDS
 }
+
+/// The most hosts [`ClusterView::applied`] lists.
+pub const MAX_APPLIED_HOSTS: usize = 1000;

@@ -79,6 +79,7 @@ fn main() -> anyhow::Result<()> {
                         bank: "sha256".into(),
                         created_at: now,
                         disabled_at: None,
+                        config_generation: 0,
                     },
                 )?;
             }

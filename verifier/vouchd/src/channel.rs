@@ -156,8 +156,10 @@ fn bounded<const N: usize>(bytes: &[u8], what: &str) -> Result<HVec<u8, N>, KeyR
     })
 }
 
-fn provider_refusal(e: &vouch_keyprovider::Error) -> KeyResponse {
+/// The refusal of a provider's failure, noted for `provider status` and the metrics.
+fn provider_refusal(state: &AppState, provider: &str, e: &vouch_keyprovider::Error) -> KeyResponse {
     use vouch_keyprovider::Error as E;
+    crate::service::keys::note_failure(state, provider, e);
     let kind = match e {
         E::Unreachable { .. } => KeyRefusal::KeyServerUnreachable,
         E::KeyRevoked { .. } => KeyRefusal::KeyRevoked,
@@ -179,7 +181,12 @@ pub async fn answer(state: &AppState, token: Option<&str>, request: KeyRequest) 
         Ok(host) => host,
         Err(e) => return refused(KeyRefusal::NotAuthorised, &e.reason()),
     };
-    let provider = match state.keys.provider(&state.store, &host.provider).await {
+    // Boards name no provider: the cluster's default.
+    let name = match host.provider(None) {
+        Ok(name) => name,
+        Err(e) => return refused(KeyRefusal::NotAuthorised, &e.reason()),
+    };
+    let provider = match state.keys.provider(&state.store, name).await {
         Ok(p) => p,
         Err(e) => return refused(KeyRefusal::Other, &e.reason()),
     };
@@ -191,24 +198,24 @@ pub async fn answer(state: &AppState, token: Option<&str>, request: KeyRequest) 
                 key: *k.key,
                 wrapped,
             }),
-            Err(e) => Err(provider_refusal(&e)),
+            Err(e) => Err(provider_refusal(state, name, &e)),
         },
         KeyRequest::Encrypt { plaintext, aad } => {
             match provider.encrypt_in(cluster, &plaintext, &aad).await {
                 Ok(ct) => bounded(&ct, "ciphertext").map(KeyResponse::Ciphertext),
-                Err(e) => Err(provider_refusal(&e)),
+                Err(e) => Err(provider_refusal(state, name, &e)),
             }
         }
         KeyRequest::Decrypt { ciphertext, aad } => {
             match provider.decrypt_in(cluster, &ciphertext, &aad).await {
                 Ok(p) => bounded(&p, "plaintext").map(KeyResponse::Plaintext),
-                Err(e) => Err(provider_refusal(&e)),
+                Err(e) => Err(provider_refusal(state, name, &e)),
             }
         }
         KeyRequest::Rewrap { ciphertext, aad } => {
             match provider.rewrap_in(cluster, &ciphertext, &aad).await {
                 Ok(ct) => bounded(&ct, "ciphertext").map(KeyResponse::Ciphertext),
-                Err(e) => Err(provider_refusal(&e)),
+                Err(e) => Err(provider_refusal(state, name, &e)),
             }
         }
     };

@@ -46,6 +46,8 @@ pub struct Metrics {
     pub sweeps: Family<ReplicaLabels, Counter>,
     /// The deep health check's latest outcome (see [`HealthMetrics`]).
     pub health: HealthMetrics,
+    /// Key servers' and key providers' health ([`KeyServerMetrics`]).
+    pub key_servers: KeyServerMetrics,
 }
 
 impl Default for Metrics {
@@ -57,6 +59,7 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("vouchd");
+        let key_servers = KeyServerMetrics::register(&mut registry);
         let http_requests = Family::<HttpLabels, Counter>::default();
         registry.register(
             "http_requests",
@@ -117,6 +120,7 @@ impl Metrics {
             attestations,
             tokens_issued,
             sweeps,
+            key_servers,
         }
     }
 
@@ -244,6 +248,82 @@ impl HealthMetrics {
     }
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    pub kms: String,
+    /// `host:port`, as configured.
+    pub endpoint: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProviderLabels {
+    pub provider: String,
+}
+
+/// Key-provider health, as last seen: each key server endpoint's reachability (set whenever
+/// vouchd tries the endpoints: `GET /v1/key-providers/{name}/status`, `vouch provider
+/// status`) and each provider's last failure (a key operation, or its status check).
+#[derive(Debug, Clone, Default)]
+pub struct KeyServerMetrics {
+    /// `vouchd_key_server_up{kms, endpoint}`: 1 reachable, 0 not, when last tried.
+    pub up: Family<EndpointLabels, Gauge>,
+    /// `vouchd_key_provider_last_error_timestamp_seconds{provider}`: when it last failed.
+    pub last_error: Family<ProviderLabels, Gauge>,
+    /// `vouchd_key_provider_key_active{provider}`: 1 when its primary key was active at the
+    /// last check, 0 when not.
+    pub key_active: Family<ProviderLabels, Gauge>,
+}
+
+impl KeyServerMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "key_server_up",
+            "Whether a key server endpoint (replica) accepted a connection when last tried",
+            m.up.clone(),
+        );
+        registry.register(
+            "key_provider_last_error_timestamp_seconds",
+            "When a key provider last failed (Unix seconds)",
+            m.last_error.clone(),
+        );
+        registry.register(
+            "key_provider_key_active",
+            "Whether a key provider's primary key was active at its last check",
+            m.key_active.clone(),
+        );
+        m
+    }
+
+    /// Records whether `endpoint` of `kms` was reachable.
+    pub fn endpoint(&self, kms: &str, endpoint: &str, reachable: bool) {
+        self.up
+            .get_or_create(&EndpointLabels {
+                kms: kms.into(),
+                endpoint: endpoint.into(),
+            })
+            .set(i64::from(reachable));
+    }
+
+    /// Records a failure of `provider` at `at`.
+    pub fn failed(&self, provider: &str, at: i64) {
+        self.last_error
+            .get_or_create(&ProviderLabels {
+                provider: provider.into(),
+            })
+            .set(at);
+    }
+
+    /// Records whether `provider`'s primary key was active at its check.
+    pub fn key_checked(&self, provider: &str, active: bool) {
+        self.key_active
+            .get_or_create(&ProviderLabels {
+                provider: provider.into(),
+            })
+            .set(i64::from(active));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -260,5 +340,23 @@ mod tests {
         );
         assert!(text.contains("vouchd_agent_sessions_active 1"), "{text}");
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn key_server_health_is_exported() {
+        let m = Metrics::new();
+        m.key_servers.endpoint("kms-1", "127.0.0.1:5696", true);
+        m.key_servers.endpoint("kms-1", "127.0.0.2:5696", false);
+        m.key_servers.failed("p1", 1_700_000_000);
+        m.key_servers.key_checked("p1", false);
+        let text = m.render();
+        for line in [
+            "vouchd_key_server_up{kms=\"kms-1\",endpoint=\"127.0.0.1:5696\"} 1",
+            "vouchd_key_server_up{kms=\"kms-1\",endpoint=\"127.0.0.2:5696\"} 0",
+            "vouchd_key_provider_last_error_timestamp_seconds{provider=\"p1\"} 1700000000",
+            "vouchd_key_provider_key_active{provider=\"p1\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in {text}");
+        }
     }
 }

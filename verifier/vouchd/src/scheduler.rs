@@ -96,6 +96,7 @@ mod tests {
                 bank: "sha256".into(),
                 created_at: 0,
                 disabled_at: None,
+                config_generation: 0,
             })
             .unwrap();
         for (ek, valid_until) in [("a", 100), ("b", 1000)] {
@@ -126,6 +127,7 @@ mod tests {
                     valid_until: Some(valid_until),
                     token: None,
                     presented: None,
+                    config_generation: None,
                 })
                 .unwrap();
         }

@@ -231,6 +231,7 @@ async fn a_recorded_quote_over_tcp_changes_nothing_and_the_operator_sees_why() {
             bank: "sha256".into(),
             created_at: 0,
             disabled_at: None,
+            config_generation: 0,
         })
         .unwrap();
     for pem in ["ek/swtpm-localca-root.pem", "ek/swtpm-localca-issuer.pem"] {
@@ -408,6 +409,7 @@ async fn a_real_st33_ek_certificate_with_its_nv_fill_enrolls() {
             bank: "sha256".into(),
             created_at: 0,
             disabled_at: None,
+            config_generation: 0,
         })
         .unwrap();
     for name in ["STM_RSA_RT.pem", "STM_RSA_05I.pem"] {

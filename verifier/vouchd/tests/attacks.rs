@@ -69,6 +69,7 @@ fn victim_with(h: &Harness, ak: &str) -> Victim {
             bank: "sha256".into(),
             created_at: 0,
             disabled_at: None,
+            config_generation: 0,
         })
         .unwrap();
     for pem in ["ek/swtpm-localca-root.pem", "ek/swtpm-localca-issuer.pem"] {
@@ -123,6 +124,7 @@ fn victim_with(h: &Harness, ak: &str) -> Victim {
             valid_until: Some(now + 600),
             token: None,
             presented: None,
+            config_generation: None,
         })
         .unwrap();
     store
@@ -209,7 +211,7 @@ async fn assert_untouched(h: &Harness, victim: &Victim, before: &Snapshot) {
     let authorised = authorise_host(&h.running.state, &victim.token, "keys/generate")
         .await
         .expect("the victim keeps its key access");
-    assert_eq!(authorised.provider, "kp");
+    assert_eq!(authorised.provider(None).unwrap(), "kp");
 }
 
 /// The attacker's agent link: a reset counts as the verifier closing the connection.
@@ -709,6 +711,7 @@ async fn token_of_a_removed_host() {
             valid_until: Some(now + 600),
             token: None,
             presented: None,
+            config_generation: None,
         })
         .unwrap();
     let err = authorise_host(&h.running.state, &victim.token, "keys/generate")

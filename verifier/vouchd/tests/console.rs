@@ -86,6 +86,7 @@ fn record(h: &Harness, n: u8, attested: bool) {
             presented: refused.then(|| {
                 json!({"bank": "sha256", "pcrs": {"0": "aa".repeat(32), "7": presented_pcr7()}, "events": {}})
             }),
+            config_generation: None,
         })
         .unwrap();
 }

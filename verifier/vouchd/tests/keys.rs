@@ -129,6 +129,7 @@ fn host(h: &Harness, n: u8, cluster: &str, attested: bool, exp_in: i64) -> Strin
             valid_until: Some(now + 600),
             token: None,
             presented: None,
+            config_generation: None,
         })
         .unwrap();
     h.running
@@ -496,6 +497,7 @@ async fn cached_checks_follow_every_change() {
                 valid_until: Some(now + valid_for),
                 token: None,
                 presented: None,
+                config_generation: None,
             })
             .unwrap();
     };
@@ -589,4 +591,239 @@ async fn cached_checks_follow_every_change() {
             .contains("not configured with a key provider"),
         "{body}"
     );
+}
+
+/// The seed's "key provider 2": a cluster configured with two providers on two keys, one of
+/// them its default. A host's request names a provider or gets the default; a provider its
+/// cluster is not configured with (another cluster's, or none at all) is refused.
+#[tokio::test]
+async fn a_host_asks_a_named_provider() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let kms = PyKmip::start();
+    add_key_server(&h, "kms-1", &kms).await;
+    let (k1, k2) = (create_key(&h, "kms-1").await, create_key(&h, "kms-1").await);
+    for (name, key) in [("p1", &k1), ("p2", &k2), ("p3", &k1)] {
+        let (s, body) = add_provider(&h, name, "kms-1", key, "local").await;
+        assert_eq!(s, StatusCode::CREATED, "{body}");
+    }
+    cluster_with(&h, "prod", Some("p1")).await;
+    cluster_with(&h, "lab", Some("p3")).await;
+    let admin = h.admin();
+    let (s, body) = h
+        .call(
+            Method::PUT,
+            "/v1/clusters/prod/key-providers/p2",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["provider"], "p1", "the default stays");
+    assert_eq!(body["providers"], json!(["p1", "p2"]));
+    let (s, body) = h
+        .call(
+            Method::PUT,
+            "/v1/clusters/prod/key-providers/nope",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+    let t = host(&h, 0x40, "prod", true, 300);
+
+    // Provider 2, by name: encrypt and decrypt.
+    let (s, ct) = op(
+        &h,
+        &t,
+        "encrypt",
+        json!({"plaintext": b64(b"disk key"), "aad": b64(b"vm-1"), "provider": "p2"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{ct}");
+    let (s, pt) = op(
+        &h,
+        &t,
+        "decrypt",
+        json!({"ciphertext": ct["ciphertext"], "aad": b64(b"vm-1"), "provider": "p2"}),
+    )
+    .await;
+    assert_eq!(
+        (s, pt["plaintext"].clone()),
+        (StatusCode::OK, json!(b64(b"disk key")))
+    );
+    // Without a name: the default, which did not make that ciphertext.
+    let (s, body) = op(&h, &t, "generate", json!({})).await;
+    assert_eq!((s, body["provider"].clone()), (StatusCode::OK, json!("p1")));
+    let (s, body) = op(&h, &t, "generate", json!({"provider": "p2"})).await;
+    assert_eq!((s, body["provider"].clone()), (StatusCode::OK, json!("p2")));
+    let (s, body) = op(
+        &h,
+        &t,
+        "decrypt",
+        json!({"ciphertext": ct["ciphertext"], "aad": b64(b"vm-1")}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{body}");
+    let (s, body) = op(
+        &h,
+        &t,
+        "batch",
+        json!({"provider": "p2", "items": [{"op": "decrypt", "ciphertext": ct["ciphertext"], "aad": b64(b"vm-1")}]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["results"][0]["plaintext"], json!(b64(b"disk key")));
+
+    // Another cluster's provider, and one that does not exist: refused, whatever the op.
+    for provider in ["p3", "nope"] {
+        for (name, body) in [
+            ("generate", json!({"provider": provider})),
+            (
+                "encrypt",
+                json!({"plaintext": b64(b"x"), "provider": provider}),
+            ),
+            (
+                "decrypt",
+                json!({"ciphertext": ct["ciphertext"], "aad": b64(b"vm-1"), "provider": provider}),
+            ),
+            ("batch", json!({"items": [], "provider": provider})),
+        ] {
+            let (s, answer) = op(&h, &t, name, body).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{name} with {provider}: {answer}");
+            assert_eq!(answer["error"], "forbidden", "{answer}");
+            assert!(
+                answer["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("not configured"),
+                "{answer}"
+            );
+        }
+    }
+
+    // The default cannot be removed as one of the providers; provider 2 can, and is then
+    // refused at once.
+    let (s, body) = h
+        .call(
+            Method::DELETE,
+            "/v1/clusters/prod/key-providers/p1",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{body}");
+    let (s, body) = h
+        .call(
+            Method::DELETE,
+            "/v1/clusters/prod/key-providers/p2",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
+    let (s, body) = op(&h, &t, "generate", json!({"provider": "p2"})).await;
+    assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+    let (s, body) = h
+        .call(
+            Method::GET,
+            "/v1/clusters/prod/key-provider",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    assert_eq!(body["providers"], json!(["p1"]));
+}
+
+/// `GET /v1/key-providers/{name}/status` (`vouch provider status`) against a real PyKMIP: a
+/// key server with a dead replica first and a live one is reported endpoint by endpoint, the
+/// key active; with the key server stopped the key is not usable and the failure is the
+/// provider's last error. The metrics carry the same.
+#[tokio::test]
+async fn provider_status_reports_each_replica_the_key_and_the_last_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = harness(config(dir.path())).await;
+    let mut kms = PyKmip::start();
+    // A loopback port nothing listens on: the replica that is down.
+    let dead = format!("127.0.0.1:{}", pykmip::free_port());
+    let live = format!("127.0.0.1:{}", kms.port);
+    let (s, body) = h
+        .call(
+            Method::POST,
+            "/v1/key-servers",
+            Some(&h.admin()),
+            Some(json!({
+                "name": "kms-1",
+                "endpoints": [dead, live],
+                "client_certificate_pem": kms.pki.client_cert,
+                "client_key_pem": kms.pki.client_key,
+                "ca_certificate_pem": kms.pki.ca,
+            })),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+    let key = create_key(&h, "kms-1").await;
+    let (s, body) = add_provider(&h, "p1", "kms-1", &key, "remote").await;
+    assert_eq!(s, StatusCode::CREATED, "{body}");
+
+    let v = provider_status(&h, "p1").await;
+    assert_eq!(v["key_state"], "active", "{v}");
+    assert_eq!(v["status"], "degraded", "a replica is down: {v}");
+    assert_eq!(v["endpoints"][0]["endpoint"], dead.as_str());
+    assert_eq!(v["endpoints"][0]["reachable"], false, "{v}");
+    assert!(v["endpoints"][0]["error"].is_string(), "{v}");
+    assert_eq!(v["endpoints"][1]["reachable"], true, "{v}");
+    assert_eq!(v["last_error"], Value::Null, "{v}");
+
+    // The key server stops: nothing answers, the key cannot be checked, and that is the
+    // provider's last error, with its time.
+    kms.stop();
+    let before = vouchd::now();
+    let v = provider_status(&h, "p1").await;
+    assert_eq!(v["key_state"], "key_server_unreachable", "{v}");
+    assert_eq!(v["endpoints"][1]["reachable"], false, "{v}");
+    assert!(v["key_error"].is_string(), "{v}");
+    assert!(v["last_error"].is_string(), "{v}");
+    assert!(v["last_error_at"].as_i64().unwrap() >= before, "{v}");
+
+    let text = h
+        .client
+        .get(format!("{}/metrics", h.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        format!("vouchd_key_server_up{{kms=\"kms-1\",endpoint=\"{dead}\"}} 0"),
+        format!("vouchd_key_server_up{{kms=\"kms-1\",endpoint=\"{live}\"}} 0"),
+        "vouchd_key_provider_key_active{provider=\"p1\"} 0".to_owned(),
+        "vouchd_key_provider_last_error_timestamp_seconds{provider=\"p1\"}".to_owned(),
+    ] {
+        assert!(text.contains(&line), "{line} in {text}");
+    }
+    let (s, body) = h
+        .call(
+            Method::GET,
+            "/v1/key-providers/nope/status",
+            Some(&h.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
+}
+
+async fn provider_status(h: &Harness, name: &str) -> Value {
+    let (s, body) = h
+        .call(
+            Method::GET,
+            &format!("/v1/key-providers/{name}/status"),
+            Some(&h.admin()),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{body}");
+    body
 }

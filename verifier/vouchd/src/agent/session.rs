@@ -632,6 +632,7 @@ impl Session {
             valid_until: None,
             token: None,
             presented: None,
+            config_generation: Some(enrolled.cluster.config_generation),
         };
         match store::run(&self.state.store, move |s| s.record_attestation(&record)).await {
             Ok(recorded) => {
@@ -796,6 +797,7 @@ mod tests {
                 bank: "sha256".into(),
                 created_at: 0,
                 disabled_at: None,
+                config_generation: 0,
             })
             .unwrap();
         for pem in ["ek/swtpm-localca-root.pem", "ek/swtpm-localca-issuer.pem"] {

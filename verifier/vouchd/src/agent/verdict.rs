@@ -350,6 +350,7 @@ impl Verdict {
                 Outcome::Attested(_) => None,
                 Outcome::NotAttested(_) => self.presented.clone(),
             },
+            config_generation: Some(enrolled.cluster.config_generation),
         }
     }
 }

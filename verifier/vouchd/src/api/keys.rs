@@ -237,6 +237,64 @@ pub async fn get_key_provider(
         .ok_or_else(|| Error::NotFound(format!("key provider {name} not found")))
 }
 
+#[utoipa::path(
+    get,
+    path = "/v1/key-providers/{name}/status",
+    tag = "key-providers",
+    summary = "A key provider's health, checked now: each key server endpoint (replica), the primary key's state, the last failure",
+    params(("name" = String, Path, description = "The name")),
+    responses((status = 200, description = "Success", body = api::KeyProviderStatus)),
+    security(("bearer" = [])),
+)]
+pub async fn key_provider_status(
+    State(state): State<AppState>,
+    _admin: TrustedAdmin,
+    Path(name): Path<String>,
+) -> Result<Json<api::KeyProviderStatus>, Error> {
+    let n = name.clone();
+    let (record, server) = store::run(&state.store, move |s| {
+        let Some(p) = s.get_key_provider(&n)? else {
+            return Ok(None);
+        };
+        Ok(s.get_key_server(&p.key_server)?.map(|k| (p, k)))
+    })
+    .await?
+    .ok_or_else(|| Error::NotFound(format!("key provider {name} not found")))?;
+    let reached = crate::service::health::endpoints(&server).await.endpoints;
+    for e in &reached {
+        state
+            .metrics
+            .key_servers
+            .endpoint(&server.name, &e.endpoint, e.reachable);
+    }
+    let provider = state.keys.build(&server, &record)?;
+    let (key_state, key_error) = match provider.check_primary().await {
+        Ok(()) => ("active".to_owned(), None),
+        Err(e) => {
+            crate::service::keys::note_failure(&state, &name, &e);
+            (e.kind().to_owned(), Some(e.to_string()))
+        }
+    };
+    state
+        .metrics
+        .key_servers
+        .key_checked(&name, key_error.is_none());
+    let last = state.keys.last_error(&name);
+    let degraded = key_error.is_some() || reached.iter().any(|e| !e.reachable);
+    Ok(Json(api::KeyProviderStatus {
+        name: record.name,
+        key_server: server.name,
+        status: if degraded { "degraded" } else { "ok" }.into(),
+        endpoints: reached,
+        primary_key_id: record.primary_key_id,
+        primary_key_version: record.primary_key_version,
+        key_state,
+        key_error,
+        last_error: last.as_ref().map(|(reason, _)| reason.clone()),
+        last_error_at: last.map(|(_, at)| at),
+    }))
+}
+
 /// Checks the record's primary key on its key server (exists, Active, AES-256, usable in the
 /// configured mode).
 async fn check_provider(state: &AppState, record: &KeyProviderRecord) -> Result<(), Error> {
@@ -404,9 +462,21 @@ pub async fn get_cluster_key_provider(
     Path(cluster): Path<String>,
 ) -> Result<Json<ClusterKeyProvider>, Error> {
     require_cluster(&state, &cluster).await?;
+    Ok(Json(cluster_providers(&state, cluster).await?))
+}
+
+/// The cluster's default provider and all its providers.
+async fn cluster_providers(state: &AppState, cluster: String) -> Result<ClusterKeyProvider, Error> {
     let c = cluster.clone();
-    let provider = store::run(&state.store, move |s| s.cluster_key_provider(&c)).await?;
-    Ok(Json(ClusterKeyProvider { cluster, provider }))
+    let (provider, providers) = store::run(&state.store, move |s| {
+        Ok((s.cluster_key_provider(&c)?, s.cluster_providers(&c)?))
+    })
+    .await?;
+    Ok(ClusterKeyProvider {
+        cluster,
+        provider,
+        providers,
+    })
 }
 
 #[utoipa::path(
@@ -449,10 +519,75 @@ pub async fn set_cluster_key_provider(
         serde_json::json!({"provider": body.provider}),
     )
     .await;
-    Ok(Json(ClusterKeyProvider {
-        cluster,
-        provider: Some(body.provider),
-    }))
+    Ok(Json(cluster_providers(&state, cluster).await?))
+}
+
+#[utoipa::path(
+    put,
+    path = "/v1/clusters/{cluster}/key-providers/{provider}",
+    tag = "key-providers",
+    summary = "Configure the cluster with one more key provider, which its hosts' key requests may name (the default stays)",
+    params(
+        ("cluster" = String, Path, description = "The trusted cluster"),
+        ("provider" = String, Path, description = "The key provider"),
+    ),
+    responses((status = 200, description = "Success", body = ClusterKeyProvider)),
+    security(("bearer" = [])),
+)]
+pub async fn add_cluster_provider(
+    State(state): State<AppState>,
+    admin: TrustedAdmin,
+    Path((cluster, provider)): Path<(String, String)>,
+) -> Result<Json<ClusterKeyProvider>, Error> {
+    require_cluster(&state, &cluster).await?;
+    let (c, p) = (cluster.clone(), provider.clone());
+    store::run(&state.store, move |s| {
+        if s.get_key_provider(&p)?.is_none() {
+            return Err(store::StoreError::NotFound(format!("key provider {p}")));
+        }
+        s.add_cluster_provider(&c, &p)
+    })
+    .await?;
+    audit(
+        &state,
+        admin.name(),
+        "cluster.key_provider_added",
+        &cluster,
+        serde_json::json!({"provider": provider}),
+    )
+    .await;
+    Ok(Json(cluster_providers(&state, cluster).await?))
+}
+
+#[utoipa::path(
+    delete,
+    path = "/v1/clusters/{cluster}/key-providers/{provider}",
+    tag = "key-providers",
+    summary = "Remove a key provider from the cluster (not its default: change or clear the default first)",
+    params(
+        ("cluster" = String, Path, description = "The trusted cluster"),
+        ("provider" = String, Path, description = "The key provider"),
+    ),
+    responses((status = 204, description = "Done")),
+    security(("bearer" = [])),
+)]
+pub async fn remove_cluster_provider(
+    State(state): State<AppState>,
+    admin: TrustedAdmin,
+    Path((cluster, provider)): Path<(String, String)>,
+) -> Result<StatusCode, Error> {
+    require_cluster(&state, &cluster).await?;
+    let (c, p) = (cluster.clone(), provider.clone());
+    store::run(&state.store, move |s| s.remove_cluster_provider(&c, &p)).await?;
+    audit(
+        &state,
+        admin.name(),
+        "cluster.key_provider_removed",
+        &cluster,
+        serde_json::json!({"provider": provider}),
+    )
+    .await;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[utoipa::path(
@@ -490,20 +625,27 @@ fn b64(what: &str, s: &str) -> Result<Vec<u8>, Error> {
         .map_err(|_| Error::BadRequest(format!("{what} is not base64")))
 }
 
+/// The provider the request names (one of the host's cluster's) or the cluster's default.
 async fn provider_of(
     state: &AppState,
     host: &AttestedHost,
+    requested: Option<&str>,
 ) -> Result<std::sync::Arc<KeyProvider>, Error> {
-    state.keys.provider(&state.store, &host.provider).await
+    let name = host
+        .provider(requested)
+        .map_err(|e| deny(state, &host.host.ek_hash, "key request", e))?;
+    state.keys.provider(&state.store, name).await
 }
 
 /// Logs a key operation's refusal by the provider.
 fn refused(
     state: &AppState,
     host: &AttestedHost,
+    provider: &KeyProvider,
     what: &str,
     e: &vouch_keyprovider::Error,
 ) -> Error {
+    crate::service::keys::note_failure(state, provider.name(), e);
     deny(state, &host.host.ek_hash, what, provider_error(e))
 }
 
@@ -522,13 +664,13 @@ pub async fn generate_key(
     JsonBody(body): JsonBody<GenerateKeyRequest>,
 ) -> Result<Json<GeneratedKey>, Error> {
     let aad = b64("aad", &body.aad)?;
-    let provider = provider_of(&state, &host).await?;
+    let provider = provider_of(&state, &host, body.provider.as_deref()).await?;
     let key = provider
         .generate_key_in(Some(&host.host.cluster), &aad)
         .await
-        .map_err(|e| refused(&state, &host, "generate key", &e))?;
+        .map_err(|e| refused(&state, &host, &provider, "generate key", &e))?;
     Ok(Json(GeneratedKey {
-        provider: host.provider,
+        provider: provider.name().to_owned(),
         key: B64.encode(key.key.as_ref()),
         wrapped: B64.encode(&key.wrapped),
     }))
@@ -550,11 +692,11 @@ pub async fn encrypt(
 ) -> Result<Json<CiphertextReply>, Error> {
     let plaintext = Zeroizing::new(b64("plaintext", &body.plaintext)?);
     let aad = b64("aad", &body.aad)?;
-    let provider = provider_of(&state, &host).await?;
+    let provider = provider_of(&state, &host, body.provider.as_deref()).await?;
     let ct = provider
         .encrypt_in(Some(&host.host.cluster), &plaintext, &aad)
         .await
-        .map_err(|e| refused(&state, &host, "encrypt", &e))?;
+        .map_err(|e| refused(&state, &host, &provider, "encrypt", &e))?;
     Ok(Json(CiphertextReply {
         ciphertext: B64.encode(ct),
     }))
@@ -576,11 +718,11 @@ pub async fn decrypt(
 ) -> Result<Json<PlaintextReply>, Error> {
     let ct = b64("ciphertext", &body.ciphertext)?;
     let aad = b64("aad", &body.aad)?;
-    let provider = provider_of(&state, &host).await?;
+    let provider = provider_of(&state, &host, body.provider.as_deref()).await?;
     let plain = provider
         .decrypt_in(Some(&host.host.cluster), &ct, &aad)
         .await
-        .map_err(|e| refused(&state, &host, "decrypt", &e))?;
+        .map_err(|e| refused(&state, &host, &provider, "decrypt", &e))?;
     Ok(Json(PlaintextReply {
         plaintext: B64.encode(plain.as_slice()),
     }))
@@ -602,11 +744,11 @@ pub async fn rewrap(
 ) -> Result<Json<CiphertextReply>, Error> {
     let ct = b64("ciphertext", &body.ciphertext)?;
     let aad = b64("aad", &body.aad)?;
-    let provider = provider_of(&state, &host).await?;
+    let provider = provider_of(&state, &host, body.provider.as_deref()).await?;
     let ct = provider
         .rewrap_in(Some(&host.host.cluster), &ct, &aad)
         .await
-        .map_err(|e| refused(&state, &host, "rewrap", &e))?;
+        .map_err(|e| refused(&state, &host, &provider, "rewrap", &e))?;
     Ok(Json(CiphertextReply {
         ciphertext: B64.encode(ct),
     }))
@@ -663,11 +805,11 @@ pub async fn batch(
         .into_iter()
         .map(batch_request)
         .collect::<Result<Vec<_>, _>>()?;
-    let provider = provider_of(&state, &host).await?;
+    let provider = provider_of(&state, &host, body.provider.as_deref()).await?;
     let replies = provider
         .batch_in(Some(&host.host.cluster), requests)
         .await
-        .map_err(|e| refused(&state, &host, "batch", &e))?;
+        .map_err(|e| refused(&state, &host, &provider, "batch", &e))?;
     let results = replies
         .into_iter()
         .map(|r| match r {
@@ -685,7 +827,7 @@ pub async fn batch(
                 ..BatchResult::default()
             },
             Err(e) => {
-                let e = refused(&state, &host, "batch item", &e);
+                let e = refused(&state, &host, &provider, "batch item", &e);
                 BatchResult {
                     error: Some(e.code().into()),
                     reason: Some(e.reason()),

@@ -78,10 +78,15 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(keys::list_key_providers, keys::add_key_provider))
         .routes(routes!(keys::get_key_provider, keys::delete_key_provider))
         .routes(routes!(keys::rotate_primary_key))
+        .routes(routes!(keys::key_provider_status))
         .routes(routes!(
             keys::get_cluster_key_provider,
             keys::set_cluster_key_provider,
             keys::clear_cluster_key_provider
+        ))
+        .routes(routes!(
+            keys::add_cluster_provider,
+            keys::remove_cluster_provider
         ))
         .routes(routes!(keys::generate_key))
         .routes(routes!(keys::encrypt))
@@ -801,6 +806,7 @@ async fn create_cluster(
         bank,
         created_at: crate::now(),
         disabled_at: None,
+        config_generation: 0,
     };
     let c = cluster.clone();
     store::run(&state.store, move |s| s.create_cluster(&c)).await?;
@@ -915,6 +921,7 @@ async fn update_cluster(
                     valid_until: None,
                     token: None,
                     presented: None,
+                    config_generation: None,
                 };
                 events.extend(s.record_attestation(&record)?.event);
             }
@@ -959,13 +966,28 @@ async fn get_cluster(
     _admin: TrustedAdmin,
     Path(name): Path<String>,
 ) -> Result<Json<ClusterView>, Error> {
-    let cluster = require_cluster(&state, &name).await?;
-    let (cas, eks, versions, hosts) = store::run(&state.store, move |s| {
+    require_cluster(&state, &name).await?;
+    let (cluster, cas, eks, versions, hosts, applied) = store::run(&state.store, move |s| {
+        // The cluster is read again with its hosts' results, so that both are of one moment
+        // as far as the comparison goes: a change after this read shows at the next one.
+        let cluster = s
+            .get_cluster(&name)?
+            .ok_or_else(|| store::StoreError::NotFound(format!("cluster {name}")))?;
+        let mut hosts = s.list_hosts(&name)?;
+        hosts.sort_by(|a, b| store::HostQuery::order(a).cmp(&store::HostQuery::order(b)));
+        let count = hosts.len();
+        let mut applied = Vec::new();
+        for host in hosts.into_iter().take(api::MAX_APPLIED_HOSTS) {
+            let last = s.list_attestations(&host.ek_hash, 1)?.into_iter().next();
+            applied.push(host_applied(&cluster, host, last.as_ref()));
+        }
         Ok((
+            cluster,
             s.list_ca_certs(&name)?.len(),
             s.list_cluster_eks(&name)?.len(),
             s.list_software_versions(&name)?.len(),
-            s.list_hosts(&name)?.len(),
+            count,
+            applied,
         ))
     })
     .await?;
@@ -974,8 +996,33 @@ async fn get_cluster(
         tpm_ca_certs: cas,
         eks,
         software_versions: versions,
+        applied_truncated: hosts > applied.len(),
         hosts,
+        applied,
     }))
+}
+
+/// Desired vs applied for one host: its last result's configuration generation against the
+/// cluster's.
+fn host_applied(
+    cluster: &Cluster,
+    host: Host,
+    last: Option<&store::AttestationRecord>,
+) -> api::HostApplied {
+    let config_generation = last.and_then(|a| a.config_generation);
+    let configuration = match config_generation {
+        Some(g) if g == cluster.config_generation => "current",
+        Some(_) => "outdated",
+        None => "unknown",
+    };
+    api::HostApplied {
+        ek_hash: host.ek_hash,
+        name: host.name,
+        state: host.state,
+        last_result_at: last.map(|a| a.at),
+        config_generation,
+        configuration: configuration.into(),
+    }
 }
 
 #[utoipa::path(

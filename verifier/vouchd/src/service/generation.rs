@@ -79,6 +79,7 @@ mod tests {
                 bank: "sha256".into(),
                 created_at: 1,
                 disabled_at: None,
+                config_generation: 0,
             })
             .unwrap();
         let soon = start + CHECK_PERIOD / 2;

@@ -48,7 +48,7 @@ fn pem_ders(pem: &str) -> Vec<Vec<u8>> {
 }
 
 /// Tries each endpoint of `server` once.
-async fn endpoints(server: &KeyServerRecord) -> KeyServerHealth {
+pub(crate) async fn endpoints(server: &KeyServerRecord) -> KeyServerHealth {
     let mut out = Vec::with_capacity(server.endpoints.len());
     for endpoint in &server.endpoints {
         let tried =

@@ -30,6 +30,9 @@ pub struct KeyService {
     clock: Arc<dyn Clock>,
     /// What the key requests of attested hosts check.
     pub auth: AuthCache,
+    /// Each provider's last failure (reason, when), for `provider status`. Only providers
+    /// that exist are named, so it stays as small as the configuration.
+    last_errors: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl Default for KeyService {
@@ -45,7 +48,21 @@ impl KeyService {
             building: tokio::sync::Mutex::new(()),
             clock,
             auth: AuthCache::default(),
+            last_errors: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Records a failure of `provider` (not the caller's fault: the key server's, or the
+    /// key's).
+    pub fn failed(&self, provider: &str, reason: &str, at: i64) {
+        if let Ok(mut errors) = self.last_errors.lock() {
+            errors.insert(provider.to_owned(), (reason.to_owned(), at));
+        }
+    }
+
+    /// The last failure of `provider` and when, if any since vouchd started.
+    pub fn last_error(&self, provider: &str) -> Option<(String, i64)> {
+        self.last_errors.lock().ok()?.get(provider).cloned()
     }
 
     fn in_use(&self, name: &str) -> Option<Arc<KeyProvider>> {
@@ -89,6 +106,9 @@ impl KeyService {
         let _one = self.building.lock().await;
         if let Ok(mut providers) = self.providers.lock() {
             providers.remove(name);
+        }
+        if let Ok(mut errors) = self.last_errors.lock() {
+            errors.remove(name);
         }
     }
 
@@ -192,6 +212,19 @@ pub fn provider_error(e: &vouch_keyprovider::Error) -> Error {
     }
 }
 
+/// Notes a provider's failure for `provider status` and the metrics, unless the caller was at
+/// fault (a bad ciphertext, associated data or size): those say nothing of the provider.
+pub fn note_failure(state: &AppState, provider: &str, e: &vouch_keyprovider::Error) {
+    if let Error::KeyProvider { failure, .. } = provider_error(e)
+        && failure == KeyFailure::BadRequest
+    {
+        return;
+    }
+    let now = crate::now();
+    state.keys.failed(provider, &e.to_string(), now);
+    state.metrics.key_servers.failed(provider, now);
+}
+
 /// A KMIP failure outside a provider (creating a key): unreachable or the key server's error.
 pub fn kmip_error(key_server: &str, e: &vouch_kmip::Error) -> Error {
     let (failure, code) = if e.is_unavailable() {
@@ -213,7 +246,37 @@ pub fn kmip_error(key_server: &str, e: &vouch_kmip::Error) -> Error {
 pub struct AttestedHost {
     pub host: Host,
     pub claims: AttestationClaims,
-    pub provider: String,
+    /// The cluster's default provider, if it has one.
+    pub default_provider: Option<String>,
+    /// Every provider the cluster is configured with (the default among them).
+    pub providers: Vec<String>,
+}
+
+impl AttestedHost {
+    /// The provider a request uses: the one it names, which must be one the host's cluster is
+    /// configured with, or the cluster's default when it names none. Anything else is
+    /// refused (fail closed): a host never reaches another cluster's provider.
+    pub fn provider(&self, requested: Option<&str>) -> Result<&str, Error> {
+        match requested {
+            Some(name) => self
+                .providers
+                .iter()
+                .find(|p| p.as_str() == name)
+                .map(String::as_str)
+                .ok_or_else(|| {
+                    Error::Forbidden(format!(
+                        "key provider {name} is not configured for cluster {}; a TrustedAdmin adds it with `vouch cluster add-provider {} {name}`",
+                        self.host.cluster, self.host.cluster
+                    ))
+                }),
+            None => self.default_provider.as_deref().ok_or_else(|| {
+                Error::Forbidden(format!(
+                    "cluster {} has no default key provider; name one in the request or set a default with `vouch cluster set-provider {} NAME`",
+                    self.host.cluster, self.host.cluster
+                ))
+            }),
+        }
+    }
 }
 
 /// The most verified tokens, and the most hosts, [`AuthCache`] keeps.
@@ -227,8 +290,10 @@ struct HostFacts {
     host: Option<Host>,
     /// The host's latest attestation: attested, its nonce and its software version.
     latest: Option<(bool, Option<String>, Option<String>)>,
-    /// The provider of the host's cluster.
+    /// The default provider of the host's cluster.
     provider: Option<String>,
+    /// Every provider of the host's cluster.
+    providers: Vec<String>,
 }
 
 /// The key requests' checks, kept in memory:
@@ -339,6 +404,7 @@ async fn read_facts(
                 host: None,
                 latest: None,
                 provider: None,
+                providers: Vec::new(),
             });
         };
         let latest = s
@@ -347,11 +413,13 @@ async fn read_facts(
             .next()
             .map(|a| (a.attested, a.nonce, a.software_version));
         let provider = s.cluster_key_provider(&host.cluster)?;
+        let providers = s.cluster_providers(&host.cluster)?;
         Ok(HostFacts {
             generation,
             host: Some(host),
             latest,
             provider,
+            providers,
         })
     })
     .await?)
@@ -412,15 +480,16 @@ pub async fn authorise_host(
             host.ek_hash
         )));
     }
-    let provider = facts.provider.clone().ok_or_else(|| {
-        forbidden(format!(
+    if facts.providers.is_empty() {
+        return Err(forbidden(format!(
             "cluster {} is not configured with a key provider",
             host.cluster
-        ))
-    })?;
+        )));
+    }
     Ok(AttestedHost {
         host: host.clone(),
         claims: Arc::unwrap_or_clone(claims),
-        provider,
+        default_provider: facts.provider.clone(),
+        providers: facts.providers.clone(),
     })
 }

@@ -399,9 +399,20 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn update_key_provider(&self, provider: &KeyProviderRecord) -> StoreResult<()>;
     /// [`StoreError::InUse`] while a cluster uses it.
     fn delete_key_provider(&self, name: &str) -> StoreResult<()>;
-    /// Sets (or, with `None`, clears) a cluster's key provider.
+    /// Sets a cluster's default key provider, configuring the cluster with it if it was not;
+    /// or, with `None`, removes the default from the cluster (the other providers stay, and a
+    /// request that names none is refused until a default is set again).
     fn set_cluster_key_provider(&self, cluster: &str, provider: Option<&str>) -> StoreResult<()>;
+    /// The cluster's default key provider.
     fn cluster_key_provider(&self, cluster: &str) -> StoreResult<Option<String>>;
+    /// Configures a cluster with one more key provider; [`StoreError::Conflict`] when it is
+    /// already, [`StoreError::NotFound`] when the cluster or the provider does not exist.
+    fn add_cluster_provider(&self, cluster: &str, provider: &str) -> StoreResult<()>;
+    /// Removes a key provider from a cluster: [`StoreError::InUse`] while it is the default,
+    /// [`StoreError::NotFound`] when the cluster is not configured with it.
+    fn remove_cluster_provider(&self, cluster: &str, provider: &str) -> StoreResult<()>;
+    /// Every key provider the cluster is configured with, by name.
+    fn cluster_providers(&self, cluster: &str) -> StoreResult<Vec<String>>;
 
     // Events.
     fn add_event(

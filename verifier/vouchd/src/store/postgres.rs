@@ -896,8 +896,8 @@ impl Store for PostgresStore {
             let before = host_state(tx, &a.ek_hash)?;
             exec(
                 tx,
-                "INSERT INTO attestations (ek_hash, cluster, at, attested, software_version, reason, pcr_digest, nonce, valid_until, token, presented)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                "INSERT INTO attestations (ek_hash, cluster, at, attested, software_version, reason, pcr_digest, nonce, valid_until, token, presented, config_generation)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 &[
                     &a.ek_hash,
                     &a.cluster,
@@ -910,6 +910,7 @@ impl Store for PostgresStore {
                     &a.valid_until,
                     &a.token,
                     &a.presented.as_ref().map(serde_json::Value::to_string),
+                    &a.config_generation,
                 ],
             )?;
             exec(
@@ -1103,21 +1104,80 @@ impl Store for PostgresStore {
     }
 
     fn set_cluster_key_provider(&self, cluster: &str, provider: Option<&str>) -> StoreResult<()> {
-        match provider {
-            Some(p) => self.insert(
-                "INSERT INTO cluster_key_providers (cluster, provider) VALUES ($1, $2) ON CONFLICT (cluster) DO UPDATE SET provider = excluded.provider",
-                &[&cluster, &p],
-                "",
-                &format!("cluster {cluster} or key provider {p}"),
-            ),
-            None => self
-                .execute(
-                    "DELETE FROM cluster_key_providers WHERE cluster = $1",
+        self.transaction(|tx| {
+            match provider {
+                Some(p) => {
+                    let parent = format!("cluster {cluster} or key provider {p}");
+                    tx.execute(
+                        "INSERT INTO cluster_providers (cluster, provider) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                        &[&cluster, &p],
+                    )
+                    .map_err(|e| insert_error(e, "", &parent))?;
+                    tx.execute(
+                        "INSERT INTO cluster_key_providers (cluster, provider) VALUES ($1, $2) ON CONFLICT (cluster) DO UPDATE SET provider = excluded.provider",
+                        &[&cluster, &p],
+                    )
+                    .map_err(|e| insert_error(e, "", &parent))?;
+                }
+                None => {
+                    exec(
+                        tx,
+                        "DELETE FROM cluster_providers WHERE cluster = $1 AND provider IN (SELECT provider FROM cluster_key_providers WHERE cluster = $1)",
+                        &[&cluster],
+                    )?;
+                    exec(
+                        tx,
+                        "DELETE FROM cluster_key_providers WHERE cluster = $1",
+                        &[&cluster],
+                    )?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn add_cluster_provider(&self, cluster: &str, provider: &str) -> StoreResult<()> {
+        self.insert(
+            "INSERT INTO cluster_providers (cluster, provider) VALUES ($1, $2)",
+            &[&cluster, &provider],
+            &format!("key provider {provider} of cluster {cluster}"),
+            &format!("cluster {cluster} or key provider {provider}"),
+        )
+    }
+
+    fn remove_cluster_provider(&self, cluster: &str, provider: &str) -> StoreResult<()> {
+        self.transaction(|tx| {
+            let found = tx
+                .query(
+                    "SELECT provider FROM cluster_key_providers WHERE cluster = $1",
                     &[&cluster],
-                    backend,
                 )
-                .map(drop),
-        }
+                .map_err(backend)?;
+            let default: Vec<String> =
+                read_all(&found, "cluster_key_providers", |r| r.get("provider"))?;
+            if default.iter().any(|d| d == provider) {
+                return Err(StoreError::InUse(format!(
+                    "key provider {provider} is cluster {cluster}'s default"
+                )));
+            }
+            let n = exec(
+                tx,
+                "DELETE FROM cluster_providers WHERE cluster = $1 AND provider = $2",
+                &[&cluster, &provider],
+            )?;
+            one_changed(n, &format!("key provider {provider} of cluster {cluster}"))
+        })
+    }
+
+    fn cluster_providers(&self, cluster: &str) -> StoreResult<Vec<String>> {
+        let found = self
+            .conn()?
+            .query(
+                "SELECT provider FROM cluster_providers WHERE cluster = $1 ORDER BY provider",
+                &[&cluster],
+            )
+            .map_err(backend)?;
+        read_all(&found, "cluster_providers", |r| r.get("provider"))
     }
 
     fn cluster_key_provider(&self, cluster: &str) -> StoreResult<Option<String>> {

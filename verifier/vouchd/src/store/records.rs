@@ -101,6 +101,7 @@ macro_rules! from_rows {
                     bank: r.get("bank")?,
                     created_at: r.get("created_at")?,
                     disabled_at: r.get("disabled_at")?,
+                    config_generation: r.get("config_generation")?,
                 })
             }
         }
@@ -176,6 +177,7 @@ macro_rules! from_rows {
                     valid_until: r.get("valid_until")?,
                     token: r.get("token")?,
                     presented: r.json_or_null("presented")?,
+                    config_generation: r.get("config_generation")?,
                 })
             }
         }

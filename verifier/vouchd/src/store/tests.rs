@@ -135,6 +135,8 @@ store_tests!(
     an_expiry_changes_the_state_once_and_spares_a_newer_result,
     a_cluster_is_updated_and_disabled,
     retention_keeps_the_last_results_and_every_state_change,
+    a_cluster_has_several_key_providers_and_one_default,
+    the_cluster_configuration_generation_follows_its_trust,
 );
 
 pub(crate) fn cluster(name: &str) -> Cluster {
@@ -144,6 +146,7 @@ pub(crate) fn cluster(name: &str) -> Cluster {
         bank: "sha256".into(),
         created_at: 10,
         disabled_at: None,
+        config_generation: 0,
     }
 }
 
@@ -360,6 +363,7 @@ pub(super) fn attestation_results_set_host_state(b: &dyn Backend) {
         valid_until: Some(700),
         token: Some("jwt".into()),
         presented: None,
+        config_generation: None,
     };
     let recorded = s.record_attestation(&ok).unwrap();
     assert_eq!(recorded.before, HostState::Unknown);
@@ -495,7 +499,7 @@ pub(super) fn data_survives_close_and_reopen(b: &dyn Backend) {
     let s = b.open();
     assert_eq!(
         b.schema_version(),
-        i64::try_from(MIGRATIONS.len()).unwrap(),
+        MIGRATIONS.last().unwrap().version,
         "migrations are not re-applied"
     );
     // Bootstrap happens once in the life of the database.
@@ -586,6 +590,7 @@ pub(super) fn the_configuration_generation_follows_changes(b: &dyn Backend) {
         valid_until: Some(700),
         token: None,
         presented: None,
+        config_generation: None,
     })
     .unwrap();
     s.set_host_clock("aa", "{}").unwrap();
@@ -685,6 +690,7 @@ pub(super) fn an_expiry_changes_the_state_once_and_spares_a_newer_result(b: &dyn
         valid_until: Some(700),
         token: None,
         presented: None,
+        config_generation: None,
     };
     s.record_attestation(&ok).unwrap();
     assert_eq!(s.expire_host("aa", 700).unwrap(), None, "valid until 700");
@@ -728,6 +734,8 @@ pub(super) fn a_cluster_is_updated_and_disabled(b: &dyn Backend) {
     c.bank = "sha384".into();
     c.disabled_at = Some(20);
     s.update_cluster(&c).unwrap();
+    // A new selection is a new configuration of the cluster.
+    c.config_generation = 1;
     assert_eq!(s.get_cluster("prod").unwrap(), Some(c.clone()));
     c.disabled_at = None;
     s.update_cluster(&c).unwrap();
@@ -755,6 +763,7 @@ pub(super) fn retention_keeps_the_last_results_and_every_state_change(b: &dyn Ba
         valid_until: None,
         token: None,
         presented: None,
+        config_generation: None,
     };
     // aa: attested at 1..=5, not at 6 and 7, attested again at 8..=12.
     for at in 1..=12 {
@@ -819,4 +828,163 @@ pub(super) fn signing_keys_rotate_with_a_grace_period(b: &dyn Backend) {
         keys(&*a),
         vec![("k3".into(), 120, None), ("k2".into(), 20, Some(120))]
     );
+}
+
+pub(super) fn a_cluster_has_several_key_providers_and_one_default(b: &dyn Backend) {
+    let s = b.open();
+    s.add_key_server(&key_server("kms-1")).unwrap();
+    for p in ["p1", "p2", "p3"] {
+        s.add_key_provider(&key_provider(p, "kms-1")).unwrap();
+    }
+    s.create_cluster(&cluster("prod")).unwrap();
+    s.create_cluster(&cluster("lab")).unwrap();
+    assert!(s.cluster_providers("prod").unwrap().is_empty());
+    // The default is one of the cluster's providers.
+    s.set_cluster_key_provider("prod", Some("p1")).unwrap();
+    assert_eq!(s.cluster_providers("prod").unwrap(), ["p1"]);
+    s.add_cluster_provider("prod", "p2").unwrap();
+    assert!(matches!(
+        s.add_cluster_provider("prod", "p2"),
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.add_cluster_provider("prod", "nope"),
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        s.add_cluster_provider("nope", "p2"),
+        Err(StoreError::NotFound(_))
+    ));
+    s.add_cluster_provider("lab", "p3").unwrap();
+    assert_eq!(s.cluster_providers("prod").unwrap(), ["p1", "p2"]);
+    assert_eq!(s.cluster_providers("lab").unwrap(), ["p3"]);
+    assert_eq!(s.cluster_key_provider("lab").unwrap(), None);
+    // A provider in use by a cluster cannot be deleted, default or not.
+    assert!(matches!(
+        s.delete_key_provider("p2"),
+        Err(StoreError::InUse(_))
+    ));
+    // The default cannot be removed as a mere provider.
+    assert!(matches!(
+        s.remove_cluster_provider("prod", "p1"),
+        Err(StoreError::InUse(_))
+    ));
+    assert!(matches!(
+        s.remove_cluster_provider("prod", "p3"),
+        Err(StoreError::NotFound(_))
+    ));
+    // Switching the default keeps the old one configured.
+    s.set_cluster_key_provider("prod", Some("p2")).unwrap();
+    assert_eq!(
+        s.cluster_key_provider("prod").unwrap().as_deref(),
+        Some("p2")
+    );
+    assert_eq!(s.cluster_providers("prod").unwrap(), ["p1", "p2"]);
+    s.remove_cluster_provider("prod", "p1").unwrap();
+    assert_eq!(s.cluster_providers("prod").unwrap(), ["p2"]);
+    // Clearing the default removes it from the cluster.
+    s.add_cluster_provider("prod", "p1").unwrap();
+    s.set_cluster_key_provider("prod", None).unwrap();
+    assert_eq!(s.cluster_key_provider("prod").unwrap(), None);
+    assert_eq!(s.cluster_providers("prod").unwrap(), ["p1"]);
+    // Deleting a cluster releases its providers.
+    s.delete_cluster("prod").unwrap();
+    s.delete_key_provider("p1").unwrap();
+    s.delete_key_provider("p2").unwrap();
+    assert!(matches!(
+        s.delete_key_provider("p3"),
+        Err(StoreError::InUse(_))
+    ));
+}
+
+pub(super) fn the_cluster_configuration_generation_follows_its_trust(b: &dyn Backend) {
+    let s = b.open();
+    s.create_cluster(&cluster("prod")).unwrap();
+    s.create_cluster(&cluster("lab")).unwrap();
+    let generation = |name: &str| s.get_cluster(name).unwrap().unwrap().config_generation;
+    let mut last = generation("prod");
+    let mut changed = |what: &str, s: &dyn Store| {
+        let now = s.get_cluster("prod").unwrap().unwrap().config_generation;
+        assert!(now > last, "{what}: {now} after {last}");
+        last = now;
+    };
+    let v = SoftwareVersionRecord {
+        cluster: "prod".into(),
+        name: "fw-1".into(),
+        reference: serde_json::json!({"name": "fw-1"}),
+        created_at: 3,
+    };
+    s.put_software_version(&v).unwrap();
+    changed("a version added", s.as_ref());
+    s.put_software_version(&SoftwareVersionRecord {
+        reference: serde_json::json!({"name": "fw-1", "pcrs": {}}),
+        ..v.clone()
+    })
+    .unwrap();
+    changed("a version replaced", s.as_ref());
+    s.delete_software_version("prod", "fw-1").unwrap();
+    changed("a version removed", s.as_ref());
+    s.add_ca_cert(&CaCert {
+        id: "c1".into(),
+        cluster: "prod".into(),
+        subject: "CN=TPM CA".into(),
+        der: vec![9],
+        created_at: 1,
+    })
+    .unwrap();
+    changed("a CA added", s.as_ref());
+    s.delete_ca_cert("prod", "c1").unwrap();
+    changed("a CA removed", s.as_ref());
+    s.add_cluster_ek(&ClusterEk {
+        ek_hash: "e1".into(),
+        cluster: "prod".into(),
+        kind: EkEntryKind::BarePublicKey,
+        der: vec![7],
+        created_at: 2,
+    })
+    .unwrap();
+    changed("an EK added", s.as_ref());
+    s.delete_cluster_ek("prod", "e1").unwrap();
+    changed("an EK removed", s.as_ref());
+    let mut c = s.get_cluster("prod").unwrap().unwrap();
+    c.pcrs = vec![0, 1];
+    s.update_cluster(&c).unwrap();
+    changed("the PCR selection", s.as_ref());
+    c.bank = "sha384".into();
+    s.update_cluster(&c).unwrap();
+    changed("the bank", s.as_ref());
+    // Neither disabling nor another cluster's change is a change of what prod attests against.
+    let unchanged = generation("prod");
+    c.disabled_at = Some(5);
+    s.update_cluster(&c).unwrap();
+    s.put_software_version(&SoftwareVersionRecord {
+        cluster: "lab".into(),
+        ..v.clone()
+    })
+    .unwrap();
+    assert_eq!(generation("prod"), unchanged);
+    assert!(generation("lab") > 0);
+    // A result keeps the generation it was verified against.
+    s.add_host(&host("aa", "prod")).unwrap();
+    s.record_attestation(&AttestationRecord {
+        ek_hash: "aa".into(),
+        cluster: "prod".into(),
+        at: 10,
+        attested: true,
+        software_version: Some("fw-1".into()),
+        reason: None,
+        pcr_digest: None,
+        nonce: None,
+        valid_until: Some(20),
+        token: None,
+        presented: None,
+        config_generation: Some(unchanged),
+    })
+    .unwrap();
+    assert_eq!(
+        s.list_attestations("aa", 1).unwrap()[0].config_generation,
+        Some(unchanged)
+    );
+    // Deleting the cluster with its configuration works with the triggers in place.
+    s.delete_cluster("prod").unwrap();
 }

@@ -16,11 +16,6 @@ fn pragmas_and_migrations_are_in_force() {
     assert_eq!(s.schema_version().unwrap(), latest());
 }
 
-/// The newest migration this vouchd knows.
-fn latest() -> i64 {
-    MIGRATIONS.last().unwrap().version
-}
-
 /// The schema as SQLite describes it: every table and index with its SQL.
 fn schema(conn: &Connection) -> Vec<(String, String)> {
     let mut stmt = conn
@@ -112,6 +107,13 @@ fn reopen_after(sql: &str) -> StoreResult<SqliteStore> {
         .execute_batch(sql)
         .unwrap();
     SqliteStore::open(&path)
+}
+
+/// The newest migration this build knows.
+fn latest() -> i64 {
+    crate::store::migrate::MIGRATIONS
+        .last()
+        .map_or(0, |m| m.version)
 }
 
 #[test]
@@ -206,6 +208,7 @@ fn populated() -> SqliteStore {
         valid_until: Some(700),
         token: None,
         presented: None,
+        config_generation: None,
     })
     .unwrap();
     s.add_event(5, "k", "s", &serde_json::json!({})).unwrap();
@@ -334,6 +337,7 @@ fn an_expiry_changes_the_state_and_stores_its_event_together() {
         valid_until: Some(700),
         token: None,
         presented: None,
+        config_generation: None,
     })
     .unwrap();
     let events = s.list_events(0, 10).unwrap().len();
@@ -565,6 +569,7 @@ fn a_refused_result_keeps_what_the_host_presented() {
         valid_until: None,
         token: None,
         presented: Some(presented),
+        config_generation: None,
     };
     s.record_attestation(&record).unwrap();
     assert_eq!(s.list_attestations("aa", 1).unwrap(), vec![record]);
