@@ -94,6 +94,8 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub vouchd_rss_mib: f64,
     pub vouchd_cpu_s: f64,
+    /// The simulator's own CPU time in the window (it shares the machine with vouchd).
+    pub fleet_cpu_s: f64,
     pub db_mib: f64,
 }
 
@@ -404,6 +406,7 @@ pub async fn run(
     // The measured window.
     let window_start = Instant::now();
     let cpu_before = pid.and_then(vouchd::usage).map_or(0.0, |u| u.1);
+    let own_cpu_before = vouchd::usage(std::process::id()).map_or(0.0, |u| u.1);
     stats.window_start_ms.store(
         u64::try_from(window_start.duration_since(launch).as_millis())
             .unwrap_or(u64::MAX)
@@ -431,6 +434,7 @@ pub async fn run(
     }
     let measured_end = Instant::now();
     let usage = pid.and_then(vouchd::usage);
+    let own_cpu = vouchd::usage(std::process::id()).map_or(0.0, |u| u.1 - own_cpu_before);
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
 
@@ -477,6 +481,7 @@ pub async fn run(
         errors: stats.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         vouchd_rss_mib: round(usage.map_or(0.0, |u| u.0)),
         vouchd_cpu_s: round(usage.map_or(0.0, |u| u.1 - cpu_before)),
+        fleet_cpu_s: round(own_cpu),
         db_mib: round(
             process
                 .as_ref()

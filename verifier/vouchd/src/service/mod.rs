@@ -10,6 +10,8 @@ pub mod events;
 pub mod generation;
 pub mod health;
 pub mod keys;
+pub mod results;
+pub mod trust;
 
 use std::sync::Arc;
 
@@ -55,6 +57,10 @@ pub struct AppState {
     pub console_sessions: Arc<console::Sessions>,
     /// The configuration generation, for caches of configuration (see [`generation`]).
     pub config_generation: Arc<generation::GenerationWatch>,
+    /// Where attestations' writes go (group commit on SQLite; see [`results`]).
+    pub results: Arc<results::ResultsWriter>,
+    /// The clusters' trust configurations the agent link checks against (see [`trust`]).
+    pub trust: Arc<trust::TrustCache>,
 }
 
 impl AppState {
@@ -66,6 +72,7 @@ impl AppState {
         webhook: Option<events::Webhook>,
     ) -> Self {
         Self {
+            results: Arc::new(results::ResultsWriter::new(Arc::clone(&store))),
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
@@ -81,6 +88,7 @@ impl AppState {
                 .into(),
             console_sessions: Arc::default(),
             config_generation: Arc::default(),
+            trust: Arc::default(),
         }
     }
 }
