@@ -4,7 +4,7 @@
 use aws_lc_rs::rand::SystemRandom;
 use heapless::Vec as HVec;
 use vouch_attest::HashAlg;
-use vouch_attest::ek::{EkEvidence, EkKey, TrustedEk};
+use vouch_attest::ek::{EkKey, TrustedEk};
 use vouch_attest::evidence::VerifiedEvidence;
 use vouch_attest::tpm::{ClockInfo, PcrSelection, Public};
 use vouch_proto::wire::{
@@ -320,7 +320,7 @@ impl Session {
         ek: &Public,
         certificate: Option<&[u8]>,
         with_clock: bool,
-    ) -> Result<(Host, Cluster, TrustedEk, Option<String>), Refusal> {
+    ) -> Result<(Host, Cluster, std::sync::Arc<TrustedEk>, Option<String>), Refusal> {
         let ek_hash = crate::ek::ek_hash(&EkKey::from_public(ek));
         let hash = ek_hash.clone();
         let lookup = store::run(&self.state.store, move |s| {
@@ -359,19 +359,16 @@ impl Session {
             }
             .into());
         };
+        let trusted = cluster
+            .verify_ek(trust, &ek_hash, ek, certificate, crate::now())
+            .map_err(|e| {
+                tracing::warn!(peer = %self.peer, %ek_hash, cluster = %cluster.cluster.name, reason = %e, "refused: EK not trusted");
+                UntrustedEk::Refused {
+                    cluster: cluster.cluster.name.clone(),
+                    error: e,
+                }
+            })?;
         let cluster = cluster.cluster.clone();
-        let evidence = EkEvidence {
-            public: Some(ek),
-            certificate,
-            intermediates: &[],
-        };
-        let trusted = vouch_attest::ek::verify_ek(trust, &evidence, crate::now()).map_err(|e| {
-            tracing::warn!(peer = %self.peer, %ek_hash, cluster = %cluster.name, reason = %e, "refused: EK not trusted");
-            UntrustedEk::Refused {
-                cluster: cluster.name.clone(),
-                error: e,
-            }
-        })?;
         tracing::info!(peer = %self.peer, %ek_hash, cluster = %cluster.name, mode = ?trusted.mode(), "EK trusted");
         Ok((host, cluster, trusted, clock))
     }
