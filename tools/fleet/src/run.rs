@@ -104,6 +104,8 @@ pub struct Report {
     /// window (every replica).
     pub vouchd_rss_mib: f64,
     pub vouchd_cpu_s: f64,
+    /// The simulator's own CPU time in the window (it shares the machine with vouchd).
+    pub fleet_cpu_s: f64,
     pub db_mib: f64,
     /// vouchd processes serving the fleet.
     pub replicas: usize,
@@ -456,6 +458,7 @@ pub async fn run(
     let cpu_before = servers.usage().map_or(0.0, |u| u.1);
     let pg_cpu_before = servers.postgres_cpu_s();
     let mut kill_at = options.kill_one_at.map(|at| window_start + at);
+    let own_cpu_before = vouchd::usage(std::process::id()).map_or(0.0, |u| u.1);
     stats.window_start_ms.store(
         u64::try_from(window_start.duration_since(launch).as_millis())
             .unwrap_or(u64::MAX)
@@ -502,6 +505,7 @@ pub async fn run(
     let measured_end = Instant::now();
     let usage = servers.usage();
     let pg_cpu = servers.postgres_cpu_s();
+    let own_cpu = vouchd::usage(std::process::id()).map_or(0.0, |u| u.1 - own_cpu_before);
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
 
@@ -548,6 +552,7 @@ pub async fn run(
         errors: stats.errors.lock().map(|e| e.clone()).unwrap_or_default(),
         vouchd_rss_mib: round(usage.map_or(0.0, |u| u.0)),
         vouchd_cpu_s: round(usage.map_or(0.0, |u| u.1 - cpu_before)),
+        fleet_cpu_s: round(own_cpu),
         db_mib: round(servers.database_mib()),
         replicas: servers.agents.len(),
         failovers: stats.failed_over.lock().map_or(0, |f| {

@@ -593,6 +593,7 @@ pub struct TrustedEk {
     mode: TrustMode,
     tpm: Option<TpmInfo>,
     chain: Vec<String>,
+    valid_until: Option<i64>,
 }
 
 impl TrustedEk {
@@ -616,6 +617,12 @@ impl TrustedEk {
     pub fn chain(&self) -> &[String] {
         &self.chain
     }
+    /// Until when (Unix seconds) the decision holds as far as time goes: the earliest end of
+    /// validity of the certificates in the chain. `None` when no certificate was involved
+    /// (mode 3).
+    pub fn valid_until(&self) -> Option<i64> {
+        self.valid_until
+    }
 }
 
 /// Builds and checks the chain from `ek` to one of `anchors`; returns the
@@ -625,9 +632,10 @@ fn build_chain(
     intermediates: &[Vec<u8>],
     anchors: &[Vec<u8>],
     now: i64,
-) -> Result<(TpmInfo, Vec<String>, EkKey), EkError> {
+) -> Result<(TpmInfo, Vec<String>, EkKey, i64), EkError> {
     let ek = parse_cert(ek_der, "the EK certificate")?;
     check_profile(&ek, Role::Ek, now)?;
+    let mut valid_until = ek.validity().not_after.timestamp();
     let key = EkKey::from_spki(ek.public_key()).map_err(|reason| EkError::Profile {
         cert: describe(&ek),
         reason,
@@ -662,7 +670,8 @@ fn build_chain(
                     check_profile(a, Role::Ca, now)?;
                     check_path_len(a, depth)?;
                     chain.push(format!("trusted CA '{}'", name_string(a.subject())));
-                    return Ok((info, chain, key));
+                    let valid_until = valid_until.min(a.validity().not_after.timestamp());
+                    return Ok((info, chain, key, valid_until));
                 }
                 Err(e) => problems.push(format!(
                     "trusted CA '{}' has the issuer's name, but {e}",
@@ -676,6 +685,7 @@ fn build_chain(
                     Ok(()) => {
                         check_profile(c, Role::Ca, now)?;
                         check_path_len(c, depth)?;
+                        valid_until = valid_until.min(c.validity().not_after.timestamp());
                         next = Some(c.clone());
                         break;
                     }
@@ -758,6 +768,7 @@ pub fn verify_ek(
                 mode: TrustMode::PublicKey,
                 tpm: None,
                 chain: Vec::new(),
+                valid_until: None,
             });
         }
         EkTrust::Manufacturers { cas } => (cas, None, TrustMode::Manufacturer),
@@ -771,7 +782,7 @@ pub fn verify_ek(
         ));
     }
     let der = certificate_from_nv(evidence.certificate.ok_or(EkError::NoCertificate)?);
-    let (info, chain, key) = build_chain(der, evidence.intermediates, cas, now)?;
+    let (info, chain, key, valid_until) = build_chain(der, evidence.intermediates, cas, now)?;
     if let Some(p) = &presented
         && *p != key
     {
@@ -790,6 +801,7 @@ pub fn verify_ek(
         mode,
         tpm: Some(info),
         chain,
+        valid_until: Some(valid_until),
     })
 }
 

@@ -274,6 +274,11 @@ pub async fn run_session<S: AsyncRead + AsyncWrite + Unpin>(
     run(stream, peer, state, None).await
 }
 
+/// Bytes read at once while the agent is sending evidence.
+const READ_BUFFER: usize = 4096;
+/// Bytes read at once between attestations (persistent sessions hold this while idle).
+const IDLE_READ_BUFFER: usize = 256;
+
 /// Serves one session; `unproven` is released once the agent proves possession of its TPM.
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     mut stream: S,
@@ -286,11 +291,14 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     let interval = state.config.reattest_interval();
     let mut session = Session::new(peer, state.clone());
     let mut reader: Box<FrameReader<MAX_FRAME>> = Box::default();
-    let mut buf = vec![0u8; 4096];
+    let mut buf = vec![0u8; READ_BUFFER];
     let mut next_attestation: Option<tokio::time::Instant> = None;
     loop {
         let read = if session.awaiting_agent() {
             next_attestation = None;
+            if buf.len() < READ_BUFFER {
+                buf = vec![0u8; READ_BUFFER];
+            }
             let mut until = tokio::time::Instant::now() + idle;
             if !session.proven() {
                 until = until.min(handshake_deadline);
@@ -302,6 +310,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         } else {
             let due =
                 *next_attestation.get_or_insert_with(|| tokio::time::Instant::now() + interval);
+            if buf.len() > IDLE_READ_BUFFER {
+                // Between attestations the agent sends little (key requests): the session
+                // holds a small buffer while it waits.
+                buf = vec![0u8; IDLE_READ_BUFFER];
+            }
             tokio::select! {
                 r = stream.read(&mut buf) => r,
                 // Between attestations a stop ends the session; an attestation in flight
@@ -309,7 +322,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 () = state.shutdown.cancelled() => return SessionEnd::Shutdown,
                 () = tokio::time::sleep_until(due) => {
                     next_attestation = None;
-                    match session.reattest().await {
+                    match Box::pin(session.reattest()).await {
                         Ok(out) => {
                             for m in &out {
                                 if let Err(e) = send(&mut stream, m).await {
@@ -317,7 +330,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                                 }
                             }
                         }
-                        Err(refusal) => return refuse_and_end(&mut stream, &session, refusal).await,
+                        Err(refusal) => {
+                            return Box::pin(refuse_and_end(&mut stream, &session, refusal)).await;
+                        }
                     }
                     continue;
                 }
@@ -336,7 +351,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 Ok(m) => m,
                 Err(e) => {
                     let refusal = ProtocolViolation::BadFrame(e).into();
-                    return refuse_and_end(&mut stream, &session, refusal).await;
+                    return Box::pin(refuse_and_end(&mut stream, &session, refusal)).await;
                 }
             };
             if let AgentMessage::Error(e) = &message {
@@ -347,10 +362,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 };
                 // The session records what it means for the host (a TPM failure after
                 // attesting fails closed) and ends.
-                let _ = session.on_message(message).await;
+                let _ = Box::pin(session.on_message(message)).await;
                 return end;
             }
-            match session.on_message(message).await {
+            match Box::pin(session.on_message(message)).await {
                 Ok(out) => {
                     if session.proven() {
                         // Proven: the address's place for unproven sessions is free again.
@@ -366,7 +381,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         return SessionEnd::CheckedIn;
                     }
                 }
-                Err(refusal) => return refuse_and_end(&mut stream, &session, refusal).await,
+                Err(refusal) => {
+                    return Box::pin(refuse_and_end(&mut stream, &session, refusal)).await;
+                }
             }
         }
     }

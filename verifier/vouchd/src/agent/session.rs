@@ -4,7 +4,7 @@
 use aws_lc_rs::rand::SystemRandom;
 use heapless::Vec as HVec;
 use vouch_attest::HashAlg;
-use vouch_attest::ek::{EkEvidence, EkKey, TrustedEk};
+use vouch_attest::ek::{EkKey, TrustedEk};
 use vouch_attest::evidence::VerifiedEvidence;
 use vouch_attest::tpm::{ClockInfo, PcrSelection, Public};
 use vouch_proto::wire::{
@@ -230,7 +230,7 @@ impl Session {
                 ))),
                 presented: None,
             };
-            self.record(enrolled, &verdict).await?;
+            self.record(enrolled, &verdict, None).await?;
         }
         Err(ProtocolViolation::AgentReported {
             failure: e.failure,
@@ -265,7 +265,8 @@ impl Session {
         if enrolling.chunks.is_incomplete() {
             return Err(ProtocolViolation::IncompletePayload("Enroll").into());
         }
-        let (host, cluster, trusted) = self.check_trust(&ek, certificate.as_deref()).await?;
+        let (host, cluster, trusted, clock) =
+            self.check_trust(&ek, certificate.as_deref(), true).await?;
 
         let ak = Public::from_tpm2b(&enroll.ak_public).map_err(ActivationFailure::AkPublic)?;
         vouch_attest::credential::check_ak(&ak).map_err(ActivationFailure::Ak)?;
@@ -280,10 +281,6 @@ impl Session {
             ak_raw: enroll.ak_public.to_vec(),
         };
         if host.ak_public.as_deref() == Some(enroll.ak_public.as_slice()) {
-            let hash = enrolled.ek_hash.clone();
-            let clock = store::run(&self.state.store, move |s| s.host_clock(&hash))
-                .await
-                .map_err(Refusal::internal)?;
             let last_clock: Option<ClockInfo> = clock.and_then(|c| serde_json::from_str(&c).ok());
             tracing::info!(peer = %self.peer, ek_hash = %enrolled.ek_hash, "AK already bound to this EK");
             return self.quote_request(enrolled, last_clock, None);
@@ -317,53 +314,63 @@ impl Session {
     /// Looks the EK up: it must be a host of a trusted cluster and pass that cluster's trust
     /// configuration now. Run at enrolment and again before every re-attestation, so a change
     /// of configuration (a CA or EK removed, the host removed) takes effect on open sessions.
+    /// With `with_clock`, also the TPM clock last accepted from the host (read with the host).
     async fn check_trust(
         &self,
         ek: &Public,
         certificate: Option<&[u8]>,
-    ) -> Result<(Host, Cluster, TrustedEk), Refusal> {
+        with_clock: bool,
+    ) -> Result<(Host, Cluster, std::sync::Arc<TrustedEk>, Option<String>), Refusal> {
         let ek_hash = crate::ek::ek_hash(&EkKey::from_public(ek));
         let hash = ek_hash.clone();
         let lookup = store::run(&self.state.store, move |s| {
             let Some(host) = s.get_host(&hash)? else {
                 return Ok(None);
             };
-            let Some(cluster) = s.get_cluster(&host.cluster)? else {
-                return Ok(None);
+            let clock = if with_clock {
+                s.host_clock(&hash)?
+            } else {
+                None
             };
-            let cas = s.list_ca_certs(&cluster.name)?;
-            let eks = s.list_cluster_eks(&cluster.name)?;
-            Ok(Some((host, cluster, cas, eks)))
+            Ok(Some((host, clock)))
         })
         .await
         .map_err(Refusal::internal)?;
-        let Some((host, cluster, cas, eks)) = lookup else {
+        let cluster = match &lookup {
+            Some((host, _)) => self
+                .state
+                .trust
+                .get(&self.state, &host.cluster)
+                .await
+                .map_err(Refusal::internal)?,
+            None => None,
+        };
+        let (Some((host, clock)), Some(cluster)) = (lookup, cluster) else {
             tracing::warn!(peer = %self.peer, %ek_hash, "refused: the EK is not a host of any trusted cluster");
             return Err(UntrustedEk::NotAHost { ek_hash }.into());
         };
-        let trust = crate::ek::cluster_trust(&cas, &eks, certificate.is_some())
+        let trust = cluster
+            .ek_trust(certificate.is_some())
             .map_err(Refusal::internal)?;
         let Some(trust) = trust else {
-            tracing::warn!(peer = %self.peer, %ek_hash, cluster = %cluster.name, with_certificate = certificate.is_some(), "refused: the cluster trusts no such EK");
+            tracing::warn!(peer = %self.peer, %ek_hash, cluster = %cluster.cluster.name, with_certificate = certificate.is_some(), "refused: the cluster trusts no such EK");
             return Err(UntrustedEk::NoTrust {
-                cluster: cluster.name,
+                cluster: cluster.cluster.name.clone(),
             }
             .into());
         };
-        let evidence = EkEvidence {
-            public: Some(ek),
-            certificate,
-            intermediates: &[],
-        };
-        let trusted = vouch_attest::ek::verify_ek(&trust, &evidence, crate::now()).map_err(|e| {
-            tracing::warn!(peer = %self.peer, %ek_hash, cluster = %cluster.name, reason = %e, "refused: EK not trusted");
-            UntrustedEk::Refused {
-                cluster: cluster.name.clone(),
-                error: e,
-            }
-        })?;
+        let trusted = cluster
+            .verify_ek(trust, &ek_hash, ek, certificate, crate::now())
+            .map_err(|e| {
+                tracing::warn!(peer = %self.peer, %ek_hash, cluster = %cluster.cluster.name, reason = %e, "refused: EK not trusted");
+                UntrustedEk::Refused {
+                    cluster: cluster.cluster.name.clone(),
+                    error: e,
+                }
+            })?;
+        let cluster = cluster.cluster.clone();
         tracing::info!(peer = %self.peer, %ek_hash, cluster = %cluster.name, mode = ?trusted.mode(), "EK trusted");
-        Ok((host, cluster, trusted))
+        Ok((host, cluster, trusted, clock))
     }
 
     async fn activate(&self, activating: AwaitingActivation, proof: &[u8]) -> Transition {
@@ -459,8 +466,8 @@ impl Session {
             keys,
             verdict: _,
         } = decided;
-        let (host, cluster, trusted) = match self
-            .check_trust(&enrolled.ek, enrolled.ek_certificate.as_deref())
+        let (host, cluster, trusted, _) = match self
+            .check_trust(&enrolled.ek, enrolled.ek_certificate.as_deref(), false)
             .await
         {
             Ok(checked) => checked,
@@ -507,10 +514,13 @@ impl Session {
             },
         )?;
         let now = crate::now();
-        let name = quoting.enrolled.cluster.name.clone();
-        let versions = store::run(&self.state.store, move |s| s.list_software_versions(&name))
+        let trust = self
+            .state
+            .trust
+            .get(&self.state, &quoting.enrolled.cluster.name)
             .await
             .map_err(Refusal::internal)?;
+        let versions = trust.as_ref().map_or(&[][..], |t| t.versions.as_slice());
         let expected = Expected {
             qualifying_data: &qualifying_data,
             selection: &quoting.selection,
@@ -522,7 +532,7 @@ impl Session {
             pcr_values: quoting.pcr_values.as_deref(),
             event_log: quoting.event_log.as_deref(),
         };
-        let checked = verdict::verify(&quoting.enrolled, &expected, &submitted, &versions);
+        let checked = verdict::verify(&quoting.enrolled, &expected, &submitted, versions);
         let presented = checked
             .is_err()
             .then(|| verdict::presented(&expected, &submitted, &quoting.enrolled.cluster.pcrs));
@@ -532,16 +542,13 @@ impl Session {
             nonce,
             ..
         } = quoting;
+        let mut clock_json = None;
         let outcome = match checked {
             Ok(evidence) => {
                 let clock = evidence.quote().clock_info();
                 last_clock = Some(clock);
-                if let Ok(json) = serde_json::to_string(&clock) {
-                    let hash = enrolled.ek_hash.clone();
-                    store::run(&self.state.store, move |s| s.set_host_clock(&hash, &json))
-                        .await
-                        .map_err(Refusal::internal)?;
-                }
+                // Stored with the result, in its transaction.
+                clock_json = Some(serde_json::to_string(&clock).map_err(Refusal::internal)?);
                 Outcome::Attested(Box::new(self.issue(&enrolled, &nonce, evidence, now)?))
             }
             Err(reason) => {
@@ -555,7 +562,7 @@ impl Session {
             outcome,
             presented: presented.flatten(),
         };
-        self.record(&enrolled, &verdict).await?;
+        self.record(&enrolled, &verdict, clock_json).await?;
 
         let mut answers = vec![VerifierMessage::Verdict(verdict.message())];
         let keys = match (verdict.token(), session_public) {
@@ -648,8 +655,14 @@ impl Session {
         }
     }
 
-    /// Records the verdict, counts it, and posts an event when the host's state changes.
-    async fn record(&self, enrolled: &Enrolled, verdict: &Verdict) -> Result<(), Refusal> {
+    /// Records the verdict (with the TPM clock of its accepted quote, in the same transaction),
+    /// counts it, and posts an event when the host's state changes. Returns once it is durable.
+    async fn record(
+        &self,
+        enrolled: &Enrolled,
+        verdict: &Verdict,
+        clock: Option<String>,
+    ) -> Result<(), Refusal> {
         let record = verdict.record(enrolled);
         let result = if record.attested {
             "attested"
@@ -663,8 +676,10 @@ impl Session {
                 result: result.into(),
             })
             .inc();
-        let stored = record.clone();
-        let recorded = store::run(&self.state.store, move |s| s.record_attestation(&stored))
+        let recorded = self
+            .state
+            .results
+            .record(store::ResultWrite { record, clock })
             .await
             .map_err(Refusal::internal)?;
         // The state change's event was stored with the result, in the same transaction.
@@ -1083,6 +1098,71 @@ mod tests {
         let err = session.on_message(AgentMessage::CheckIn).await.unwrap_err();
         assert_eq!(err.kind(), RefusalKind::Protocol);
         assert!(!session.checked_in());
+    }
+
+    /// One check-in of the fixture host: its verdict, or the refusal of its enrolment.
+    async fn check_in(state: &AppState, pcrs: &[u8]) -> Result<wire::Verdict, Refusal> {
+        let mut session = Session::new("test", state.clone());
+        session.fixed_nonce = Some(vec![0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0x66, 0x77]);
+        let hello = AgentMessage::Hello(Hello {
+            min_version: 1,
+            max_version: 3,
+            agent: HString::try_from("test").unwrap(),
+        });
+        session.on_message(hello).await?;
+        session.on_message(AgentMessage::CheckIn).await?;
+        let cert = data("ek/ek-rsa2048.crt");
+        for chunk in vouch_proto::chunk::split(BlobKind::EkCertificate, &cert).unwrap() {
+            session.on_message(AgentMessage::Chunk(chunk)).await?;
+        }
+        session
+            .on_message(AgentMessage::Enroll(Enroll {
+                ek_public: HVec::from_slice(&data("ek/ek-rsa2048.pub")).unwrap(),
+                ak_public: HVec::from_slice(&data("quotes/rsa2048-sha256.ak.pub")).unwrap(),
+                has_ek_certificate: true,
+            }))
+            .await?;
+        for chunk in vouch_proto::chunk::split(BlobKind::PcrValues, pcrs).unwrap() {
+            session.on_message(AgentMessage::Chunk(chunk)).await?;
+        }
+        let out = session
+            .on_message(AgentMessage::Evidence(Evidence {
+                attest: HVec::from_slice(&data("quotes/rsa2048-sha256.quote")).unwrap(),
+                signature: HVec::from_slice(&data("quotes/rsa2048-sha256.sig")).unwrap(),
+            }))
+            .await?;
+        match out.first() {
+            Some(VerifierMessage::Verdict(v)) => Ok(v.clone()),
+            other => panic!("expected a verdict, got {other:?}"),
+        }
+    }
+
+    /// The trust configuration is cached between check-ins; a change to it is in force on the
+    /// very next check-in.
+    #[tokio::test]
+    async fn a_trust_change_takes_effect_on_the_next_check_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = state(dir.path());
+        let (pcrs, version) = fixture_pcrs();
+        configure(state.store.as_ref(), &version, true);
+        assert!(check_in(&state, &pcrs).await.unwrap().attested);
+        assert!(check_in(&state, &pcrs).await.unwrap().attested);
+
+        // The software version removed: the next check-in is not attested.
+        let record = state.store.list_software_versions("prod").unwrap();
+        state.store.delete_software_version("prod", "fw-1").unwrap();
+        let v = check_in(&state, &pcrs).await.unwrap();
+        assert!(!v.attested, "{v:?}");
+        // Put back: attested again.
+        state.store.put_software_version(&record[0]).unwrap();
+        assert!(check_in(&state, &pcrs).await.unwrap().attested);
+
+        // The TPM CAs removed: the next check-in is refused.
+        for ca in state.store.list_ca_certs("prod").unwrap() {
+            state.store.delete_ca_cert("prod", &ca.id).unwrap();
+        }
+        let err = check_in(&state, &pcrs).await.unwrap_err();
+        assert_eq!(err.kind(), RefusalKind::UntrustedEk, "{err:?}");
     }
 
     #[tokio::test]

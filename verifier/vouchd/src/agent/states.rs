@@ -140,7 +140,7 @@ pub struct Enrolled {
     /// The EK public area.
     pub ek: Public,
     /// The EK's trust, as vouch-attest established it at the last check.
-    pub trusted: TrustedEk,
+    pub trusted: std::sync::Arc<TrustedEk>,
     /// The EK certificate the agent sent, if any.
     pub ek_certificate: Option<Vec<u8>>,
     /// The AK public area.

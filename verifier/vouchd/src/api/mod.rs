@@ -162,7 +162,13 @@ async fn observe(State(state): State<AppState>, request: Request, next: Next) ->
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
     let started = std::time::Instant::now();
+    let changing = !request.method().is_safe();
     let response = next.run(request).await;
+    if changing {
+        // A change made through this replica is in force here at once (see
+        // `service::generation`).
+        state.config_generation.invalidate();
+    }
     let status = response.status().as_u16();
     tracing::debug!(%method, %route, status, elapsed_ms = started.elapsed().as_millis(), "request");
     state

@@ -11,6 +11,8 @@ pub mod events;
 pub mod generation;
 pub mod health;
 pub mod keys;
+pub mod results;
+pub mod trust;
 
 use std::sync::Arc;
 
@@ -60,6 +62,10 @@ pub struct AppState {
     /// The management API's certificate in service, replaceable while serving (set by
     /// [`crate::server::start`]; `None` in states built for tests without a listener).
     pub tls: Option<Arc<crate::tls::LiveCertificate>>,
+    /// Where attestations' writes go (group commit on SQLite; see [`results`]).
+    pub results: Arc<results::ResultsWriter>,
+    /// The clusters' trust configurations the agent link checks against (see [`trust`]).
+    pub trust: Arc<trust::TrustCache>,
 }
 
 impl AppState {
@@ -72,6 +78,7 @@ impl AppState {
     ) -> Self {
         let grace = config.signing_key_grace_secs();
         Self {
+            results: Arc::new(results::ResultsWriter::new(Arc::clone(&store))),
             store,
             config: Arc::new(config),
             metrics: Arc::new(Metrics::new()),
@@ -88,6 +95,7 @@ impl AppState {
             console_sessions: Arc::default(),
             config_generation: Arc::default(),
             tls: None,
+            trust: Arc::default(),
         }
     }
 }

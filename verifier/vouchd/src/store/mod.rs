@@ -130,6 +130,15 @@ pub struct KeyServerRecord {
     pub created_at: i64,
 }
 
+/// What one attestation writes: the host's TPM clock as of the accepted quote (`None` when
+/// the quote was not accepted) and the result ([`Store::record_attestations`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResultWrite {
+    pub record: AttestationRecord,
+    /// vouch-attest `ClockInfo`, JSON ([`Store::set_host_clock`]).
+    pub clock: Option<String>,
+}
+
 /// What recording a result did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
@@ -247,6 +256,14 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         Ok(())
     }
 
+    /// The configuration generation ([`Store::config_generation`]) without reading the
+    /// database, when this process makes every change to it and so knows it (SQLite: vouchd
+    /// is the only writer of its file); `None` (the default) when other processes share the
+    /// database (PostgreSQL replicas).
+    fn config_generation_now(&self) -> Option<i64> {
+        None
+    }
+
     // Bootstrap and metadata.
     /// Creates the first principal, in `group`, with one token, unless bootstrap already
     /// happened. Returns whether it happened now. Runs once in the life of a database.
@@ -316,6 +333,28 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Stores a result, sets the host's state from it and, when the state changes, stores the
     /// `host.state_changed` event — all in one transaction, so a crash keeps all or none.
     fn record_attestation(&self, record: &AttestationRecord) -> StoreResult<Recorded>;
+    /// Stores several attestations' writes, each as one [`ResultWrite`]: the host's TPM clock
+    /// (when given) and the result as [`Store::record_attestation`] stores it, all or none of
+    /// each write. The answers are in the order of `writes`; every `Ok` is durable when this
+    /// returns. The default stores them one after the other; a backend that commits them all
+    /// at once (SQLite: one transaction, one sync for many results) says so with
+    /// [`Store::commits_in_groups`].
+    fn record_attestations(&self, writes: &[ResultWrite]) -> Vec<StoreResult<Recorded>> {
+        writes
+            .iter()
+            .map(|w| {
+                if let Some(clock) = &w.clock {
+                    self.set_host_clock(&w.record.ek_hash, clock)?;
+                }
+                self.record_attestation(&w.record)
+            })
+            .collect()
+    }
+    /// Whether [`Store::record_attestations`] commits many writes at once, so that vouchd
+    /// hands results to one writer thread that gathers them (a group commit).
+    fn commits_in_groups(&self) -> bool {
+        false
+    }
     /// Sets a host's state without a new result; returns the state before.
     fn set_host_state(&self, ek_hash: &str, state: HostState) -> StoreResult<HostState>;
     /// Turns the host `unknown` when it is still `attested` with a result valid until before

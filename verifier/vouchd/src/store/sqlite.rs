@@ -9,7 +9,7 @@
 mod rows;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::types::{FromSql, Value};
@@ -22,11 +22,24 @@ use super::sealing::{self, SealingKey};
 use super::{
     AttestationRecord, CaCert, Cluster, ClusterEk, Event, EventFilter, Host, HostCount, HostPage,
     HostQuery, HostState, KeyProviderRecord, KeyServerRecord, MAX_HOST_PAGE, ManagementServer,
-    Principal, PrincipalKind, SoftwareVersionRecord, Store, StoreError, StoreResult,
+    Principal, PrincipalKind, ResultWrite, SoftwareVersionRecord, Store, StoreError, StoreResult,
     StoredSigningKey, TokenInfo, open_signing_keys, rotation_rows,
 };
 
 const STATEMENT_CACHE_CAPACITY: usize = 128;
+
+/// [`SqliteStore`]'s `config` when the generation could not be read after a write: nothing is
+/// answered from memory until a later write reads it.
+const GENERATION_UNKNOWN: i64 = i64::MIN;
+
+const SELECT_GENERATION: &str = "SELECT value FROM generations WHERE name = 'config'";
+
+/// The configuration generation in the database, or [`GENERATION_UNKNOWN`].
+fn read_generation(conn: &Connection) -> i64 {
+    conn.prepare_cached(SELECT_GENERATION)
+        .and_then(|mut stmt| stmt.query_row([], |r| r.get(0)))
+        .unwrap_or(GENERATION_UNKNOWN)
+}
 
 /// The SQLite store.
 #[derive(Debug)]
@@ -34,6 +47,9 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
     /// Counts the uses of the connection that changed rows ([`Store::changes`]).
     writes: AtomicU64,
+    /// The configuration generation as of the last write ([`Store::config_generation_now`]),
+    /// or [`GENERATION_UNKNOWN`] when it could not be read.
+    config: AtomicI64,
     /// The key-encryption keys: the first seals, every one opens. None: secrets are stored as
     /// given (in-memory tests).
     sealing: Vec<SealingKey>,
@@ -286,9 +302,11 @@ impl SqliteStore {
         )
             .map_err(backend)?;
         migrate::migrate(&mut conn, MIGRATIONS, crate::now())?;
+        let generation = read_generation(&conn);
         Ok(Self {
             conn: Mutex::new(conn),
             writes: AtomicU64::new(0),
+            config: AtomicI64::new(generation),
             sealing: Vec::new(),
             retention: 0,
         })
@@ -380,6 +398,7 @@ impl SqliteStore {
             conn,
             before,
             writes: &self.writes,
+            config: &self.config,
         })
     }
 
@@ -488,6 +507,7 @@ struct Locked<'a> {
     conn: MutexGuard<'a, Connection>,
     before: u64,
     writes: &'a AtomicU64,
+    config: &'a AtomicI64,
 }
 
 impl std::ops::Deref for Locked<'_> {
@@ -507,9 +527,102 @@ impl Drop for Locked<'_> {
     fn drop(&mut self) {
         // Runs before the guard (a field) unlocks.
         if self.conn.total_changes() != self.before {
+            // What was committed (a transaction ended before this); a rolled-back change
+            // leaves the generation as it was.
+            self.config
+                .store(read_generation(&self.conn), Ordering::SeqCst);
             self.writes.fetch_add(1, Ordering::SeqCst);
         }
     }
+}
+
+/// One attestation's writes ([`ResultWrite`]) within a transaction.
+fn write_result(
+    conn: &Connection,
+    retention: u32,
+    w: &ResultWrite,
+) -> StoreResult<super::Recorded> {
+    if let Some(clock) = &w.clock {
+        let n = exec(
+            conn,
+            "UPDATE hosts SET last_clock = ?1 WHERE ek_hash = ?2",
+            params![clock, w.record.ek_hash],
+        )
+        .map_err(backend)?;
+        one_changed(n, &format!("host with EK {}", w.record.ek_hash))?;
+    }
+    record_in(conn, retention, &w.record)
+}
+
+/// Stores a result and the host's state from it (and the event of a change) within a
+/// transaction; `retention` as [`SqliteStore`]'s.
+fn record_in(
+    conn: &Connection,
+    retention: u32,
+    a: &AttestationRecord,
+) -> StoreResult<super::Recorded> {
+    let state = if a.attested {
+        HostState::Attested
+    } else {
+        HostState::NotAttested
+    };
+    let before = host_state(conn, &a.ek_hash)?;
+    exec(
+            conn,
+            "INSERT INTO attestations (ek_hash, cluster, at, attested, software_version, reason, pcr_digest, nonce, valid_until, token, presented, config_generation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            params![
+                a.ek_hash,
+                a.cluster,
+                a.at,
+                a.attested,
+                a.software_version,
+                a.reason,
+                a.pcr_digest,
+                a.nonce,
+                a.valid_until,
+                a.token,
+                a.presented.as_ref().map(serde_json::Value::to_string),
+                a.config_generation
+            ],
+        )
+        .map_err(backend)?;
+    exec(
+            conn,
+            "UPDATE hosts SET state = ?1, attested_at = ?2, valid_until = ?3, software_version = ?4 WHERE ek_hash = ?5",
+            params![
+                state.as_str(),
+                a.attested.then_some(a.at),
+                a.valid_until,
+                a.software_version,
+                a.ek_hash
+            ],
+        )
+        .map_err(backend)?;
+    if retention > 0 && before == state {
+        // Retention: past the last N, a result that repeats the one before it goes;
+        // the first result and every state change stay.
+        exec(
+            conn,
+            "DELETE FROM attestations WHERE id IN (
+                    SELECT id FROM (
+                        SELECT id, attested,
+                               LAG(attested) OVER (ORDER BY id) AS previous,
+                               ROW_NUMBER() OVER (ORDER BY id DESC) AS newest
+                        FROM attestations WHERE ek_hash = ?1
+                    ) WHERE newest > ?2 AND previous = attested
+                )",
+            params![a.ek_hash, retention],
+        )
+        .map_err(backend)?;
+    }
+    let event = if before == state {
+        None
+    } else {
+        let detail = super::state_change_detail(&a.cluster, before, state, a.reason.as_deref());
+        Some(insert_state_changed(conn, a.at, &a.ek_hash, detail)?)
+    };
+    Ok(super::Recorded { before, event })
 }
 
 const INSERT_HOST: &str = "INSERT INTO hosts (ek_hash, cluster, name, added_by, ak_public, state, attested_at, valid_until, software_version, created_at)
@@ -593,6 +706,12 @@ fn host_filter(q: &HostQuery) -> (String, Vec<Value>) {
 impl Store for SqliteStore {
     fn changes(&self) -> Option<u64> {
         Some(self.writes.load(Ordering::SeqCst))
+    }
+
+    /// vouchd is the only writer of its SQLite file, and every write goes through this
+    /// store, which reads the generation after each one.
+    fn config_generation_now(&self) -> Option<i64> {
+        Some(self.config.load(Ordering::SeqCst)).filter(|g| *g != GENERATION_UNKNOWN)
     }
 
     fn flush(&self) -> StoreResult<()> {
@@ -928,70 +1047,38 @@ impl Store for SqliteStore {
     }
 
     fn record_attestation(&self, a: &AttestationRecord) -> StoreResult<super::Recorded> {
-        let state = if a.attested {
-            HostState::Attested
-        } else {
-            HostState::NotAttested
-        };
-        self.transaction(|tx| {
-            let before = host_state(tx, &a.ek_hash)?;
-            exec(
-                tx,
-                "INSERT INTO attestations (ek_hash, cluster, at, attested, software_version, reason, pcr_digest, nonce, valid_until, token, presented, config_generation)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
-                params![
-                    a.ek_hash,
-                    a.cluster,
-                    a.at,
-                    a.attested,
-                    a.software_version,
-                    a.reason,
-                    a.pcr_digest,
-                    a.nonce,
-                    a.valid_until,
-                    a.token,
-                    a.presented.as_ref().map(serde_json::Value::to_string),
-                    a.config_generation
-                ],
-            )
-            .map_err(backend)?;
-            exec(
-                tx,
-                "UPDATE hosts SET state = ?1, attested_at = ?2, valid_until = ?3, software_version = ?4 WHERE ek_hash = ?5",
-                params![
-                    state.as_str(),
-                    a.attested.then_some(a.at),
-                    a.valid_until,
-                    a.software_version,
-                    a.ek_hash
-                ],
-            )
-            .map_err(backend)?;
-            if self.retention > 0 && before == state {
-                // Retention: past the last N, a result that repeats the one before it goes;
-                // the first result and every state change stay.
-                exec(
-                    tx,
-                    "DELETE FROM attestations WHERE id IN (
-                        SELECT id FROM (
-                            SELECT id, attested,
-                                   LAG(attested) OVER (ORDER BY id) AS previous,
-                                   ROW_NUMBER() OVER (ORDER BY id DESC) AS newest
-                            FROM attestations WHERE ek_hash = ?1
-                        ) WHERE newest > ?2 AND previous = attested
-                    )",
-                    params![a.ek_hash, self.retention],
-                )
-                .map_err(backend)?;
+        self.transaction(|tx| record_in(tx, self.retention, a))
+    }
+
+    fn record_attestations(&self, writes: &[ResultWrite]) -> Vec<StoreResult<super::Recorded>> {
+        let all = (|| {
+            let mut conn = self.conn()?;
+            let mut tx = conn.transaction().map_err(backend)?;
+            let mut answers = Vec::with_capacity(writes.len());
+            for w in writes {
+                // Each write all or none: a failed one rolls back to its savepoint (on drop)
+                // and the others stay.
+                let savepoint = tx.savepoint().map_err(backend)?;
+                let answer = write_result(&savepoint, self.retention, w);
+                if answer.is_ok() {
+                    savepoint.commit().map_err(backend)?;
+                }
+                answers.push(answer);
             }
-            let event = if before == state {
-                None
-            } else {
-                let detail = super::state_change_detail(&a.cluster, before, state, a.reason.as_deref());
-                Some(insert_state_changed(tx, a.at, &a.ek_hash, detail)?)
-            };
-            Ok(super::Recorded { before, event })
+            tx.commit().map_err(backend)?;
+            Ok::<_, StoreError>(answers)
+        })();
+        all.unwrap_or_else(|e| {
+            let reason = e.to_string();
+            writes
+                .iter()
+                .map(|_| Err(StoreError::Backend(reason.clone())))
+                .collect()
         })
+    }
+
+    fn commits_in_groups(&self) -> bool {
+        true
     }
 
     fn set_host_state(&self, ek_hash: &str, state: HostState) -> StoreResult<HostState> {

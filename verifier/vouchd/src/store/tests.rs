@@ -137,6 +137,7 @@ store_tests!(
     retention_keeps_the_last_results_and_every_state_change,
     a_cluster_has_several_key_providers_and_one_default,
     the_cluster_configuration_generation_follows_its_trust,
+    results_are_stored_with_their_clock_each_all_or_none,
 );
 
 pub(crate) fn cluster(name: &str) -> Cluster {
@@ -987,4 +988,52 @@ pub(super) fn the_cluster_configuration_generation_follows_its_trust(b: &dyn Bac
     );
     // Deleting the cluster with its configuration works with the triggers in place.
     s.delete_cluster("prod").unwrap();
+}
+
+/// Several attestations' writes at once: each stores its host's TPM clock with its result;
+/// one for a host that is gone fails alone, storing nothing.
+pub(super) fn results_are_stored_with_their_clock_each_all_or_none(b: &dyn Backend) {
+    let s = b.open();
+    s.create_cluster(&cluster("prod")).unwrap();
+    for ek in ["aa", "bb"] {
+        s.add_host(&host(ek, "prod")).unwrap();
+        s.set_host_ak(ek, b"ak").unwrap();
+    }
+    let write = |ek: &str, clock: &str| super::ResultWrite {
+        record: AttestationRecord {
+            ek_hash: ek.into(),
+            cluster: "prod".into(),
+            at: 100,
+            attested: true,
+            software_version: Some("fw-1".into()),
+            reason: None,
+            pcr_digest: Some("00".into()),
+            nonce: Some("11".into()),
+            valid_until: Some(700),
+            token: None,
+            presented: None,
+        },
+        clock: Some(clock.into()),
+    };
+    let answers = s.record_attestations(&[
+        write("aa", "{\"c\":1}"),
+        write("gone", "{}"),
+        write("bb", "{\"c\":2}"),
+    ]);
+    assert_eq!(answers.len(), 3);
+    for (ek, answer) in [("aa", &answers[0]), ("bb", &answers[2])] {
+        let recorded = answer.as_ref().unwrap();
+        assert_eq!(recorded.before, HostState::Unknown);
+        assert!(recorded.event.is_some());
+        assert_eq!(s.get_host(ek).unwrap().unwrap().state, HostState::Attested);
+        assert_eq!(s.list_attestations(ek, 10).unwrap().len(), 1);
+    }
+    assert!(
+        matches!(answers[1], Err(StoreError::NotFound(_))),
+        "{:?}",
+        answers[1]
+    );
+    assert!(s.list_attestations("gone", 10).unwrap().is_empty());
+    assert_eq!(s.host_clock("aa").unwrap().as_deref(), Some("{\"c\":1}"));
+    assert_eq!(s.host_clock("bb").unwrap().as_deref(), Some("{\"c\":2}"));
 }
