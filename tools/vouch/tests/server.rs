@@ -1068,6 +1068,16 @@ fn a_cluster_has_several_providers_and_their_status_is_shown() {
     assert_eq!(providers["providers"], serde_json::json!(["p1", "p2"]));
     let out = v.ok(&["cluster", "providers", "lab"]);
     assert!(out.contains("p1  (default)"), "{out}");
+    // An export carries every provider; an import configures them again.
+    let export = v.ok(&["cluster", "export", "lab"]);
+    let exported: Value = serde_json::from_str(&export).unwrap();
+    assert_eq!(exported["key_provider"], "p1", "{exported}");
+    assert_eq!(exported["other_key_providers"], serde_json::json!(["p2"]));
+    let file = v.file("lab.json", export.as_bytes());
+    v.ok(&["cluster", "import", &file, "--name", "prod"]);
+    let providers = v.json(&["cluster", "providers", "prod"]);
+    assert_eq!(providers["provider"], "p1", "{providers}");
+    assert_eq!(providers["providers"], serde_json::json!(["p1", "p2"]));
     // The default is not removed as a mere provider.
     let o = v.admin(&["cluster", "remove-provider", "lab", "p1"]);
     assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
