@@ -38,6 +38,11 @@ pub struct ClusterExport {
     /// The key provider's name; the provider itself (a key on a key server) is configured on
     /// each vouchd and must exist where the file is imported.
     pub key_provider: Option<String>,
+    /// The cluster's other key providers (besides the default), which its hosts' requests
+    /// may name; like the default, they must exist where the file is imported. Absent when
+    /// there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub other_key_providers: Vec<String>,
 }
 
 /// An individual EK of an export.
@@ -76,6 +81,11 @@ pub fn export(api: &Api, name: &str) -> Result<ClusterExport, Failure> {
             })
             .collect(),
         software_versions: versions.into_iter().map(|v| v.reference).collect(),
+        other_key_providers: provider
+            .providers
+            .into_iter()
+            .filter(|p| provider.provider.as_ref() != Some(p))
+            .collect(),
         key_provider: provider.provider,
     })
 }
@@ -167,6 +177,12 @@ fn fill(api: &Api, export: &ClusterExport, name: &str) -> Result<Option<Cluster>
             &SetClusterKeyProvider {
                 provider: provider.clone(),
             },
+        )?;
+    }
+    for provider in &export.other_key_providers {
+        let _: ClusterKeyProvider = api.put(
+            &format!("{base}/key-providers/{}", seg(provider)),
+            &serde_json::json!({}),
         )?;
     }
     if export.enabled {

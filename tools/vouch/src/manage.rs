@@ -187,7 +187,8 @@ pub enum KmsCmd {
     /// List the key servers.
     List,
     /// Each key server's endpoints (replicas) as vouchd reaches them now, and its
-    /// certificates' expiry (see `vouch health --deep`); exit 1 when one answers on none.
+    /// certificates' expiry (see `vouch health --deep`); exit 1 when one answers on none. The
+    /// state of each provider's key and its last error: `vouch provider status`.
     Status,
     /// Remove a key server no provider uses.
     Remove { name: String },

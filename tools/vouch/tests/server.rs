@@ -1078,3 +1078,84 @@ fn kms_csr_writes_a_key_and_a_request_offline() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("--force"), "{}", stderr(&o));
 }
+
+/// Several key providers per cluster through the CLI (`cluster set-provider | add-provider |
+/// remove-provider | providers`), and `provider status` with its key server down: exit 1,
+/// each replica UNREACHABLE, and what to do. (The providers are stored directly: adding one
+/// checks its key on a real key server, which tests/keys.rs of vouchd does with PyKMIP.)
+#[test]
+fn a_cluster_has_several_providers_and_their_status_is_shown() {
+    let v = vouchd();
+    v.ok(&["cluster", "add", "lab"]);
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let store = &v.server.vouchd.running.state.store;
+    store
+        .add_key_server(&vouchd::store::KeyServerRecord {
+            name: "kms-1".into(),
+            endpoints: vec![closed.clone()],
+            client_certificate: String::new(),
+            client_key: String::new(),
+            ca_certificates: String::new(),
+            created_at: 1,
+        })
+        .unwrap();
+    for name in ["p1", "p2"] {
+        store
+            .add_key_provider(&vouchd::store::KeyProviderRecord {
+                name: name.into(),
+                key_server: "kms-1".into(),
+                primary_key_id: "1".into(),
+                primary_key_version: 1,
+                retired: vec![],
+                wrapping: vouchd::store::WrappingMode::Remote,
+                refresh_seconds: 60,
+                lifetime_seconds: 600,
+                created_at: 1,
+            })
+            .unwrap();
+    }
+    v.ok(&["cluster", "set-provider", "lab", "p1"]);
+    let out = v.ok(&["cluster", "add-provider", "lab", "p2"]);
+    assert!(out.contains("p1, p2"), "{out}");
+    let providers = v.json(&["cluster", "providers", "lab"]);
+    assert_eq!(providers["provider"], "p1", "{providers}");
+    assert_eq!(providers["providers"], serde_json::json!(["p1", "p2"]));
+    let out = v.ok(&["cluster", "providers", "lab"]);
+    assert!(out.contains("p1  (default)"), "{out}");
+    // An export carries every provider; an import configures them again.
+    let export = v.ok(&["cluster", "export", "lab"]);
+    let exported: Value = serde_json::from_str(&export).unwrap();
+    assert_eq!(exported["key_provider"], "p1", "{exported}");
+    assert_eq!(exported["other_key_providers"], serde_json::json!(["p2"]));
+    let file = v.file("lab.json", export.as_bytes());
+    v.ok(&["cluster", "import", &file, "--name", "prod"]);
+    let providers = v.json(&["cluster", "providers", "prod"]);
+    assert_eq!(providers["provider"], "p1", "{providers}");
+    assert_eq!(providers["providers"], serde_json::json!(["p1", "p2"]));
+    // The default is not removed as a mere provider.
+    let o = v.admin(&["cluster", "remove-provider", "lab", "p1"]);
+    assert_ne!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stderr(&o).contains("default"), "{}", stderr(&o));
+    v.ok(&["cluster", "remove-provider", "lab", "p2"]);
+    let providers = v.json(&["cluster", "providers", "lab"]);
+    assert_eq!(providers["providers"], serde_json::json!(["p1"]));
+
+    let o = v.admin(&["provider", "status", "p1"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains(&closed), "{}", stdout(&o));
+    assert!(stdout(&o).contains("UNREACHABLE"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("vouch kms status"), "{}", stderr(&o));
+    let o = v.admin(&["provider", "status", "--json"]);
+    let all: Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 2, "{all}");
+    assert_eq!(all[0]["endpoints"][0]["reachable"], false, "{all}");
+
+    // cluster show: the cluster's configuration generation, and no host yet.
+    let shown = v.json(&["cluster", "show", "lab"]);
+    assert!(shown["config_generation"].is_i64(), "{shown}");
+    assert_eq!(shown["applied"], serde_json::json!([]), "{shown}");
+}

@@ -623,7 +623,8 @@ contract! {
         pub primary_key_version: u32,
         /// `active` when the primary key is usable now (exists, Active, AES-256, usable in the
         /// wrapping mode); otherwise the failure's code (`key_revoked`, `key_unusable`,
-        /// `key_server_unreachable`, ...).
+        /// `key_server_unreachable`, ..., or `configuration_error` when the key server's
+        /// client configuration does not load).
         pub key_state: String,
         /// Why the key is not usable, when not.
         #[serde(default)]

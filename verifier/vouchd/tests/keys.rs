@@ -197,14 +197,7 @@ async fn key_providers_for_attested_hosts_only() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(list.as_array().unwrap().len(), 3);
     // In use: not removable.
-    let (s, body) = h
-        .call(
-            Method::DELETE,
-            "/v1/key-servers/kms-1",
-            Some(&h.admin()),
-            None,
-        )
-        .await;
+    let (s, body) = as_admin(&h, Method::DELETE, "/v1/key-servers/kms-1").await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
 
     cluster_with(&h, "prod", Some("provider-1")).await;
@@ -573,14 +566,7 @@ async fn cached_checks_follow_every_change() {
     let last = token(0x23, &"44".repeat(16), 600);
     let (s, body) = encrypt(last.clone()).await;
     assert_eq!(s, StatusCode::OK, "{body}");
-    let (s, _) = h
-        .call(
-            Method::DELETE,
-            "/v1/clusters/c/key-provider",
-            Some(&h.admin()),
-            None,
-        )
-        .await;
+    let (s, _) = as_admin(&h, Method::DELETE, "/v1/clusters/c/key-provider").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
     let (s, body) = encrypt(last).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
@@ -609,26 +595,11 @@ async fn a_host_asks_a_named_provider() {
     }
     cluster_with(&h, "prod", Some("p1")).await;
     cluster_with(&h, "lab", Some("p3")).await;
-    let admin = h.admin();
-    let (s, body) = h
-        .call(
-            Method::PUT,
-            "/v1/clusters/prod/key-providers/p2",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (s, body) = as_admin(&h, Method::PUT, "/v1/clusters/prod/key-providers/p2").await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["provider"], "p1", "the default stays");
     assert_eq!(body["providers"], json!(["p1", "p2"]));
-    let (s, body) = h
-        .call(
-            Method::PUT,
-            "/v1/clusters/prod/key-providers/nope",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (s, body) = as_admin(&h, Method::PUT, "/v1/clusters/prod/key-providers/nope").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
     let t = host(&h, 0x40, "prod", true, 300);
 
@@ -704,34 +675,13 @@ async fn a_host_asks_a_named_provider() {
 
     // The default cannot be removed as one of the providers; provider 2 can, and is then
     // refused at once.
-    let (s, body) = h
-        .call(
-            Method::DELETE,
-            "/v1/clusters/prod/key-providers/p1",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (s, body) = as_admin(&h, Method::DELETE, "/v1/clusters/prod/key-providers/p1").await;
     assert_eq!(s, StatusCode::CONFLICT, "{body}");
-    let (s, body) = h
-        .call(
-            Method::DELETE,
-            "/v1/clusters/prod/key-providers/p2",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (s, body) = as_admin(&h, Method::DELETE, "/v1/clusters/prod/key-providers/p2").await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{body}");
     let (s, body) = op(&h, &t, "generate", json!({"provider": "p2"})).await;
     assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
-    let (s, body) = h
-        .call(
-            Method::GET,
-            "/v1/clusters/prod/key-provider",
-            Some(&admin),
-            None,
-        )
-        .await;
+    let (s, body) = as_admin(&h, Method::GET, "/v1/clusters/prod/key-provider").await;
     assert_eq!(s, StatusCode::OK, "{body}");
     assert_eq!(body["providers"], json!(["p1"]));
 }
@@ -804,26 +754,17 @@ async fn provider_status_reports_each_replica_the_key_and_the_last_error() {
     ] {
         assert!(text.contains(&line), "{line} in {text}");
     }
-    let (s, body) = h
-        .call(
-            Method::GET,
-            "/v1/key-providers/nope/status",
-            Some(&h.admin()),
-            None,
-        )
-        .await;
+    let (s, body) = as_admin(&h, Method::GET, "/v1/key-providers/nope/status").await;
     assert_eq!(s, StatusCode::NOT_FOUND, "{body}");
 }
 
 async fn provider_status(h: &Harness, name: &str) -> Value {
-    let (s, body) = h
-        .call(
-            Method::GET,
-            &format!("/v1/key-providers/{name}/status"),
-            Some(&h.admin()),
-            None,
-        )
-        .await;
+    let (s, body) = as_admin(h, Method::GET, &format!("/v1/key-providers/{name}/status")).await;
     assert_eq!(s, StatusCode::OK, "{body}");
     body
+}
+
+/// A bodiless call as the bootstrap TrustedAdmin.
+async fn as_admin(h: &Harness, method: Method, path: &str) -> (StatusCode, Value) {
+    h.call(method, path, Some(&h.admin()), None).await
 }

@@ -267,13 +267,22 @@ pub async fn key_provider_status(
             .key_servers
             .endpoint(&server.name, &e.endpoint, e.reachable);
     }
-    let provider = state.keys.build(&server, &record)?;
-    let (key_state, key_error) = match provider.check_primary().await {
-        Ok(()) => ("active".to_owned(), None),
+    // A provider that cannot even be built (its key server's PEM does not parse, say) is
+    // reported as such, with the endpoints tried all the same.
+    let (key_state, key_error) = match state.keys.build(&server, &record) {
         Err(e) => {
-            crate::service::keys::note_failure(&state, &name, &e);
-            (e.kind().to_owned(), Some(e.to_string()))
+            let reason = e.reason();
+            state.keys.failed(&name, &reason, crate::now());
+            state.metrics.key_servers.failed(&name, crate::now());
+            ("configuration_error".to_owned(), Some(reason))
         }
+        Ok(provider) => match provider.check_primary().await {
+            Ok(()) => ("active".to_owned(), None),
+            Err(e) => {
+                crate::service::keys::note_failure(&state, &name, &e);
+                (e.kind().to_owned(), Some(e.to_string()))
+            }
+        },
     };
     state
         .metrics

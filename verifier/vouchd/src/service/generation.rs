@@ -86,6 +86,7 @@ mod tests {
             bank: "sha256".into(),
             created_at: 1,
             disabled_at: None,
+            config_generation: 0,
         }
     }
 

@@ -133,6 +133,7 @@ mod tests {
                 valid_until: attested.then_some(100),
                 token: None,
                 presented: None,
+                config_generation: None,
             },
             clock: attested.then(|| "{\"clock\":5}".to_owned()),
         }
@@ -151,6 +152,7 @@ mod tests {
                 bank: "sha256".into(),
                 created_at: 1,
                 disabled_at: None,
+                config_generation: 0,
             })
             .unwrap();
         let eks: Vec<String> = (0..200).map(|i| format!("{i:064x}")).collect();

@@ -175,6 +175,7 @@ mod tests {
                 bank: "sha256".into(),
                 created_at: 0,
                 disabled_at: None,
+                config_generation: 0,
             },
             with_certificate: Ok(Some(EkTrust::Manufacturers { cas })),
             without_certificate: Ok(None),

@@ -1012,6 +1012,7 @@ pub(super) fn results_are_stored_with_their_clock_each_all_or_none(b: &dyn Backe
             valid_until: Some(700),
             token: None,
             presented: None,
+            config_generation: None,
         },
         clock: Some(clock.into()),
     };
