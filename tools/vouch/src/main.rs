@@ -97,6 +97,9 @@ enum Command {
     /// The keys that sign attestation tokens: show them, rotate to a new one.
     #[command(subcommand)]
     SigningKey(SigningKeyCmd),
+    /// vouchd's own TLS certificate.
+    #[command(subcommand)]
+    Tls(TlsCmd),
     /// Attestation status: of every host as a table, or of one host (EK hash or name).
     Status {
         /// A host's EK hash or name.
@@ -130,6 +133,14 @@ enum ImageCmd {
 enum CredentialCmd {
     /// Protect a secret for an AK under an EK; the TPM recovers it with `tpm2_activatecredential`.
     Make(credential::MakeArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum TlsCmd {
+    /// Make vouchd read its TLS certificate and key files again (as SIGHUP does): new
+    /// connections get the new certificate, open ones keep theirs; a pair that does not parse,
+    /// does not match or is not valid now is refused (exit 1) and the old one stays.
+    Reload,
 }
 
 #[derive(Debug, Subcommand)]
@@ -261,6 +272,7 @@ fn main() -> ExitCode {
         Command::Kms(cmd) => manage::kms(server, &cmd),
         Command::Provider(cmd) => manage::provider(server, &cmd),
         Command::SigningKey(cmd) => manage::signing_key(server, &cmd),
+        Command::Tls(TlsCmd::Reload) => manage::tls_reload(server),
         Command::Status { host } => manage::status(server, host.as_deref()),
         Command::Events(args) => manage::events(server, &args),
         Command::Bridge(args) => bridge::run(&args),

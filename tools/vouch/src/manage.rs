@@ -14,7 +14,8 @@ use vouch_api::{
     HostToken, HostView, KeyProvider, KeyServer, ManagementServer, NewCaCerts, NewCluster,
     NewClusterEk, NewHost, NewKeyProvider, NewKeyServer, NewKmsKey, NewManagementServer,
     NewPrimaryKey, NewPrincipal, NewToken, Principal, PrincipalKind, SetClusterKeyProvider,
-    SigningKeys, SoftwareVersionBody, SoftwareVersionRecord, TokenInfo, WrappingMode,
+    SigningKeys, SoftwareVersionBody, SoftwareVersionRecord, TlsCertificate, TokenInfo,
+    WrappingMode,
 };
 
 use crate::client::{Api, ServerOpts, encode, pretty, seg};
@@ -1045,6 +1046,19 @@ pub fn kms(opts: &ServerOpts, cmd: &KmsCmd) -> Result<(), Failure> {
         }
         KmsCmd::Csr(args) => crate::kms_csr::run(args, api.json)?,
     }
+    Ok(())
+}
+
+/// `vouch tls reload`.
+pub fn tls_reload(opts: &ServerOpts) -> Result<(), Failure> {
+    let api = connect(opts)?;
+    let v: TlsCertificate = api.post("/v1/tls/reload", &serde_json::json!({}))?;
+    done(&api, &v, || {
+        format!(
+            "vouchd serves {} (serial {}, valid until {}) to new connections; SHA-256 fingerprint: {}",
+            v.subject, v.serial, v.not_after, v.fingerprint
+        )
+    });
     Ok(())
 }
 

@@ -1159,3 +1159,41 @@ fn a_cluster_has_several_providers_and_their_status_is_shown() {
     assert!(shown["config_generation"].is_i64(), "{shown}");
     assert_eq!(shown["applied"], serde_json::json!([]), "{shown}");
 }
+
+#[test]
+fn tls_reload_serves_new_files_and_refuses_a_bad_pair() {
+    let v = vouchd();
+    let data = v.path("data");
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".into()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    std::fs::write(data.join("api-cert.pem"), cert.pem()).unwrap();
+    std::fs::write(data.join("api-key.pem"), key.serialize_pem()).unwrap();
+    let served = v.json(&["tls", "reload"]);
+    let fingerprint = served["fingerprint"].as_str().unwrap();
+    assert_ne!(fingerprint, v.fingerprint);
+    assert_eq!(fingerprint.len(), 64);
+
+    // A key that is not the certificate's: refused (exit 1, why); the new certificate stays,
+    // so the old pin no longer matches and the new one does.
+    std::fs::write(
+        data.join("api-key.pem"),
+        rcgen::KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let o = bare(&["tls", "reload"])
+        .env("VOUCH_SERVER", &v.url)
+        .env("VOUCH_FINGERPRINT", fingerprint)
+        .env("VOUCH_TOKEN", &v.admin)
+        .output()
+        .unwrap();
+    refused(&o, "not the private key");
+    let o = bare(&["health"])
+        .env("VOUCH_SERVER", &v.url)
+        .env("VOUCH_FINGERPRINT", fingerprint)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}

@@ -46,6 +46,19 @@ contract! {
         pub grace_secs: u64,
     }
 
+    /// `POST /v1/tls/reload` (TrustedAdmins): the API's TLS certificate now in service.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct TlsCertificate {
+        /// SHA-256 of the leaf certificate, hex (what `vouch --fingerprint` pins).
+        pub fingerprint: String,
+        /// The leaf's serial number, hex.
+        pub serial: String,
+        pub subject: String,
+        /// notBefore and notAfter, Unix seconds.
+        pub not_before: i64,
+        pub not_after: i64,
+    }
+
     /// One token-signing key.
     #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
     pub struct SigningKeyInfo {

@@ -297,6 +297,9 @@ fn restore_into(
     store
         .list_key_servers()
         .context("a sealed key-server client key does not open under the key given")?;
+    store
+        .signing_keys()
+        .context("a sealed token-signing key does not open under the key given")?;
     store.flush()?;
     drop(store);
     let (kek, _) = sealing_keys(config, false)?;

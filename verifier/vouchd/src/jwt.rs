@@ -469,4 +469,44 @@ mod tests {
         );
         assert!(signer.verify(&parts.join("."), now).is_err());
     }
+
+    #[test]
+    fn the_ring_honours_the_grace_period_of_a_retired_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = Signer::load_or_create(&dir.path().join("old.p8")).unwrap();
+        let claims = |exp: i64| AttestationClaims {
+            iss: "vouchd".into(),
+            sub: "ab".repeat(32),
+            cluster: "prod".into(),
+            software_version: "fw-1.0".into(),
+            pcr_digest: "cd".repeat(32),
+            nonce: "ef".repeat(16),
+            attestation: "ef".repeat(16),
+            iat: 0,
+            exp,
+            jti: "01".into(),
+        };
+        let ring = KeyRing::new(old, 10);
+        let old_token = ring.sign(&claims(1000)).unwrap();
+        let old_kid = ring.kid();
+        let stranger = Signer::load_or_create(&dir.path().join("other.p8")).unwrap();
+        let stranger_token = stranger.sign(&claims(1000)).unwrap();
+
+        let new = Signer::load_or_create(&dir.path().join("new.p8")).unwrap();
+        let old = Signer::load_or_create(&dir.path().join("old.p8")).unwrap();
+        ring.replace(new, Some((old, 100)));
+        assert_ne!(ring.kid(), old_kid);
+        let new_token = ring.sign(&claims(1000)).unwrap();
+        // Usable until the grace period ends (exp bounded by it), then refused.
+        assert_eq!(ring.verify_until(&old_token, 109).unwrap().1, 110);
+        assert_eq!(ring.verify_until(&new_token, 109).unwrap().1, 1000);
+        assert!(ring.verify(&old_token, 110).unwrap_err().contains("grace"));
+        assert!(ring.verify(&new_token, 110).is_ok());
+        assert!(ring.verify(&stranger_token, 105).is_err());
+        assert_eq!(ring.jwks_at(109).keys.len(), 2);
+        let after = ring.jwks_at(110);
+        assert_eq!(after.keys.len(), 1);
+        assert_eq!(after.keys[0].kid, ring.kid());
+        assert_eq!(ring.describe()[1].grace_until, Some(110));
+    }
 }

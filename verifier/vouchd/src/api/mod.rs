@@ -52,6 +52,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(deep_health))
         .routes(routes!(list_signing_keys))
         .routes(routes!(rotate_signing_key))
+        .routes(routes!(reload_tls))
         .routes(routes!(list_principals, create_principal))
         .routes(routes!(get_principal, delete_principal))
         .routes(routes!(add_group, remove_group))
@@ -271,6 +272,34 @@ async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, Error> {
 )]
 async fn deep_health(State(state): State<AppState>, _admin: TrustedAdmin) -> Json<api::DeepHealth> {
     Json(crate::service::health::deep(&state).await)
+}
+
+#[utoipa::path(
+    post,
+    path = "/v1/tls/reload",
+    tag = "health",
+    summary = "Read the TLS certificate and key files again (as SIGHUP does); a bad pair keeps the one in service",
+    responses(
+        (status = 200, description = "The certificate now in service", body = api::TlsCertificate),
+        (status = 409, description = "The files were refused; the certificate in service stays"),
+    ),
+    security(("bearer" = [])),
+)]
+async fn reload_tls(
+    State(state): State<AppState>,
+    _admin: TrustedAdmin,
+) -> Result<Json<api::TlsCertificate>, Error> {
+    // The files on disk, not the request, are at fault: a conflict (the vouch CLI's exit 1).
+    let info = crate::service::certs::reload_tls(&state)
+        .await
+        .map_err(Error::Conflict)?;
+    Ok(Json(api::TlsCertificate {
+        fingerprint: info.fingerprint,
+        serial: info.serial,
+        subject: info.subject,
+        not_before: info.not_before,
+        not_after: info.not_after,
+    }))
 }
 
 fn signing_keys_view(state: &AppState) -> api::SigningKeys {
