@@ -329,6 +329,18 @@ pub async fn check_in(
     host: &Host,
     boot: &Boot,
 ) -> Result<(Attestation, Duration), Failure> {
+    check_in_seen(source, server, host, boot, &mut None).await
+}
+
+/// [`check_in`], keeping in `verdict` an attested verdict received even when the session fails
+/// after it (the verifier dies before `NextCheckIn`): the verdict was still received.
+pub async fn check_in_seen(
+    source: IpAddr,
+    server: SocketAddr,
+    host: &Host,
+    boot: &Boot,
+    verdict: &mut Option<Attestation>,
+) -> Result<(Attestation, Duration), Failure> {
     let mut link = Link::connect(source, server).await?;
     enroll(&mut link, host, true).await?;
     let mut asked = None;
@@ -340,6 +352,7 @@ pub async fn check_in(
             )));
         }
     };
+    *verdict = Some(attestation.clone());
     let after = match next_event(&mut link, host, boot, &mut asked, ANSWER_TIMEOUT).await? {
         Event::NextCheckIn(after) => after,
         other => {

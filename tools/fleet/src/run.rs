@@ -202,6 +202,13 @@ impl Stats {
         }
     }
 
+    /// A verdict received in a session that failed after it.
+    fn received_only(&self, nonce: Vec<u8>) {
+        if let Ok(mut r) = self.received.lock() {
+            r.push(nonce);
+        }
+    }
+
     fn moved(&self, index: usize) {
         if let Ok(mut f) = self.failed_over.lock()
             && let Some(slot) = f.get_mut(index)
@@ -780,7 +787,8 @@ impl HostTask {
             let Some(server) = self.server(current) else {
                 return;
             };
-            let result = agent::check_in(source, server, host, &self.boot).await;
+            let mut verdict = None;
+            let result = agent::check_in_seen(source, server, host, &self.boot, &mut verdict).await;
             drop((permit, connection));
             let wait = match result {
                 Ok((attestation, after)) => {
@@ -789,6 +797,11 @@ impl HostTask {
                     after
                 }
                 Err(failure) => {
+                    // A verdict received before the session failed is checked against the
+                    // database like any other.
+                    if let Some(v) = verdict {
+                        self.stats.received_only(v.nonce);
+                    }
                     let (next, wait) = self.after_failure(current, &failure, &mut failures);
                     current = next;
                     wait
