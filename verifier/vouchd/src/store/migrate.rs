@@ -98,6 +98,12 @@ pub const MIGRATIONS: &[Migration] = &[
         sql: include_str!("../../migrations/0007_providers.sql"),
         postgres: Some(include_str!("../../migrations/0007_providers.postgres.sql")),
     },
+    Migration {
+        version: 8,
+        name: "seen_requests_index",
+        sql: include_str!("../../migrations/0008_seen_requests_index.sql"),
+        postgres: None,
+    },
 ];
 
 /// The bookkeeping table, created by the backend before it reads it. Portable SQL.

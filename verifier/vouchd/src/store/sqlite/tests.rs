@@ -574,3 +574,22 @@ fn a_refused_result_keeps_what_the_host_presented() {
     s.record_attestation(&record).unwrap();
     assert_eq!(s.list_attestations("aa", 1).unwrap(), vec![record]);
 }
+
+/// Every signed host operation prunes the replay records: through an index on `seen_at`, not
+/// a scan of every record kept (which slowed registering a large fleet down as it grew).
+#[test]
+fn pruning_the_replay_records_uses_an_index() {
+    let s = SqliteStore::open_in_memory().unwrap();
+    let conn = s.conn().unwrap();
+    let plan: Vec<String> = conn
+        .prepare("EXPLAIN QUERY PLAN DELETE FROM seen_requests WHERE seen_at < ?1")
+        .unwrap()
+        .query_map([0], |r| r.get::<_, String>(3))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert!(
+        plan.iter().any(|p| p.contains("seen_requests_by_seen_at")),
+        "{plan:?}"
+    );
+}
